@@ -1,0 +1,1 @@
+//! Dev control plane.
