@@ -1,0 +1,191 @@
+//! PATCH bodies: JSON merge patch, JSON patch and strategic merge patch.
+
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, Result};
+
+/// The patch formats, by request `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    Merge,
+    Json,
+    Strategic,
+    Apply,
+}
+
+impl PatchType {
+    pub fn from_content_type(ct: &str) -> Result<Self> {
+        let base = ct.split(';').next().unwrap_or_default().trim();
+        match base {
+            "application/merge-patch+json" => Ok(Self::Merge),
+            "application/json-patch+json" => Ok(Self::Json),
+            "application/strategic-merge-patch+json" => Ok(Self::Strategic),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => Ok(Self::Apply),
+            other => Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (got {other:?})"
+            ))),
+        }
+    }
+}
+
+/// Applies a merge, JSON or strategic merge patch to `target`.
+pub fn apply_patch(target: &mut Value, kind: PatchType, body: &[u8]) -> Result<()> {
+    match kind {
+        PatchType::Merge => {
+            let patch: Value = parse_json(body)?;
+            if !patch.is_object() {
+                return Err(ApiError::bad_request("merge patch body must be a JSON object"));
+            }
+            json_patch::merge(target, &patch);
+            Ok(())
+        }
+        PatchType::Json => {
+            let patch: json_patch::Patch = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            json_patch::patch(target, &patch).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))
+        }
+        PatchType::Strategic => {
+            let patch: Value = parse_json(body)?;
+            let Value::Object(p) = patch else {
+                return Err(ApiError::bad_request("strategic merge patch body must be a JSON object"));
+            };
+            strategic_object(target, &p);
+            Ok(())
+        }
+        PatchType::Apply => Err(ApiError::internal("apply patches go through server-side apply")),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+}
+
+/// Merge key of a list field for the built-in kinds (strategic merge patch metadata).
+pub fn merge_key(field: &str) -> Option<&'static str> {
+    match field {
+        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" => Some("name"),
+        "ownerReferences" => Some("uid"),
+        "conditions" => Some("type"),
+        "volumeMounts" => Some("mountPath"),
+        "ports" => Some("containerPort"),
+        _ => None,
+    }
+}
+
+/// Primitive lists merged as sets.
+fn is_set_list(field: &str) -> bool {
+    field == "finalizers"
+}
+
+fn strategic_object(target: &mut Value, patch: &Map<String, Value>) {
+    match patch.get("$patch").and_then(Value::as_str) {
+        Some("replace") => {
+            let mut replaced = patch.clone();
+            replaced.remove("$patch");
+            *target = Value::Object(replaced);
+            return;
+        }
+        Some("delete") => {
+            *target = Value::Object(Map::new());
+            return;
+        }
+        _ => {}
+    }
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(t) = target else { return };
+    for (k, pv) in patch {
+        if k.starts_with('$') {
+            if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
+                if let (Some(Value::Array(items)), Some(remove)) = (t.get_mut(field), pv.as_array()) {
+                    items.retain(|i| !remove.contains(i));
+                }
+            }
+            // $setElementOrder and $retainKeys only order or prune lists kubectl already sends whole.
+            continue;
+        }
+        match pv {
+            Value::Null => {
+                t.remove(k);
+            }
+            Value::Object(po) => strategic_object(t.entry(k.clone()).or_insert(Value::Null), po),
+            Value::Array(items) => match (merge_key(k), t.get_mut(k)) {
+                (Some(key), Some(Value::Array(existing))) => merge_keyed(existing, items, key),
+                (None, Some(Value::Array(existing))) if is_set_list(k) => {
+                    for i in items {
+                        if !existing.contains(i) {
+                            existing.push(i.clone());
+                        }
+                    }
+                }
+                _ => {
+                    t.insert(k.clone(), Value::Array(items.iter().map(strip_directives).collect()));
+                }
+            },
+            other => {
+                t.insert(k.clone(), other.clone());
+            }
+        }
+    }
+}
+
+fn merge_keyed(existing: &mut Vec<Value>, patch: &[Value], key: &str) {
+    for item in patch {
+        let Some(id) = item.get(key) else { continue };
+        let pos = existing.iter().position(|e| e.get(key) == Some(id));
+        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        match (pos, delete, item.as_object()) {
+            (Some(i), true, _) => {
+                existing.remove(i);
+            }
+            (Some(i), false, Some(po)) => strategic_object(&mut existing[i], po),
+            (None, false, _) => existing.push(strip_directives(item)),
+            _ => {}
+        }
+    }
+}
+
+fn strip_directives(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_sets_and_removes() {
+        let mut t = json!({"spec": {"cpus": 1, "kernel": "/k"}});
+        apply_patch(&mut t, PatchType::Merge, br#"{"spec": {"cpus": 2, "kernel": null}}"#).expect("patch");
+        assert_eq!(t, json!({"spec": {"cpus": 2}}));
+    }
+
+    #[test]
+    fn json_patch_failure_is_reported() {
+        let mut t = json!({"spec": {}});
+        let err = apply_patch(&mut t, PatchType::Json, br#"[{"op": "test", "path": "/spec/cpus", "value": 1}]"#).expect_err("test fails");
+        assert_eq!(err.code, 422);
+    }
+
+    #[test]
+    fn strategic_merge_merges_keyed_lists_and_finalizers() {
+        let mut t = json!({"metadata": {"finalizers": ["a"], "ownerReferences": [{"uid": "1", "name": "x"}]}});
+        let patch = br#"{"metadata": {"finalizers": ["b"], "ownerReferences": [{"uid": "1", "name": "y"}, {"uid": "2", "name": "z"}],
+            "$setElementOrder/finalizers": ["a", "b"]}}"#;
+        apply_patch(&mut t, PatchType::Strategic, patch).expect("patch");
+        assert_eq!(t["metadata"]["finalizers"], json!(["a", "b"]));
+        assert_eq!(t["metadata"]["ownerReferences"], json!([{"uid": "1", "name": "y"}, {"uid": "2", "name": "z"}]));
+        apply_patch(&mut t, PatchType::Strategic, br#"{"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}"#).expect("patch");
+        assert_eq!(t["metadata"]["finalizers"], json!(["b"]));
+    }
+
+    #[test]
+    fn unknown_patch_content_type_is_415() {
+        assert_eq!(PatchType::from_content_type("text/plain").expect_err("unknown").code, 415);
+    }
+}
