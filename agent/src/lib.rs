@@ -1,1 +1,35 @@
-//! Quiver node agent.
+//! Quiver node agent: runs microVMs with QEMU and serves the `quiver.v1` API.
+//!
+//! # Layout
+//! - [`vm`]: the VM runtime. [`vm::lifecycle`] is the pure state machine (`(state, event) →
+//!   commands`); [`vm::qemu`] and [`vm::simulated`] are drivers behind [`vm::driver::Driver`];
+//!   [`vm::manager`] runs one actor per VM, persists run dirs and re-adopts VMs after restart.
+//! - [`services`]: Health, Status, Vm, Monitoring, each implemented once over the proto types.
+//! - [`grpc`]: the tonic adapter (the Iroh adapter will sit next to it and reuse `services`).
+//! - [`client`]: a typed gRPC client for other crates. [`runtime`]: wiring for the binary.
+//!
+//! # Goals
+//! - VMs outlive the agent: QEMU runs detached; a restarted agent re-adopts live VMs and
+//!   reports (and restarts, per run strategy) the ones that died meanwhile.
+//! - Puts are validated before anything touches disk and are idempotent per uid + generation.
+//!
+//! # Non-goals (here)
+//! - Placement, Raft and fencing across hosts (the epoch is only checked per VM), networking,
+//!   mTLS (gRPC is plain; see the crate README note in `docs/architecture.md`).
+
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod metrics;
+pub mod runtime;
+pub mod services;
+pub mod vm;
+
+pub use error::{Error, Result};
+
+/// Generated `quiver.v1` messages, clients and servers.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("quiver.v1");
+}

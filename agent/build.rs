@@ -1,0 +1,8 @@
+//! Compiles `proto/quiver.proto` with protox (pure Rust, no system `protoc`).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/quiver.proto");
+    let fds = protox::compile(["quiver.proto"], ["proto"])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

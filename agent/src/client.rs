@@ -1,0 +1,146 @@
+//! A typed gRPC client for other crates (operator, tests, benches).
+//!
+//! ```no_run
+//! # async fn demo() -> quiver_agent::Result<()> {
+//! let agent = quiver_agent::client::AgentClient::connect("http://127.0.0.1:7443").await?;
+//! let vms = agent.list_vms().await?;
+//! # Ok(()) }
+//! ```
+//! Errors: connection failures and `UNAVAILABLE` become [`Error::Unreachable`]; any other
+//! refusal becomes [`Error::Remote`] with the gRPC code's name (e.g. `"InvalidArgument"`).
+
+use futures::{Stream, StreamExt};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::health_client::HealthClient;
+use crate::proto::monitoring_client::MonitoringClient;
+use crate::proto::status_client::StatusClient;
+use crate::proto::vm_client::VmClient;
+use crate::{Error, Result, proto};
+
+/// Largest message the client accepts (matches the server's default).
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+#[derive(Clone)]
+pub struct AgentClient {
+    channel: Channel,
+}
+
+pub fn error_from(status: &tonic::Status) -> Error {
+    match status.code() {
+        tonic::Code::Unavailable => Error::Unreachable(status.message().to_owned()),
+        code => Error::Remote {
+            code: format!("{code:?}"),
+            message: status.message().to_owned(),
+        },
+    }
+}
+
+impl AgentClient {
+    /// Connects to `endpoint` (`http://host:port`).
+    pub async fn connect(endpoint: impl Into<String>) -> Result<Self> {
+        let endpoint = endpoint.into();
+        let channel = Endpoint::from_shared(endpoint.clone())
+            .map_err(|e| Error::Unreachable(format!("{endpoint}: {e}")))?
+            .connect()
+            .await
+            .map_err(|e| Error::Unreachable(format!("{endpoint}: {e}")))?;
+        Ok(AgentClient { channel })
+    }
+
+    /// The raw tonic clients, for callers that need gRPC details.
+    pub fn vm_client(&self) -> VmClient<Channel> {
+        VmClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    pub async fn health(&self) -> Result<proto::HealthCheckResponse> {
+        let mut c = HealthClient::new(self.channel.clone());
+        let req = proto::HealthCheckRequest::default();
+        c.check(req)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| error_from(&s))
+    }
+
+    pub async fn status(&self) -> Result<proto::AgentStatus> {
+        let mut c = StatusClient::new(self.channel.clone());
+        let req = proto::GetStatusRequest {};
+        c.get_status(req)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| error_from(&s))
+    }
+
+    pub async fn put_vm(&self, req: proto::PutVmRequest) -> Result<proto::PutVmResponse> {
+        let r = self.vm_client().put_vm(req).await;
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| error_from(&s))
+    }
+
+    pub async fn delete_vm(&self, uid: &str) -> Result<bool> {
+        let req = proto::DeleteVmRequest {
+            uid: uid.to_owned(),
+        };
+        let r = self.vm_client().delete_vm(req).await;
+        r.map(|r| r.into_inner().existed)
+            .map_err(|s| error_from(&s))
+    }
+
+    pub async fn get_vm(&self, uid: &str) -> Result<proto::VmStatus> {
+        let req = proto::GetVmRequest {
+            uid: uid.to_owned(),
+        };
+        let r = self.vm_client().get_vm(req).await;
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| error_from(&s))
+    }
+
+    pub async fn list_vms(&self) -> Result<Vec<proto::VmStatus>> {
+        let r = self.vm_client().list_vms(proto::ListVmsRequest {}).await;
+        r.map(|r| r.into_inner().vms).map_err(|s| error_from(&s))
+    }
+
+    /// Every VM's status, then every change.
+    pub async fn watch(&self) -> Result<impl Stream<Item = Result<proto::VmStatus>> + use<>> {
+        let r = self
+            .vm_client()
+            .watch_vm_status(proto::WatchVmStatusRequest {})
+            .await;
+        let stream = r.map_err(|s| error_from(&s))?.into_inner();
+        Ok(stream.map(|item| item.map_err(|s| error_from(&s))))
+    }
+
+    pub async fn console(
+        &self,
+        uid: &str,
+        offset: u64,
+        follow: bool,
+    ) -> Result<impl Stream<Item = Result<proto::ConsoleChunk>> + use<>> {
+        let req = proto::StreamConsoleRequest {
+            uid: uid.to_owned(),
+            offset,
+            follow,
+        };
+        let r = self.vm_client().stream_console(req).await;
+        let stream = r.map_err(|s| error_from(&s))?.into_inner();
+        Ok(stream.map(|item| item.map_err(|s| error_from(&s))))
+    }
+
+    pub async fn metrics(&self) -> Result<proto::MetricsSnapshot> {
+        let mut c = MonitoringClient::new(self.channel.clone());
+        let r = c.get_metrics(proto::GetMetricsRequest {}).await;
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| error_from(&s))
+    }
+
+    pub async fn resource_summary(&self) -> Result<proto::ResourceSummary> {
+        let mut c = MonitoringClient::new(self.channel.clone());
+        let r = c
+            .get_resource_summary(proto::GetResourceSummaryRequest {})
+            .await;
+        r.map(tonic::Response::into_inner)
+            .map_err(|s| error_from(&s))
+    }
+}

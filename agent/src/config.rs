@@ -1,0 +1,171 @@
+//! Agent configuration: a YAML file (JSON works too) overlaid by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// QEMU accelerator. `auto` = KVM when `/dev/kvm` can be opened read-write, else TCG.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    pub fn resolve(self) -> Accel {
+        match self {
+            Accel::Auto if kvm_usable() => Accel::Kvm,
+            Accel::Auto => Accel::Tcg,
+            other => other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Auto => "auto",
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// Which driver runs VMs. `simulated` runs no processes and is for scale benchmarks only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    #[default]
+    Qemu,
+    Simulated,
+}
+
+/// Delays of the simulated driver, in milliseconds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SimulatedConfig {
+    pub launch_ms: u64,
+    pub ready_ms: u64,
+    pub stop_ms: u64,
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> Self {
+        SimulatedConfig {
+            launch_ms: 50,
+            ready_ms: 200,
+            stop_ms: 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AgentConfig {
+    pub data_dir: PathBuf,
+    pub grpc_listen: SocketAddr,
+    /// Serves `/metrics` (Prometheus text) when set.
+    pub metrics_listen: Option<SocketAddr>,
+    pub host_name: String,
+    pub accel: Accel,
+    pub capacity_cpus: u32,
+    pub capacity_memory_mib: u64,
+    pub driver: DriverKind,
+    pub simulated: SimulatedConfig,
+    /// How long a guest gets to power off after ACPI powerdown before QEMU is told to quit.
+    pub stop_grace_secs: u64,
+    /// Largest gRPC message accepted or sent.
+    pub max_message_bytes: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            data_dir: "/var/lib/quiver/agent".into(),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            metrics_listen: None,
+            host_name: default_host_name(),
+            accel: Accel::Auto,
+            capacity_cpus: std::thread::available_parallelism()
+                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+                .unwrap_or(1),
+            capacity_memory_mib: host_memory_mib().unwrap_or(1024),
+            driver: DriverKind::Qemu,
+            simulated: SimulatedConfig::default(),
+            stop_grace_secs: 10,
+            max_message_bytes: 4 << 20,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Reads the file if given, else defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let Some(path) = path else {
+            return Ok(AgentConfig::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_yaml_ng::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn stop_grace(&self) -> Duration {
+        Duration::from_secs(self.stop_grace_secs)
+    }
+}
+
+fn default_host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+fn host_memory_mib() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, "dataDir: /tmp/q\naccel: tcg\ncapacityCpus: 3\n").expect("write");
+        let c = AgentConfig::load(Some(&path)).expect("load");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/q"));
+        assert_eq!(c.accel, Accel::Tcg);
+        assert_eq!(c.capacity_cpus, 3);
+        assert_eq!(c.driver, DriverKind::Qemu);
+    }
+
+    #[test]
+    fn bad_accel_value_is_a_config_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, "accel: warp\n").expect("write");
+        assert!(matches!(
+            AgentConfig::load(Some(&path)),
+            Err(Error::Config(_))
+        ));
+    }
+}

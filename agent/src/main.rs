@@ -1,0 +1,79 @@
+//! `quiver-agent`: parses flags, loads the config file, starts the agent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use quiver_agent::config::{Accel, AgentConfig, DriverKind};
+
+#[derive(Parser, Debug)]
+#[command(name = "quiver-agent", version, about = "Quiver node agent")]
+struct Args {
+    /// YAML (or JSON) config file; flags override it.
+    #[arg(long, env = "QUIVER_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    grpc_listen: Option<SocketAddr>,
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    #[arg(long)]
+    host_name: Option<String>,
+    #[arg(long, value_enum)]
+    accel: Option<Accel>,
+    #[arg(long)]
+    capacity_cpus: Option<u32>,
+    #[arg(long)]
+    capacity_memory_mib: Option<u64>,
+    /// `simulated` runs no VMs: for control-plane benchmarks only.
+    #[arg(long, value_enum)]
+    driver: Option<DriverKind>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        logs.json().init()
+    } else {
+        logs.init()
+    }
+
+    let mut c = AgentConfig::load(args.config.as_deref())?;
+    c.data_dir = args.data_dir.unwrap_or(c.data_dir);
+    c.grpc_listen = args.grpc_listen.unwrap_or(c.grpc_listen);
+    c.metrics_listen = args.metrics_listen.or(c.metrics_listen);
+    c.host_name = args.host_name.unwrap_or(c.host_name);
+    c.accel = args.accel.unwrap_or(c.accel);
+    c.capacity_cpus = args.capacity_cpus.unwrap_or(c.capacity_cpus);
+    c.capacity_memory_mib = args.capacity_memory_mib.unwrap_or(c.capacity_memory_mib);
+    c.driver = args.driver.unwrap_or(c.driver);
+
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(quiver_agent::runtime::run(c, shutdown_signal()))?;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM. VMs are left running either way.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Wires the agent together: driver → VM manager (with recovery) → services → transports.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::{AgentConfig, DriverKind};
+use crate::metrics::{Metrics, render_prometheus};
+use crate::services::{AgentInfo, Services};
+use crate::vm::driver::Driver;
+use crate::vm::qemu::QemuDriver;
+use crate::vm::simulated::SimulatedDriver;
+use crate::vm::spec::Limits;
+use crate::vm::{ManagerConfig, VmManager, now_ms};
+use crate::{Error, Result, grpc, proto};
+
+/// The file in the data dir holding the bound gRPC address (useful with port 0).
+pub const GRPC_ADDR_FILE: &str = "grpc.addr";
+
+/// Runs the agent until `shutdown` resolves. VMs keep running after it returns.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
+    let driver: Arc<dyn Driver> = match config.driver {
+        DriverKind::Qemu => Arc::new(QemuDriver::new(config.accel)),
+        DriverKind::Simulated => {
+            tracing::warn!("driver=simulated: no VMs are run; for control-plane benchmarks only");
+            Arc::new(SimulatedDriver::new(config.simulated.clone()))
+        }
+    };
+    let manager = VmManager::new(
+        driver,
+        ManagerConfig {
+            data_dir: data_dir.clone(),
+            host: config.host_name.clone(),
+            limits: Limits {
+                max_cpus: config.capacity_cpus,
+                max_memory_mib: config.capacity_memory_mib,
+            },
+            stop_grace: config.stop_grace(),
+        },
+    );
+    let recovered = manager.recover().await?;
+    let listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .map_err(|e| Error::Config(format!("cannot bind {}: {e}", config.grpc_listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Transport(e.to_string()))?;
+    let addr_file = data_dir.join(GRPC_ADDR_FILE);
+    std::fs::write(&addr_file, addr.to_string()).map_err(|e| Error::io(&addr_file, e))?;
+    let info = AgentInfo {
+        host_name: config.host_name.clone(),
+        grpc_endpoint: addr.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at_ms: now_ms(),
+    };
+    let services = Services::new(manager.clone(), info, Arc::new(Metrics::new()));
+    if let Some(metrics_addr) = config.metrics_listen {
+        let listener = TcpListener::bind(metrics_addr)
+            .await
+            .map_err(|e| Error::Config(format!("cannot bind {metrics_addr}: {e}")))?;
+        tokio::spawn(serve_metrics(services.clone(), listener));
+    }
+    tracing::info!(
+        grpc = %addr,
+        driver = manager.driver_name(),
+        accel = manager.accel(),
+        recovered,
+        "quiver-agent ready"
+    );
+    grpc::serve(services, listener, config.max_message_bytes, shutdown).await?;
+    tracing::info!("quiver-agent stopped; VMs keep running");
+    Ok(())
+}
+
+/// `GET /metrics` in the Prometheus text format.
+async fn serve_metrics(services: Services, listener: TcpListener) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let m = services.monitoring.clone();
+            async move {
+                let snap = m
+                    .get_metrics(&proto::GetMetricsRequest {})
+                    .unwrap_or_default();
+                let summary = m
+                    .get_resource_summary(&proto::GetResourceSummaryRequest {})
+                    .unwrap_or_default();
+                render_prometheus(&snap, &summary)
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "metrics server stopped");
+    }
+}

@@ -1,0 +1,244 @@
+//! One task per VM: feeds events to its [`Lifecycle`] and executes the commands it returns.
+//!
+//! Long operations (launch, shutdown, readiness, restart timers) run in their own tasks and
+//! report back as messages, so a delete is handled while a launch is still in flight.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use super::driver::Launched;
+use super::lifecycle::{Command, Event, Phase};
+use super::manager::Shared;
+use super::record::{SpecFile, StateFile, now_ms, status};
+use super::rundir::RunDir;
+use super::spec::{VmMeta, VmSpec};
+use crate::proto;
+
+pub(crate) enum Msg {
+    Put {
+        meta: VmMeta,
+        spec: VmSpec,
+        respec: bool,
+        reply: oneshot::Sender<proto::VmStatus>,
+    },
+    Event(Event),
+    /// QEMU is up (launched by us or adopted); `adopted` picks the event.
+    Up {
+        launched: Launched,
+        adopted: bool,
+    },
+    RestartDue {
+        token: u64,
+    },
+}
+
+pub(crate) struct Actor {
+    shared: Arc<Shared>,
+    dir: RunDir,
+    meta: VmMeta,
+    spec: VmSpec,
+    state: StateFile,
+    tx: mpsc::UnboundedSender<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    ready: Option<AbortHandle>,
+    restart_token: u64,
+}
+
+impl Actor {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        dir: RunDir,
+        file: SpecFile,
+        state: StateFile,
+    ) -> (Self, mpsc::UnboundedSender<Msg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = Actor {
+            shared,
+            dir,
+            meta: file.meta,
+            spec: file.spec,
+            state,
+            tx: tx.clone(),
+            rx,
+            ready: None,
+            restart_token: 0,
+        };
+        (actor, tx)
+    }
+
+    pub(crate) fn status(&self) -> proto::VmStatus {
+        status(&self.meta, &self.state, &self.shared.host)
+    }
+
+    pub(crate) async fn run(mut self) {
+        while let Some(msg) = self.rx.recv().await {
+            let mut reply = None;
+            let event = match msg {
+                Msg::Put {
+                    meta,
+                    spec,
+                    respec,
+                    reply: r,
+                } => {
+                    reply = Some(r);
+                    let strategy = spec.run_strategy;
+                    self.meta = meta;
+                    self.spec = spec;
+                    let file = SpecFile {
+                        meta: self.meta.clone(),
+                        spec: self.spec.clone(),
+                    };
+                    if let Err(e) = self.dir.write_json(&self.dir.spec_file(), &file) {
+                        tracing::error!(uid = %self.meta.uid, error = %e, "cannot persist spec");
+                    }
+                    Event::Apply { strategy, respec }
+                }
+                Msg::Event(event) => event,
+                Msg::Up { launched, adopted } => self.on_up(launched, adopted),
+                Msg::RestartDue { token } if token == self.restart_token => Event::RestartDue,
+                Msg::RestartDue { .. } => continue,
+            };
+            if self.step(event).await {
+                return;
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    /// Handles one event; true once the VM is removed.
+    async fn step(&mut self, event: Event) -> bool {
+        let was_ready = self.state.lifecycle.guest_ready;
+        let exited = matches!(event, Event::Exited { .. } | Event::FoundDead);
+        let commands = self.state.lifecycle.handle(event);
+        let (ready, phase) = (self.state.lifecycle.guest_ready, self.state.lifecycle.phase);
+        if ready && !was_ready {
+            self.state.guest_ready_at_ms = now_ms();
+        }
+        if exited && !phase.has_process() {
+            self.state.pid = 0;
+            self.stop_readiness();
+            if phase == Phase::Failed {
+                self.shared.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for command in commands {
+            if self.execute(command).await {
+                self.shared.forget(&self.meta, &self.state);
+                return true;
+            }
+        }
+        self.state.updated_at_ms = now_ms();
+        if let Err(e) = self.dir.write_json(&self.dir.state_file(), &self.state) {
+            tracing::error!(uid = %self.meta.uid, error = %e, "cannot persist state");
+        }
+        self.shared.publish(self.status());
+        false
+    }
+
+    fn on_up(&mut self, launched: Launched, adopted: bool) -> Event {
+        self.state.pid = launched.pid;
+        if !adopted {
+            self.state.started_at_ms = now_ms();
+        }
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let exit = launched.exit.await;
+            let _ = tx.send(Msg::Event(Event::Exited {
+                clean: exit.clean,
+                message: exit.message,
+            }));
+        });
+        if adopted {
+            Event::Adopted
+        } else {
+            Event::Launched
+        }
+    }
+
+    /// Executes one command; true when the VM has been removed.
+    async fn execute(&mut self, command: Command) -> bool {
+        let uid = self.meta.uid.clone();
+        match command {
+            Command::Launch => {
+                tracing::info!(%uid, "launching");
+                self.stop_readiness();
+                self.state.console_offset = self.dir.console_len();
+                self.state.guest_ready_at_ms = 0;
+                self.shared.starts.fetch_add(1, Ordering::Relaxed);
+                let (driver, dir, spec, tx) = (
+                    self.shared.driver.clone(),
+                    self.dir.clone(),
+                    self.spec.clone(),
+                    self.tx.clone(),
+                );
+                tokio::spawn(async move {
+                    let msg = match driver.launch(&dir, &spec).await {
+                        Ok(launched) => Msg::Up {
+                            launched,
+                            adopted: false,
+                        },
+                        Err(e) => {
+                            let message = match e {
+                                crate::Error::Launch { message } => message,
+                                other => other.to_string(),
+                            };
+                            Msg::Event(Event::LaunchFailed { message })
+                        }
+                    };
+                    let _ = tx.send(msg);
+                });
+            }
+            Command::WatchReadiness => {
+                self.stop_readiness();
+                if let Some(marker) = self.spec.readiness_marker.clone() {
+                    let (driver, dir, tx) = (
+                        self.shared.driver.clone(),
+                        self.dir.clone(),
+                        self.tx.clone(),
+                    );
+                    let from = self.state.console_offset;
+                    let task = tokio::spawn(async move {
+                        driver.wait_ready(&dir, &marker, from).await;
+                        let _ = tx.send(Msg::Event(Event::GuestReady));
+                    });
+                    self.ready = Some(task.abort_handle());
+                }
+            }
+            Command::Shutdown => {
+                tracing::info!(%uid, pid = self.state.pid, "stopping");
+                let (driver, dir) = (self.shared.driver.clone(), self.dir.clone());
+                let (pid, grace) = (self.state.pid, self.shared.stop_grace);
+                tokio::spawn(async move { driver.shutdown(&dir, pid, grace).await });
+            }
+            Command::ScheduleRestart { after } => {
+                tracing::info!(%uid, ?after, "restart scheduled");
+                self.restart_token += 1;
+                let (token, tx) = (self.restart_token, self.tx.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = tx.send(Msg::RestartDue { token });
+                });
+            }
+            Command::Remove => {
+                tracing::info!(%uid, "removing");
+                self.stop_readiness();
+                if let Err(e) = self.shared.driver.remove(&self.dir).await {
+                    tracing::error!(%uid, error = %e, "cannot remove run dir");
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    fn stop_readiness(&mut self) {
+        if let Some(task) = self.ready.take() {
+            task.abort();
+        }
+    }
+}

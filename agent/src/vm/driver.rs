@@ -1,0 +1,45 @@
+//! The driver seam: how a VM's process is started, found again, stopped and removed.
+//!
+//! [`crate::vm::qemu::QemuDriver`] runs real QEMU; [`crate::vm::simulated::SimulatedDriver`]
+//! runs nothing and exists only for control-plane scale benchmarks.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::rundir::RunDir;
+use super::spec::VmSpec;
+use crate::Result;
+
+/// How a VM's process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// The guest powered off by itself (QMP `SHUTDOWN` with `guest: true`).
+    pub clean: bool,
+    pub message: String,
+}
+
+/// A VM process that is up.
+pub struct Launched {
+    pub pid: u32,
+    /// Resolves when the process is gone.
+    pub exit: BoxFuture<'static, ExitInfo>,
+}
+
+pub trait Driver: Send + Sync + 'static {
+    /// "qemu" or "simulated"; reported by the Status service.
+    fn name(&self) -> &'static str;
+    /// The resolved accelerator ("kvm", "tcg", or "none").
+    fn accel(&self) -> &'static str;
+    /// Prepares disks and starts the VM. Errors carry the reason (QEMU's stderr).
+    fn launch<'a>(&'a self, dir: &'a RunDir, spec: &'a VmSpec) -> BoxFuture<'a, Result<Launched>>;
+    /// Finds a VM process left running by an earlier agent; `None` if it is gone.
+    fn adopt<'a>(&'a self, dir: &'a RunDir) -> BoxFuture<'a, Option<Launched>>;
+    /// Stops the process: graceful first, forced after `grace`. Returns once it is gone or
+    /// every means has been tried.
+    fn shutdown<'a>(&'a self, dir: &'a RunDir, pid: u32, grace: Duration) -> BoxFuture<'a, ()>;
+    /// Resolves once the guest shows `marker` on its console after byte `from`.
+    fn wait_ready<'a>(&'a self, dir: &'a RunDir, marker: &'a str, from: u64) -> BoxFuture<'a, ()>;
+    /// Deletes the VM's files. Only called when no process exists.
+    fn remove<'a>(&'a self, dir: &'a RunDir) -> BoxFuture<'a, Result<()>>;
+}

@@ -1,0 +1,299 @@
+//! The QEMU driver: `qemu-system-x86_64 -M microvm` per VM, detached from the agent.
+//!
+//! QEMU is spawned in its own process group (`process_group(0)`), with stdin closed and
+//! stdout/stderr in `qemu.log`, so neither a terminal's signals nor the agent's death reach it.
+//! Two QMP sockets: `qmp.sock` for short command connections and `events.sock`, held open to
+//! learn whether an exit was a guest poweroff (`SHUTDOWN`, `guest: true`) or a crash/kill.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::process::{Child, Command};
+
+use super::driver::{Driver, ExitInfo, Launched};
+use super::qmp::QmpClient;
+use super::rundir::RunDir;
+use super::spec::VmSpec;
+use super::{console, process};
+use crate::config::Accel;
+use crate::{Error, Result};
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const QUIT_GRACE: Duration = Duration::from_secs(3);
+const KILL_GRACE: Duration = Duration::from_secs(5);
+const LOG_TAIL: usize = 4096;
+/// `sun_path` holds 108 bytes including the NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+#[derive(Clone, Debug)]
+pub struct QemuDriver {
+    pub qemu_binary: PathBuf,
+    pub qemu_img: PathBuf,
+    pub accel: Accel,
+}
+
+impl QemuDriver {
+    /// `accel` must already be resolved (`kvm` or `tcg`).
+    pub fn new(accel: Accel) -> Self {
+        QemuDriver {
+            qemu_binary: "qemu-system-x86_64".into(),
+            qemu_img: "qemu-img".into(),
+            accel: accel.resolve(),
+        }
+    }
+
+    /// The full QEMU argument list for a VM (without the binary).
+    pub fn args(&self, dir: &RunDir, spec: &VmSpec) -> Vec<String> {
+        let p = |path: PathBuf| path.display().to_string();
+        let mut a: Vec<String> = vec![
+            "-M".into(),
+            "microvm,x-option-roms=off,rtc=on".into(),
+            "-accel".into(),
+            self.accel.as_str().into(),
+        ];
+        if self.accel == Accel::Kvm {
+            a.extend(["-cpu".into(), "host".into()]);
+        }
+        a.extend([
+            "-m".into(),
+            spec.memory_mib.to_string(),
+            "-smp".into(),
+            spec.cpus.to_string(),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-nographic".into(),
+            "-no-reboot".into(),
+            "-chardev".into(),
+            format!("file,id=console,path={},append=on", p(dir.console_log())),
+            "-serial".into(),
+            "chardev:console".into(),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", p(dir.qmp_socket())),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", p(dir.events_socket())),
+            "-pidfile".into(),
+            p(dir.pid_file()),
+            "-kernel".into(),
+            p(spec.kernel.clone()),
+        ]);
+        if let Some(initrd) = &spec.initrd {
+            a.extend(["-initrd".into(), p(initrd.clone())]);
+        }
+        a.extend(["-append".into(), spec.cmdline.clone()]);
+        for i in 0..spec.disks.len() {
+            a.extend([
+                "-drive".into(),
+                format!("id=disk{i},file={},format=qcow2,if=none", p(dir.disk(i))),
+                "-device".into(),
+                format!("virtio-blk-device,drive=disk{i}"),
+            ]);
+        }
+        a
+    }
+
+    async fn make_overlays(&self, dir: &RunDir, spec: &VmSpec) -> Result<()> {
+        for (i, disk) in spec.disks.iter().enumerate() {
+            let overlay = dir.disk(i);
+            if overlay.exists() {
+                continue;
+            }
+            let out = Command::new(&self.qemu_img)
+                .args(["create", "-f", "qcow2", "-F", disk.format.as_str(), "-b"])
+                .arg(&disk.image)
+                .arg(&overlay)
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .map_err(|e| Error::Launch {
+                    message: format!("qemu-img: {e}"),
+                })?;
+            if !out.status.success() {
+                let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+                return Err(Error::Launch {
+                    message: format!("qemu-img create: {stderr}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn spawn(&self, dir: &RunDir, spec: &VmSpec) -> Result<Launched> {
+        for socket in [dir.qmp_socket(), dir.events_socket()] {
+            if socket.as_os_str().len() > MAX_SOCKET_PATH {
+                let message = format!("socket path too long: {}", socket.display());
+                return Err(Error::Launch { message });
+            }
+            let _ = std::fs::remove_file(&socket);
+        }
+        let _ = std::fs::remove_file(dir.pid_file());
+        self.make_overlays(dir, spec).await?;
+        let log =
+            std::fs::File::create(dir.qemu_log()).map_err(|e| Error::io(dir.qemu_log(), e))?;
+        let log2 = log.try_clone().map_err(|e| Error::io(dir.qemu_log(), e))?;
+        let mut child = Command::new(&self.qemu_binary)
+            .args(self.args(dir, spec))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| Error::Launch {
+                message: format!("{}: {e}", self.qemu_binary.display()),
+            })?;
+        let pid = child.id().unwrap_or(0);
+        match tokio::time::timeout(START_TIMEOUT, wait_until_up(dir, &mut child)).await {
+            Ok(Ok(events)) => Ok(Launched {
+                pid,
+                exit: exit_of_child(dir.clone(), child, events),
+            }),
+            Ok(Err(message)) => Err(Error::Launch { message }),
+            Err(_) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                let tail = dir.qemu_log_tail(LOG_TAIL);
+                Err(Error::Launch {
+                    message: format!("QEMU did not answer QMP in time. {tail}"),
+                })
+            }
+        }
+    }
+}
+
+/// Waits until QMP answers `query-status`; returns the held events connection. Fails with
+/// QEMU's output if the process exits first.
+async fn wait_until_up(dir: &RunDir, child: &mut Child) -> Result<QmpClient, String> {
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = dir.qemu_log_tail(LOG_TAIL);
+            return Err(format!("QEMU exited during start ({status}): {tail}"));
+        }
+        if let Ok(mut qmp) = QmpClient::connect(&dir.qmp_socket()).await {
+            if qmp.query_status().await.is_ok() {
+                if let Ok(events) = QmpClient::connect(&dir.events_socket()).await {
+                    return Ok(events);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads events until the socket closes, remembering a guest-initiated shutdown.
+async fn drain_events(mut events: QmpClient) -> bool {
+    let mut guest_shutdown = false;
+    while let Ok(Some(ev)) = events.next_event().await {
+        guest_shutdown |= ev.is_guest_shutdown();
+    }
+    guest_shutdown
+}
+
+fn exit_of_child(dir: RunDir, mut child: Child, events: QmpClient) -> BoxFuture<'static, ExitInfo> {
+    async move {
+        let (clean, status) = tokio::join!(drain_events(events), child.wait());
+        let status = status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        let tail = dir.qemu_log_tail(LOG_TAIL);
+        ExitInfo {
+            clean,
+            message: format!("QEMU exited ({status}). {tail}").trim().to_owned(),
+        }
+    }
+    .boxed()
+}
+
+fn exit_of_adopted(dir: RunDir, pid: u32, events: QmpClient) -> BoxFuture<'static, ExitInfo> {
+    async move {
+        let clean = drain_events(events).await;
+        while process::alive(pid) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let tail = dir.qemu_log_tail(LOG_TAIL);
+        ExitInfo {
+            clean,
+            message: format!("QEMU exited. {tail}").trim().to_owned(),
+        }
+    }
+    .boxed()
+}
+
+async fn adopt(dir: &RunDir) -> Option<Launched> {
+    let pid = dir.read_pid()?;
+    let marker = dir.qmp_socket().display().to_string();
+    if !process::alive(pid) || !process::cmdline_contains(pid, &marker) {
+        return None;
+    }
+    let answer = async {
+        let mut qmp = QmpClient::connect(&dir.qmp_socket()).await.ok()?;
+        qmp.query_status().await.ok()?;
+        QmpClient::connect(&dir.events_socket()).await.ok()
+    };
+    let events = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .ok()??;
+    Some(Launched {
+        pid,
+        exit: exit_of_adopted(dir.clone(), pid, events),
+    })
+}
+
+async fn shutdown(dir: &RunDir, pid: u32, grace: Duration) {
+    let qmp = async {
+        let mut c = QmpClient::connect(&dir.qmp_socket()).await.ok()?;
+        c.system_powerdown().await.ok()?;
+        Some(c)
+    };
+    let conn = tokio::time::timeout(Duration::from_secs(2), qmp)
+        .await
+        .ok()
+        .flatten();
+    if process::wait_gone(pid, grace).await {
+        return;
+    }
+    tracing::info!(pid, "guest ignored ACPI powerdown; sending quit");
+    if let Some(mut c) = conn {
+        let _ = tokio::time::timeout(Duration::from_secs(2), c.quit()).await;
+    } else {
+        process::sigterm(pid);
+    }
+    if process::wait_gone(pid, QUIT_GRACE).await {
+        return;
+    }
+    tracing::warn!(pid, "QEMU ignored quit; killing");
+    process::sigkill(pid);
+    process::wait_gone(pid, KILL_GRACE).await;
+}
+
+impl Driver for QemuDriver {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn accel(&self) -> &'static str {
+        self.accel.as_str()
+    }
+
+    fn launch<'a>(&'a self, dir: &'a RunDir, spec: &'a VmSpec) -> BoxFuture<'a, Result<Launched>> {
+        self.spawn(dir, spec).boxed()
+    }
+
+    fn adopt<'a>(&'a self, dir: &'a RunDir) -> BoxFuture<'a, Option<Launched>> {
+        adopt(dir).boxed()
+    }
+
+    fn shutdown<'a>(&'a self, dir: &'a RunDir, pid: u32, grace: Duration) -> BoxFuture<'a, ()> {
+        shutdown(dir, pid, grace).boxed()
+    }
+
+    fn wait_ready<'a>(&'a self, dir: &'a RunDir, marker: &'a str, from: u64) -> BoxFuture<'a, ()> {
+        async move { console::wait_for_marker(&dir.console_log(), marker, from).await }.boxed()
+    }
+
+    fn remove<'a>(&'a self, dir: &'a RunDir) -> BoxFuture<'a, Result<()>> {
+        async move { dir.remove() }.boxed()
+    }
+}

@@ -1,0 +1,100 @@
+//! A driver that runs no processes, with configurable delays. For control-plane scale
+//! benchmarks only: never the default, and the Status service reports `driver = "simulated"`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::oneshot;
+
+use super::driver::{Driver, ExitInfo, Launched};
+use super::rundir::RunDir;
+use super::spec::VmSpec;
+use crate::Result;
+use crate::config::SimulatedConfig;
+
+pub struct SimulatedDriver {
+    config: SimulatedConfig,
+    /// Stop switches of the "running" VMs, by run dir.
+    running: Mutex<HashMap<PathBuf, oneshot::Sender<()>>>,
+}
+
+impl SimulatedDriver {
+    pub fn new(config: SimulatedConfig) -> Self {
+        SimulatedDriver {
+            config,
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+}
+
+impl Driver for SimulatedDriver {
+    fn name(&self) -> &'static str {
+        "simulated"
+    }
+
+    fn accel(&self) -> &'static str {
+        "none"
+    }
+
+    fn launch<'a>(&'a self, dir: &'a RunDir, _spec: &'a VmSpec) -> BoxFuture<'a, Result<Launched>> {
+        async move {
+            tokio::time::sleep(Self::ms(self.config.launch_ms)).await;
+            let (tx, rx) = oneshot::channel();
+            if let Ok(mut map) = self.running.lock() {
+                map.insert(dir.root().to_path_buf(), tx);
+            }
+            let exit = async move {
+                let _ = rx.await;
+                ExitInfo {
+                    clean: false,
+                    message: "simulated VM stopped".into(),
+                }
+            };
+            Ok(Launched {
+                pid: 0,
+                exit: exit.boxed(),
+            })
+        }
+        .boxed()
+    }
+
+    fn adopt<'a>(&'a self, _dir: &'a RunDir) -> BoxFuture<'a, Option<Launched>> {
+        async { None }.boxed()
+    }
+
+    fn shutdown<'a>(&'a self, dir: &'a RunDir, _pid: u32, _grace: Duration) -> BoxFuture<'a, ()> {
+        async move {
+            tokio::time::sleep(Self::ms(self.config.stop_ms)).await;
+            let tx = self
+                .running
+                .lock()
+                .ok()
+                .and_then(|mut m| m.remove(dir.root()));
+            if let Some(tx) = tx {
+                let _ = tx.send(());
+            }
+        }
+        .boxed()
+    }
+
+    fn wait_ready<'a>(
+        &'a self,
+        _dir: &'a RunDir,
+        _marker: &'a str,
+        _from: u64,
+    ) -> BoxFuture<'a, ()> {
+        tokio::time::sleep(Self::ms(self.config.ready_ms)).boxed()
+    }
+
+    fn remove<'a>(&'a self, dir: &'a RunDir) -> BoxFuture<'a, Result<()>> {
+        async move { dir.remove() }.boxed()
+    }
+}
