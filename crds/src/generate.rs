@@ -1,6 +1,6 @@
 //! Renders the CRD manifests that `crdgen` writes to `charts/quiver/crds/`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -51,7 +51,6 @@ pub fn render() -> Result<Vec<CrdFile>, serde_yaml_ng::Error> {
 /// The absolute path of [`CRD_DIR`] in this checkout.
 #[must_use]
 pub fn default_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(CRD_DIR)
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir.parent().unwrap_or(crate_dir).join(CRD_DIR)
 }

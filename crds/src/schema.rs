@@ -19,11 +19,16 @@ pub(crate) const DURATION_PATTERN: &str = "^([0-9]+(s|m|h))+$";
 ///   absent, never `null`. Without `nullable: true` the API server prunes an explicit `null` (and
 ///   applies the default, if any) instead of storing it, and CEL rules never see a null value.
 ///   `null` is dropped from enums for the same reason.
+/// - Descriptions lose the line breaks of the doc comments they come from (paragraphs stay), so
+///   `kubectl explain` can wrap them to the terminal.
 pub(crate) fn kubernetes_compat(schema: &mut Schema) {
     transform_subschemas(&mut kubernetes_compat, schema);
     let Some(object) = schema.as_object_mut() else {
         return;
     };
+    if let Some(Value::String(description)) = object.get_mut("description") {
+        *description = unwrap_lines(description);
+    }
     if let Some(Value::Array(types)) = object.get("type")
         && let [a, b] = types.as_slice()
         && (a == "null" || b == "null")
@@ -45,6 +50,13 @@ pub(crate) fn kubernetes_compat(schema: &mut Schema) {
     if let Some(max) = max {
         object.entry("maximum").or_insert(json!(max));
     }
+}
+
+fn unwrap_lines(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| paragraph.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// Marks a list of `Condition`s as a map keyed by `type`, as Kubernetes' own types do, so that
@@ -80,6 +92,15 @@ mod tests {
             schema.as_value(),
             &json!({"type": "string", "enum": ["a", "b"]})
         );
+    }
+
+    #[test]
+    fn descriptions_keep_paragraphs_but_not_line_breaks() {
+        let mut schema: Schema = json!({"description": "one\ntwo\n\nthree"})
+            .try_into()
+            .unwrap();
+        kubernetes_compat(&mut schema);
+        assert_eq!(schema.get("description"), Some(&json!("one two\n\nthree")));
     }
 
     #[test]

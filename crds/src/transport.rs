@@ -5,15 +5,14 @@ use serde::{Deserialize, Serialize};
 
 /// How an agent serves one RPC service: `grpc` (tonic over mutual TLS), `iroh` (QUIC, ALPN
 /// `quiver/rpc/1`) or `dual` (both listeners; clients prefer Iroh and fall back to gRPC).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     // Serve over gRPC only.
     Grpc,
     // Serve over Iroh only.
     Iroh,
-    // Serve over both; the default, so that a fresh fleet accepts either kind of client.
-    #[default]
+    // Serve over both.
     Dual,
 }
 
