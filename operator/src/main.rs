@@ -1,1 +1,95 @@
-fn main() {}
+//! `quiver-operator`: flags and wiring only; see the library for the controllers and dev mode.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use quiver_operator::dev::{self, DevOptions};
+use quiver_operator::operator::{Operator, OperatorConfig};
+
+#[derive(Parser)]
+#[command(name = "quiver-operator", version, about = "Quiver operator: runs MicroVMs on Kubernetes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a local dev cluster: control plane, operator and agents on this machine.
+    Dev(DevArgs),
+    /// Run the operator against the cluster of the current kubeconfig.
+    Run {
+        /// Identity in the leader-election Lease (default: the host name and pid).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct DevArgs {
+    /// Serve only the dev control plane (no operator, no agents).
+    #[arg(long)]
+    control_plane_only: bool,
+    /// Loopback address for the control plane.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: std::net::SocketAddr,
+    /// Where to write the kubeconfig for kubectl.
+    #[arg(long, default_value = ".quiver/kubeconfig")]
+    kubeconfig: PathBuf,
+    /// Persist control-plane objects in this file (kept across restarts).
+    #[arg(long)]
+    data_file: Option<PathBuf>,
+    /// Bearer token clients must present (generated when absent).
+    #[arg(long, env = "QUIVER_DEV_TOKEN")]
+    token: Option<String>,
+    /// Number of agents to start.
+    #[arg(long, default_value_t = 1)]
+    agents: usize,
+    /// Directory for the agents' data dirs and logs.
+    #[arg(long, default_value = ".quiver")]
+    state_dir: PathBuf,
+    /// The quiver-agent binary (default: next to this executable).
+    #[arg(long, env = "QUIVER_AGENT_BIN")]
+    agent_bin: Option<PathBuf>,
+    /// QEMU accelerator for the agents (tcg: nested KVM hangs guests on dev machines).
+    #[arg(long, default_value = "tcg")]
+    accel: String,
+    /// Apply examples/microvm.yaml, wait until the guest is ready, show it, then stop.
+    #[arg(long)]
+    demo: bool,
+    /// How long --demo waits for the guest, in seconds.
+    #[arg(long, default_value_t = 180)]
+    demo_timeout: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    match Cli::parse().command {
+        Command::Dev(a) => {
+            let control_plane = quiver_apiserver::Config { listen: a.listen, token: a.token, data_file: a.data_file, ..Default::default() };
+            let options = DevOptions {
+                control_plane,
+                kubeconfig: a.kubeconfig,
+                control_plane_only: a.control_plane_only,
+                state_dir: a.state_dir,
+                agents: a.agents,
+                agent_bin: a.agent_bin,
+                accel: a.accel,
+                demo: a.demo,
+                demo_timeout: Duration::from_secs(a.demo_timeout),
+            };
+            dev::run(options).await?;
+        }
+        Command::Run { identity } => {
+            let identity = identity.unwrap_or_else(|| format!("quiver-operator-{}", std::process::id()));
+            let client = kube::Client::try_default().await?;
+            let operator = Operator::spawn(client, OperatorConfig::new(&identity));
+            tokio::signal::ctrl_c().await?;
+            operator.shutdown().await;
+        }
+    }
+    Ok(())
+}

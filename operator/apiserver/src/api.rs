@@ -80,6 +80,10 @@ pub(crate) struct Inner {
 /// The dev control plane's API: thread-safe, shared by all request handlers.
 pub struct Api {
     inner: Mutex<Inner>,
+    /// Held for writing while watches are interrupted (see [`Api::interrupt_watches`]).
+    pub(crate) watch_gate: tokio::sync::RwLock<()>,
+    /// Bumped to end every open watch stream.
+    pub(crate) watch_epoch: tokio::sync::watch::Sender<u64>,
 }
 
 impl Api {
@@ -90,7 +94,7 @@ impl Api {
         }
         inner.reindex();
         inner.ensure_default_namespaces();
-        Ok(Self { inner: Mutex::new(inner) })
+        Ok(Self { inner: Mutex::new(inner), watch_gate: tokio::sync::RwLock::new(()), watch_epoch: tokio::sync::watch::Sender::new(0) })
     }
 
     pub fn open(path: &std::path::Path, history_limit: usize) -> Result<Self> {
@@ -111,6 +115,15 @@ impl Api {
     /// Drops the watch history: resuming from any earlier version now gets `410 Gone`.
     pub fn compact(&self) {
         self.lock().store.compact();
+    }
+
+    /// Fault injection for client tests: ends every open watch (as an API server restart
+    /// would) and holds new watches until the returned guard is dropped. Writes and
+    /// [`Api::compact`] in between let a test push clients' versions out of the window.
+    pub async fn interrupt_watches(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        let guard = self.watch_gate.write().await;
+        self.watch_epoch.send_modify(|e| *e += 1);
+        guard
     }
 
     pub fn flush(&self) {

@@ -28,6 +28,7 @@ mod selector;
 mod server;
 mod store;
 mod table;
+mod tls;
 mod watch;
 mod write;
 
@@ -38,6 +39,7 @@ use std::time::Duration;
 
 pub use api::{Api, resource_version};
 pub use error::ApiError;
+pub use tls::TlsMaterial;
 
 /// How to run the dev control plane.
 #[derive(Debug, Clone)]
@@ -73,6 +75,7 @@ pub struct DevApiServer {
     addr: SocketAddr,
     token: String,
     api: Arc<Api>,
+    tls: TlsMaterial,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -96,22 +99,20 @@ impl DevApiServer {
             max_body_bytes: config.max_body_bytes,
             bookmark_interval: config.bookmark_interval,
         });
+        let tls = match &config.data_file {
+            Some(path) => TlsMaterial::load_or_generate(path.parent().unwrap_or(Path::new(".")))?,
+            None => TlsMaterial::generate()?,
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config()?);
         let app = axum::Router::new().fallback(server::handle).with_state(state);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "dev control plane stopped");
-            }
-        });
+        let task = tokio::spawn(serve(listener, acceptor, app, rx));
         tracing::info!(%addr, "dev control plane listening");
-        Ok(Self { addr, token, api, shutdown: Some(tx), task })
+        Ok(Self { addr, token, api, tls, shutdown: Some(tx), task })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -128,7 +129,12 @@ impl DevApiServer {
 
     /// A kubeconfig that points kubectl (and kube-rs) at this server.
     pub fn kubeconfig(&self) -> String {
-        kubeconfig_yaml(&self.url(), &self.token)
+        kubeconfig_yaml(&self.url(), &self.token, &self.tls.ca_pem)
+    }
+
+    /// The CA certificate (PEM) that signed the server certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.tls.ca_pem
     }
 
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
@@ -144,9 +150,7 @@ impl DevApiServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        // Watches are long-lived streams: do not wait for them to drain.
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
-        self.task.abort();
+        let _ = (&mut self.task).await;
         self.api.flush();
     }
 }
@@ -162,8 +166,33 @@ fn set_private(_: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-pub fn kubeconfig_yaml(server: &str, token: &str) -> String {
+pub fn kubeconfig_yaml(server: &str, token: &str, ca_pem: &str) -> String {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: quiver-dev\n  cluster:\n    server: {server}\nusers:\n- name: quiver-dev\n  user:\n    token: {token}\ncontexts:\n- name: quiver-dev\n  context:\n    cluster: quiver-dev\n    user: quiver-dev\n    namespace: default\ncurrent-context: quiver-dev\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: quiver-dev\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: quiver-dev\n  user:\n    token: {token}\ncontexts:\n- name: quiver-dev\n  context:\n    cluster: quiver-dev\n    user: quiver-dev\n    namespace: default\ncurrent-context: quiver-dev\n"
     )
+}
+
+/// Accepts TLS connections until shutdown; dropping the connection set on shutdown ends
+/// every open connection, watches included.
+async fn serve(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, app: axum::Router, mut shutdown: tokio::sync::oneshot::Receiver<()>) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                connections.spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service).await;
+                });
+            }
+        }
+    }
 }

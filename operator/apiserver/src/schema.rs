@@ -213,6 +213,10 @@ fn prune_object(s: &Schema, map: &mut Map<String, Value>, path: &str, keep: &[&s
         }
         let child = s.properties.get(&k).or(s.additional.as_deref());
         match child {
+            // A null for a field that is not nullable is dropped (and may then be defaulted).
+            Some(c) if map.get(&k).is_some_and(Value::is_null) && !c.nullable => {
+                map.remove(&k);
+            }
             Some(c) => {
                 if let Some(v) = map.get_mut(&k) {
                     prune_value(c, v, &child_path, removed);

@@ -71,3 +71,13 @@ fn structural_errors_are_reported_with_paths() {
         .expect_err("untyped node with properties");
     assert_eq!(err[0].field, "properties[spec].type");
 }
+
+#[test]
+fn null_for_a_non_nullable_field_is_dropped_then_defaulted() {
+    let schema = microvm_schema();
+    let mut obj = json!({"spec": {"kernel": "/k", "cpus": null}});
+    assert!(schema.prune(&mut obj).is_empty(), "a dropped null is not an unknown field");
+    schema.apply_defaults(&mut obj);
+    assert_eq!(obj["spec"]["cpus"], 1);
+    assert!(schema.validate(&obj, None).is_empty());
+}

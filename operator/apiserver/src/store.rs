@@ -64,7 +64,9 @@ pub fn rv_of(obj: &Value) -> u64 {
 
 impl Store {
     pub fn new(history_limit: usize) -> Self {
-        let (tx, _) = broadcast::channel(16_384);
+        // A watcher that falls further behind than the history window is closed: it could not
+        // resume from where it was anyway.
+        let (tx, _) = broadcast::channel(history_limit.clamp(16, 16_384));
         Self {
             rv: 1,
             objects: BTreeMap::new(),

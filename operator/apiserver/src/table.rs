@@ -64,6 +64,7 @@ fn cell(c: &Column, obj: &Value) -> Value {
     let values = path.eval(obj);
     match values.as_slice() {
         [] => Value::Null,
+        [Value::String(t)] if c.type_ == "date" => Value::String(age(t)),
         [one] => match (c.type_.as_str(), one) {
             ("string" | "date", Value::String(_)) | ("integer" | "number", Value::Number(_)) | ("boolean", Value::Bool(_)) => (*one).clone(),
             ("string", other) => Value::String(other.to_string()),
@@ -75,6 +76,33 @@ fn cell(c: &Column, obj: &Value) -> Value {
                 .collect::<Vec<_>>()
                 .join(","),
         ),
+    }
+}
+
+/// `date` cells are rendered as ages (`5m`, `2d3h`), as the Kubernetes table convertor does.
+fn age(timestamp: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(timestamp) {
+        Ok(t) => human_duration((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds()),
+        Err(_) => "<invalid>".into(),
+    }
+}
+
+/// Kubernetes' `HumanDuration`: coarser the older it gets.
+pub fn human_duration(secs: i64) -> String {
+    let (m, h, d) = (secs / 60, secs / 3600, secs / 86_400);
+    let with = |big: i64, unit: &str, small: i64, sunit: &str| if small == 0 { format!("{big}{unit}") } else { format!("{big}{unit}{small}{sunit}") };
+    match secs {
+        s if s < -1 => "<invalid>".into(),
+        s if s < 0 => "0s".into(),
+        s if s < 120 => format!("{s}s"),
+        _ if m < 10 => with(m, "m", secs % 60, "s"),
+        _ if m < 180 => format!("{m}m"),
+        _ if h < 8 => with(h, "h", m % 60, "m"),
+        _ if h < 48 => format!("{h}h"),
+        _ if h < 24 * 8 => with(d, "d", h % 24, "h"),
+        _ if h < 24 * 365 * 2 => format!("{d}d"),
+        _ if h < 24 * 365 * 8 => with(d / 365, "y", d % 365, "d"),
+        _ => format!("{}y", d / 365),
     }
 }
 
@@ -113,6 +141,15 @@ mod tests {
     use crate::registry::builtins;
 
     #[test]
+    fn ages_read_like_kubectl() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(150), "2m30s");
+        assert_eq!(human_duration(3600 * 5 + 60), "5h1m");
+        assert_eq!(human_duration(86_400 * 3), "3d");
+        assert_eq!(human_duration(86_400 * 400), "1y35d");
+    }
+
+    #[test]
     fn builtin_without_columns_gets_name_and_age() {
         let cm = builtins().into_iter().find(|t| t.plural == "configmaps").expect("configmaps");
         let names: Vec<String> = columns(&cm, "v1").into_iter().map(|c| c.name).collect();
@@ -125,7 +162,8 @@ mod tests {
         let cols = columns(&cm, "v1");
         let obj = json!({"metadata": {"name": "a", "creationTimestamp": "2026-01-01T00:00:00Z"}, "data": {}});
         let r = row(&cols, &obj, IncludeObject::Metadata);
-        assert_eq!(r["cells"], json!(["a", "2026-01-01T00:00:00Z"]));
+        assert_eq!(r["cells"][0], "a");
+        assert!(r["cells"][1].as_str().is_some_and(|age| age.ends_with('d') || age.ends_with('y')), "{}", r["cells"][1]);
         assert_eq!(r["object"]["kind"], "PartialObjectMetadata");
         assert!(r["object"].get("data").is_none());
     }

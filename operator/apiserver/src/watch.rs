@@ -85,48 +85,18 @@ impl Encoder {
 impl Api {
     /// Starts a watch; the returned channel yields newline-delimited JSON events and closes
     /// when the watch ends (timeout, slow consumer, or client gone).
-    pub fn watch(&self, scope: Scope, opts: ListOptions, params: WatchParams) -> Result<mpsc::Receiver<Bytes>> {
+    pub fn watch(self: &Arc<Self>, scope: Scope, opts: ListOptions, params: WatchParams) -> Result<mpsc::Receiver<Bytes>> {
         let requested = match params.resource_version.as_deref() {
             None | Some("") | Some("0") => None,
             Some(rv) => Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?),
         };
-        let mut enc = Encoder { scope: scope.clone(), table: params.table.clone(), sent_columns: false };
         let (tx, out) = mpsc::channel(256);
-        let mut first: Vec<Bytes> = Vec::new();
-        let (rx, mut last_rv, expired) = {
-            let inner = self.lock();
-            let rx = inner.store.subscribe();
-            let current = inner.store.current_rv();
-            match requested {
-                Some(rv) if !params.send_initial_events => match inner.store.since(rv) {
-                    Some(events) => {
-                        for ev in events {
-                            if let Some(t) = translate(&ev, &scope, &opts) {
-                                first.push(enc.line(t.as_str(), &ev.object));
-                            }
-                        }
-                        (rx, current.max(rv), false)
-                    }
-                    None => {
-                        let status = ApiError::gone(format!("too old resource version: {rv} ({})", inner.store.compacted_rv())).to_status();
-                        first.push(enc.line("ERROR", &status));
-                        (rx, current, true)
-                    }
-                },
-                _ => {
-                    for obj in inner.store.list(&scope.rt.key(), scope.namespace.as_deref()) {
-                        if opts.matches(&obj) {
-                            first.push(enc.line("ADDED", &obj));
-                        }
-                    }
-                    if params.send_initial_events && params.bookmarks {
-                        first.push(enc.bookmark(current, true));
-                    }
-                    (rx, current, false)
-                }
-            }
-        };
+        let api = self.clone();
         tokio::spawn(async move {
+            let mut interrupted = api.watch_epoch.subscribe();
+            drop(api.watch_gate.read().await);
+            let mut enc = Encoder { scope: scope.clone(), table: params.table.clone(), sent_columns: false };
+            let (first, rx, mut last_rv, expired) = api.start_watch(&scope, &opts, &params, requested, &mut enc);
             for line in first {
                 if tx.send(line).await.is_err() {
                     return;
@@ -135,13 +105,52 @@ impl Api {
             if expired {
                 return;
             }
-            stream_changes(rx, tx, enc, scope, opts, params, &mut last_rv).await;
+            tokio::select! {
+                () = stream_changes(rx, &tx, enc, &scope, &opts, &params, &mut last_rv) => {}
+                _ = interrupted.changed() => {}
+            }
         });
         Ok(out)
     }
+
+    /// Under the lock: the initial events and a subscription with no gap between them.
+    fn start_watch(&self, scope: &Scope, opts: &ListOptions, params: &WatchParams, requested: Option<u64>, enc: &mut Encoder) -> (Vec<Bytes>, broadcast::Receiver<Arc<Event>>, u64, bool) {
+        let inner = self.lock();
+        let rx = inner.store.subscribe();
+        let current = inner.store.current_rv();
+        let mut first = Vec::new();
+        match requested {
+            Some(rv) if !params.send_initial_events => match inner.store.since(rv) {
+                Some(events) => {
+                    for ev in events {
+                        if let Some(t) = translate(&ev, scope, opts) {
+                            first.push(enc.line(t.as_str(), &ev.object));
+                        }
+                    }
+                    (first, rx, current.max(rv), false)
+                }
+                None => {
+                    let status = ApiError::gone(format!("too old resource version: {rv} ({})", inner.store.compacted_rv())).to_status();
+                    first.push(enc.line("ERROR", &status));
+                    (first, rx, current, true)
+                }
+            },
+            _ => {
+                for obj in inner.store.list(&scope.rt.key(), scope.namespace.as_deref()) {
+                    if opts.matches(&obj) {
+                        first.push(enc.line("ADDED", &obj));
+                    }
+                }
+                if params.send_initial_events && params.bookmarks {
+                    first.push(enc.bookmark(current, true));
+                }
+                (first, rx, current, false)
+            }
+        }
+    }
 }
 
-async fn stream_changes(mut rx: broadcast::Receiver<Arc<Event>>, tx: mpsc::Sender<Bytes>, mut enc: Encoder, scope: Scope, opts: ListOptions, params: WatchParams, last_rv: &mut u64) {
+async fn stream_changes(mut rx: broadcast::Receiver<Arc<Event>>, tx: &mpsc::Sender<Bytes>, mut enc: Encoder, scope: &Scope, opts: &ListOptions, params: &WatchParams, last_rv: &mut u64) {
     let deadline = tokio::time::sleep(params.timeout);
     tokio::pin!(deadline);
     let mut ticker = tokio::time::interval(params.bookmark_interval);
@@ -161,7 +170,7 @@ async fn stream_changes(mut rx: broadcast::Receiver<Arc<Event>>, tx: mpsc::Sende
                         continue;
                     }
                     *last_rv = ev.rv;
-                    if let Some(t) = translate(&ev, &scope, &opts) {
+                    if let Some(t) = translate(&ev, scope, opts) {
                         if tx.send(enc.line(t.as_str(), &ev.object)).await.is_err() {
                             return;
                         }

@@ -169,7 +169,7 @@ impl Inner {
             match opts.validation {
                 FieldValidation::Strict => {
                     let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-                    return Err(ApiError::bad_request(format!("{} in body is invalid: strict decoding error: {}", rt.kind, list.join(", "))));
+                    return Err(ApiError::bad_request(format!("{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}", list.join(", "), kind = rt.kind, version = scope.version)));
                 }
                 FieldValidation::Warn => warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\""))),
                 FieldValidation::Ignore => {}
