@@ -12,6 +12,11 @@
 #   - otherwise idles. ACPI powerdown: if busybox has `acpid`, the power-button event runs
 #     `poweroff -f`; if not, the guest ignores the request and the agent's graceful stop falls
 #     through to QMP `quit` after its timeout. Both are fine for stateless test guests.
+#
+# Kernel command line for microvm under TCG (tests use this):
+#   console=ttyS0 edd=off quiet panic=-1 reboot=t tsc=reliable tsc_early_khz=2000000 no_timer_check
+# microvm has no HPET/PM timer; on a busy host the guest's TSC calibration fails and the boot
+# hangs, so the TSC frequency is given instead of measured.
 set -euo pipefail
 
 OUT="${QUIVER_GUEST_DIR:-/var/lib/quiver/guest}"

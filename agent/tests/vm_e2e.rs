@@ -1,0 +1,298 @@
+//! End-to-end: the real `quiver-agent` binary boots real guests under TCG, driven over gRPC.
+//!
+//! Needs the guest image from `scripts/guest-image.sh` (`QUIVER_GUEST_DIR`, default
+//! `/var/lib/quiver/guest`). Without it the tests print SKIPPED, unless `QUIVER_REQUIRE_GUEST`
+//! is set, in which case they fail.
+
+mod harness;
+
+use futures::StreamExt;
+use harness::{
+    Agent, MARKER, guest, is_running_ready, phase, put_request, spec_mut, wait_for, wait_gone,
+    watch_until,
+};
+use quiver_agent::Error;
+use quiver_agent::proto::{self, Phase, RunStrategy};
+use quiver_agent::vm::process;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_boots_to_guest_ready_then_stops_and_is_deleted_without_traces() {
+    if guest().is_none() {
+        return;
+    }
+    let agent = Agent::start().await;
+    let client = agent.client().await;
+    let req = put_request("boot", 1, RunStrategy::Always);
+
+    let put = client.put_vm(req.clone()).await.expect("put");
+    assert!(put.changed);
+    let ready = wait_for(&agent, "boot", "running and guest-ready", is_running_ready).await;
+    assert!(ready.pid > 0 && process::alive(ready.pid));
+    assert!(ready.guest_ready_at_ms >= ready.started_at_ms && ready.started_at_ms > 0);
+    assert_eq!(
+        (ready.host.as_str(), ready.observed_generation),
+        ("test-host", 1)
+    );
+
+    let again = client.put_vm(req.clone()).await.expect("duplicate put");
+    assert!(!again.changed, "same uid + generation must be a no-op");
+    assert_eq!(again.status.map(|s| s.pid), Some(ready.pid));
+
+    let mut console = Box::pin(client.console("boot", 0, false).await.expect("console"));
+    let mut text = Vec::new();
+    while let Some(chunk) = console.next().await {
+        text.extend(chunk.expect("chunk").data);
+    }
+    assert!(String::from_utf8_lossy(&text).contains(MARKER));
+
+    let status = client.status().await.expect("status");
+    assert_eq!(
+        (
+            status.driver.as_str(),
+            status.accel.as_str(),
+            status.vm_count
+        ),
+        ("qemu", "tcg", 1)
+    );
+
+    let mut halt = req.clone();
+    halt.generation = 2;
+    spec_mut(&mut halt).run_strategy = RunStrategy::Halted as i32;
+    client.put_vm(halt).await.expect("halt");
+    let stopped = wait_for(&agent, "boot", "stopped", |s| phase(s) == Phase::Stopped).await;
+    assert_eq!(stopped.pid, 0);
+    assert!(process::wait_gone(ready.pid, std::time::Duration::from_secs(5)).await);
+
+    assert!(client.delete_vm("boot").await.expect("delete"));
+    wait_gone(&agent, "boot").await;
+    assert!(!agent.run_dir("boot").exists(), "run dir left behind");
+    assert!(agent.live_qemus().is_empty());
+    assert!(
+        !client.delete_vm("boot").await.expect("second delete"),
+        "delete is idempotent"
+    );
+
+    let metrics = client.metrics().await.expect("metrics");
+    let put_calls = metrics
+        .methods
+        .iter()
+        .find(|m| m.method == "PutVm")
+        .expect("PutVm metrics");
+    assert_eq!(
+        (put_calls.transport.as_str(), put_calls.requests),
+        ("grpc", 3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_running_vm_kills_qemu_and_removes_files() {
+    if guest().is_none() {
+        return;
+    }
+    let agent = Agent::start().await;
+    let client = agent.client().await;
+    client
+        .put_vm(put_request("del", 1, RunStrategy::Always))
+        .await
+        .expect("put");
+    let running = wait_for(&agent, "del", "running", is_running_ready).await;
+    client.delete_vm("del").await.expect("delete");
+    wait_gone(&agent, "del").await;
+    assert!(!process::alive(running.pid));
+    assert!(!agent.run_dir("del").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_agent_restarts_and_readopts_the_running_vm() {
+    if guest().is_none() {
+        return;
+    }
+    let mut agent = Agent::start().await;
+    let client = agent.client().await;
+    client
+        .put_vm(put_request("adopt", 1, RunStrategy::Always))
+        .await
+        .expect("put");
+    let before = wait_for(&agent, "adopt", "running", is_running_ready).await;
+
+    agent.kill9();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        process::alive(before.pid),
+        "QEMU must survive the agent's death"
+    );
+
+    agent.restart().await;
+    let after = wait_for(&agent, "adopt", "re-adopted", is_running_ready).await;
+    assert_eq!(after.pid, before.pid, "same QEMU, not a new one");
+    assert_eq!(after.restart_count, 0);
+    assert_eq!(after.started_at_ms, before.started_at_ms);
+
+    let client = agent.client().await;
+    client.delete_vm("adopt").await.expect("delete");
+    wait_gone(&agent, "adopt").await;
+    assert!(!process::alive(before.pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_killed_behind_the_agents_back_fails_and_restarts_per_strategy() {
+    if guest().is_none() {
+        return;
+    }
+    let agent = Agent::start().await;
+    let client = agent.client().await;
+    client
+        .put_vm(put_request("rerun", 1, RunStrategy::RerunOnFailure))
+        .await
+        .expect("put");
+    client
+        .put_vm(put_request("once", 1, RunStrategy::Once))
+        .await
+        .expect("put");
+    let rerun = wait_for(&agent, "rerun", "running", is_running_ready).await;
+    let once = wait_for(&agent, "once", "running", is_running_ready).await;
+
+    let watcher = {
+        let client = client.clone();
+        let pid = rerun.pid;
+        tokio::spawn(async move {
+            watch_until(&client, "rerun", move |s| {
+                is_running_ready(s) && s.pid != pid
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    process::sigkill(rerun.pid);
+    process::sigkill(once.pid);
+
+    let seen = watcher.await.expect("watch task");
+    assert!(
+        seen.iter().any(|s| phase(s) == Phase::Failed),
+        "Failed not reported: {seen:?}"
+    );
+    let restarted = seen.last().expect("last update");
+    assert_eq!(restarted.restart_count, 1);
+
+    let failed = wait_for(&agent, "once", "failed", |s| phase(s) == Phase::Failed).await;
+    assert!(
+        failed.message.contains("QEMU exited"),
+        "message: {}",
+        failed.message
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let still = client.get_vm("once").await.expect("get");
+    assert_eq!(phase(&still), Phase::Failed, "Once must not be restarted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vms_that_died_while_the_agent_was_down_are_failed_and_restarted_per_strategy() {
+    if guest().is_none() {
+        return;
+    }
+    let mut agent = Agent::start().await;
+    let client = agent.client().await;
+    client
+        .put_vm(put_request("always", 1, RunStrategy::Always))
+        .await
+        .expect("put");
+    client
+        .put_vm(put_request("once", 1, RunStrategy::Once))
+        .await
+        .expect("put");
+    let always = wait_for(&agent, "always", "running", is_running_ready).await;
+    let once = wait_for(&agent, "once", "running", is_running_ready).await;
+
+    agent.kill9();
+    process::sigkill(always.pid);
+    process::sigkill(once.pid);
+    assert!(process::wait_gone(always.pid, std::time::Duration::from_secs(5)).await);
+    agent.restart().await;
+
+    let failed = wait_for(&agent, "once", "failed", |s| phase(s) == Phase::Failed).await;
+    assert!(
+        failed.message.contains("agent was not running"),
+        "message: {}",
+        failed.message
+    );
+    let back = wait_for(&agent, "always", "restarted", |s| {
+        is_running_ready(s) && s.pid != always.pid
+    })
+    .await;
+    assert_eq!(back.restart_count, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_that_cannot_start_reports_failed_with_its_stderr() {
+    if guest().is_none() {
+        return;
+    }
+    let agent = Agent::start().await;
+    let client = agent.client().await;
+    let bogus = agent.data_dir().join("not-a-kernel");
+    std::fs::write(&bogus, b"this is not a kernel").expect("write bogus kernel");
+    let mut req = put_request("bogus", 1, RunStrategy::Once);
+    spec_mut(&mut req).kernel = bogus.display().to_string();
+    client
+        .put_vm(req)
+        .await
+        .expect("put is accepted: the file exists");
+    let failed = wait_for(&agent, "bogus", "failed", |s| phase(s) == Phase::Failed).await;
+    // QEMU's own words, e.g. "qemu: linux kernel too old to load a ram disk".
+    assert!(
+        failed.message.contains("kernel"),
+        "stderr missing: {}",
+        failed.message
+    );
+    assert!(agent.live_qemus().is_empty());
+    client.delete_vm("bogus").await.expect("delete");
+    wait_gone(&agent, "bogus").await;
+    assert!(!agent.run_dir("bogus").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_specs_are_rejected_naming_the_field_and_leave_nothing_behind() {
+    let agent = Agent::start().await;
+    let client = agent.client().await;
+    let kernel = agent.data_dir().join("vmlinuz");
+    std::fs::write(&kernel, b"k").expect("kernel file");
+    let valid = || {
+        let mut req = put_request("bad", 1, RunStrategy::Always);
+        spec_mut(&mut req).kernel = kernel.display().to_string();
+        spec_mut(&mut req).initrd = String::new();
+        req
+    };
+    type Mutate = fn(&mut proto::PutVmRequest);
+    let cases: [(&str, Mutate); 7] = [
+        ("spec.cpus", |r| spec_mut(r).cpus = 0),
+        ("spec.memoryMiB", |r| spec_mut(r).memory_mib = 512 * 1024),
+        ("spec.memoryMiB", |r| spec_mut(r).memory_mib = 8192),
+        ("spec.kernel", |r| {
+            spec_mut(r).kernel = "/nonexistent/vmlinuz".into()
+        }),
+        ("spec.initrd", |r| {
+            spec_mut(r).initrd = "/nonexistent/initrd".into()
+        }),
+        ("spec.cmdline", |r| {
+            spec_mut(r).cmdline = "console=ttyS0\ninit=/bin/sh".into()
+        }),
+        ("spec.cmdline", |r| spec_mut(r).cmdline = "x".repeat(4097)),
+    ];
+    for (field, mutate) in cases {
+        let mut req = valid();
+        mutate(&mut req);
+        match client.put_vm(req).await {
+            Err(Error::Remote { code, message }) => {
+                assert_eq!(code, "InvalidArgument", "{field}: {message}");
+                assert!(message.contains(field), "{message} does not name {field}");
+            }
+            other => panic!("{field}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+    assert!(client.list_vms().await.expect("list").is_empty());
+    let vms_dir = agent.data_dir().join("vms");
+    let leftovers = std::fs::read_dir(&vms_dir)
+        .map(Iterator::count)
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "rejected puts left files behind");
+}
