@@ -42,7 +42,16 @@ pub fn apply_patch(target: &mut Value, kind: PatchType, body: &[u8]) -> Result<(
         PatchType::Json => {
             let patch: json_patch::Patch = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(target, &patch).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))
+            for op in patch.0 {
+                // As in Kubernetes, testing that a missing path is null succeeds.
+                if let json_patch::PatchOperation::Test(t) = &op {
+                    if t.value.is_null() && target.pointer(t.path.as_str()).is_none() {
+                        continue;
+                    }
+                }
+                json_patch::patch(target, &[op]).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?;
+            }
+            Ok(())
         }
         PatchType::Strategic => {
             let patch: Value = parse_json(body)?;
@@ -163,6 +172,14 @@ mod tests {
         let mut t = json!({"spec": {"cpus": 1, "kernel": "/k"}});
         apply_patch(&mut t, PatchType::Merge, br#"{"spec": {"cpus": 2, "kernel": null}}"#).expect("patch");
         assert_eq!(t, json!({"spec": {"cpus": 2}}));
+    }
+
+    #[test]
+    fn json_patch_test_of_missing_path_against_null_passes() {
+        let mut t = json!({"metadata": {}});
+        let patch = br#"[{"op": "test", "path": "/metadata/finalizers", "value": null}, {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]"#;
+        apply_patch(&mut t, PatchType::Json, patch).expect("patch");
+        assert_eq!(t["metadata"]["finalizers"], json!(["f"]));
     }
 
     #[test]

@@ -289,8 +289,18 @@ impl Inner {
         }
         let applied: Value = serde_yaml_ng::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         Self::check_envelope(scope, &applied)?;
-        if name_of(&applied) != name {
-            return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", name_of(&applied))));
+        let mut applied = applied;
+        match name_of(&applied) {
+            "" => {
+                if !applied.get("metadata").is_some_and(Value::is_object) {
+                    applied["metadata"] = json!({});
+                }
+                applied["metadata"]["name"] = Value::String(name.to_string());
+            }
+            given if given != name => {
+                return Err(ApiError::bad_request(format!("the name of the object ({given}) does not match the name on the URL ({name})")));
+            }
+            _ => {}
         }
         let schema = scope.rt.version(&scope.version).and_then(|v| v.schema.clone());
         let Some(existing) = existing else {

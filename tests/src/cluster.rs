@@ -1,0 +1,162 @@
+//! A whole Quiver cluster for end-to-end tests: the dev control plane in-process (via
+//! [`ControlPlane`]), the CRDs, real `quiver-agent` processes on loopback and the operator
+//! in-process (restartable). Dropping it kills the agents and every QEMU they started.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use quiver_operator::agents::{AgentOptions, AgentProcess, free_port, locate_agent_binary, register_host};
+use quiver_operator::operator::{Operator, OperatorConfig};
+
+use crate::{ControlPlane, Kubectl};
+
+/// Kernel cmdline for the test guest under TCG (`tsc=reliable` avoids a TSC calibration stall).
+pub const TEST_CMDLINE: &str = "console=ttyS0 edd=off quiet panic=-1 reboot=t tsc=reliable";
+
+/// The guest image directory, or `None` when it is missing and `QUIVER_REQUIRE_GUEST` is unset
+/// (the caller skips and says so). Panics when it is missing but required.
+pub fn guest_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("QUIVER_GUEST_DIR").map_or_else(|| PathBuf::from("/var/lib/quiver/guest"), PathBuf::from);
+    if dir.join("vmlinuz").is_file() && dir.join("initrd.gz").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("QUIVER_REQUIRE_GUEST").is_none(),
+        "QUIVER_REQUIRE_GUEST is set but {} has no vmlinuz/initrd.gz (run scripts/guest-image.sh)",
+        dir.display()
+    );
+    eprintln!("SKIPPED: no guest image in {} (run scripts/guest-image.sh as root)", dir.display());
+    None
+}
+
+/// A MicroVM manifest booting the test guest; `extra` is appended to the spec (indented by 2).
+pub fn vm_manifest(guest: &Path, name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: quiver.dev/v1alpha1\nkind: MicroVM\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  \
+         cpus: 1\n  memoryMiB: 128\n  kernel: {k}\n  initrd: {i}\n  cmdline: {TEST_CMDLINE}\n  readiness:\n    \
+         serialMarker: QUIVER_GUEST_READY\n{extra}",
+        k = guest.join("vmlinuz").display(),
+        i = guest.join("initrd.gz").display(),
+    )
+}
+
+/// Finds `quiver-agent`, building it first when it is not there yet.
+pub fn agent_binary() -> anyhow::Result<PathBuf> {
+    let explicit = std::env::var_os("QUIVER_AGENT_BIN").map(PathBuf::from);
+    if let Ok(path) = locate_agent_binary(explicit.as_deref()) {
+        return Ok(path);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-p", "quiver-agent", "--bin", "quiver-agent"])
+        .current_dir(crate::repo_root())
+        .status()
+        .context("building quiver-agent")?;
+    anyhow::ensure!(status.success(), "cargo build -p quiver-agent failed");
+    Ok(locate_agent_binary(None)?)
+}
+
+pub struct TestCluster {
+    pub control_plane: ControlPlane,
+    pub client: kube::Client,
+    pub agents: Vec<AgentProcess>,
+    operator: Option<Operator>,
+    binary: PathBuf,
+    state: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Control plane, CRDs, `agents` agents (`agent-0`...) and one operator.
+    pub async fn start(agents: usize) -> anyhow::Result<Self> {
+        let control_plane = ControlPlane::start().await?;
+        let client = control_plane.client().await?;
+        quiver_operator::dev::install_crds(&client).await?;
+        let mut cluster = TestCluster {
+            control_plane,
+            client,
+            agents: Vec::new(),
+            operator: None,
+            binary: agent_binary()?,
+            state: tempfile::tempdir()?,
+        };
+        for i in 0..agents {
+            cluster.add_agent(&format!("agent-{i}"), None).await?;
+        }
+        cluster.start_operator();
+        Ok(cluster)
+    }
+
+    pub fn kubectl(&self) -> Kubectl {
+        self.control_plane.kubectl()
+    }
+
+    /// Starts and registers another agent, optionally with a memory capacity (MiB).
+    pub async fn add_agent(&mut self, name: &str, memory_mib: Option<u64>) -> anyhow::Result<()> {
+        let options = AgentOptions {
+            binary: self.binary.clone(),
+            name: name.to_owned(),
+            data_dir: self.state.path().join(name),
+            port: free_port()?,
+            accel: "tcg".into(),
+            capacity_cpus: Some(4),
+            capacity_memory_mib: Some(memory_mib.unwrap_or(8192)),
+        };
+        let agent = AgentProcess::start(options).await?;
+        register_host(&self.client, name, &agent.address()).await?;
+        self.agents.push(agent);
+        Ok(())
+    }
+
+    pub fn start_operator(&mut self) {
+        if self.operator.is_none() {
+            let config = OperatorConfig::new("test-operator");
+            self.operator = Some(Operator::spawn(self.client.clone(), config));
+        }
+    }
+
+    /// Stops the operator the way a crash would (no lease release).
+    pub fn kill_operator(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.kill();
+        }
+    }
+
+    pub async fn stop_operator(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.shutdown().await;
+        }
+    }
+
+    /// Pids of the QEMUs the agents' run dirs name, that are alive.
+    pub fn qemu_pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for agent in &self.agents {
+            let Ok(dirs) = std::fs::read_dir(agent.options.data_dir.join("vms")) else { continue };
+            for dir in dirs.flatten() {
+                let pid = std::fs::read_to_string(dir.path().join("qemu.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+                if let Some(pid) = pid.filter(|p| Path::new(&format!("/proc/{p}")).exists()) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    /// Waits until the operator and agents removed every MicroVM, then stops everything.
+    pub async fn shutdown(mut self) {
+        self.stop_operator().await;
+        for agent in &mut self.agents {
+            let _ = agent.delete_all_vms(Duration::from_secs(20)).await;
+            agent.stop().await;
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for pid in self.qemu_pids() {
+            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
