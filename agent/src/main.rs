@@ -42,9 +42,9 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if args.log_json {
-        logs.json().init()
+        logs.json().init();
     } else {
-        logs.init()
+        logs.init();
     }
 
     let mut c = AgentConfig::load(args.config.as_deref())?;

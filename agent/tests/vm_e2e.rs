@@ -268,13 +268,13 @@ async fn invalid_specs_are_rejected_naming_the_field_and_leave_nothing_behind() 
         ("spec.memoryMiB", |r| spec_mut(r).memory_mib = 512 * 1024),
         ("spec.memoryMiB", |r| spec_mut(r).memory_mib = 8192),
         ("spec.kernel", |r| {
-            spec_mut(r).kernel = "/nonexistent/vmlinuz".into()
+            spec_mut(r).kernel = "/nonexistent/vmlinuz".into();
         }),
         ("spec.initrd", |r| {
-            spec_mut(r).initrd = "/nonexistent/initrd".into()
+            spec_mut(r).initrd = "/nonexistent/initrd".into();
         }),
         ("spec.cmdline", |r| {
-            spec_mut(r).cmdline = "console=ttyS0\ninit=/bin/sh".into()
+            spec_mut(r).cmdline = "console=ttyS0\ninit=/bin/sh".into();
         }),
         ("spec.cmdline", |r| spec_mut(r).cmdline = "x".repeat(4097)),
     ];

@@ -19,9 +19,7 @@ use crate::proto;
 
 pub(crate) enum Msg {
     Put {
-        meta: VmMeta,
-        spec: VmSpec,
-        respec: bool,
+        put: Box<Put>,
         reply: oneshot::Sender<proto::VmStatus>,
     },
     Event(Event),
@@ -33,6 +31,12 @@ pub(crate) enum Msg {
     RestartDue {
         token: u64,
     },
+}
+
+pub(crate) struct Put {
+    pub meta: VmMeta,
+    pub spec: VmSpec,
+    pub respec: bool,
 }
 
 pub(crate) struct Actor {
@@ -77,13 +81,9 @@ impl Actor {
         while let Some(msg) = self.rx.recv().await {
             let mut reply = None;
             let event = match msg {
-                Msg::Put {
-                    meta,
-                    spec,
-                    respec,
-                    reply: r,
-                } => {
+                Msg::Put { put, reply: r } => {
                     reply = Some(r);
+                    let Put { meta, spec, respec } = *put;
                     let strategy = spec.run_strategy;
                     self.meta = meta;
                     self.spec = spec;

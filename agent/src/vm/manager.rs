@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::actor::{Actor, Msg};
+use super::actor::{Actor, Msg, Put};
 use super::console;
 use super::driver::Driver;
 use super::lifecycle::{Event, Lifecycle, Phase};
@@ -151,10 +151,9 @@ impl VmManager {
                 let respec = !same_machine(&entry.spec, &spec);
                 entry.meta = meta.clone();
                 entry.spec = spec.clone();
+                let put = Box::new(Put { meta, spec, respec });
                 let msg = Msg::Put {
-                    meta,
-                    spec,
-                    respec,
+                    put,
                     reply: reply_tx,
                 };
                 entry.tx.send(msg).map_err(|_| Error::ShuttingDown)?;
@@ -175,10 +174,13 @@ impl VmManager {
                 };
                 let (actor, tx) = Actor::new(self.shared.clone(), dir, file, state);
                 let status = actor.status();
-                let msg = Msg::Put {
+                let put = Box::new(Put {
                     meta: meta.clone(),
                     spec: spec.clone(),
                     respec: false,
+                });
+                let msg = Msg::Put {
+                    put,
                     reply: reply_tx,
                 };
                 tx.send(msg).map_err(|_| Error::ShuttingDown)?;
@@ -305,7 +307,7 @@ impl VmManager {
             match self.recover_one(dir.clone()).await {
                 Ok(()) => found += 1,
                 Err(e) => {
-                    tracing::warn!(dir = %dir.root().display(), error = %e, "skipping run dir")
+                    tracing::warn!(dir = %dir.root().display(), error = %e, "skipping run dir");
                 }
             }
         }

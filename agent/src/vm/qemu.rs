@@ -171,12 +171,11 @@ async fn wait_until_up(dir: &RunDir, child: &mut Child) -> Result<QmpClient, Str
             let tail = dir.qemu_log_tail(LOG_TAIL);
             return Err(format!("QEMU exited during start ({status}): {tail}"));
         }
-        if let Ok(mut qmp) = QmpClient::connect(&dir.qmp_socket()).await {
-            if qmp.query_status().await.is_ok() {
-                if let Ok(events) = QmpClient::connect(&dir.events_socket()).await {
-                    return Ok(events);
-                }
-            }
+        if let Ok(mut qmp) = QmpClient::connect(&dir.qmp_socket()).await
+            && qmp.query_status().await.is_ok()
+            && let Ok(events) = QmpClient::connect(&dir.events_socket()).await
+        {
+            return Ok(events);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
