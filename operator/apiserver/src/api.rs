@@ -50,14 +50,26 @@ pub struct ListOptions {
 }
 
 impl ListOptions {
-    pub fn parse(scope: &Scope, label: Option<&str>, field: Option<&str>, limit: Option<&str>, cont: Option<&str>) -> Result<Self> {
+    pub fn parse(
+        scope: &Scope,
+        label: Option<&str>,
+        field: Option<&str>,
+        limit: Option<&str>,
+        cont: Option<&str>,
+    ) -> Result<Self> {
         let limit = match limit {
             None | Some("") | Some("0") => None,
-            Some(l) => Some(l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?),
+            Some(l) => Some(
+                l.parse::<usize>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+            ),
         };
         Ok(Self {
             labels: LabelSelector::parse(label.unwrap_or_default())?,
-            fields: FieldSelector::parse(field.unwrap_or_default(), extra_fields(&scope.rt.group, &scope.rt.plural))?,
+            fields: FieldSelector::parse(
+                field.unwrap_or_default(),
+                extra_fields(&scope.rt.group, &scope.rt.plural),
+            )?,
             limit,
             continue_token: cont.filter(|c| !c.is_empty()).map(str::to_string),
         })
@@ -88,24 +100,36 @@ pub struct Api {
 
 impl Api {
     pub fn new(history_limit: usize, journal: Option<crate::persist::Replayed>) -> Result<Self> {
-        let mut inner = Inner { store: Store::new(history_limit), registry: Registry::with_builtins(), uids: HashMap::new(), dependents: HashMap::new() };
+        let mut inner = Inner {
+            store: Store::new(history_limit),
+            registry: Registry::with_builtins(),
+            uids: HashMap::new(),
+            dependents: HashMap::new(),
+        };
         if let Some(r) = journal {
             inner.store.restore(r.rv, r.objects, r.journal);
         }
         inner.reindex();
         inner.ensure_default_namespaces();
-        Ok(Self { inner: Mutex::new(inner), watch_gate: tokio::sync::RwLock::new(()), watch_epoch: tokio::sync::watch::Sender::new(0) })
+        Ok(Self {
+            inner: Mutex::new(inner),
+            watch_gate: tokio::sync::RwLock::new(()),
+            watch_epoch: tokio::sync::watch::Sender::new(0),
+        })
     }
 
     pub fn open(path: &std::path::Path, history_limit: usize) -> Result<Self> {
-        let replayed = Journal::open(path).map_err(|e| ApiError::internal(format!("opening {}: {e}", path.display())))?;
+        let replayed = Journal::open(path)
+            .map_err(|e| ApiError::internal(format!("opening {}: {e}", path.display())))?;
         Self::new(history_limit, Some(replayed))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the maps half-written in a way later
         // requests would misread, so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn registry(&self) -> Registry {
@@ -140,7 +164,11 @@ impl Api {
     }
 
     /// Lists matching objects; returns `(items, list resourceVersion, continue token)`.
-    pub fn list(&self, scope: &Scope, opts: &ListOptions) -> Result<(Vec<Arc<Value>>, u64, Option<String>)> {
+    pub fn list(
+        &self,
+        scope: &Scope,
+        opts: &ListOptions,
+    ) -> Result<(Vec<Arc<Value>>, u64, Option<String>)> {
         let inner = self.lock();
         let rv = inner.store.current_rv();
         let (start_after, token_rv) = match &opts.continue_token {
@@ -148,13 +176,24 @@ impl Api {
             None => (None, rv),
         };
         if token_rv < inner.store.compacted_rv() && opts.continue_token.is_some() {
-            return Err(ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."));
+            return Err(ApiError::gone(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ));
         }
         let ns = scope.namespace.as_deref();
         let candidates: Vec<Arc<Value>> = match opts.fields.name() {
             Some(name) => match ns {
-                Some(ns) => inner.store.get(&scope.rt.key(), ns, name).into_iter().collect(),
-                None => inner.store.list(&scope.rt.key(), None).into_iter().filter(|o| key_of(o).1 == name).collect(),
+                Some(ns) => inner
+                    .store
+                    .get(&scope.rt.key(), ns, name)
+                    .into_iter()
+                    .collect(),
+                None => inner
+                    .store
+                    .list(&scope.rt.key(), None)
+                    .into_iter()
+                    .filter(|o| key_of(o).1 == name)
+                    .collect(),
             },
             None => inner.store.list(&scope.rt.key(), ns),
         };
@@ -166,16 +205,31 @@ impl Api {
                 continue;
             }
             if opts.limit.is_some_and(|l| items.len() >= l) {
-                next = items.last().map(|last: &Arc<Value>| encode_continue(&key_of(last), token_rv));
+                next = items
+                    .last()
+                    .map(|last: &Arc<Value>| encode_continue(&key_of(last), token_rv));
                 break;
             }
             items.push(obj);
         }
-        Ok((items, if opts.continue_token.is_some() { token_rv } else { rv }, next))
+        Ok((
+            items,
+            if opts.continue_token.is_some() {
+                token_rv
+            } else {
+                rv
+            },
+            next,
+        ))
     }
 
     /// A `…List` object for a list response.
-    pub fn list_object(scope: &Scope, items: &[Arc<Value>], rv: u64, cont: Option<String>) -> Value {
+    pub fn list_object(
+        scope: &Scope,
+        items: &[Arc<Value>],
+        rv: u64,
+        cont: Option<String>,
+    ) -> Value {
         let items: Vec<Value> = items.iter().map(|o| scope.present(o)).collect();
         let mut meta = json!({"resourceVersion": rv.to_string()});
         if let Some(c) = cont {
@@ -192,16 +246,29 @@ fn encode_continue(key: &(String, String), rv: u64) -> String {
 
 fn decode_continue(token: &str) -> Result<(Option<(String, String)>, u64)> {
     let bad = || ApiError::bad_request(format!("continue key is not valid: {token:?}"));
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(bad);
-    Ok((Some((s("ns")?, s("name")?)), v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?))
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(bad)
+    };
+    Ok((
+        Some((s("ns")?, s("name")?)),
+        v.get("rv").and_then(Value::as_u64).ok_or_else(bad)?,
+    ))
 }
 
 impl Inner {
     /// Rebuilds the uid and owner indexes and CRD registrations from stored objects.
     fn reindex(&mut self) {
-        for crd in self.store.list("apiextensions.k8s.io/customresourcedefinitions", None) {
+        for crd in self
+            .store
+            .list("apiextensions.k8s.io/customresourcedefinitions", None)
+        {
             match from_crd(&crd) {
                 Ok(t) => self.registry.insert(t),
                 Err(e) => tracing::warn!(error = %e, "stored CRD no longer valid; not serving it"),
@@ -221,9 +288,17 @@ impl Inner {
         if let Some(uid) = obj.pointer("/metadata/uid").and_then(Value::as_str) {
             self.uids.insert(uid.to_string(), me.clone());
         }
-        for owner in obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).into_iter().flatten() {
+        for owner in obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(uid) = owner.get("uid").and_then(Value::as_str) {
-                self.dependents.entry(uid.to_string()).or_default().insert(me.clone());
+                self.dependents
+                    .entry(uid.to_string())
+                    .or_default()
+                    .insert(me.clone());
             }
         }
     }
@@ -244,7 +319,9 @@ impl Inner {
 
     pub fn exists_uid(&self, uid: &str) -> bool {
         self.uids.get(uid).is_some_and(|(r, ns, name)| {
-            self.store.get(r, ns, name).is_some_and(|o| o.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid))
+            self.store
+                .get(r, ns, name)
+                .is_some_and(|o| o.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid))
         })
     }
 }

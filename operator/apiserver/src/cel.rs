@@ -28,15 +28,27 @@ pub struct Rule {
 
 impl std::fmt::Debug for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rule").field("rule", &self.source).field("message", &self.message).finish()
+        f.debug_struct("Rule")
+            .field("rule", &self.source)
+            .field("message", &self.message)
+            .finish()
     }
 }
 
 impl Rule {
     pub fn compile(raw: &Value) -> Result<Self, String> {
-        let source = raw.get("rule").and_then(Value::as_str).ok_or("Required value: rule")?;
-        let program = Program::compile(source).map_err(|e| format!("Invalid value: {source:?}: compilation failed: {e}"))?;
-        let text = |k: &str| raw.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let source = raw
+            .get("rule")
+            .and_then(Value::as_str)
+            .ok_or("Required value: rule")?;
+        let program = Program::compile(source)
+            .map_err(|e| format!("Invalid value: {source:?}: compilation failed: {e}"))?;
+        let text = |k: &str| {
+            raw.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let message = match text("message") {
             m if m.is_empty() => format!("failed rule: {source}"),
             m => m,
@@ -58,7 +70,14 @@ impl Rule {
     }
 
     /// Evaluates the rule on `value` (typed by `schema`), pushing a cause when it fails.
-    pub fn check(&self, schema: &Schema, value: &Value, old: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    pub fn check(
+        &self,
+        schema: &Schema,
+        value: &Value,
+        old: Option<&Value>,
+        path: &str,
+        causes: &mut Vec<Cause>,
+    ) {
         if self.transition && old.is_none() {
             return;
         }
@@ -76,8 +95,22 @@ impl Rule {
                 field,
                 message: format!("Invalid value: {}: {}", describe(value), self.message),
             }),
-            Ok(other) => causes.push(Cause::invalid(field, format!("Invalid value: {}: rule {:?} returned {other:?}, not a bool", describe(value), self.source))),
-            Err(e) => causes.push(Cause::invalid(field, format!("Invalid value: {}: rule {:?} failed: {e}", describe(value), self.source))),
+            Ok(other) => causes.push(Cause::invalid(
+                field,
+                format!(
+                    "Invalid value: {}: rule {:?} returned {other:?}, not a bool",
+                    describe(value),
+                    self.source
+                ),
+            )),
+            Err(e) => causes.push(Cause::invalid(
+                field,
+                format!(
+                    "Invalid value: {}: rule {:?} failed: {e}",
+                    describe(value),
+                    self.source
+                ),
+            )),
         }
     }
 }
@@ -97,7 +130,9 @@ fn to_cel(v: &Value, schema: Option<&Schema>) -> Cel {
         Value::String(s) => Cel::String(Arc::new(s.clone())),
         Value::Array(items) => {
             let item_schema = schema.and_then(|s| s.items.as_deref());
-            Cel::List(Arc::new(items.iter().map(|i| to_cel(i, item_schema)).collect()))
+            Cel::List(Arc::new(
+                items.iter().map(|i| to_cel(i, item_schema)).collect(),
+            ))
         }
         Value::Object(map) => {
             let mut out: HashMap<Key, Cel> = HashMap::with_capacity(map.len());
@@ -137,12 +172,20 @@ mod tests {
         let causes = schema().validate(&json!({"spec": {"setWeight": 5, "pause": {}}}), None);
         assert_eq!(causes.len(), 1, "{causes:?}");
         assert_eq!(causes[0].field, "spec");
-        assert!(causes[0].message.contains("exactly one of setWeight or pause"));
+        assert!(
+            causes[0]
+                .message
+                .contains("exactly one of setWeight or pause")
+        );
     }
 
     #[test]
     fn passing_rule_is_silent() {
-        assert!(schema().validate(&json!({"spec": {"setWeight": 5}}), None).is_empty());
+        assert!(
+            schema()
+                .validate(&json!({"spec": {"setWeight": 5}}), None)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -160,8 +203,10 @@ mod tests {
 
     #[test]
     fn broken_rule_fails_at_compile_time() {
-        let err = Schema::compile(&json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.("}]}))
-            .expect_err("bad rule");
+        let err = Schema::compile(
+            &json!({"type": "object", "x-kubernetes-validations": [{"rule": "self.("}]}),
+        )
+        .expect_err("bad rule");
         assert!(err[0].field.contains("x-kubernetes-validations[0].rule"));
     }
 }

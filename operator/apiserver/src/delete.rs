@@ -33,20 +33,35 @@ impl DeleteOptions {
         let v: Value = if body.iter().all(u8::is_ascii_whitespace) {
             json!({})
         } else {
-            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions body: {e}")))?
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions body: {e}")))?
         };
-        let policy = v.get("propagationPolicy").and_then(Value::as_str).or(query_policy);
+        let policy = v
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .or(query_policy);
         let propagation = match policy {
             None | Some("Background") => Propagation::Background,
             Some("Foreground") => Propagation::Foreground,
             Some("Orphan") => Propagation::Orphan,
-            Some(other) => return Err(ApiError::bad_request(format!("propagationPolicy: Unsupported value: {other:?}: supported values: \"Background\", \"Foreground\", \"Orphan\""))),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "propagationPolicy: Unsupported value: {other:?}: supported values: \"Background\", \"Foreground\", \"Orphan\""
+                )));
+            }
         };
         let orphan = v.get("orphanDependents").and_then(Value::as_bool) == Some(true);
         let s = |p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
-        let dry = dry_run || v.get("dryRun").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+        let dry = dry_run
+            || v.get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
         Ok(Self {
-            propagation: if orphan { Propagation::Orphan } else { propagation },
+            propagation: if orphan {
+                Propagation::Orphan
+            } else {
+                propagation
+            },
             precondition_uid: s("/preconditions/uid"),
             precondition_rv: s("/preconditions/resourceVersion"),
             dry_run: dry,
@@ -62,13 +77,21 @@ impl Api {
         Ok(out)
     }
 
-    pub fn delete_collection(&self, scope: &Scope, list: &ListOptions, opts: &DeleteOptions) -> Result<Value> {
+    pub fn delete_collection(
+        &self,
+        scope: &Scope,
+        list: &ListOptions,
+        opts: &DeleteOptions,
+    ) -> Result<Value> {
         let (items, _, _) = self.list(scope, list)?;
         let mut inner = self.lock();
         let mut deleted = Vec::new();
         for obj in items {
             let (ns, name) = crate::store::key_of(&obj);
-            let scope = Scope { namespace: (!ns.is_empty()).then_some(ns), ..scope.clone() };
+            let scope = Scope {
+                namespace: (!ns.is_empty()).then_some(ns),
+                ..scope.clone()
+            };
             match inner.delete(&scope, &name, opts) {
                 Ok(v) => deleted.push(v),
                 Err(e) if e.code == 404 => {}
@@ -76,25 +99,52 @@ impl Api {
             }
         }
         inner.collect_garbage();
-        Ok(Api::list_object(scope, &deleted.into_iter().map(Arc::new).collect::<Vec<_>>(), inner.store.current_rv(), None))
+        Ok(Api::list_object(
+            scope,
+            &deleted.into_iter().map(Arc::new).collect::<Vec<_>>(),
+            inner.store.current_rv(),
+            None,
+        ))
     }
 }
 
 impl Inner {
     pub fn delete(&mut self, scope: &Scope, name: &str, opts: &DeleteOptions) -> Result<Value> {
         let key = scope.rt.key();
-        let existing = self.store.get(&key, scope.ns(), name).ok_or_else(|| ApiError::not_found(&scope.rt.group, &scope.rt.plural, name))?;
-        let meta_str = |k: &str| existing.pointer(&format!("/metadata/{k}")).and_then(Value::as_str).map(str::to_string);
+        let existing = self
+            .store
+            .get(&key, scope.ns(), name)
+            .ok_or_else(|| ApiError::not_found(&scope.rt.group, &scope.rt.plural, name))?;
+        let meta_str = |k: &str| {
+            existing
+                .pointer(&format!("/metadata/{k}"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         if opts.precondition_uid.is_some() && opts.precondition_uid != meta_str("uid") {
-            return Err(ApiError::conflict(&scope.rt.group, &scope.rt.plural, name, "Precondition failed: UID in precondition does not match the UID in record. The object might have been deleted and then recreated"));
+            return Err(ApiError::conflict(
+                &scope.rt.group,
+                &scope.rt.plural,
+                name,
+                "Precondition failed: UID in precondition does not match the UID in record. The object might have been deleted and then recreated",
+            ));
         }
         if opts.precondition_rv.is_some() && opts.precondition_rv != meta_str("resourceVersion") {
-            return Err(ApiError::conflict(&scope.rt.group, &scope.rt.plural, name, "the object has been modified; please apply your changes to the latest version and try again"));
+            return Err(ApiError::conflict(
+                &scope.rt.group,
+                &scope.rt.plural,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
         }
         if opts.dry_run {
             return Ok(scope.present(&existing));
         }
-        let mut finalizers: Vec<Value> = existing.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut finalizers: Vec<Value> = existing
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let orphan = opts.propagation == Propagation::Orphan;
         if orphan {
             self.orphan_dependents(&existing);
@@ -108,7 +158,13 @@ impl Inner {
         if finalizers.is_empty() && !terminating_ns {
             return self.remove_now(scope, name).map(|o| scope.present(&o));
         }
-        if existing.pointer("/metadata/deletionTimestamp").is_some() && existing.pointer("/metadata/finalizers").and_then(Value::as_array).map(Vec::len) == Some(finalizers.len()) {
+        if existing.pointer("/metadata/deletionTimestamp").is_some()
+            && existing
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                == Some(finalizers.len())
+        {
             return Ok(scope.present(&existing));
         }
         let mut obj = (*existing).clone();
@@ -117,7 +173,10 @@ impl Inner {
             obj["metadata"]["deletionTimestamp"] = Value::String(now());
             obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             if scope.rt.has_generation() {
-                let g = obj.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+                let g = obj
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
                 obj["metadata"]["generation"] = json!(g + 1);
             }
         }
@@ -131,13 +190,24 @@ impl Inner {
     /// Removes an object from storage and does what its kind requires afterwards.
     pub(crate) fn remove_now(&mut self, scope: &Scope, name: &str) -> Result<Arc<Value>> {
         let key = scope.rt.key();
-        let gone = self.store.remove(&key, scope.ns(), name).ok_or_else(|| ApiError::not_found(&scope.rt.group, &scope.rt.plural, name))?;
+        let gone = self
+            .store
+            .remove(&key, scope.ns(), name)
+            .ok_or_else(|| ApiError::not_found(&scope.rt.group, &scope.rt.plural, name))?;
         if let Some(uid) = gone.pointer("/metadata/uid").and_then(Value::as_str) {
             self.uids.remove(uid);
         }
         if scope.rt.behavior == Behavior::Crd {
-            let group = gone.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default().to_string();
-            let plural = gone.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default().to_string();
+            let group = gone
+                .pointer("/spec/group")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let plural = gone
+                .pointer("/spec/names/plural")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             for obj in self.store.list(&format!("{group}/{plural}"), None) {
                 let (ns, n) = crate::store::key_of(&obj);
                 self.store.remove(&format!("{group}/{plural}"), &ns, &n);
@@ -148,16 +218,32 @@ impl Inner {
     }
 
     fn has_dependents(&self, owner: &Value) -> bool {
-        let Some(uid) = owner.pointer("/metadata/uid").and_then(Value::as_str) else { return false };
-        self.dependents.get(uid).is_some_and(|d| d.iter().any(|(r, ns, n)| self.store.get(r, ns, n).is_some()))
+        let Some(uid) = owner.pointer("/metadata/uid").and_then(Value::as_str) else {
+            return false;
+        };
+        self.dependents.get(uid).is_some_and(|d| {
+            d.iter()
+                .any(|(r, ns, n)| self.store.get(r, ns, n).is_some())
+        })
     }
 
     fn orphan_dependents(&mut self, owner: &Value) {
-        let Some(uid) = owner.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string) else { return };
+        let Some(uid) = owner
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return;
+        };
         for (r, ns, n) in self.dependents.remove(&uid).unwrap_or_default() {
-            let Some(obj) = self.store.get(&r, &ns, &n) else { continue };
+            let Some(obj) = self.store.get(&r, &ns, &n) else {
+                continue;
+            };
             let mut obj = (*obj).clone();
-            if let Some(refs) = obj.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+            if let Some(refs) = obj
+                .pointer_mut("/metadata/ownerReferences")
+                .and_then(Value::as_array_mut)
+            {
                 refs.retain(|o| o.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
             }
             self.store.put(&r, obj);
@@ -169,7 +255,12 @@ impl Inner {
     pub(crate) fn collect_garbage(&mut self) {
         loop {
             let mut changed = false;
-            let dead_owners: Vec<String> = self.dependents.keys().filter(|u| !self.exists_uid(u)).cloned().collect();
+            let dead_owners: Vec<String> = self
+                .dependents
+                .keys()
+                .filter(|u| !self.exists_uid(u))
+                .cloned()
+                .collect();
             for owner in dead_owners {
                 for (r, ns, n) in self.dependents.remove(&owner).unwrap_or_default() {
                     changed |= self.collect_dependent(&r, &ns, &n);
@@ -187,32 +278,60 @@ impl Inner {
         let (group, plural) = resource.split_once('/')?;
         let rt = self.registry.get(group, plural)?;
         let version = rt.storage_version().name.clone();
-        Some(Scope { rt, version, namespace: (!ns.is_empty()).then(|| ns.to_string()) })
+        Some(Scope {
+            rt,
+            version,
+            namespace: (!ns.is_empty()).then(|| ns.to_string()),
+        })
     }
 
     /// Deletes a dependent whose owners are all gone.
     fn collect_dependent(&mut self, resource: &str, ns: &str, name: &str) -> bool {
-        let Some(obj) = self.store.get(resource, ns, name) else { return false };
-        let live_owner = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).into_iter().flatten().filter_map(|o| o.get("uid").and_then(Value::as_str)).any(|u| self.exists_uid(u));
+        let Some(obj) = self.store.get(resource, ns, name) else {
+            return false;
+        };
+        let live_owner = obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.get("uid").and_then(Value::as_str))
+            .any(|u| self.exists_uid(u));
         if live_owner || obj.pointer("/metadata/deletionTimestamp").is_some() {
             return false;
         }
-        let Some(scope) = self.scope_for(resource, ns) else { return false };
+        let Some(scope) = self.scope_for(resource, ns) else {
+            return false;
+        };
         self.delete(&scope, name, &DeleteOptions::default()).is_ok()
     }
 
     /// Removes the `foregroundDeletion` finalizer once an owner has no dependents left.
     fn finish_foreground_deletions(&mut self) -> bool {
         let mut changed = false;
-        let waiting: Vec<ObjRef> = self.uids.values().filter(|(r, ns, n)| {
-            self.store.get(r, ns, n).is_some_and(|o| o.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| f.contains(&json!("foregroundDeletion"))))
-        }).cloned().collect();
+        let waiting: Vec<ObjRef> = self
+            .uids
+            .values()
+            .filter(|(r, ns, n)| {
+                self.store.get(r, ns, n).is_some_and(|o| {
+                    o.pointer("/metadata/finalizers")
+                        .and_then(Value::as_array)
+                        .is_some_and(|f| f.contains(&json!("foregroundDeletion")))
+                })
+            })
+            .cloned()
+            .collect();
         for (r, ns, n) in waiting {
-            let Some(obj) = self.store.get(&r, &ns, &n) else { continue };
+            let Some(obj) = self.store.get(&r, &ns, &n) else {
+                continue;
+            };
             if let Some(uid) = obj.pointer("/metadata/uid").and_then(Value::as_str) {
                 for (dr, dns, dn) in self.dependents.get(uid).cloned().unwrap_or_default() {
                     if let Some(scope) = self.scope_for(&dr, &dns) {
-                        changed |= self.store.get(&dr, &dns, &dn).is_some_and(|d| d.pointer("/metadata/deletionTimestamp").is_none()) && self.delete(&scope, &dn, &DeleteOptions::default()).is_ok();
+                        changed |=
+                            self.store.get(&dr, &dns, &dn).is_some_and(|d| {
+                                d.pointer("/metadata/deletionTimestamp").is_none()
+                            }) && self.delete(&scope, &dn, &DeleteOptions::default()).is_ok();
                     }
                 }
             }
@@ -220,11 +339,20 @@ impl Inner {
                 continue;
             }
             let mut updated = (*obj).clone();
-            if let Some(f) = updated.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+            if let Some(f) = updated
+                .pointer_mut("/metadata/finalizers")
+                .and_then(Value::as_array_mut)
+            {
                 f.retain(|x| x != "foregroundDeletion");
             }
-            let Some(scope) = self.scope_for(&r, &ns) else { continue };
-            if updated.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+            let Some(scope) = self.scope_for(&r, &ns) else {
+                continue;
+            };
+            if updated
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty)
+            {
                 changed |= self.remove_now(&scope, &n).is_ok();
             } else {
                 self.commit(&scope, updated);
@@ -237,24 +365,46 @@ impl Inner {
     /// Empties terminating namespaces and removes them once nothing is left inside.
     fn finish_namespaces(&mut self) -> bool {
         let mut changed = false;
-        let terminating: Vec<String> = self.store.list("/namespaces", None).iter().filter(|n| n.pointer("/metadata/deletionTimestamp").is_some()).map(|n| crate::store::key_of(n).1).collect();
+        let terminating: Vec<String> = self
+            .store
+            .list("/namespaces", None)
+            .iter()
+            .filter(|n| n.pointer("/metadata/deletionTimestamp").is_some())
+            .map(|n| crate::store::key_of(n).1)
+            .collect();
         for ns in terminating {
             let mut remaining = 0;
-            let types: Vec<_> = self.registry.all().filter(|t| t.namespaced).cloned().collect();
+            let types: Vec<_> = self
+                .registry
+                .all()
+                .filter(|t| t.namespaced)
+                .cloned()
+                .collect();
             for t in types {
-                let scope = Scope { version: t.storage_version().name.clone(), rt: t.clone(), namespace: Some(ns.clone()) };
+                let scope = Scope {
+                    version: t.storage_version().name.clone(),
+                    rt: t.clone(),
+                    namespace: Some(ns.clone()),
+                };
                 for obj in self.store.list(&t.key(), Some(&ns)) {
                     remaining += 1;
                     if obj.pointer("/metadata/deletionTimestamp").is_none() {
                         let name = crate::store::key_of(&obj).1;
-                        changed |= self.delete(&scope, &name, &DeleteOptions::default()).is_ok();
+                        changed |= self
+                            .delete(&scope, &name, &DeleteOptions::default())
+                            .is_ok();
                     }
                 }
             }
-            if remaining == 0 || self.registry.all().filter(|t| t.namespaced).all(|t| self.store.list(&t.key(), Some(&ns)).is_empty()) {
-                if let Some(scope) = self.scope_for("/namespaces", "") {
-                    changed |= self.remove_now(&scope, &ns).is_ok();
-                }
+            if (remaining == 0
+                || self
+                    .registry
+                    .all()
+                    .filter(|t| t.namespaced)
+                    .all(|t| self.store.list(&t.key(), Some(&ns)).is_empty()))
+                && let Some(scope) = self.scope_for("/namespaces", "")
+            {
+                changed |= self.remove_now(&scope, &ns).is_ok();
             }
         }
         changed

@@ -20,7 +20,10 @@ pub fn api_versions(address: &str) -> Value {
 }
 
 fn group_entry(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({"name": group, "versions": vs, "preferredVersion": vs.first().cloned().unwrap_or(Value::Null)})
 }
 
@@ -39,7 +42,10 @@ fn groups(registry: &Registry) -> Vec<(String, Vec<String>)> {
 }
 
 pub fn api_group_list(registry: &Registry) -> Value {
-    let list: Vec<Value> = groups(registry).iter().map(|(g, vs)| group_entry(g, vs)).collect();
+    let list: Vec<Value> = groups(registry)
+        .iter()
+        .map(|(g, vs)| group_entry(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": list})
 }
 
@@ -51,7 +57,16 @@ pub fn api_group(registry: &Registry, group: &str) -> Option<Value> {
     Some(entry)
 }
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 fn resource_entries(t: &ResourceType, version: &str) -> Vec<Value> {
     let mut main = json!({
@@ -76,8 +91,19 @@ fn resource_entries(t: &ResourceType, version: &str) -> Vec<Value> {
 }
 
 pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<Value> {
-    let types = registry.group_versions().remove(&(group.to_string(), version.to_string()))?;
-    let resources: Vec<Value> = types.iter().flat_map(|t| resource_entries(t, version)).collect();
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let types = registry
+        .group_versions()
+        .remove(&(group.to_string(), version.to_string()))?;
+    let resources: Vec<Value> = types
+        .iter()
+        .flat_map(|t| resource_entries(t, version))
+        .collect();
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }

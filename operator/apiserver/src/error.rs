@@ -18,21 +18,37 @@ pub struct Cause {
 
 impl Cause {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { reason: "FieldValueInvalid", field: field.into(), message: message.into() }
+        Self {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn required(field: impl Into<String>) -> Self {
-        Self { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
+        Self {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: "Required value".into(),
+        }
     }
 
     pub fn unsupported(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { reason: "FieldValueNotSupported", field: field.into(), message: message.into() }
+        Self {
+            reason: "FieldValueNotSupported",
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub fn unknown(field: impl Into<String>) -> Self {
         let field = field.into();
         let message = format!("unknown field \"{field}\"");
-        Self { reason: "FieldValueInvalid", field, message }
+        Self {
+            reason: "FieldValueInvalid",
+            field,
+            message,
+        }
     }
 
     /// The one-line form used in the Status message: `spec.cpus: Invalid value: ...`.
@@ -51,7 +67,7 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<Details>,
+    pub details: Option<Box<Details>>,
 }
 
 /// The `details` block of a `Status`.
@@ -67,7 +83,12 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -79,26 +100,42 @@ impl ApiError {
     }
 
     pub fn not_found_path(path: &str) -> Self {
-        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
     }
 
     /// `microvms.quiver.dev "demo" not found`.
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
         let gr = group_resource(group, resource);
-        Self::new(404, "NotFound", format!("{gr} \"{name}\" not found"))
-            .with_details(name, group, resource, Vec::new())
+        Self::new(404, "NotFound", format!("{gr} \"{name}\" not found")).with_details(
+            name,
+            group,
+            resource,
+            Vec::new(),
+        )
     }
 
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
         let gr = group_resource(group, resource);
-        Self::new(409, "AlreadyExists", format!("{gr} \"{name}\" already exists"))
-            .with_details(name, group, resource, Vec::new())
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{gr} \"{name}\" already exists"),
+        )
+        .with_details(name, group, resource, Vec::new())
     }
 
     pub fn conflict(group: &str, resource: &str, name: &str, why: &str) -> Self {
         let gr = group_resource(group, resource);
-        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {gr} \"{name}\": {why}"))
-            .with_details(name, group, resource, Vec::new())
+        Self::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {gr} \"{name}\": {why}"),
+        )
+        .with_details(name, group, resource, Vec::new())
     }
 
     /// `MicroVM.quiver.dev "demo" is invalid: spec.cpus: Invalid value: ...`.
@@ -126,7 +163,11 @@ impl ApiError {
     }
 
     pub fn too_large(limit: usize) -> Self {
-        Self::new(413, "RequestEntityTooLarge", format!("request body too large: limit is {limit} bytes"))
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("request body too large: limit is {limit} bytes"),
+        )
     }
 
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
@@ -138,12 +179,12 @@ impl ApiError {
     }
 
     fn with_details(mut self, name: &str, group: &str, kind: &str, causes: Vec<Cause>) -> Self {
-        self.details = Some(Details {
+        self.details = Some(Box::new(Details {
             name: name.to_string(),
             group: group.to_string(),
             kind: kind.to_string(),
             causes,
-        });
+        }));
         self
     }
 
@@ -180,7 +221,11 @@ impl ApiError {
 }
 
 fn group_resource(group: &str, resource: &str) -> String {
-    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
 }
 
 #[cfg(test)]
@@ -193,13 +238,21 @@ mod tests {
             "quiver.dev",
             "MicroVM",
             "demo",
-            vec![Cause::invalid("spec.cpus", "Invalid value: 0: should be greater than or equal to 1")],
+            vec![Cause::invalid(
+                "spec.cpus",
+                "Invalid value: 0: should be greater than or equal to 1",
+            )],
         );
         let status = err.to_status();
         assert_eq!(status["code"], 422);
         assert_eq!(status["reason"], "Invalid");
         assert_eq!(status["details"]["causes"][0]["field"], "spec.cpus");
-        assert!(status["message"].as_str().unwrap_or_default().contains("MicroVM.quiver.dev \"demo\" is invalid: spec.cpus"));
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("MicroVM.quiver.dev \"demo\" is invalid: spec.cpus")
+        );
     }
 
     #[test]

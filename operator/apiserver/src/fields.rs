@@ -17,8 +17,17 @@ pub type FieldSet = BTreeSet<Path>;
 
 /// Metadata fields the server owns; they never appear in a field set.
 const SYSTEM_METADATA: &[&str] = &[
-    "name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
-    "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink", "generateName",
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+    "generateName",
 ];
 
 #[derive(Debug, Clone)]
@@ -40,8 +49,17 @@ pub fn field_set(v: &Value, schema: Option<&Schema>) -> FieldSet {
             "apiVersion" | "kind" => {}
             "metadata" => {
                 if let Value::Object(meta) = cv {
-                    for (mk, mv) in meta.iter().filter(|(mk, _)| !SYSTEM_METADATA.contains(&mk.as_str())) {
-                        collect(mv, None, mk, &mut vec!["f:metadata".into(), format!("f:{mk}")], &mut out);
+                    for (mk, mv) in meta
+                        .iter()
+                        .filter(|(mk, _)| !SYSTEM_METADATA.contains(&mk.as_str()))
+                    {
+                        collect(
+                            mv,
+                            None,
+                            mk,
+                            &mut vec!["f:metadata".into(), format!("f:{mk}")],
+                            &mut out,
+                        );
                     }
                 }
             }
@@ -56,19 +74,28 @@ pub fn field_set(v: &Value, schema: Option<&Schema>) -> FieldSet {
 
 fn list_keys<'a>(schema: Option<&'a Schema>, field: &str) -> Option<Vec<&'a str>> {
     match schema {
-        Some(s) if s.list_type.as_deref() == Some("map") => Some(s.list_map_keys.iter().map(String::as_str).collect()),
+        Some(s) if s.list_type.as_deref() == Some("map") => {
+            Some(s.list_map_keys.iter().map(String::as_str).collect())
+        }
         Some(_) => None,
         None => merge_key(field).map(|k| vec![k]),
     }
 }
 
 fn is_set(schema: Option<&Schema>, field: &str) -> bool {
-    schema.map_or(field == "finalizers", |s| s.list_type.as_deref() == Some("set"))
+    schema.map_or(field == "finalizers", |s| {
+        s.list_type.as_deref() == Some("set")
+    })
 }
 
 fn collect(v: &Value, schema: Option<&Schema>, field: &str, path: &mut Path, out: &mut FieldSet) {
     match v {
-        Value::Object(m) if !m.is_empty() && !schema.is_some_and(|s| s.preserve_unknown && s.properties.is_empty() && s.additional.is_none()) => {
+        Value::Object(m)
+            if !m.is_empty()
+                && !schema.is_some_and(|s| {
+                    s.preserve_unknown && s.properties.is_empty() && s.additional.is_none()
+                }) =>
+        {
             for (k, cv) in m {
                 let child = schema.and_then(|s| s.properties.get(k).or(s.additional.as_deref()));
                 path.push(format!("f:{k}"));
@@ -78,9 +105,16 @@ fn collect(v: &Value, schema: Option<&Schema>, field: &str, path: &mut Path, out
         }
         Value::Array(items) if !items.is_empty() => {
             let item_schema = schema.and_then(|s| s.items.as_deref());
-            if let Some(keys) = list_keys(schema, field).filter(|keys| items.iter().all(|i| keys.iter().all(|k| i.get(k).is_some()))) {
+            if let Some(keys) = list_keys(schema, field).filter(|keys| {
+                items
+                    .iter()
+                    .all(|i| keys.iter().all(|k| i.get(k).is_some()))
+            }) {
                 for item in items {
-                    let id: Map<String, Value> = keys.iter().filter_map(|k| item.get(*k).map(|x| ((*k).to_string(), x.clone()))).collect();
+                    let id: Map<String, Value> = keys
+                        .iter()
+                        .filter_map(|k| item.get(*k).map(|x| ((*k).to_string(), x.clone())))
+                        .collect();
                     path.push(format!("k:{}", Value::Object(id)));
                     path.push(".".into());
                     out.insert(path.clone());
@@ -112,7 +146,9 @@ fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
             cur.get(f)?
         } else if let Some(k) = seg.strip_prefix("k:") {
             let id: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur.as_array()?.iter().find(|i| id.iter().all(|(ik, iv)| i.get(ik) == Some(iv)))?
+            cur.as_array()?
+                .iter()
+                .find(|i| id.iter().all(|(ik, iv)| i.get(ik) == Some(iv)))?
         } else if let Some(val) = seg.strip_prefix("v:") {
             let want: Value = serde_json::from_str(val).ok()?;
             cur.as_array()?.iter().find(|i| **i == want)?
@@ -125,7 +161,9 @@ fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 
 /// Removes the field at `path` (used when an applier stops applying a field nobody else owns).
 fn remove(v: &mut Value, path: &[String]) {
-    let Some((last, parent_path)) = path.split_last() else { return };
+    let Some((last, parent_path)) = path.split_last() else {
+        return;
+    };
     if last == "." {
         return remove(v, parent_path);
     }
@@ -135,7 +173,10 @@ fn remove(v: &mut Value, path: &[String]) {
             cur.get_mut(f)
         } else if let Some(k) = seg.strip_prefix("k:") {
             let id: Map<String, Value> = serde_json::from_str(k).unwrap_or_default();
-            cur.as_array_mut().and_then(|a| a.iter_mut().find(|i| id.iter().all(|(ik, iv)| i.get(ik) == Some(iv))))
+            cur.as_array_mut().and_then(|a| {
+                a.iter_mut()
+                    .find(|i| id.iter().all(|(ik, iv)| i.get(ik) == Some(iv)))
+            })
         } else {
             None
         };
@@ -147,10 +188,14 @@ fn remove(v: &mut Value, path: &[String]) {
             m.remove(f);
         }
     } else if let Some(k) = last.strip_prefix("k:").or_else(|| last.strip_prefix("v:")) {
-        let Ok(want) = serde_json::from_str::<Value>(k) else { return };
+        let Ok(want) = serde_json::from_str::<Value>(k) else {
+            return;
+        };
         if let Value::Array(items) = cur {
             items.retain(|i| match (&want, i) {
-                (Value::Object(id), _) if last.starts_with("k:") => !id.iter().all(|(ik, iv)| i.get(ik) == Some(iv)),
+                (Value::Object(id), _) if last.starts_with("k:") => {
+                    !id.iter().all(|(ik, iv)| i.get(ik) == Some(iv))
+                }
                 _ => *i != want,
             });
         }
@@ -183,15 +228,31 @@ fn from_fields_v1(v: &Value, prefix: &mut Path, out: &mut FieldSet) {
 }
 
 fn entries(obj: &Value) -> Vec<Entry> {
-    let s = |e: &Value, k: &str| e.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |e: &Value, k: &str| {
+        e.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     obj.pointer("/metadata/managedFields")
         .and_then(Value::as_array)
         .map(|list| {
             list.iter()
                 .map(|e| {
                     let mut set = FieldSet::new();
-                    from_fields_v1(e.get("fieldsV1").unwrap_or(&Value::Null), &mut Vec::new(), &mut set);
-                    Entry { manager: s(e, "manager"), operation: s(e, "operation"), subresource: s(e, "subresource"), api_version: s(e, "apiVersion"), time: s(e, "time"), set }
+                    from_fields_v1(
+                        e.get("fieldsV1").unwrap_or(&Value::Null),
+                        &mut Vec::new(),
+                        &mut set,
+                    );
+                    Entry {
+                        manager: s(e, "manager"),
+                        operation: s(e, "operation"),
+                        subresource: s(e, "subresource"),
+                        api_version: s(e, "apiVersion"),
+                        time: s(e, "time"),
+                        set,
+                    }
                 })
                 .collect()
         })
@@ -225,67 +286,157 @@ fn now() -> String {
 
 fn scoped(set: FieldSet, subresource: &str) -> FieldSet {
     let status = |p: &Path| p.first().is_some_and(|s| s == "f:status");
-    set.into_iter().filter(|p| if subresource == "status" { status(p) } else { !status(p) || subresource.is_empty() }).collect()
+    set.into_iter()
+        .filter(|p| {
+            if subresource == "status" {
+                status(p)
+            } else {
+                !status(p) || subresource.is_empty()
+            }
+        })
+        .collect()
 }
 
 /// Records an Update by `manager`: it takes ownership of every field whose value it changed.
-pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, subresource: &str, schema: Option<&Schema>) {
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    subresource: &str,
+    schema: Option<&Schema>,
+) {
     let new_set = field_set(new, schema);
     let mut list = entries(old.unwrap_or(&Value::Null));
-    let changed: FieldSet = new_set.iter().filter(|p| old.and_then(|o| lookup(o, p)) != lookup(new, p)).cloned().collect();
+    let changed: FieldSet = new_set
+        .iter()
+        .filter(|p| old.and_then(|o| lookup(o, p)) != lookup(new, p))
+        .cloned()
+        .collect();
     for e in &mut list {
-        e.set.retain(|p| new_set.contains(p) && !changed.contains(p));
+        e.set
+            .retain(|p| new_set.contains(p) && !changed.contains(p));
     }
-    let api_version = new.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let api_version = new
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if !changed.is_empty() {
-        match list.iter_mut().find(|e| e.manager == manager && e.operation == "Update" && e.subresource == subresource) {
+        match list.iter_mut().find(|e| {
+            e.manager == manager && e.operation == "Update" && e.subresource == subresource
+        }) {
             Some(e) => {
                 e.set.extend(changed);
                 e.time = now();
             }
-            None => list.push(Entry { manager: manager.into(), operation: "Update".into(), subresource: subresource.into(), api_version, time: now(), set: changed }),
+            None => list.push(Entry {
+                manager: manager.into(),
+                operation: "Update".into(),
+                subresource: subresource.into(),
+                api_version,
+                time: now(),
+                set: changed,
+            }),
         }
     }
     store_entries(new, &list);
 }
 
 /// Server-side apply of `applied` by `manager` onto `current` (or a new object).
-pub fn server_side_apply(current: &Value, applied: &Value, manager: &str, force: bool, subresource: &str, schema: Option<&Schema>) -> Result<Value> {
+pub fn server_side_apply(
+    current: &Value,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    subresource: &str,
+    schema: Option<&Schema>,
+) -> Result<Value> {
     let applied_set = scoped(field_set(applied, schema), subresource);
     let mut list = entries(current);
     let mut conflicts = Vec::new();
-    for e in list.iter().filter(|e| e.manager != manager || e.operation != "Apply") {
+    for e in list
+        .iter()
+        .filter(|e| e.manager != manager || e.operation != "Apply")
+    {
         for p in e.set.intersection(&applied_set) {
-            if lookup(current, p) != lookup(applied, p) && !p.last().is_some_and(|s| s == ".") {
+            if lookup(current, p) != lookup(applied, p) && p.last().is_none_or(|s| s != ".") {
                 conflicts.push((e.manager.clone(), p.clone()));
             }
         }
     }
     if !conflicts.is_empty() && !force {
-        let lines: Vec<String> = conflicts.iter().map(|(m, p)| format!("conflict with \"{m}\": {}", display_path(p))).collect();
-        return Err(ApiError::new(409, "Conflict", format!("Apply failed with {} conflict{}: {}", lines.len(), if lines.len() == 1 { "" } else { "s" }, lines.join("\n"))));
+        let lines: Vec<String> = conflicts
+            .iter()
+            .map(|(m, p)| format!("conflict with \"{m}\": {}", display_path(p)))
+            .collect();
+        return Err(ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Apply failed with {} conflict{}: {}",
+                lines.len(),
+                if lines.len() == 1 { "" } else { "s" },
+                lines.join("\n")
+            ),
+        ));
     }
     let mut result = current.clone();
     merge(&mut result, applied, schema, "");
-    let previous: FieldSet = list.iter().filter(|e| e.manager == manager && e.operation == "Apply" && e.subresource == subresource).flat_map(|e| e.set.iter().cloned()).collect();
-    let others: FieldSet = list.iter().filter(|e| !(e.manager == manager && e.operation == "Apply")).flat_map(|e| e.set.iter().cloned()).collect();
-    for p in previous.difference(&applied_set).filter(|p| !others.contains(*p)) {
+    let previous: FieldSet = list
+        .iter()
+        .filter(|e| e.manager == manager && e.operation == "Apply" && e.subresource == subresource)
+        .flat_map(|e| e.set.iter().cloned())
+        .collect();
+    let others: FieldSet = list
+        .iter()
+        .filter(|e| !(e.manager == manager && e.operation == "Apply"))
+        .flat_map(|e| e.set.iter().cloned())
+        .collect();
+    for p in previous
+        .difference(&applied_set)
+        .filter(|p| !others.contains(*p))
+    {
         remove(&mut result, p);
     }
     for e in &mut list {
         if force {
-            e.set.retain(|p| !conflicts.iter().any(|(m, cp)| *m == e.manager && cp == p));
+            e.set
+                .retain(|p| !conflicts.iter().any(|(m, cp)| *m == e.manager && cp == p));
         }
     }
-    list.retain(|e| !(e.manager == manager && e.operation == "Apply" && e.subresource == subresource));
-    let api_version = applied.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-    list.push(Entry { manager: manager.into(), operation: "Apply".into(), subresource: subresource.into(), api_version, time: now(), set: applied_set });
+    list.retain(|e| {
+        !(e.manager == manager && e.operation == "Apply" && e.subresource == subresource)
+    });
+    let api_version = applied
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    list.push(Entry {
+        manager: manager.into(),
+        operation: "Apply".into(),
+        subresource: subresource.into(),
+        api_version,
+        time: now(),
+        set: applied_set,
+    });
     store_entries(&mut result, &list);
     Ok(result)
 }
 
 fn display_path(p: &Path) -> String {
-    p.iter().filter(|s| *s != ".").map(|s| s.get(2..).map_or_else(String::new, |rest| if s.starts_with("f:") { format!(".{rest}") } else { format!("[{rest}]") })).collect()
+    p.iter()
+        .filter(|s| *s != ".")
+        .map(|s| {
+            s.get(2..).map_or_else(String::new, |rest| {
+                if s.starts_with("f:") {
+                    format!(".{rest}")
+                } else {
+                    format!("[{rest}]")
+                }
+            })
+        })
+        .collect()
 }
 
 /// Structural merge: objects merge, keyed lists merge by key, everything else is replaced.
@@ -306,7 +457,10 @@ fn merge(target: &mut Value, applied: &Value, schema: Option<&Schema>, field: &s
             Some(keys) => {
                 let item_schema = schema.and_then(|s| s.items.as_deref());
                 for item in a {
-                    match t.iter_mut().find(|e| keys.iter().all(|k| e.get(*k) == item.get(*k))) {
+                    match t
+                        .iter_mut()
+                        .find(|e| keys.iter().all(|k| e.get(*k) == item.get(*k)))
+                    {
                         Some(existing) => merge(existing, item, item_schema, ""),
                         None => t.push(item.clone()),
                     }

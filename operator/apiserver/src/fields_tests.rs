@@ -12,10 +12,23 @@ fn update_gives_changed_fields_to_the_writer() {
     changed["spec"]["cpus"] = json!(2);
     record_update(Some(&created), &mut changed, "operator", "", None);
     let list = entries(&changed);
-    let op = list.iter().find(|e| e.manager == "operator").expect("operator entry");
-    assert_eq!(op.set, FieldSet::from([vec!["f:spec".into(), "f:cpus".into()]]));
-    let kubectl = list.iter().find(|e| e.manager == "kubectl").expect("kubectl entry");
-    assert!(!kubectl.set.contains(&vec!["f:spec".to_string(), "f:cpus".to_string()]));
+    let op = list
+        .iter()
+        .find(|e| e.manager == "operator")
+        .expect("operator entry");
+    assert_eq!(
+        op.set,
+        FieldSet::from([vec!["f:spec".into(), "f:cpus".into()]])
+    );
+    let kubectl = list
+        .iter()
+        .find(|e| e.manager == "kubectl")
+        .expect("kubectl entry");
+    assert!(
+        !kubectl
+            .set
+            .contains(&vec!["f:spec".to_string(), "f:cpus".to_string()])
+    );
     assert!(changed["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:kernel"].is_object());
 }
 
@@ -26,7 +39,12 @@ fn apply_conflicts_with_another_owner_unless_forced() {
     let applied = json!({"apiVersion": "quiver.dev/v1alpha1", "kind": "MicroVM", "metadata": {"name": "a"}, "spec": {"cpus": 4}});
     let err = server_side_apply(&created, &applied, "ops", false, "", None).expect_err("conflict");
     assert_eq!(err.code, 409);
-    assert!(err.message.contains("conflict with \"kubectl\": .spec.cpus"), "{}", err.message);
+    assert!(
+        err.message
+            .contains("conflict with \"kubectl\": .spec.cpus"),
+        "{}",
+        err.message
+    );
     let forced = server_side_apply(&created, &applied, "ops", true, "", None).expect("forced");
     assert_eq!(forced["spec"]["cpus"], 4);
     assert_eq!(forced["spec"]["kernel"], "/k");
@@ -39,19 +57,27 @@ fn same_value_is_shared_not_a_conflict_and_dropped_fields_are_removed() {
     let mut created = vm(1);
     record_update(None, &mut created, "kubectl", "", None);
     let first = json!({"metadata": {"name": "a", "labels": {"team": "t"}}, "spec": {"cpus": 1}});
-    let applied = server_side_apply(&created, &first, "ops", false, "", None).expect("no conflict on equal value");
+    let applied = server_side_apply(&created, &first, "ops", false, "", None)
+        .expect("no conflict on equal value");
     assert_eq!(applied["metadata"]["labels"]["team"], "t");
     let second = json!({"metadata": {"name": "a"}, "spec": {"cpus": 1}});
     let reapplied = server_side_apply(&applied, &second, "ops", false, "", None).expect("apply");
-    assert!(reapplied["metadata"]["labels"].get("team").is_none(), "label only ops owned is removed");
-    assert_eq!(reapplied["metadata"]["labels"]["app"], "x", "label kubectl owns stays");
+    assert!(
+        reapplied["metadata"]["labels"].get("team").is_none(),
+        "label only ops owned is removed"
+    );
+    assert_eq!(
+        reapplied["metadata"]["labels"]["app"], "x",
+        "label kubectl owns stays"
+    );
 }
 
 #[test]
 fn status_apply_owns_only_status() {
     let base = vm(1);
     let applied = json!({"apiVersion": "quiver.dev/v1alpha1", "kind": "MicroVM", "status": {"phase": "Running"}, "spec": {"cpus": 9}});
-    let out = server_side_apply(&base, &applied, "quiver-operator", false, "status", None).expect("apply");
+    let out = server_side_apply(&base, &applied, "quiver-operator", false, "status", None)
+        .expect("apply");
     let list = entries(&out);
     assert!(list[0].set.iter().all(|p| p[0] == "f:status"));
     assert_eq!(list[0].subresource, "status");
@@ -62,5 +88,8 @@ fn keyed_lists_merge_by_key() {
     let current = json!({"metadata": {"ownerReferences": [{"uid": "1", "name": "a"}]}});
     let applied = json!({"metadata": {"ownerReferences": [{"uid": "2", "name": "b"}]}});
     let out = server_side_apply(&current, &applied, "m", false, "", None).expect("apply");
-    assert_eq!(out["metadata"]["ownerReferences"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        out["metadata"]["ownerReferences"].as_array().map(Vec::len),
+        Some(2)
+    );
 }

@@ -49,13 +49,17 @@ impl JsonPath {
                     (Step::Index(i), Value::Array(a)) => next.extend(a.get(*i)),
                     (Step::All, Value::Array(a)) => next.extend(a.iter()),
                     (Step::All, Value::Object(m)) => next.extend(m.values()),
-                    (Step::Filter { path, equals }, Value::Array(a)) => next.extend(a.iter().filter(|item| {
-                        let got = path.iter().try_fold(*item, |acc, k| acc.get(k));
-                        got.is_some_and(|g| match g {
-                            Value::String(s) => s == equals,
-                            other => other.to_string() == *equals,
-                        })
-                    })),
+                    (Step::Filter { path, equals }, Value::Array(a)) => {
+                        next.extend(a.iter().filter(|item| {
+                            let got = path.iter().try_fold(*item, |acc, k| acc.get(k));
+                            got.is_some_and(|g| match g {
+                                Value::String(s) => s == equals,
+                                other => {
+                                    serde_json::from_str::<Value>(equals).is_ok_and(|e| e == *other)
+                                }
+                            })
+                        }))
+                    }
                     _ => {}
                 }
             }
@@ -93,8 +97,16 @@ fn parse_bracket(inner: &str) -> Option<Step> {
     }
     let expr = inner.strip_prefix("?(")?.strip_suffix(')')?;
     let (lhs, rhs) = expr.split_once("==")?;
-    let path = lhs.trim().strip_prefix("@.")?.split('.').map(str::to_string).collect();
-    let equals = rhs.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
+    let path = lhs
+        .trim()
+        .strip_prefix("@.")?
+        .split('.')
+        .map(str::to_string)
+        .collect();
+    let equals = rhs
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'')
+        .to_string();
     Some(Step::Filter { path, equals })
 }
 
@@ -108,9 +120,19 @@ mod tests {
         let obj = json!({"status": {"phase": "Running", "conditions": [
             {"type": "Scheduled", "status": "True"}, {"type": "GuestReady", "status": "False"}
         ]}, "spec": {"disks": [{"name": "a"}, {"name": "b"}]}});
-        let eval = |p: &str| JsonPath::parse(p).expect(p).eval(&obj).into_iter().cloned().collect::<Vec<_>>();
+        let eval = |p: &str| {
+            JsonPath::parse(p)
+                .expect(p)
+                .eval(&obj)
+                .into_iter()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         assert_eq!(eval(".status.phase"), vec![json!("Running")]);
-        assert_eq!(eval(".status.conditions[?(@.type==\"GuestReady\")].status"), vec![json!("False")]);
+        assert_eq!(
+            eval(".status.conditions[?(@.type==\"GuestReady\")].status"),
+            vec![json!("False")]
+        );
         assert_eq!(eval(".spec.disks[*].name"), vec![json!("a"), json!("b")]);
         assert_eq!(eval(".spec.disks[1].name"), vec![json!("b")]);
         assert!(eval(".status.host").is_empty());

@@ -83,13 +83,19 @@ pub struct DevApiServer {
 impl DevApiServer {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         if !config.listen.ip().is_loopback() {
-            anyhow::bail!("the dev control plane binds to loopback only, not {}", config.listen);
+            anyhow::bail!(
+                "the dev control plane binds to loopback only, not {}",
+                config.listen
+            );
         }
         let api = Arc::new(match &config.data_file {
             Some(path) => Api::open(path, config.history_limit)?,
             None => Api::new(config.history_limit, None)?,
         });
-        let token = config.token.clone().unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let token = config
+            .token
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(server::AppState {
@@ -104,11 +110,20 @@ impl DevApiServer {
             None => TlsMaterial::generate()?,
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config()?);
-        let app = axum::Router::new().fallback(server::handle).with_state(state);
+        let app = axum::Router::new()
+            .fallback(server::handle)
+            .with_state(state);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, acceptor, app, rx));
         tracing::info!(%addr, "dev control plane listening");
-        Ok(Self { addr, token, api, tls, shutdown: Some(tx), task })
+        Ok(Self {
+            addr,
+            token,
+            api,
+            tls,
+            shutdown: Some(tx),
+            task,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -176,7 +191,12 @@ pub fn kubeconfig_yaml(server: &str, token: &str, ca_pem: &str) -> String {
 
 /// Accepts TLS connections until shutdown; dropping the connection set on shutdown ends
 /// every open connection, watches included.
-async fn serve(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, app: axum::Router, mut shutdown: tokio::sync::oneshot::Receiver<()>) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {

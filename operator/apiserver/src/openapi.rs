@@ -16,20 +16,30 @@ pub fn index(registry: &Registry) -> Value {
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// A content hash so clients cache documents until a CRD changes.
 fn hash(registry: &Registry, group: &str, version: &str) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    gv_document(registry, group, version).map(|d| d.to_string()).hash(&mut h);
+    gv_document(registry, group, version)
+        .map(|d| d.to_string())
+        .hash(&mut h);
     format!("{:016X}", h.finish())
 }
 
 fn schema_name(t: &ResourceType, version: &str) -> String {
     let reversed: Vec<&str> = t.group.split('.').rev().collect();
-    let prefix = if t.group.is_empty() { "io.k8s.api.core".to_string() } else { reversed.join(".") };
+    let prefix = if t.group.is_empty() {
+        "io.k8s.api.core".to_string()
+    } else {
+        reversed.join(".")
+    };
     format!("{prefix}.{version}.{}", t.kind)
 }
 
@@ -58,9 +68,13 @@ fn object_meta() -> Value {
 
 fn resource_schema(t: &ResourceType, version: &str) -> Value {
     let raw = t.version(version).and_then(|v| v.raw_schema.clone());
-    let mut schema = raw.unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
-    schema["x-kubernetes-group-version-kind"] = json!([{"group": t.group, "version": version, "kind": t.kind}]);
-    let props = schema.as_object_mut().map(|m| m.entry("properties").or_insert_with(|| json!({})));
+    let mut schema = raw
+        .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    schema["x-kubernetes-group-version-kind"] =
+        json!([{"group": t.group, "version": version, "kind": t.kind}]);
+    let props = schema
+        .as_object_mut()
+        .map(|m| m.entry("properties").or_insert_with(|| json!({})));
     if let Some(props) = props {
         props["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."});
         props["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."});
@@ -73,7 +87,8 @@ fn operation(t: &ResourceType, version: &str, verb: &str, with_validation: bool)
     let mut params = vec![json!({"name": "dryRun", "in": "query", "schema": {"type": "string"}})];
     if with_validation {
         params.push(json!({"name": "fieldManager", "in": "query", "schema": {"type": "string"}}));
-        params.push(json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}));
+        params
+            .push(json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}));
     }
     json!({
         "operationId": format!("{verb}{}", t.kind),
@@ -86,21 +101,33 @@ fn operation(t: &ResourceType, version: &str, verb: &str, with_validation: bool)
 
 /// The OpenAPI v3 document for one group/version.
 pub fn gv_document(registry: &Registry, group: &str, version: &str) -> Option<Value> {
-    let types = registry.group_versions().remove(&(group.to_string(), version.to_string()))?;
+    let types = registry
+        .group_versions()
+        .remove(&(group.to_string(), version.to_string()))?;
     let mut schemas = Map::new();
     let mut paths = Map::new();
-    schemas.insert("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".into(), object_meta());
+    schemas.insert(
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".into(),
+        object_meta(),
+    );
     let base = format!("/{}", gv_path(group, version));
     for t in &types {
         schemas.insert(schema_name(t, version), resource_schema(t, version));
-        let collection = if t.namespaced { format!("{base}/namespaces/{{namespace}}/{}", t.plural) } else { format!("{base}/{}", t.plural) };
+        let collection = if t.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}", t.plural)
+        } else {
+            format!("{base}/{}", t.plural)
+        };
         paths.insert(collection.clone(), json!({"get": operation(t, version, "list", false), "post": operation(t, version, "post", true)}));
-        paths.insert(format!("{collection}/{{name}}"), json!({
-            "get": operation(t, version, "get", false),
-            "put": operation(t, version, "put", true),
-            "patch": operation(t, version, "patch", true),
-            "delete": operation(t, version, "delete", false),
-        }));
+        paths.insert(
+            format!("{collection}/{{name}}"),
+            json!({
+                "get": operation(t, version, "get", false),
+                "put": operation(t, version, "put", true),
+                "patch": operation(t, version, "patch", true),
+                "delete": operation(t, version, "delete", false),
+            }),
+        );
     }
     Some(json!({
         "openapi": "3.0.0",

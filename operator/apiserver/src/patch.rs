@@ -34,7 +34,9 @@ pub fn apply_patch(target: &mut Value, kind: PatchType, body: &[u8]) -> Result<(
         PatchType::Merge => {
             let patch: Value = parse_json(body)?;
             if !patch.is_object() {
-                return Err(ApiError::bad_request("merge patch body must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "merge patch body must be a JSON object",
+                ));
             }
             json_patch::merge(target, &patch);
             Ok(())
@@ -44,35 +46,54 @@ pub fn apply_patch(target: &mut Value, kind: PatchType, body: &[u8]) -> Result<(
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
             for op in patch.0 {
                 // As in Kubernetes, testing that a missing path is null succeeds.
-                if let json_patch::PatchOperation::Test(t) = &op {
-                    if t.value.is_null() && target.pointer(t.path.as_str()).is_none() {
-                        continue;
-                    }
+                if let json_patch::PatchOperation::Test(t) = &op
+                    && t.value.is_null()
+                    && target.pointer(t.path.as_str()).is_none()
+                {
+                    continue;
                 }
-                json_patch::patch(target, &[op]).map_err(|e| ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}")))?;
+                json_patch::patch(target, &[op]).map_err(|e| {
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "the server rejected our request due to an error in our request: {e}"
+                        ),
+                    )
+                })?;
             }
             Ok(())
         }
         PatchType::Strategic => {
             let patch: Value = parse_json(body)?;
             let Value::Object(p) = patch else {
-                return Err(ApiError::bad_request("strategic merge patch body must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "strategic merge patch body must be a JSON object",
+                ));
             };
             strategic_object(target, &p);
             Ok(())
         }
-        PatchType::Apply => Err(ApiError::internal("apply patches go through server-side apply")),
+        PatchType::Apply => Err(ApiError::internal(
+            "apply patches go through server-side apply",
+        )),
     }
 }
 
 fn parse_json(body: &[u8]) -> Result<Value> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
 }
 
 /// Merge key of a list field for the built-in kinds (strategic merge patch metadata).
 pub fn merge_key(field: &str) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" => Some("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets" => Some("name"),
         "ownerReferences" => Some("uid"),
         "conditions" => Some("type"),
         "volumeMounts" => Some("mountPath"),
@@ -106,10 +127,10 @@ fn strategic_object(target: &mut Value, patch: &Map<String, Value>) {
     let Value::Object(t) = target else { return };
     for (k, pv) in patch {
         if k.starts_with('$') {
-            if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-                if let (Some(Value::Array(items)), Some(remove)) = (t.get_mut(field), pv.as_array()) {
-                    items.retain(|i| !remove.contains(i));
-                }
+            if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/")
+                && let (Some(Value::Array(items)), Some(remove)) = (t.get_mut(field), pv.as_array())
+            {
+                items.retain(|i| !remove.contains(i));
             }
             // $setElementOrder and $retainKeys only order or prune lists kubectl already sends whole.
             continue;
@@ -129,7 +150,10 @@ fn strategic_object(target: &mut Value, patch: &Map<String, Value>) {
                     }
                 }
                 _ => {
-                    t.insert(k.clone(), Value::Array(items.iter().map(strip_directives).collect()));
+                    t.insert(
+                        k.clone(),
+                        Value::Array(items.iter().map(strip_directives).collect()),
+                    );
                 }
             },
             other => {
@@ -157,7 +181,12 @@ fn merge_keyed(existing: &mut Vec<Value>, patch: &[Value], key: &str) {
 
 fn strip_directives(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip_directives(v))).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -170,7 +199,12 @@ mod tests {
     #[test]
     fn merge_patch_sets_and_removes() {
         let mut t = json!({"spec": {"cpus": 1, "kernel": "/k"}});
-        apply_patch(&mut t, PatchType::Merge, br#"{"spec": {"cpus": 2, "kernel": null}}"#).expect("patch");
+        apply_patch(
+            &mut t,
+            PatchType::Merge,
+            br#"{"spec": {"cpus": 2, "kernel": null}}"#,
+        )
+        .expect("patch");
         assert_eq!(t, json!({"spec": {"cpus": 2}}));
     }
 
@@ -185,7 +219,12 @@ mod tests {
     #[test]
     fn json_patch_failure_is_reported() {
         let mut t = json!({"spec": {}});
-        let err = apply_patch(&mut t, PatchType::Json, br#"[{"op": "test", "path": "/spec/cpus", "value": 1}]"#).expect_err("test fails");
+        let err = apply_patch(
+            &mut t,
+            PatchType::Json,
+            br#"[{"op": "test", "path": "/spec/cpus", "value": 1}]"#,
+        )
+        .expect_err("test fails");
         assert_eq!(err.code, 422);
     }
 
@@ -196,13 +235,26 @@ mod tests {
             "$setElementOrder/finalizers": ["a", "b"]}}"#;
         apply_patch(&mut t, PatchType::Strategic, patch).expect("patch");
         assert_eq!(t["metadata"]["finalizers"], json!(["a", "b"]));
-        assert_eq!(t["metadata"]["ownerReferences"], json!([{"uid": "1", "name": "y"}, {"uid": "2", "name": "z"}]));
-        apply_patch(&mut t, PatchType::Strategic, br#"{"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}"#).expect("patch");
+        assert_eq!(
+            t["metadata"]["ownerReferences"],
+            json!([{"uid": "1", "name": "y"}, {"uid": "2", "name": "z"}])
+        );
+        apply_patch(
+            &mut t,
+            PatchType::Strategic,
+            br#"{"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}"#,
+        )
+        .expect("patch");
         assert_eq!(t["metadata"]["finalizers"], json!(["b"]));
     }
 
     #[test]
     fn unknown_patch_content_type_is_415() {
-        assert_eq!(PatchType::from_content_type("text/plain").expect_err("unknown").code, 415);
+        assert_eq!(
+            PatchType::from_content_type("text/plain")
+                .expect_err("unknown")
+                .code,
+            415
+        );
     }
 }

@@ -38,7 +38,9 @@ impl Journal {
             for line in BufReader::new(file).lines() {
                 let line = line?;
                 // A torn last line (crash mid-write) was never acknowledged: skip it.
-                let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
+                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
                 apply(&entry, &mut rv, &mut objects);
             }
         }
@@ -54,12 +56,22 @@ impl Journal {
                     writeln!(w, "{}", json!({"rv": rv, "r": resource, "o": **obj}))?;
                 }
             }
-            w.into_inner().map_err(std::io::IntoInnerError::into_error)?.sync_all()?;
+            w.into_inner()
+                .map_err(std::io::IntoInnerError::into_error)?
+                .sync_all()?;
         }
         fs::rename(&tmp, path)?;
         let file = OpenOptions::new().append(true).open(path)?;
-        let journal = Journal { path: path.to_path_buf(), out: BufWriter::new(file), failed: false };
-        Ok(Replayed { rv, objects, journal })
+        let journal = Journal {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            failed: false,
+        };
+        Ok(Replayed {
+            rv,
+            objects,
+            journal,
+        })
     }
 
     pub fn put(&mut self, rv: u64, resource: &str, obj: &Value) {
@@ -81,7 +93,10 @@ impl Journal {
     }
 
     pub fn flush(&mut self) {
-        let _ = self.out.flush().and_then(|()| self.out.get_ref().sync_data());
+        let _ = self
+            .out
+            .flush()
+            .and_then(|()| self.out.get_ref().sync_data());
     }
 }
 
@@ -89,11 +104,19 @@ fn apply(entry: &Value, rv: &mut u64, objects: &mut Objects) {
     if let Some(r) = entry.get("rv").and_then(Value::as_u64) {
         *rv = (*rv).max(r);
     }
-    let Some(resource) = entry.get("r").and_then(Value::as_str) else { return };
+    let Some(resource) = entry.get("r").and_then(Value::as_str) else {
+        return;
+    };
     if let Some(obj) = entry.get("o") {
-        objects.entry(resource.to_string()).or_default().insert(key_of(obj), Arc::new(obj.clone()));
+        objects
+            .entry(resource.to_string())
+            .or_default()
+            .insert(key_of(obj), Arc::new(obj.clone()));
     } else if let Some([ns, name]) = entry.get("d").and_then(Value::as_array).map(Vec::as_slice) {
-        let key = (ns.as_str().unwrap_or_default().to_string(), name.as_str().unwrap_or_default().to_string());
+        let key = (
+            ns.as_str().unwrap_or_default().to_string(),
+            name.as_str().unwrap_or_default().to_string(),
+        );
         if let Some(objs) = objects.get_mut(resource) {
             objs.remove(&key);
         }
@@ -113,20 +136,34 @@ mod tests {
             let r = Journal::open(&path).expect("open");
             let mut s = Store::new(10);
             s.restore(r.rv, r.objects, r.journal);
-            s.put("/configmaps", json!({"metadata": {"name": "a", "namespace": "default"}}));
-            s.put("/configmaps", json!({"metadata": {"name": "b", "namespace": "default"}}));
+            s.put(
+                "/configmaps",
+                json!({"metadata": {"name": "a", "namespace": "default"}}),
+            );
+            s.put(
+                "/configmaps",
+                json!({"metadata": {"name": "b", "namespace": "default"}}),
+            );
             s.remove("/configmaps", "default", "b");
             s.current_rv()
         };
         // A torn line from a crash mid-write is ignored.
-        OpenOptions::new().append(true).open(&path).expect("append").write_all(b"{\"rv\": 9").expect("write");
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("append")
+            .write_all(b"{\"rv\": 9")
+            .expect("write");
         let r = Journal::open(&path).expect("reopen");
         assert_eq!(r.rv, last_rv);
         let mut s = Store::new(10);
         s.restore(r.rv, r.objects, r.journal);
         assert!(s.get("/configmaps", "default", "a").is_some());
         assert!(s.get("/configmaps", "default", "b").is_none());
-        let next = s.put("/configmaps", json!({"metadata": {"name": "c", "namespace": "default"}}));
+        let next = s.put(
+            "/configmaps",
+            json!({"metadata": {"name": "c", "namespace": "default"}}),
+        );
         assert!(rv_of(&next) > last_rv);
     }
 }

@@ -66,11 +66,18 @@ impl ResourceType {
     }
 
     pub fn storage_version(&self) -> &Version {
-        self.versions.iter().find(|v| v.storage).unwrap_or(&self.versions[0])
+        self.versions
+            .iter()
+            .find(|v| v.storage)
+            .unwrap_or(&self.versions[0])
     }
 
     pub fn api_version(&self, version: &str) -> String {
-        if self.group.is_empty() { version.to_string() } else { format!("{}/{version}", self.group) }
+        if self.group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{version}", self.group)
+        }
     }
 
     /// Objects with a spec get `metadata.generation`, bumped on spec change.
@@ -87,7 +94,11 @@ impl ResourceType {
     }
 
     pub fn group_kind(&self) -> String {
-        if self.group.is_empty() { self.kind.clone() } else { format!("{}.{}", self.kind, self.group) }
+        if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
     }
 
     fn builtin(group: &str, version: &str, kind: &str, plural: &str, namespaced: bool) -> Self {
@@ -150,12 +161,27 @@ pub fn builtins() -> Vec<ResourceType> {
 /// Builds the resource type that a CustomResourceDefinition object describes, checking the
 /// parts of the definition that serving depends on.
 pub fn from_crd(crd: &Value) -> Result<ResourceType> {
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let invalid = |causes: Vec<Cause>| {
-        ApiError::invalid("apiextensions.k8s.io", "CustomResourceDefinition", name, causes)
+        ApiError::invalid(
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+            name,
+            causes,
+        )
     };
-    let spec = crd.get("spec").ok_or_else(|| invalid(vec![Cause::required("spec")]))?;
-    let text = |ptr: &str| spec.pointer(ptr).and_then(Value::as_str).unwrap_or_default().to_string();
+    let spec = crd
+        .get("spec")
+        .ok_or_else(|| invalid(vec![Cause::required("spec")]))?;
+    let text = |ptr: &str| {
+        spec.pointer(ptr)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     let group = text("/group");
     let plural = text("/names/plural");
     let kind = text("/names/kind");
@@ -179,11 +205,19 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType> {
     if scope != "Namespaced" && scope != "Cluster" {
         causes.push(Cause::unsupported(
             "spec.scope",
-            format!("Unsupported value: \"{scope}\": supported values: \"Cluster\", \"Namespaced\""),
+            format!(
+                "Unsupported value: \"{scope}\": supported values: \"Cluster\", \"Namespaced\""
+            ),
         ));
     }
     let mut versions = Vec::new();
-    for (i, v) in spec.get("versions").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (i, v) in spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         if !v.get("served").and_then(Value::as_bool).unwrap_or(false) {
             continue;
         }
@@ -193,7 +227,10 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType> {
     if versions.is_empty() {
         causes.push(Cause::required("spec.versions"));
     } else if storage_count != 1 {
-        causes.push(Cause::invalid("spec.versions", "must have exactly one version marked as storage version"));
+        causes.push(Cause::invalid(
+            "spec.versions",
+            "must have exactly one version marked as storage version",
+        ));
     }
     if !causes.is_empty() {
         return Err(invalid(causes));
@@ -201,7 +238,11 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType> {
     let strings = |ptr: &str| -> Vec<String> {
         spec.pointer(ptr)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let singular = match text("/names/singular") {
@@ -250,7 +291,11 @@ fn crd_version(v: &Value, path: &str, causes: &mut Vec<Cause>) -> Version {
         .map(|cols| cols.iter().map(column).collect())
         .unwrap_or_default();
     Version {
-        name: v.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+        name: v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
         storage: v.get("storage").and_then(Value::as_bool).unwrap_or(false),
         schema,
         raw_schema,
@@ -260,11 +305,20 @@ fn crd_version(v: &Value, path: &str, causes: &mut Vec<Cause>) -> Version {
 }
 
 fn dotted(field: &str) -> String {
-    if field.is_empty() { String::new() } else { format!(".{field}") }
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!(".{field}")
+    }
 }
 
 fn column(c: &Value) -> Column {
-    let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |k: &str| {
+        c.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     Column {
         name: s("name"),
         type_: s("type"),
@@ -304,7 +358,8 @@ impl Registry {
 
     /// The resource type serving `group/version` under the given plural name.
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        self.get(group, plural).filter(|t| t.version(version).is_some())
+        self.get(group, plural)
+            .filter(|t| t.version(version).is_some())
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Arc<ResourceType>> {
@@ -316,7 +371,9 @@ impl Registry {
         let mut out: BTreeMap<(String, String), Vec<Arc<ResourceType>>> = BTreeMap::new();
         for t in self.by_key.values() {
             for v in &t.versions {
-                out.entry((t.group.clone(), v.name.clone())).or_default().push(t.clone());
+                out.entry((t.group.clone(), v.name.clone()))
+                    .or_default()
+                    .push(t.clone());
             }
         }
         out

@@ -59,9 +59,16 @@ impl Schema {
         let mut errors = Vec::new();
         let schema = compile_node(raw, "", &mut errors);
         if schema.type_.as_deref() != Some("object") {
-            errors.push(Cause::unsupported("type", "Unsupported value: must be \"object\" at the root"));
+            errors.push(Cause::unsupported(
+                "type",
+                "Unsupported value: must be \"object\" at the root",
+            ));
         }
-        if errors.is_empty() { Ok(schema) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(schema)
+        } else {
+            Err(errors)
+        }
     }
 
     /// Removes fields the schema does not know. Returns their paths.
@@ -120,9 +127,17 @@ fn compile_node(raw: &Value, path: &str, errors: &mut Vec<Cause>) -> Schema {
         required: obj
             .get("required")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default(),
-        enum_: obj.get("enum").and_then(Value::as_array).cloned().unwrap_or_default(),
+        enum_: obj
+            .get("enum")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
         default: obj.get("default").cloned(),
         nullable: flag("nullable"),
         preserve_unknown: flag("x-kubernetes-preserve-unknown-fields"),
@@ -132,7 +147,11 @@ fn compile_node(raw: &Value, path: &str, errors: &mut Vec<Cause>) -> Schema {
         list_map_keys: obj
             .get("x-kubernetes-list-map-keys")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default(),
         minimum: num("minimum"),
         maximum: num("maximum"),
@@ -149,7 +168,10 @@ fn compile_node(raw: &Value, path: &str, errors: &mut Vec<Cause>) -> Schema {
     };
     if let Some(t) = &s.type_ {
         if !TYPES.contains(&t.as_str()) {
-            errors.push(Cause::unsupported(join(path, "type"), format!("Unsupported value: \"{t}\"")));
+            errors.push(Cause::unsupported(
+                join(path, "type"),
+                format!("Unsupported value: \"{t}\""),
+            ));
         }
     } else if !s.int_or_string && !s.preserve_unknown && !path.is_empty() && has_structure(obj) {
         errors.push(Cause::required(join(path, "type")));
@@ -157,16 +179,26 @@ fn compile_node(raw: &Value, path: &str, errors: &mut Vec<Cause>) -> Schema {
     if let Some(p) = text("pattern") {
         match Regex::new(&p) {
             Ok(re) => s.pattern = Some(re),
-            Err(e) => errors.push(Cause::invalid(join(path, "pattern"), format!("invalid pattern: {e}"))),
+            Err(e) => errors.push(Cause::invalid(
+                join(path, "pattern"),
+                format!("invalid pattern: {e}"),
+            )),
         }
     }
     if let Some(props) = obj.get("properties").and_then(Value::as_object) {
         for (k, v) in props {
-            s.properties.insert(k.clone(), compile_node(v, &join(path, &format!("properties[{k}]")), errors));
+            s.properties.insert(
+                k.clone(),
+                compile_node(v, &join(path, &format!("properties[{k}]")), errors),
+            );
         }
     }
     if let Some(add) = obj.get("additionalProperties").filter(|v| v.is_object()) {
-        s.additional = Some(Box::new(compile_node(add, &join(path, "additionalProperties"), errors)));
+        s.additional = Some(Box::new(compile_node(
+            add,
+            &join(path, "additionalProperties"),
+            errors,
+        )));
     }
     if let Some(items) = obj.get("items") {
         s.items = Some(Box::new(compile_node(items, &join(path, "items"), errors)));
@@ -174,7 +206,12 @@ fn compile_node(raw: &Value, path: &str, errors: &mut Vec<Cause>) -> Schema {
     let list = |k: &str, errors: &mut Vec<Cause>| -> Vec<Schema> {
         obj.get(k)
             .and_then(Value::as_array)
-            .map(|a| a.iter().enumerate().map(|(i, v)| compile_node(v, &join(path, &format!("{k}[{i}]")), errors)).collect())
+            .map(|a| {
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| compile_node(v, &join(path, &format!("{k}[{i}]")), errors))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     s.any_of = list("anyOf", errors);
@@ -183,10 +220,19 @@ fn compile_node(raw: &Value, path: &str, errors: &mut Vec<Cause>) -> Schema {
     if let Some(n) = obj.get("not") {
         s.not = Some(Box::new(compile_node(n, &join(path, "not"), errors)));
     }
-    for (i, r) in obj.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (i, r) in obj
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         match Rule::compile(r) {
             Ok(rule) => s.rules.push(rule),
-            Err(e) => errors.push(Cause::invalid(join(path, &format!("x-kubernetes-validations[{i}].rule")), e)),
+            Err(e) => errors.push(Cause::invalid(
+                join(path, &format!("x-kubernetes-validations[{i}].rule")),
+                e,
+            )),
         }
     }
     s
@@ -194,14 +240,26 @@ fn compile_node(raw: &Value, path: &str, errors: &mut Vec<Cause>) -> Schema {
 
 /// A node that constrains structure (rather than only values) must declare its type.
 fn has_structure(obj: &Map<String, Value>) -> bool {
-    obj.contains_key("properties") || obj.contains_key("items") || obj.contains_key("additionalProperties")
+    obj.contains_key("properties")
+        || obj.contains_key("items")
+        || obj.contains_key("additionalProperties")
 }
 
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() { field.to_string() } else { format!("{path}.{field}") }
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
 }
 
-fn prune_object(s: &Schema, map: &mut Map<String, Value>, path: &str, keep: &[&str], removed: &mut Vec<String>) {
+fn prune_object(
+    s: &Schema,
+    map: &mut Map<String, Value>,
+    path: &str,
+    keep: &[&str],
+    removed: &mut Vec<String>,
+) {
     if s.preserve_unknown && s.properties.is_empty() && s.additional.is_none() {
         return;
     }
@@ -234,7 +292,9 @@ fn prune_object(s: &Schema, map: &mut Map<String, Value>, path: &str, keep: &[&s
 fn prune_value(s: &Schema, v: &mut Value, path: &str, removed: &mut Vec<String>) {
     match v {
         Value::Object(map) if !s.embedded => prune_object(s, map, path, &[], removed),
-        Value::Object(map) => prune_object(s, map, path, &["apiVersion", "kind", "metadata"], removed),
+        Value::Object(map) => {
+            prune_object(s, map, path, &["apiVersion", "kind", "metadata"], removed)
+        }
         Value::Array(items) => {
             if let Some(item_schema) = &s.items {
                 for (i, item) in items.iter_mut().enumerate() {
@@ -250,10 +310,10 @@ fn default_node(s: &Schema, v: &mut Value) {
     match v {
         Value::Object(map) => {
             for (k, child) in &s.properties {
-                if !map.contains_key(k) {
-                    if let Some(d) = &child.default {
-                        map.insert(k.clone(), d.clone());
-                    }
+                if !map.contains_key(k)
+                    && let Some(d) = &child.default
+                {
+                    map.insert(k.clone(), d.clone());
                 }
                 if let Some(cv) = map.get_mut(k) {
                     default_node(child, cv);
@@ -301,23 +361,49 @@ fn type_matches(s: &Schema, v: &Value) -> bool {
     }
 }
 
-pub(crate) fn validate_node(s: &Schema, v: &Value, old: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+pub(crate) fn validate_node(
+    s: &Schema,
+    v: &Value,
+    old: Option<&Value>,
+    path: &str,
+    causes: &mut Vec<Cause>,
+) {
     let before = causes.len();
     if v.is_null() {
         if !s.nullable && s.type_.is_some() {
-            causes.push(Cause::invalid(path, format!("Invalid value: \"null\": {path} in body must be of type {}: \"null\"", s.type_.as_deref().unwrap_or("object"))));
+            causes.push(Cause::invalid(
+                path,
+                format!(
+                    "Invalid value: \"null\": {path} in body must be of type {}: \"null\"",
+                    s.type_.as_deref().unwrap_or("object")
+                ),
+            ));
         }
         return;
     }
     if !type_matches(s, v) {
-        let want = if s.int_or_string { "integer or string" } else { s.type_.as_deref().unwrap_or("object") };
+        let want = if s.int_or_string {
+            "integer or string"
+        } else {
+            s.type_.as_deref().unwrap_or("object")
+        };
         let got = json_type(v);
-        causes.push(Cause::invalid(path, format!("Invalid value: \"{got}\": {path} in body must be of type {want}: \"{got}\"")));
+        causes.push(Cause::invalid(
+            path,
+            format!("Invalid value: \"{got}\": {path} in body must be of type {want}: \"{got}\""),
+        ));
         return;
     }
     if !s.enum_.is_empty() && !s.enum_.contains(v) {
         let supported: Vec<String> = s.enum_.iter().map(Value::to_string).collect();
-        causes.push(Cause::unsupported(path, format!("Unsupported value: {}: supported values: {}", v, supported.join(", "))));
+        causes.push(Cause::unsupported(
+            path,
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                v,
+                supported.join(", ")
+            ),
+        ));
     }
     check_number(s, v, path, causes);
     check_string(s, v, path, causes);
@@ -349,39 +435,82 @@ fn json_type(v: &Value) -> &'static str {
 
 fn check_number(s: &Schema, v: &Value, path: &str, causes: &mut Vec<Cause>) {
     let Some(n) = v.as_f64() else { return };
-    if let Some(min) = s.minimum {
-        if n < min || (s.exclusive_minimum && n <= min) {
-            let op = if s.exclusive_minimum { "greater than" } else { "greater than or equal to" };
-            causes.push(Cause::invalid(path, format!("Invalid value: {v}: {path} in body should be {op} {}", fmt_num(min))));
-        }
+    if let Some(min) = s.minimum
+        && (n < min || (s.exclusive_minimum && n <= min))
+    {
+        let op = if s.exclusive_minimum {
+            "greater than"
+        } else {
+            "greater than or equal to"
+        };
+        causes.push(Cause::invalid(
+            path,
+            format!(
+                "Invalid value: {v}: {path} in body should be {op} {}",
+                fmt_num(min)
+            ),
+        ));
     }
-    if let Some(max) = s.maximum {
-        if n > max || (s.exclusive_maximum && n >= max) {
-            let op = if s.exclusive_maximum { "less than" } else { "less than or equal to" };
-            causes.push(Cause::invalid(path, format!("Invalid value: {v}: {path} in body should be {op} {}", fmt_num(max))));
-        }
+    if let Some(max) = s.maximum
+        && (n > max || (s.exclusive_maximum && n >= max))
+    {
+        let op = if s.exclusive_maximum {
+            "less than"
+        } else {
+            "less than or equal to"
+        };
+        causes.push(Cause::invalid(
+            path,
+            format!(
+                "Invalid value: {v}: {path} in body should be {op} {}",
+                fmt_num(max)
+            ),
+        ));
     }
 }
 
 fn fmt_num(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{}", n as i64) } else { n.to_string() }
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
 }
 
 fn check_string(s: &Schema, v: &Value, path: &str, causes: &mut Vec<Cause>) {
     let Some(text) = v.as_str() else { return };
     let len = text.chars().count() as u64;
     if let Some(max) = s.max_length.filter(|m| len > *m) {
-        causes.push(Cause { reason: "FieldValueTooLong", field: path.into(), message: format!("Too long: may not be more than {max} bytes") });
+        causes.push(Cause {
+            reason: "FieldValueTooLong",
+            field: path.into(),
+            message: format!("Too long: may not be more than {max} bytes"),
+        });
     }
     if let Some(min) = s.min_length.filter(|m| len < *m) {
-        causes.push(Cause::invalid(path, format!("Invalid value: {v}: {path} in body should be at least {min} chars long")));
+        causes.push(Cause::invalid(
+            path,
+            format!("Invalid value: {v}: {path} in body should be at least {min} chars long"),
+        ));
     }
     if let Some(re) = s.pattern.as_ref().filter(|re| !re.is_match(text)) {
-        causes.push(Cause::invalid(path, format!("Invalid value: {v}: {path} in body should match '{}'", re.as_str())));
+        causes.push(Cause::invalid(
+            path,
+            format!(
+                "Invalid value: {v}: {path} in body should match '{}'",
+                re.as_str()
+            ),
+        ));
     }
 }
 
-fn check_object(s: &Schema, map: &Map<String, Value>, old: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+fn check_object(
+    s: &Schema,
+    map: &Map<String, Value>,
+    old: Option<&Value>,
+    path: &str,
+    causes: &mut Vec<Cause>,
+) {
     for r in &s.required {
         if !map.contains_key(r) {
             causes.push(Cause::required(join(path, r)));
@@ -389,10 +518,17 @@ fn check_object(s: &Schema, map: &Map<String, Value>, old: Option<&Value>, path:
     }
     let n = map.len() as u64;
     if let Some(max) = s.max_properties.filter(|m| n > *m) {
-        causes.push(Cause { reason: "FieldValueTooMany", field: path.into(), message: format!("Too many: {n}: must have at most {max} items") });
+        causes.push(Cause {
+            reason: "FieldValueTooMany",
+            field: path.into(),
+            message: format!("Too many: {n}: must have at most {max} items"),
+        });
     }
     if let Some(min) = s.min_properties.filter(|m| n < *m) {
-        causes.push(Cause::invalid(path, format!("Invalid value: {n}: {path} in body should have at least {min} properties")));
+        causes.push(Cause::invalid(
+            path,
+            format!("Invalid value: {n}: {path} in body should have at least {min} properties"),
+        ));
     }
     if s.embedded {
         return;
@@ -400,24 +536,45 @@ fn check_object(s: &Schema, map: &Map<String, Value>, old: Option<&Value>, path:
     for (k, cv) in map {
         let child = s.properties.get(k).or(s.additional.as_deref());
         if let Some(c) = child {
-            let child_path = if s.properties.contains_key(k) { join(path, k) } else { format!("{path}[{k}]") };
+            let child_path = if s.properties.contains_key(k) {
+                join(path, k)
+            } else {
+                format!("{path}[{k}]")
+            };
             validate_node(c, cv, old.and_then(|o| o.get(k)), &child_path, causes);
         }
     }
 }
 
-fn check_array(s: &Schema, items: &[Value], old: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+fn check_array(
+    s: &Schema,
+    items: &[Value],
+    old: Option<&Value>,
+    path: &str,
+    causes: &mut Vec<Cause>,
+) {
     let n = items.len() as u64;
     if let Some(max) = s.max_items.filter(|m| n > *m) {
-        causes.push(Cause { reason: "FieldValueTooMany", field: path.into(), message: format!("Too many: {n}: must have at most {max} items") });
+        causes.push(Cause {
+            reason: "FieldValueTooMany",
+            field: path.into(),
+            message: format!("Too many: {n}: must have at most {max} items"),
+        });
     }
     if let Some(min) = s.min_items.filter(|m| n < *m) {
-        causes.push(Cause::invalid(path, format!("Invalid value: {n}: {path} in body should have at least {min} items")));
+        causes.push(Cause::invalid(
+            path,
+            format!("Invalid value: {n}: {path} in body should have at least {min} items"),
+        ));
     }
     if s.unique_items {
         for (i, a) in items.iter().enumerate() {
             if items[..i].contains(a) {
-                causes.push(Cause { reason: "FieldValueDuplicate", field: format!("{path}[{i}]"), message: format!("Duplicate value: {a}") });
+                causes.push(Cause {
+                    reason: "FieldValueDuplicate",
+                    field: format!("{path}[{i}]"),
+                    message: format!("Duplicate value: {a}"),
+                });
             }
         }
     }
@@ -430,7 +587,13 @@ fn check_array(s: &Schema, items: &[Value], old: Option<&Value>, path: &str, cau
     }
 }
 
-fn check_combinators(s: &Schema, v: &Value, old: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+fn check_combinators(
+    s: &Schema,
+    v: &Value,
+    old: Option<&Value>,
+    path: &str,
+    causes: &mut Vec<Cause>,
+) {
     let passes = |sub: &Schema| {
         let mut c = Vec::new();
         validate_node(sub, v, old, path, &mut c);
@@ -440,15 +603,33 @@ fn check_combinators(s: &Schema, v: &Value, old: Option<&Value>, path: &str, cau
         validate_node(sub, v, old, path, causes);
     }
     if !s.any_of.is_empty() && !s.any_of.iter().any(passes) {
-        causes.push(Cause::invalid(path, format!("Invalid value: {}: {path} in body must match at least one schema in anyOf", describe(v))));
+        causes.push(Cause::invalid(
+            path,
+            format!(
+                "Invalid value: {}: {path} in body must match at least one schema in anyOf",
+                describe(v)
+            ),
+        ));
     }
     if !s.one_of.is_empty() && s.one_of.iter().filter(|sub| passes(sub)).count() != 1 {
-        causes.push(Cause::invalid(path, format!("Invalid value: {}: {path} in body must match exactly one schema in oneOf", describe(v))));
+        causes.push(Cause::invalid(
+            path,
+            format!(
+                "Invalid value: {}: {path} in body must match exactly one schema in oneOf",
+                describe(v)
+            ),
+        ));
     }
-    if let Some(not) = &s.not {
-        if passes(not) {
-            causes.push(Cause::invalid(path, format!("Invalid value: {}: {path} in body must not match the schema in not", describe(v))));
-        }
+    if let Some(not) = &s.not
+        && passes(not)
+    {
+        causes.push(Cause::invalid(
+            path,
+            format!(
+                "Invalid value: {}: {path} in body must not match the schema in not",
+                describe(v)
+            ),
+        ));
     }
 }
 

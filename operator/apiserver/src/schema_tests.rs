@@ -38,9 +38,18 @@ fn unknown_fields_are_pruned_and_reported() {
         "spec": {"kernel": "/k", "bogus": true, "disks": [{"name": "d", "extra": 1}]},
         "status": {"anything": 1}});
     let removed = microvm_schema().prune(&mut obj);
-    assert_eq!(removed, vec!["spec.bogus".to_string(), "spec.disks[0].extra".to_string()]);
-    assert_eq!(obj["metadata"]["x"], 1, "metadata is not pruned by the schema");
-    assert_eq!(obj["status"]["anything"], 1, "preserve-unknown-fields keeps data");
+    assert_eq!(
+        removed,
+        vec!["spec.bogus".to_string(), "spec.disks[0].extra".to_string()]
+    );
+    assert_eq!(
+        obj["metadata"]["x"], 1,
+        "metadata is not pruned by the schema"
+    );
+    assert_eq!(
+        obj["status"]["anything"], 1,
+        "preserve-unknown-fields keeps data"
+    );
 }
 
 #[test]
@@ -48,7 +57,11 @@ fn range_violation_names_the_field() {
     let causes = microvm_schema().validate(&json!({"spec": {"kernel": "/k", "cpus": 0}}), None);
     assert_eq!(causes.len(), 1);
     assert_eq!(causes[0].field, "spec.cpus");
-    assert!(causes[0].message.contains("greater than or equal to 1"), "{}", causes[0].message);
+    assert!(
+        causes[0].message.contains("greater than or equal to 1"),
+        "{}",
+        causes[0].message
+    );
 }
 
 #[test]
@@ -67,8 +80,9 @@ fn wrong_type_enum_required_and_lengths_are_reported() {
 
 #[test]
 fn structural_errors_are_reported_with_paths() {
-    let err = Schema::compile(&json!({"type": "object", "properties": {"spec": {"properties": {}}}}))
-        .expect_err("untyped node with properties");
+    let err =
+        Schema::compile(&json!({"type": "object", "properties": {"spec": {"properties": {}}}}))
+            .expect_err("untyped node with properties");
     assert_eq!(err[0].field, "properties[spec].type");
 }
 
@@ -76,7 +90,10 @@ fn structural_errors_are_reported_with_paths() {
 fn null_for_a_non_nullable_field_is_dropped_then_defaulted() {
     let schema = microvm_schema();
     let mut obj = json!({"spec": {"kernel": "/k", "cpus": null}});
-    assert!(schema.prune(&mut obj).is_empty(), "a dropped null is not an unknown field");
+    assert!(
+        schema.prune(&mut obj).is_empty(),
+        "a dropped null is not an unknown field"
+    );
     schema.apply_defaults(&mut obj);
     assert_eq!(obj["spec"]["cpus"], 1);
     assert!(schema.validate(&obj, None).is_empty());

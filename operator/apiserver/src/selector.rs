@@ -27,7 +27,9 @@ impl LabelSelector {
                 continue;
             }
             reqs.push(parse_requirement(term).ok_or_else(|| {
-                ApiError::bad_request(format!("unable to parse requirement: invalid label selector: {term:?}"))
+                ApiError::bad_request(format!(
+                    "unable to parse requirement: invalid label selector: {term:?}"
+                ))
             })?);
         }
         Ok(Self(reqs))
@@ -68,12 +70,19 @@ fn split_terms(text: &str) -> Vec<&str> {
 fn valid_key(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 316
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
 }
 
 fn set_values(rest: &str) -> Option<Vec<String>> {
     let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    )
 }
 
 fn parse_requirement(term: &str) -> Option<Requirement> {
@@ -94,10 +103,12 @@ fn parse_requirement(term: &str) -> Option<Requirement> {
         }
     }
     if let Some((k, rest)) = term.split_once(" notin ") {
-        return valid_key(k.trim()).then(|| set_values(rest).map(|v| Requirement::NotIn(k.trim().into(), v)))?;
+        return valid_key(k.trim())
+            .then(|| set_values(rest).map(|v| Requirement::NotIn(k.trim().into(), v)))?;
     }
     if let Some((k, rest)) = term.split_once(" in ") {
-        return valid_key(k.trim()).then(|| set_values(rest).map(|v| Requirement::In(k.trim().into(), v)))?;
+        return valid_key(k.trim())
+            .then(|| set_values(rest).map(|v| Requirement::In(k.trim().into(), v)))?;
     }
     valid_key(term).then(|| Requirement::Exists(term.into()))
 }
@@ -116,11 +127,15 @@ impl FieldSelector {
             } else if let Some((f, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
                 (f, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{term}'; can't understand '{term}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{term}'; can't understand '{term}'"
+                )));
             };
             let field = field.trim();
             if !matches!(field, "metadata.name" | "metadata.namespace") && !extra.contains(&field) {
-                return Err(ApiError::bad_request(format!("field label not supported: {field}")));
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {field}"
+                )));
             }
             terms.push((field.to_string(), equal, value.trim().to_string()));
         }
@@ -129,7 +144,10 @@ impl FieldSelector {
 
     /// The name this selector pins, if any (lets list and watch skip a scan).
     pub fn name(&self) -> Option<&str> {
-        self.0.iter().find(|(f, eq, _)| f == "metadata.name" && *eq).map(|(_, _, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(f, eq, _)| f == "metadata.name" && *eq)
+            .map(|(_, _, v)| v.as_str())
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
@@ -161,7 +179,14 @@ pub fn extra_fields(group: &str, plural: &str) -> &'static [&'static str] {
             "source",
             "type",
         ],
-        ("events.k8s.io", "events") => &["regarding.kind", "regarding.name", "regarding.namespace", "regarding.uid", "reason", "type"],
+        ("events.k8s.io", "events") => &[
+            "regarding.kind",
+            "regarding.name",
+            "regarding.namespace",
+            "regarding.uid",
+            "reason",
+            "type",
+        ],
         ("", "secrets") => &["type"],
         ("", "namespaces") => &["status.phase"],
         _ => &[],
@@ -191,7 +216,11 @@ mod tests {
             ("missing notin (x)", true),
             ("", true),
         ] {
-            assert_eq!(LabelSelector::parse(sel).expect(sel).matches(&obj()), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).expect(sel).matches(&obj()),
+                want,
+                "{sel}"
+            );
         }
     }
 
@@ -203,7 +232,8 @@ mod tests {
 
     #[test]
     fn field_selector_supports_name_and_rejects_unknown_fields() {
-        let sel = FieldSelector::parse("metadata.name=a,metadata.namespace!=x", &[]).expect("valid");
+        let sel =
+            FieldSelector::parse("metadata.name=a,metadata.namespace!=x", &[]).expect("valid");
         assert!(sel.matches(&obj()));
         assert_eq!(sel.name(), Some("a"));
         let err = FieldSelector::parse("spec.cpus=1", &[]).expect_err("unsupported");

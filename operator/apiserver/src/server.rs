@@ -37,9 +37,10 @@ enum Reply {
 pub async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
-    let query: HashMap<String, String> = serde_urlencoded::from_str::<Vec<(String, String)>>(parts.uri.query().unwrap_or_default())
-        .map(|v| v.into_iter().collect())
-        .unwrap_or_default();
+    let query: HashMap<String, String> =
+        serde_urlencoded::from_str::<Vec<(String, String)>>(parts.uri.query().unwrap_or_default())
+            .map(|v| v.into_iter().collect())
+            .unwrap_or_default();
     let reply = match authorize(&st, &parts.headers, &path) {
         Err(e) => Err(e),
         Ok(()) => match axum::body::to_bytes(body, st.max_body_bytes).await {
@@ -50,15 +51,23 @@ pub async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
     match reply {
         Ok(Reply::Json(code, v, warnings)) => json_response(code, &v, &warnings),
         Ok(Reply::Stream(rx)) => {
-            let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+            let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+                .map(Ok::<_, std::convert::Infallible>);
             let mut resp = Response::new(Body::from_stream(stream));
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             resp
         }
         Ok(Reply::Text(t)) => t.into_response(),
         Err(e) => {
             tracing::debug!(%path, method = %parts.method, code = e.code, reason = e.reason, "request failed: {}", e.message);
-            json_response(StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e.to_status(), &[])
+            json_response(
+                StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &e.to_status(),
+                &[],
+            )
         }
     }
 }
@@ -67,7 +76,10 @@ use tokio_stream::StreamExt as _;
 
 fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
     let mut resp = (code, serde_json::to_vec(v).unwrap_or_default()).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     for w in warnings {
         if let Ok(h) = HeaderValue::from_str(&format!("299 - {:?}", w.replace('"', "'"))) {
             resp.headers_mut().append(header::WARNING, h);
@@ -80,13 +92,37 @@ fn authorize(st: &AppState, headers: &HeaderMap, path: &str) -> Result<()> {
     if matches!(path, "/healthz" | "/livez" | "/readyz" | "/version") {
         return Ok(());
     }
-    let given = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")).unwrap_or_default();
-    let same = given.len() == st.token.len() && given.bytes().zip(st.token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    if same { Ok(()) } else { Err(ApiError::unauthorized()) }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let same = given.len() == st.token.len()
+        && given
+            .bytes()
+            .zip(st.token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
 }
 
-fn route(st: &AppState, method: &Method, path: &str, q: &HashMap<String, String>, headers: &HeaderMap, body: &[u8]) -> Result<Reply> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+fn route(
+    st: &AppState,
+    method: &Method,
+    path: &str,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Reply> {
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let registry = st.api.registry();
     let ok = |v: Value| Ok(Reply::Json(StatusCode::OK, v, Vec::new()));
     let not_found = || ApiError::not_found_path(path);
@@ -96,12 +132,24 @@ fn route(st: &AppState, method: &Method, path: &str, q: &HashMap<String, String>
             ["version"] => return ok(discovery::version()),
             ["api"] => return ok(discovery::api_versions(&st.address)),
             ["apis"] => return ok(discovery::api_group_list(&registry)),
-            ["api", v] => return discovery::resource_list(&registry, "", v).map_or_else(|| Err(not_found()), ok),
-            ["apis", g] => return discovery::api_group(&registry, g).map_or_else(|| Err(not_found()), ok),
-            ["apis", g, v] => return discovery::resource_list(&registry, g, v).map_or_else(|| Err(not_found()), ok),
+            ["api", v] => {
+                return discovery::resource_list(&registry, "", v)
+                    .map_or_else(|| Err(not_found()), ok);
+            }
+            ["apis", g] => {
+                return discovery::api_group(&registry, g).map_or_else(|| Err(not_found()), ok);
+            }
+            ["apis", g, v] => {
+                return discovery::resource_list(&registry, g, v)
+                    .map_or_else(|| Err(not_found()), ok);
+            }
             ["openapi", "v3"] => return ok(openapi::index(&registry)),
-            ["openapi", "v3", "api", v] => return openapi::gv_document(&registry, "", v).map_or_else(|| Err(not_found()), ok),
-            ["openapi", "v3", "apis", g, v] => return openapi::gv_document(&registry, g, v).map_or_else(|| Err(not_found()), ok),
+            ["openapi", "v3", "api", v] => {
+                return openapi::gv_document(&registry, "", v).map_or_else(|| Err(not_found()), ok);
+            }
+            ["openapi", "v3", "apis", g, v] => {
+                return openapi::gv_document(&registry, g, v).map_or_else(|| Err(not_found()), ok);
+            }
             _ => {}
         }
     }
@@ -110,15 +158,26 @@ fn route(st: &AppState, method: &Method, path: &str, q: &HashMap<String, String>
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
         _ => return Err(not_found()),
     };
-    let lookup = |plural: &str| registry.lookup(group, version, plural).ok_or_else(not_found);
+    let lookup = |plural: &str| {
+        registry
+            .lookup(group, version, plural)
+            .ok_or_else(not_found)
+    };
     // Resolve `[namespaces/{ns}/]{resource}[/{name}[/{subresource}]]`.
     let (rt, ns, name, sub) = match rest {
-        ["namespaces", ns, res, tail @ ..] if !matches!(*res, "status" | "finalize") || !tail.is_empty() => {
+        ["namespaces", ns, res, tail @ ..]
+            if !matches!(*res, "status" | "finalize") || !tail.is_empty() =>
+        {
             let rt = lookup(res)?;
             if !rt.namespaced {
                 return Err(not_found());
             }
-            (rt, Some((*ns).to_string()), tail.first().copied(), tail.get(1).copied())
+            (
+                rt,
+                Some((*ns).to_string()),
+                tail.first().copied(),
+                tail.get(1).copied(),
+            )
         }
         [res, tail @ ..] => {
             let rt = lookup(res)?;
@@ -129,37 +188,65 @@ fn route(st: &AppState, method: &Method, path: &str, q: &HashMap<String, String>
         }
         [] => return Err(not_found()),
     };
-    if rest.len() > 5 || sub.is_some_and(|s| s != "status" && !(s == "finalize" && rt.plural == "namespaces")) {
+    if rest.len() > 5
+        || sub.is_some_and(|s| s != "status" && !(s == "finalize" && rt.plural == "namespaces"))
+    {
         return Err(not_found());
     }
-    let scope = Scope { version: version.to_string(), rt, namespace: ns };
+    let scope = Scope {
+        version: version.to_string(),
+        rt,
+        namespace: ns,
+    };
     if sub == Some("status") && !scope.rt.has_status(version) {
         return Err(not_found());
     }
     let sub = sub.filter(|s| *s == "status").unwrap_or_default();
     let qs = |k: &str| q.get(k).map(String::as_str);
-    let table = wants_table(headers).then(|| (table::columns(&scope.rt, version), IncludeObject::parse(qs("includeObject"))));
+    let table = wants_table(headers).then(|| {
+        (
+            table::columns(&scope.rt, version),
+            IncludeObject::parse(qs("includeObject")),
+        )
+    });
     let opts = || -> Result<WriteOptions> {
         Ok(WriteOptions {
-            manager: q.get("fieldManager").cloned().unwrap_or_else(|| default_manager(headers)),
+            manager: q
+                .get("fieldManager")
+                .cloned()
+                .unwrap_or_else(|| default_manager(headers)),
             validation: FieldValidation::parse(qs("fieldValidation"))?,
             dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
             force: q.get("force").is_some_and(|f| f == "true"),
         })
     };
     let written = |w: crate::write::Written| {
-        let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+        let code = if w.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
         Ok(Reply::Json(code, w.object, w.warnings))
     };
     match (method, name) {
         (&Method::GET, None) => {
-            let list = ListOptions::parse(&scope, qs("labelSelector"), qs("fieldSelector"), qs("limit"), qs("continue"))?;
+            let list = ListOptions::parse(
+                &scope,
+                qs("labelSelector"),
+                qs("fieldSelector"),
+                qs("limit"),
+                qs("continue"),
+            )?;
             if qs("watch").is_some_and(|w| w == "true" || w == "1") {
                 let params = WatchParams {
                     resource_version: q.get("resourceVersion").cloned(),
                     send_initial_events: qs("sendInitialEvents") == Some("true"),
                     bookmarks: qs("allowWatchBookmarks") == Some("true"),
-                    timeout: Duration::from_secs(qs("timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(1800)),
+                    timeout: Duration::from_secs(
+                        qs("timeoutSeconds")
+                            .and_then(|t| t.parse().ok())
+                            .unwrap_or(1800),
+                    ),
                     bookmark_interval: st.bookmark_interval,
                     table,
                 };
@@ -168,12 +255,13 @@ fn route(st: &AppState, method: &Method, path: &str, q: &HashMap<String, String>
             let (items, rv, cont) = st.api.list(&scope, &list)?;
             match table {
                 Some((cols, include)) => {
-                    let items: Vec<Arc<Value>> = items.iter().map(|o| Arc::new(scope.present(o))).collect();
+                    let items: Vec<Arc<Value>> =
+                        items.iter().map(|o| Arc::new(scope.present(o))).collect();
                     let mut meta = serde_json::json!({"resourceVersion": rv.to_string()});
                     if let Some(c) = cont {
                         meta["continue"] = Value::String(c);
                     }
-                    ok(table::table(&cols, &items, include, meta))
+                    ok(table::table(&cols, &items, include, &meta))
                 }
                 None => ok(Api::list_object(&scope, &items, rv, cont)),
             }
@@ -181,47 +269,95 @@ fn route(st: &AppState, method: &Method, path: &str, q: &HashMap<String, String>
         (&Method::GET, Some(name)) => {
             let obj = st.api.get(&scope, name)?;
             match table {
-                Some((cols, include)) => ok(table::table(&cols, &[Arc::new(obj.clone())], include, serde_json::json!({"resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or_default()}))),
+                Some((cols, include)) => ok(table::table(
+                    &cols,
+                    &[Arc::new(obj.clone())],
+                    include,
+                    &serde_json::json!({"resourceVersion": obj.pointer("/metadata/resourceVersion").cloned().unwrap_or_default()}),
+                )),
                 None => ok(obj),
             }
         }
-        (&Method::POST, None) => written(st.api.create(&scope, parse_body(headers, body)?, &opts()?)?),
-        (&Method::PUT, Some(name)) => written(st.api.update(&scope, name, sub, parse_body(headers, body)?, &opts()?)?),
+        (&Method::POST, None) => written(st.api.create(
+            &scope,
+            parse_body(headers, body)?,
+            &opts()?,
+        )?),
+        (&Method::PUT, Some(name)) => {
+            written(
+                st.api
+                    .update(&scope, name, sub, parse_body(headers, body)?, &opts()?)?,
+            )
+        }
         (&Method::PATCH, Some(name)) => {
-            let ct = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or_default();
-            written(st.api.patch(&scope, name, sub, PatchType::from_content_type(ct)?, body, &opts()?)?)
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default();
+            written(st.api.patch(
+                &scope,
+                name,
+                sub,
+                PatchType::from_content_type(ct)?,
+                body,
+                &opts()?,
+            )?)
         }
         (&Method::DELETE, Some(name)) => {
-            let d = DeleteOptions::parse(body, qs("propagationPolicy"), qs("dryRun") == Some("All"))?;
+            let d =
+                DeleteOptions::parse(body, qs("propagationPolicy"), qs("dryRun") == Some("All"))?;
             ok(st.api.delete(&scope, name, &d)?)
         }
         (&Method::DELETE, None) => {
-            let list = ListOptions::parse(&scope, qs("labelSelector"), qs("fieldSelector"), None, None)?;
-            let d = DeleteOptions::parse(body, qs("propagationPolicy"), qs("dryRun") == Some("All"))?;
+            let list =
+                ListOptions::parse(&scope, qs("labelSelector"), qs("fieldSelector"), None, None)?;
+            let d =
+                DeleteOptions::parse(body, qs("propagationPolicy"), qs("dryRun") == Some("All"))?;
             ok(st.api.delete_collection(&scope, &list, &d)?)
         }
-        _ => Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({method} {path})"))),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} {path})"
+        ))),
     }
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
-    headers.get_all(header::ACCEPT).iter().filter_map(|h| h.to_str().ok()).any(|a| a.split(',').any(|m| m.contains("as=Table")))
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .any(|a| a.split(',').any(|m| m.contains("as=Table")))
 }
 
 /// Without `fieldManager`, Kubernetes names the manager after the client's user agent.
 fn default_manager(headers: &HeaderMap) -> String {
-    let ua = headers.get(header::USER_AGENT).and_then(|h| h.to_str().ok()).unwrap_or("unknown");
-    ua.split('/').next().unwrap_or("unknown").chars().take(128).collect()
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("unknown");
+    ua.split('/')
+        .next()
+        .unwrap_or("unknown")
+        .chars()
+        .take(128)
+        .collect()
 }
 
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("application/json");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("application/json");
     let v: Value = if ct.contains("yaml") {
-        serde_yaml_ng::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+        serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
     } else if ct.contains("json") || ct.is_empty() {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))?
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))?
     } else {
-        return Err(ApiError::unsupported_media_type(format!("the body of the request was in an unknown format ({ct}) - accepted media types include: application/json, application/yaml")));
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format ({ct}) - accepted media types include: application/json, application/yaml"
+        )));
     };
     if !v.is_object() {
         return Err(ApiError::bad_request("the request body must be an object"));

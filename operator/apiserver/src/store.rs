@@ -54,12 +54,20 @@ pub struct Store {
 }
 
 pub fn key_of(obj: &Value) -> ObjKey {
-    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |p: &str| {
+        obj.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     (s("/metadata/namespace"), s("/metadata/name"))
 }
 
 pub fn rv_of(obj: &Value) -> u64 {
-    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
+    obj.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Store {
@@ -79,7 +87,12 @@ impl Store {
     }
 
     /// Restores objects replayed from a journal and keeps writing to it.
-    pub fn restore(&mut self, rv: u64, objects: BTreeMap<String, BTreeMap<ObjKey, Arc<Value>>>, journal: Journal) {
+    pub fn restore(
+        &mut self,
+        rv: u64,
+        objects: BTreeMap<String, BTreeMap<ObjKey, Arc<Value>>>,
+        journal: Journal,
+    ) {
         self.rv = rv.max(self.rv);
         self.objects = objects;
         self.compacted_rv = self.rv;
@@ -101,17 +114,25 @@ impl Store {
     }
 
     pub fn get(&self, resource: &str, ns: &str, name: &str) -> Option<Arc<Value>> {
-        self.objects.get(resource)?.get(&(ns.to_string(), name.to_string())).cloned()
+        self.objects
+            .get(resource)?
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// Objects of one resource, optionally in one namespace, in key order.
     pub fn list(&self, resource: &str, ns: Option<&str>) -> Vec<Arc<Value>> {
-        let Some(objs) = self.objects.get(resource) else { return Vec::new() };
+        let Some(objs) = self.objects.get(resource) else {
+            return Vec::new();
+        };
         match ns {
             None => objs.values().cloned().collect(),
             Some(ns) => {
                 let start = (ns.to_string(), String::new());
-                objs.range(start..).take_while(|((n, _), _)| n == ns).map(|(_, v)| v.clone()).collect()
+                objs.range(start..)
+                    .take_while(|((n, _), _)| n == ns)
+                    .map(|(_, v)| v.clone())
+                    .collect()
             }
         }
     }
@@ -122,8 +143,16 @@ impl Store {
         obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
         let obj = Arc::new(obj);
         let key = key_of(&obj);
-        let prev = self.objects.entry(resource.to_string()).or_default().insert(key, obj.clone());
-        let type_ = if prev.is_some() { EventType::Modified } else { EventType::Added };
+        let prev = self
+            .objects
+            .entry(resource.to_string())
+            .or_default()
+            .insert(key, obj.clone());
+        let type_ = if prev.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
         if let Some(j) = &mut self.journal {
             j.put(self.rv, resource, &obj);
         }
@@ -133,7 +162,10 @@ impl Store {
 
     /// Removes an object; the DELETED event carries a fresh resourceVersion.
     pub fn remove(&mut self, resource: &str, ns: &str, name: &str) -> Option<Arc<Value>> {
-        let prev = self.objects.get_mut(resource)?.remove(&(ns.to_string(), name.to_string()))?;
+        let prev = self
+            .objects
+            .get_mut(resource)?
+            .remove(&(ns.to_string(), name.to_string()))?;
         self.rv += 1;
         let mut gone = (*prev).clone();
         gone["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
@@ -145,12 +177,24 @@ impl Store {
         Some(gone)
     }
 
-    fn record(&mut self, resource: &str, type_: EventType, object: Arc<Value>, prev: Option<Arc<Value>>) {
-        let event = Arc::new(Event { rv: self.rv, resource: resource.to_string(), type_, object, prev });
-        if self.history.len() >= self.history_limit {
-            if let Some(old) = self.history.pop_front() {
-                self.compacted_rv = old.rv;
-            }
+    fn record(
+        &mut self,
+        resource: &str,
+        type_: EventType,
+        object: Arc<Value>,
+        prev: Option<Arc<Value>>,
+    ) {
+        let event = Arc::new(Event {
+            rv: self.rv,
+            resource: resource.to_string(),
+            type_,
+            object,
+            prev,
+        });
+        if self.history.len() >= self.history_limit
+            && let Some(old) = self.history.pop_front()
+        {
+            self.compacted_rv = old.rv;
         }
         self.history.push_back(event.clone());
         // No receivers is fine: nobody is watching.
@@ -205,17 +249,29 @@ mod tests {
         let events = s.since(first).expect("in window");
         assert_eq!(events.len(), 1);
         s.put("/configmaps", cm("c"));
-        assert!(s.since(first - 1).is_none(), "oldest event fell out of the window");
+        assert!(
+            s.since(first - 1).is_none(),
+            "oldest event fell out of the window"
+        );
         s.compact();
         assert!(s.since(first).is_none());
-        assert_eq!(s.since(s.current_rv()).expect("current rv is fine").len(), 0);
+        assert_eq!(
+            s.since(s.current_rv()).expect("current rv is fine").len(),
+            0
+        );
     }
 
     #[test]
     fn list_by_namespace_stays_inside_it() {
         let mut s = Store::new(10);
-        s.put("/configmaps", json!({"metadata": {"name": "x", "namespace": "a"}}));
-        s.put("/configmaps", json!({"metadata": {"name": "y", "namespace": "b"}}));
+        s.put(
+            "/configmaps",
+            json!({"metadata": {"name": "x", "namespace": "a"}}),
+        );
+        s.put(
+            "/configmaps",
+            json!({"metadata": {"name": "y", "namespace": "b"}}),
+        );
         assert_eq!(s.list("/configmaps", Some("a")).len(), 1);
         assert_eq!(s.list("/configmaps", None).len(), 2);
     }

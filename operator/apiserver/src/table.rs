@@ -36,14 +36,28 @@ pub fn columns(t: &ResourceType, version: &str) -> Vec<Column> {
         priority: 0,
         json_path: path.into(),
     };
-    let mut out = vec![Column { format: "name".into(), description: "Name must be unique within a namespace.".into(), ..col("Name", "string", ".metadata.name") }];
-    let custom = t.version(version).map(|v| v.columns.clone()).unwrap_or_default();
+    let mut out = vec![Column {
+        format: "name".into(),
+        description: "Name must be unique within a namespace.".into(),
+        ..col("Name", "string", ".metadata.name")
+    }];
+    let custom = t
+        .version(version)
+        .map(|v| v.columns.clone())
+        .unwrap_or_default();
     let builtin: Vec<Column> = match (t.group.as_str(), t.plural.as_str()) {
         ("", "namespaces") => vec![col("Status", "string", ".status.phase")],
         ("", "secrets") => vec![col("Type", "string", ".type")],
         ("coordination.k8s.io", "leases") => vec![col("Holder", "string", ".spec.holderIdentity")],
-        ("", "events") => vec![col("Type", "string", ".type"), col("Reason", "string", ".reason"), col("Object", "string", ".involvedObject.name"), col("Message", "string", ".message")],
-        ("apiextensions.k8s.io", _) => vec![col("Created At", "date", ".metadata.creationTimestamp")],
+        ("", "events") => vec![
+            col("Type", "string", ".type"),
+            col("Reason", "string", ".reason"),
+            col("Object", "string", ".involvedObject.name"),
+            col("Message", "string", ".message"),
+        ],
+        ("apiextensions.k8s.io", _) => {
+            vec![col("Created At", "date", ".metadata.creationTimestamp")]
+        }
         _ => Vec::new(),
     };
     if custom.is_empty() && builtin.is_empty() {
@@ -60,13 +74,17 @@ pub fn columns(t: &ResourceType, version: &str) -> Vec<Column> {
 }
 
 fn cell(c: &Column, obj: &Value) -> Value {
-    let Some(path) = JsonPath::parse(&c.json_path) else { return Value::Null };
+    let Some(path) = JsonPath::parse(&c.json_path) else {
+        return Value::Null;
+    };
     let values = path.eval(obj);
     match values.as_slice() {
         [] => Value::Null,
         [Value::String(t)] if c.type_ == "date" => Value::String(age(t)),
         [one] => match (c.type_.as_str(), one) {
-            ("string" | "date", Value::String(_)) | ("integer" | "number", Value::Number(_)) | ("boolean", Value::Bool(_)) => (*one).clone(),
+            ("string" | "date", Value::String(_))
+            | ("integer" | "number", Value::Number(_))
+            | ("boolean", Value::Bool(_)) => (*one).clone(),
             ("string", other) => Value::String(other.to_string()),
             _ => (*one).clone(),
         },
@@ -90,7 +108,13 @@ fn age(timestamp: &str) -> String {
 /// Kubernetes' `HumanDuration`: coarser the older it gets.
 pub fn human_duration(secs: i64) -> String {
     let (m, h, d) = (secs / 60, secs / 3600, secs / 86_400);
-    let with = |big: i64, unit: &str, small: i64, sunit: &str| if small == 0 { format!("{big}{unit}") } else { format!("{big}{unit}{small}{sunit}") };
+    let with = |big: i64, unit: &str, small: i64, sunit: &str| {
+        if small == 0 {
+            format!("{big}{unit}")
+        } else {
+            format!("{big}{unit}{small}{sunit}")
+        }
+    };
     match secs {
         s if s < -1 => "<invalid>".into(),
         s if s < 0 => "0s".into(),
@@ -126,7 +150,12 @@ pub fn row(cols: &[Column], obj: &Value, include: IncludeObject) -> Value {
 }
 
 /// A `meta.k8s.io/v1` Table of `objects`.
-pub fn table(cols: &[Column], objects: &[Arc<Value>], include: IncludeObject, list_meta: Value) -> Value {
+pub fn table(
+    cols: &[Column],
+    objects: &[Arc<Value>],
+    include: IncludeObject,
+    list_meta: &Value,
+) -> Value {
     let defs: Vec<Value> = cols
         .iter()
         .map(|c| json!({"name": c.name, "type": c.type_, "format": c.format, "description": c.description, "priority": c.priority}))
@@ -151,19 +180,31 @@ mod tests {
 
     #[test]
     fn builtin_without_columns_gets_name_and_age() {
-        let cm = builtins().into_iter().find(|t| t.plural == "configmaps").expect("configmaps");
+        let cm = builtins()
+            .into_iter()
+            .find(|t| t.plural == "configmaps")
+            .expect("configmaps");
         let names: Vec<String> = columns(&cm, "v1").into_iter().map(|c| c.name).collect();
         assert_eq!(names, ["Name", "Age"]);
     }
 
     #[test]
     fn rows_carry_cells_and_partial_metadata() {
-        let cm = builtins().into_iter().find(|t| t.plural == "configmaps").expect("configmaps");
+        let cm = builtins()
+            .into_iter()
+            .find(|t| t.plural == "configmaps")
+            .expect("configmaps");
         let cols = columns(&cm, "v1");
         let obj = json!({"metadata": {"name": "a", "creationTimestamp": "2026-01-01T00:00:00Z"}, "data": {}});
         let r = row(&cols, &obj, IncludeObject::Metadata);
         assert_eq!(r["cells"][0], "a");
-        assert!(r["cells"][1].as_str().is_some_and(|age| age.ends_with('d') || age.ends_with('y')), "{}", r["cells"][1]);
+        assert!(
+            r["cells"][1]
+                .as_str()
+                .is_some_and(|age| age.ends_with('d') || age.ends_with('y')),
+            "{}",
+            r["cells"][1]
+        );
         assert_eq!(r["object"]["kind"], "PartialObjectMetadata");
         assert!(r["object"].get("data").is_none());
     }

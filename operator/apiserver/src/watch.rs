@@ -30,10 +30,10 @@ fn translate(ev: &Event, scope: &Scope, opts: &ListOptions) -> Option<EventType>
     if ev.resource != scope.rt.key() {
         return None;
     }
-    if let Some(ns) = &scope.namespace {
-        if crate::store::key_of(&ev.object).0 != *ns {
-            return None;
-        }
+    if let Some(ns) = &scope.namespace
+        && crate::store::key_of(&ev.object).0 != *ns
+    {
+        return None;
     }
     let now = opts.matches(&ev.object);
     let before = ev.prev.as_ref().is_some_and(|p| opts.matches(p));
@@ -57,7 +57,12 @@ impl Encoder {
     fn line(&mut self, type_: &str, obj: &Value) -> Bytes {
         let object = match &self.table {
             Some((cols, include)) if type_ != "BOOKMARK" && type_ != "ERROR" => {
-                let mut t = table::table(cols, &[Arc::new(self.scope.present(obj))], *include, json!({"resourceVersion": rv_of(obj).to_string()}));
+                let mut t = table::table(
+                    cols,
+                    &[Arc::new(self.scope.present(obj))],
+                    *include,
+                    &json!({"resourceVersion": rv_of(obj).to_string()}),
+                );
                 if self.sent_columns {
                     t["columnDefinitions"] = json!([]);
                 }
@@ -67,7 +72,8 @@ impl Encoder {
             _ if type_ == "ERROR" => obj.clone(),
             _ => self.scope.present(obj),
         };
-        let mut out = serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
+        let mut out =
+            serde_json::to_vec(&json!({"type": type_, "object": object})).unwrap_or_default();
         out.push(b'\n');
         Bytes::from(out)
     }
@@ -85,18 +91,31 @@ impl Encoder {
 impl Api {
     /// Starts a watch; the returned channel yields newline-delimited JSON events and closes
     /// when the watch ends (timeout, slow consumer, or client gone).
-    pub fn watch(self: &Arc<Self>, scope: Scope, opts: ListOptions, params: WatchParams) -> Result<mpsc::Receiver<Bytes>> {
-        let requested = match params.resource_version.as_deref() {
-            None | Some("") | Some("0") => None,
-            Some(rv) => Some(rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?),
-        };
+    pub fn watch(
+        self: &Arc<Self>,
+        scope: Scope,
+        opts: ListOptions,
+        params: WatchParams,
+    ) -> Result<mpsc::Receiver<Bytes>> {
+        let requested =
+            match params.resource_version.as_deref() {
+                None | Some("") | Some("0") => None,
+                Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                })?),
+            };
         let (tx, out) = mpsc::channel(256);
         let api = self.clone();
         tokio::spawn(async move {
             let mut interrupted = api.watch_epoch.subscribe();
             drop(api.watch_gate.read().await);
-            let mut enc = Encoder { scope: scope.clone(), table: params.table.clone(), sent_columns: false };
-            let (first, rx, mut last_rv, expired) = api.start_watch(&scope, &opts, &params, requested, &mut enc);
+            let mut enc = Encoder {
+                scope: scope.clone(),
+                table: params.table.clone(),
+                sent_columns: false,
+            };
+            let (first, rx, mut last_rv, expired) =
+                api.start_watch(&scope, &opts, &params, requested, &mut enc);
             for line in first {
                 if tx.send(line).await.is_err() {
                     return;
@@ -114,7 +133,14 @@ impl Api {
     }
 
     /// Under the lock: the initial events and a subscription with no gap between them.
-    fn start_watch(&self, scope: &Scope, opts: &ListOptions, params: &WatchParams, requested: Option<u64>, enc: &mut Encoder) -> (Vec<Bytes>, broadcast::Receiver<Arc<Event>>, u64, bool) {
+    fn start_watch(
+        &self,
+        scope: &Scope,
+        opts: &ListOptions,
+        params: &WatchParams,
+        requested: Option<u64>,
+        enc: &mut Encoder,
+    ) -> (Vec<Bytes>, broadcast::Receiver<Arc<Event>>, u64, bool) {
         let inner = self.lock();
         let rx = inner.store.subscribe();
         let current = inner.store.current_rv();
@@ -130,13 +156,20 @@ impl Api {
                     (first, rx, current.max(rv), false)
                 }
                 None => {
-                    let status = ApiError::gone(format!("too old resource version: {rv} ({})", inner.store.compacted_rv())).to_status();
+                    let status = ApiError::gone(format!(
+                        "too old resource version: {rv} ({})",
+                        inner.store.compacted_rv()
+                    ))
+                    .to_status();
                     first.push(enc.line("ERROR", &status));
                     (first, rx, current, true)
                 }
             },
             _ => {
-                for obj in inner.store.list(&scope.rt.key(), scope.namespace.as_deref()) {
+                for obj in inner
+                    .store
+                    .list(&scope.rt.key(), scope.namespace.as_deref())
+                {
                     if opts.matches(&obj) {
                         first.push(enc.line("ADDED", &obj));
                     }
@@ -150,7 +183,15 @@ impl Api {
     }
 }
 
-async fn stream_changes(mut rx: broadcast::Receiver<Arc<Event>>, tx: &mpsc::Sender<Bytes>, mut enc: Encoder, scope: &Scope, opts: &ListOptions, params: &WatchParams, last_rv: &mut u64) {
+async fn stream_changes(
+    mut rx: broadcast::Receiver<Arc<Event>>,
+    tx: &mpsc::Sender<Bytes>,
+    mut enc: Encoder,
+    scope: &Scope,
+    opts: &ListOptions,
+    params: &WatchParams,
+    last_rv: &mut u64,
+) {
     let deadline = tokio::time::sleep(params.timeout);
     tokio::pin!(deadline);
     let mut ticker = tokio::time::interval(params.bookmark_interval);
@@ -170,11 +211,10 @@ async fn stream_changes(mut rx: broadcast::Receiver<Arc<Event>>, tx: &mpsc::Send
                         continue;
                     }
                     *last_rv = ev.rv;
-                    if let Some(t) = translate(&ev, scope, opts) {
-                        if tx.send(enc.line(t.as_str(), &ev.object)).await.is_err() {
+                    if let Some(t) = translate(&ev, scope, opts)
+                        && tx.send(enc.line(t.as_str(), &ev.object)).await.is_err() {
                             return;
                         }
-                    }
                 }
                 // A watcher too slow to keep up is closed; it resumes from its last version.
                 Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => return,
