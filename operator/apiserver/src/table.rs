@@ -175,7 +175,8 @@ mod tests {
         assert_eq!(human_duration(150), "2m30s");
         assert_eq!(human_duration(3600 * 5 + 60), "5h1m");
         assert_eq!(human_duration(86_400 * 3), "3d");
-        assert_eq!(human_duration(86_400 * 400), "1y35d");
+        assert_eq!(human_duration(86_400 * 400), "400d");
+        assert_eq!(human_duration(86_400 * 800), "2y70d");
     }
 
     #[test]
