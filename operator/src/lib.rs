@@ -1,1 +1,33 @@
-//! Quiver operator.
+//! The Quiver operator: MicroVM and Host controllers, leader election, and `dev` mode.
+//!
+//! # Layout
+//! - [`controller`]: the MicroVM controller (`reconcile` → finalizer → `apply` / `cleanup`)
+//!   and the Host controller (heartbeats), sharing one [`controller::Context`].
+//! - [`status`], [`placement`], [`convert`]: pure decisions (desired MicroVM status and its
+//!   Events, host choice, spec → agent request), unit-tested without I/O.
+//! - [`agent_client`]: the agent cluster behind one client, with a VM status cache fed by
+//!   each agent's status stream.
+//! - [`leader`]: Lease-based leader election; [`operator`]: controllers run only while leading.
+//! - [`dev`], [`agents`]: the one-machine dev cluster and the agent processes it starts.
+//!
+//! # Goals
+//! - Reconciling an unchanged object makes no API write; status is written through the status
+//!   subresource with one field manager; every transition is a Kubernetes Event.
+//! - At most one replica reconciles; a VM is never sent to two hosts.
+//!
+//! # Non-goals (for now)
+//! - Placement by the agents' Raft group (the operator places until it exists), failover of VMs
+//!   from a lost host, the Rollout controller.
+
+pub mod agent_client;
+pub mod agents;
+pub mod controller;
+pub mod convert;
+pub mod dev;
+pub mod error;
+pub mod leader;
+pub mod operator;
+pub mod placement;
+pub mod status;
+
+pub use error::{Error, Result};

@@ -8,7 +8,11 @@ use quiver_operator::dev::{self, DevOptions};
 use quiver_operator::operator::{Operator, OperatorConfig};
 
 #[derive(Parser)]
-#[command(name = "quiver-operator", version, about = "Quiver operator: runs MicroVMs on Kubernetes")]
+#[command(
+    name = "quiver-operator",
+    version,
+    about = "Quiver operator: runs MicroVMs on Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,11 +69,20 @@ struct DevArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Dev(a) => {
-            let control_plane = quiver_apiserver::Config { listen: a.listen, token: a.token, data_file: a.data_file, ..Default::default() };
+            let control_plane = quiver_apiserver::Config {
+                listen: a.listen,
+                token: a.token,
+                data_file: a.data_file,
+                ..Default::default()
+            };
             let options = DevOptions {
                 control_plane,
                 kubeconfig: a.kubeconfig,
@@ -84,7 +97,8 @@ async fn main() -> anyhow::Result<()> {
             dev::run(options).await?;
         }
         Command::Run { identity } => {
-            let identity = identity.unwrap_or_else(|| format!("quiver-operator-{}", std::process::id()));
+            let identity =
+                identity.unwrap_or_else(|| format!("quiver-operator-{}", std::process::id()));
             let client = kube::Client::try_default().await?;
             let operator = Operator::spawn(client, OperatorConfig::new(&identity));
             tokio::signal::ctrl_c().await?;

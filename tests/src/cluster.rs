@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use quiver_operator::agents::{AgentOptions, AgentProcess, free_port, locate_agent_binary, register_host};
+use quiver_operator::agents::{
+    AgentOptions, AgentProcess, free_port, locate_agent_binary, register_host,
+};
 use quiver_operator::operator::{Operator, OperatorConfig};
 
 use crate::{ControlPlane, Kubectl};
@@ -17,7 +19,8 @@ pub const TEST_CMDLINE: &str = "console=ttyS0 edd=off quiet panic=-1 reboot=t ts
 /// The guest image directory, or `None` when it is missing and `QUIVER_REQUIRE_GUEST` is unset
 /// (the caller skips and says so). Panics when it is missing but required.
 pub fn guest_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("QUIVER_GUEST_DIR").map_or_else(|| PathBuf::from("/var/lib/quiver/guest"), PathBuf::from);
+    let dir = std::env::var_os("QUIVER_GUEST_DIR")
+        .map_or_else(|| PathBuf::from("/var/lib/quiver/guest"), PathBuf::from);
     if dir.join("vmlinuz").is_file() && dir.join("initrd.gz").is_file() {
         return Some(dir);
     }
@@ -26,7 +29,10 @@ pub fn guest_dir() -> Option<PathBuf> {
         "QUIVER_REQUIRE_GUEST is set but {} has no vmlinuz/initrd.gz (run scripts/guest-image.sh)",
         dir.display()
     );
-    eprintln!("SKIPPED: no guest image in {} (run scripts/guest-image.sh as root)", dir.display());
+    eprintln!(
+        "SKIPPED: no guest image in {} (run scripts/guest-image.sh as root)",
+        dir.display()
+    );
     None
 }
 
@@ -132,9 +138,13 @@ impl TestCluster {
     pub fn qemu_pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
         for agent in &self.agents {
-            let Ok(dirs) = std::fs::read_dir(agent.options.data_dir.join("vms")) else { continue };
+            let Ok(dirs) = std::fs::read_dir(agent.options.data_dir.join("vms")) else {
+                continue;
+            };
             for dir in dirs.flatten() {
-                let pid = std::fs::read_to_string(dir.path().join("qemu.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok());
+                let pid = std::fs::read_to_string(dir.path().join("qemu.pid"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok());
                 if let Some(pid) = pid.filter(|p| Path::new(&format!("/proc/{p}")).exists()) {
                     pids.push(pid);
                 }
@@ -156,7 +166,9 @@ impl TestCluster {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         for pid in self.qemu_pids() {
-            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
         }
     }
 }

@@ -5,6 +5,7 @@
 //! loopback port and writes a kubeconfig; [`Kubectl`] runs the real kubectl against it with a
 //! private discovery cache; [`eventually`] polls a condition with a deadline.
 
+pub mod cluster;
 pub mod kube_helpers;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,267 @@
+//! "The agent cluster" as the operator sees it: one client over every agent's gRPC endpoint,
+//! plus a cache of VM status fed by each agent's `WatchVmStatus` stream.
+//!
+//! Until the agents form a Raft group, each agent runs only the VMs sent to it, so a put goes
+//! to the host the operator placed the VM on ([`crate::placement`]); deletes and lookups try
+//! every endpoint in order. With Raft, a put will go to the first reachable endpoint (followers
+//! forward to the leader) and nothing above this module changes.
+//!
+//! Every status an agent reports wakes the MicroVM controller for that VM (see
+//! [`AgentCluster::new`]), so status shows up within milliseconds instead of at the next requeue.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::reflector::ObjectRef;
+use quiver_agent::client::AgentClient;
+use quiver_agent::proto;
+use quiver_crds::MicroVM;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::{Error, Result};
+
+/// How long one call to an agent may take before it counts as unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// A VM that changed on some agent: reconcile it.
+pub type VmTrigger = ObjectRef<MicroVM>;
+
+#[derive(Clone)]
+pub struct AgentCluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    agents: Mutex<BTreeMap<String, Agent>>,
+    vms: Mutex<HashMap<String, proto::VmStatus>>,
+    triggers: mpsc::UnboundedSender<VmTrigger>,
+}
+
+struct Agent {
+    address: String,
+    client: Option<AgentClient>,
+    /// The watch stream delivered its first full list since (re)connecting.
+    synced: bool,
+    watch: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for agent in lock(&self.agents).values() {
+            agent.watch.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Critical sections are single map operations; a panic cannot leave them half done.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What a cluster-wide delete found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteOutcome {
+    /// Some agent still knew the VM (it is being stopped and removed).
+    pub existed: bool,
+    /// Hosts that could not be asked.
+    pub unreachable: Vec<String>,
+}
+
+impl AgentCluster {
+    /// An empty cluster and the stream of VMs to reconcile because an agent reported them.
+    #[must_use]
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<VmTrigger>) {
+        let (triggers, rx) = mpsc::unbounded_channel();
+        let inner = Inner {
+            agents: Mutex::new(BTreeMap::new()),
+            vms: Mutex::new(HashMap::new()),
+            triggers,
+        };
+        (
+            AgentCluster {
+                inner: Arc::new(inner),
+            },
+            rx,
+        )
+    }
+
+    /// Adds the agent of `host` at `address` (`ip:port`), or moves it; a no-op when known.
+    pub fn set_agent(&self, host: &str, address: &str) {
+        let mut agents = lock(&self.inner.agents);
+        if agents.get(host).is_some_and(|a| a.address == address) {
+            return;
+        }
+        if let Some(old) = agents.remove(host) {
+            old.watch.abort();
+        }
+        let watch = tokio::spawn(watch_agent(
+            Arc::downgrade(&self.inner),
+            host.to_owned(),
+            address.to_owned(),
+        ));
+        let agent = Agent {
+            address: address.to_owned(),
+            client: None,
+            synced: false,
+            watch,
+        };
+        agents.insert(host.to_owned(), agent);
+    }
+
+    /// Whether every known agent has reported its full VM list at least once since it was
+    /// added, so that "not in the cache" means "no agent runs it".
+    #[must_use]
+    pub fn synced(&self) -> bool {
+        lock(&self.inner.agents).values().all(|a| a.synced)
+    }
+
+    /// Hosts whose agent stream is connected and synced.
+    #[must_use]
+    pub fn hosts(&self) -> Vec<String> {
+        lock(&self.inner.agents).keys().cloned().collect()
+    }
+
+    /// The latest status any agent reported for `uid`.
+    #[must_use]
+    pub fn vm(&self, uid: &str) -> Option<proto::VmStatus> {
+        lock(&self.inner.vms).get(uid).cloned()
+    }
+
+    async fn client(&self, host: &str) -> Result<AgentClient> {
+        let address = {
+            let agents = lock(&self.inner.agents);
+            let agent = agents.get(host).ok_or_else(|| {
+                Error::Unreachable(format!("no agent registered for host {host}"))
+            })?;
+            if let Some(client) = &agent.client {
+                return Ok(client.clone());
+            }
+            agent.address.clone()
+        };
+        let connect = AgentClient::connect(format!("http://{address}"));
+        let client = tokio::time::timeout(CALL_TIMEOUT, connect)
+            .await
+            .map_err(|_| Error::Unreachable(format!("{host} ({address}): connect timed out")))??;
+        if let Some(agent) = lock(&self.inner.agents).get_mut(host) {
+            agent.client = Some(client.clone());
+        }
+        Ok(client)
+    }
+
+    /// Sends the VM to `host`'s agent and records the status it answers with.
+    pub async fn put_vm(&self, host: &str, req: proto::PutVmRequest) -> Result<proto::VmStatus> {
+        let client = self.client(host).await?;
+        let reply = tokio::time::timeout(CALL_TIMEOUT, client.put_vm(req))
+            .await
+            .map_err(|_| Error::Unreachable(format!("{host}: PutVm timed out")))??;
+        let status = reply.status.unwrap_or_default();
+        record(&self.inner, status.clone());
+        Ok(status)
+    }
+
+    /// Asks every agent, in order, to delete `uid`.
+    pub async fn delete_vm(&self, uid: &str) -> DeleteOutcome {
+        let mut outcome = DeleteOutcome::default();
+        for host in self.hosts() {
+            let asked = match self.client(&host).await {
+                Ok(client) => tokio::time::timeout(CALL_TIMEOUT, client.delete_vm(uid))
+                    .await
+                    .map_err(|_| Error::Unreachable(format!("{host}: DeleteVm timed out")))
+                    .and_then(|r| r.map_err(Error::from)),
+                Err(e) => Err(e),
+            };
+            match asked {
+                Ok(existed) => outcome.existed |= existed,
+                Err(e) => {
+                    tracing::debug!(%host, error = %e, "DeleteVm failed");
+                    outcome.unreachable.push(host);
+                }
+            }
+        }
+        if !outcome.existed && outcome.unreachable.is_empty() {
+            lock(&self.inner.vms).remove(uid);
+        }
+        outcome
+    }
+
+    /// Asks `host`'s agent for its own status (the Status service).
+    pub async fn agent_status(&self, host: &str, timeout: Duration) -> Result<proto::AgentStatus> {
+        let client = self.client(host).await?;
+        tokio::time::timeout(timeout, client.status())
+            .await
+            .map_err(|_| Error::Unreachable(format!("{host}: GetStatus timed out")))?
+            .map_err(Error::from)
+    }
+}
+
+fn record(inner: &Inner, status: proto::VmStatus) {
+    if status.uid.is_empty() {
+        return;
+    }
+    let trigger = ObjectRef::new(&status.name).within(&status.namespace);
+    {
+        let mut vms = lock(&inner.vms);
+        if status.deleted {
+            vms.remove(&status.uid);
+        } else {
+            vms.insert(status.uid.clone(), status);
+        }
+    }
+    let _ = inner.triggers.send(trigger);
+}
+
+fn set_synced(inner: &Inner, host: &str, synced: bool) {
+    if let Some(agent) = lock(&inner.agents).get_mut(host) {
+        agent.synced = synced;
+    }
+}
+
+/// Follows one agent's status stream for as long as the cluster exists, reconnecting with
+/// backoff. Each (re)connect starts with a full list that replaces what the cache held for
+/// that host, so VMs removed while the stream was down do not linger.
+async fn watch_agent(inner: std::sync::Weak<Inner>, host: String, address: String) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        match follow(&strong, &host, &address).await {
+            Ok(()) => tracing::info!(%host, "agent status stream ended; reconnecting"),
+            Err(e) => tracing::debug!(%host, error = %e, "agent status stream failed"),
+        }
+        set_synced(&strong, &host, false);
+        drop(strong);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+    }
+}
+
+async fn follow(inner: &Inner, host: &str, address: &str) -> Result<()> {
+    let client = AgentClient::connect(format!("http://{address}")).await?;
+    let listed = client.list_vms().await?;
+    let mut stream = client.watch().await?;
+    let stale: Vec<proto::VmStatus> = {
+        let vms = lock(&inner.vms);
+        vms.values()
+            .filter(|s| s.host == host && !listed.iter().any(|l| l.uid == s.uid))
+            .cloned()
+            .collect()
+    };
+    for mut gone in stale {
+        gone.deleted = true;
+        record(inner, gone);
+    }
+    for status in listed {
+        record(inner, status);
+    }
+    set_synced(inner, host, true);
+    tracing::info!(%host, %address, "following agent status stream");
+    while let Some(item) = stream.next().await {
+        record(inner, item?);
+    }
+    Ok(())
+}

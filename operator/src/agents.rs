@@ -1,0 +1,245 @@
+//! Agent processes on this machine: how the dev cluster (and the tests) start, register and
+//! stop `quiver-agent`s.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use quiver_agent::client::AgentClient;
+use quiver_crds::{API_VERSION, Host, HostResources};
+use tokio::process::{Child, Command};
+
+use crate::{Error, Result};
+
+/// Field manager of Host registrations written from outside the agent.
+pub const REGISTRAR: &str = "quiver-registrar";
+
+/// Finds `quiver-agent`: `explicit` (flag or `QUIVER_AGENT_BIN`), else next to the current
+/// executable (also one level up, for test binaries in `target/debug/deps`).
+pub fn locate_agent_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_owned());
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| Error::io("locating the current executable", e))?;
+    let candidates = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("quiver-agent"))
+        .collect::<Vec<_>>();
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        Error::Dev(format!(
+            "quiver-agent not found next to {} (build it: `cargo build -p quiver-agent`, or pass \
+             --agent-bin / QUIVER_AGENT_BIN)",
+            exe.display()
+        ))
+    })
+}
+
+/// How to start one agent.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    pub binary: PathBuf,
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Loopback port for gRPC; kept across restarts so the Host's address stays valid.
+    pub port: u16,
+    pub accel: String,
+    pub capacity_cpus: Option<u32>,
+    pub capacity_memory_mib: Option<u64>,
+}
+
+/// A running `quiver-agent` (killed if dropped without [`AgentProcess::stop`]).
+pub struct AgentProcess {
+    pub options: AgentOptions,
+    child: Option<Child>,
+}
+
+/// A free loopback TCP port (free when this returns; good enough on a dev machine).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::io("finding a free port", e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("finding a free port", e))?
+        .port();
+    Ok(port)
+}
+
+impl AgentProcess {
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.options.port)
+    }
+
+    /// Starts the agent and waits until it answers Health.
+    pub async fn start(options: AgentOptions) -> Result<Self> {
+        std::fs::create_dir_all(&options.data_dir)
+            .map_err(|e| Error::io(format!("creating {}", options.data_dir.display()), e))?;
+        let log_path = options.data_dir.join("agent.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::io(format!("opening {}", log_path.display()), e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| Error::io("duplicating the log file", e))?;
+        let mut cmd = Command::new(&options.binary);
+        cmd.arg("--data-dir")
+            .arg(&options.data_dir)
+            .arg("--grpc-listen")
+            .arg(format!("127.0.0.1:{}", options.port))
+            .arg("--host-name")
+            .arg(&options.name)
+            .arg("--accel")
+            .arg(&options.accel);
+        if let Some(cpus) = options.capacity_cpus {
+            cmd.arg("--capacity-cpus").arg(cpus.to_string());
+        }
+        if let Some(mem) = options.capacity_memory_mib {
+            cmd.arg("--capacity-memory-mib").arg(mem.to_string());
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("starting {}", options.binary.display()), e))?;
+        let mut agent = AgentProcess {
+            options,
+            child: Some(child),
+        };
+        agent.wait_healthy(Duration::from_secs(30)).await?;
+        Ok(agent)
+    }
+
+    async fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let url = format!("http://{}", self.address());
+        loop {
+            if let Ok(client) = AgentClient::connect(url.clone()).await {
+                if client.health().await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(exit)) = child.try_wait() {
+                    return Err(Error::Dev(format!(
+                        "agent {} exited with {exit} (log: {})",
+                        self.options.name,
+                        self.options.data_dir.join("agent.log").display()
+                    )));
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Dev(format!(
+                    "agent {} did not answer within {timeout:?}",
+                    self.options.name
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Deletes every VM the agent runs and waits (bounded) until they are gone, so that no
+    /// QEMU outlives a dev cluster.
+    pub async fn delete_all_vms(&self, timeout: Duration) -> Result<()> {
+        let client = AgentClient::connect(format!("http://{}", self.address())).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let vms = client.list_vms().await?;
+            if vms.is_empty() {
+                return Ok(());
+            }
+            for vm in &vms {
+                client.delete_vm(&vm.uid).await?;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Dev(format!(
+                    "agent {}: {} VMs still present",
+                    self.options.name,
+                    vms.len()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s. VMs keep running (the agent re-adopts them).
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts the agent again with the same options (data dir, port).
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await;
+        let again = AgentProcess::start(self.options.clone()).await?;
+        *self = again;
+        Ok(())
+    }
+}
+
+/// A deterministic 64-hex-digit stand-in for the agent's Iroh endpoint id, which agents do not
+/// have yet (the field is required by the Host schema).
+#[must_use]
+pub fn placeholder_endpoint_id(name: &str) -> String {
+    let mut out = String::with_capacity(64);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for round in 0u8..4 {
+        for b in name.bytes().chain([round]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        out.push_str(&format!("{h:016x}"));
+    }
+    out
+}
+
+/// Registers (or updates) the Host of the agent at `address` named `name`, with the capacity
+/// the agent reports.
+pub async fn register_host(client: &Client, name: &str, address: &str) -> Result<()> {
+    let agent = AgentClient::connect(format!("http://{address}")).await?;
+    let status = agent.status().await?;
+    let capacity = status
+        .capacity
+        .map_or(HostResources::default(), |c| HostResources {
+            cpus: c.cpus,
+            memory_mib: c.memory_mib,
+        });
+    let patch = serde_json::json!({
+        "apiVersion": API_VERSION,
+        "kind": "Host",
+        "metadata": {"name": name},
+        "spec": {
+            "endpointId": placeholder_endpoint_id(name),
+            "grpcAddress": address,
+            "capacity": capacity,
+        },
+    });
+    let api: Api<Host> = Api::all(client.clone());
+    api.patch(
+        name,
+        &PatchParams::apply(REGISTRAR).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The MicroVM controller: `reconcile` → finalizer → `apply` / `cleanup`.
+//!
+//! `apply` places the VM (once), sends it to its host's agent whenever the agent has not seen
+//! this generation, then writes the status [`crate::status::desired_status`] computes, only if
+//! it differs from the stored one. `cleanup` deletes the VM on every agent and succeeds once no
+//! agent knows it any more (at once when it was never placed).
+//!
+//! Spec changes are passed through: the agent restarts QEMU when the machine changes (cpus,
+//! memory, kernel, disks...) and only starts/stops it when `runStrategy` changes.
+//! RestartRequired is True while the host still runs an older generation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::{Api, Resource, ResourceExt};
+use quiver_agent::proto;
+use quiver_crds::condition::READY;
+use quiver_crds::{API_VERSION, MicroVM, MicroVMPhase, MicroVMStatus, VM_FINALIZER};
+
+use super::{Context, FIELD_MANAGER};
+use crate::convert::put_request;
+use crate::placement::{HostView, Placement, place};
+use crate::status::{Assignment, Observation, desired_status, now, transitions};
+use crate::{Error, Result};
+
+pub async fn reconcile(vm: Arc<MicroVM>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = vm
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<MicroVM> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, VM_FINALIZER, vm, |event| async {
+        match event {
+            finalizer::Event::Apply(vm) => apply(&vm, &ctx, &api).await,
+            finalizer::Event::Cleanup(vm) => cleanup(&vm, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+        finalizer::Error::UnnamedObject => Error::MissingField("metadata.name"),
+        finalizer::Error::InvalidFinalizer => Error::MissingField("a valid finalizer"),
+    })
+}
+
+pub fn error_policy(vm: Arc<MicroVM>, error: &Error, _ctx: Arc<Context>) -> Action {
+    match error {
+        Error::StillRemoving { .. } => Action::requeue(Duration::from_millis(500)),
+        other => {
+            tracing::warn!(vm = %vm.name_any(), error = %other, kind = other.metric_label(), "reconcile failed");
+            Action::requeue(Duration::from_secs(5))
+        }
+    }
+}
+
+fn uid(vm: &MicroVM) -> Result<String> {
+    vm.uid().ok_or(Error::MissingField("metadata.uid"))
+}
+
+async fn apply(vm: &MicroVM, ctx: &Context, api: &Api<MicroVM>) -> Result<Action> {
+    ctx.sync_agents();
+    if !ctx.cluster.synced() {
+        // Until every agent has listed its VMs, "not found" could mean "not listed yet":
+        // placing now could run a second copy.
+        return Ok(Action::requeue(Duration::from_millis(300)));
+    }
+    let uid = uid(vm)?;
+    let (assignment, agent) = place_and_put(vm, &uid, ctx).await?;
+    let host_ready = match &assignment {
+        Assignment::Assigned { host, .. } => host_ready(ctx, host),
+        _ => None,
+    };
+    let obs = Observation {
+        assignment,
+        agent: agent.as_ref(),
+        host_ready,
+        now: now(),
+    };
+    let desired = desired_status(vm, &obs);
+    if vm.status.as_ref() != Some(&desired) {
+        write_status(vm, &desired, api).await?;
+        publish_events(vm, vm.status.as_ref(), &desired, ctx).await;
+    }
+    Ok(requeue_for(&desired))
+}
+
+/// Where the VM runs (placing it if nobody did) and what its agent says after the put.
+async fn place_and_put(
+    vm: &MicroVM,
+    uid: &str,
+    ctx: &Context,
+) -> Result<(Assignment, Option<proto::VmStatus>)> {
+    let cached = ctx.cluster.vm(uid);
+    let status = vm.status.clone().unwrap_or_default();
+    let known_host = cached
+        .as_ref()
+        .map(|c| c.host.clone())
+        .or_else(|| ctx.assignment(uid))
+        .or_else(|| status.host.clone().filter(|_| status.epoch > 0));
+    let (host, epoch) = match known_host {
+        Some(host) => {
+            let epoch = cached.as_ref().map_or(status.epoch, |c| c.epoch).max(1);
+            (host, epoch)
+        }
+        None => {
+            let _placing = ctx.placing.lock().await;
+            match place(&vm.spec, &host_views(ctx, uid)) {
+                Placement::Host(host) => {
+                    ctx.assign(uid, &host);
+                    (host, status.epoch + 1)
+                }
+                Placement::Unschedulable { reason, message } => {
+                    return Ok((Assignment::Unschedulable { reason, message }, None));
+                }
+            }
+        }
+    };
+    let generation = vm.metadata.generation.unwrap_or_default();
+    let fresh = cached
+        .as_ref()
+        .is_some_and(|c| c.observed_generation == generation && c.epoch == epoch);
+    if fresh {
+        return Ok((Assignment::Assigned { host, epoch }, cached));
+    }
+    ctx.assign(uid, &host);
+    match ctx.cluster.put_vm(&host, put_request(vm, uid, epoch)).await {
+        Ok(reported) => Ok((Assignment::Assigned { host, epoch }, Some(reported))),
+        Err(Error::Unreachable(why)) => {
+            tracing::info!(vm = %vm.name_any(), %host, %why, "host unreachable; will retry");
+            Ok((Assignment::Assigned { host, epoch }, cached))
+        }
+        Err(Error::Agent(refused)) => {
+            let message = refused.to_string();
+            Ok((Assignment::Rejected { host, message }, None))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// Every registered Host as placement sees it, with the memory of the VMs already on it.
+fn host_views(ctx: &Context, placing_uid: &str) -> Vec<HostView> {
+    let vms = ctx.vms.state();
+    ctx.hosts
+        .state()
+        .iter()
+        .map(|h| {
+            let name = h.name_any();
+            let status = h.status.clone().unwrap_or_default();
+            let allocated_memory_mib = vms
+                .iter()
+                .filter(|vm| vm.uid().is_some_and(|u| u != placing_uid))
+                .filter(|vm| vm.spec.run_strategy != quiver_crds::RunStrategy::Halted)
+                .filter(|vm| assigned_host(ctx, vm).as_deref() == Some(name.as_str()))
+                .map(|vm| u64::from(vm.spec.memory_mib))
+                .sum();
+            HostView {
+                labels: h.labels().clone(),
+                capacity: status.capacity.unwrap_or(h.spec.capacity),
+                allocated_memory_mib,
+                ready: status.condition(READY).is_some_and(|c| c.status == "True"),
+                name,
+            }
+        })
+        .collect()
+}
+
+fn assigned_host(ctx: &Context, vm: &MicroVM) -> Option<String> {
+    let uid = vm.uid()?;
+    ctx.cluster
+        .vm(&uid)
+        .map(|s| s.host)
+        .or_else(|| ctx.assignment(&uid))
+        .or_else(|| vm.status.as_ref().and_then(|s| s.host.clone()))
+}
+
+fn host_ready(ctx: &Context, host: &str) -> Option<bool> {
+    let host = ctx
+        .hosts
+        .state()
+        .into_iter()
+        .find(|h| h.name_any() == host)?;
+    let status = host.status.as_ref()?;
+    status.condition(READY).map(|c| c.status == "True")
+}
+
+async fn write_status(vm: &MicroVM, status: &MicroVMStatus, api: &Api<MicroVM>) -> Result<()> {
+    let patch = serde_json::json!({
+        "apiVersion": API_VERSION,
+        "kind": "MicroVM",
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&vm.name_any(), &params, &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn publish_events(
+    vm: &MicroVM,
+    old: Option<&MicroVMStatus>,
+    new: &MicroVMStatus,
+    ctx: &Context,
+) {
+    let reference = vm.object_ref(&());
+    for t in transitions(old, new) {
+        let event = Event {
+            type_: if t.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: t.reason.to_owned(),
+            note: Some(t.note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(vm = %vm.name_any(), error = %e, "could not publish event");
+        }
+    }
+}
+
+/// A safety net only: agent status streams and Host changes wake the controller earlier.
+fn requeue_for(status: &MicroVMStatus) -> Action {
+    match status.phase {
+        Some(MicroVMPhase::Running | MicroVMPhase::Stopped) => {
+            Action::requeue(Duration::from_secs(300))
+        }
+        Some(MicroVMPhase::Pending) => Action::requeue(Duration::from_secs(30)),
+        _ => Action::requeue(Duration::from_secs(10)),
+    }
+}
+
+async fn cleanup(vm: &MicroVM, ctx: &Context) -> Result<Action> {
+    ctx.sync_agents();
+    let uid = uid(vm)?;
+    let outcome = ctx.cluster.delete_vm(&uid).await;
+    if outcome.existed {
+        return Err(Error::StillRemoving { uid });
+    }
+    if let Some(host) = assigned_host(ctx, vm) {
+        if outcome.unreachable.contains(&host) {
+            return Err(Error::Unreachable(format!(
+                "cannot confirm that host {host} removed vm {uid}"
+            )));
+        }
+    }
+    ctx.forget(&uid);
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Deleted".to_owned(),
+        note: Some("the VM is stopped and its files removed".to_owned()),
+        action: "Delete".to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &vm.object_ref(&())).await {
+        tracing::debug!(error = %e, "could not publish event");
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,152 @@
+//! The controllers and what they share.
+//!
+//! [`run`] wires the MicroVM and Host controllers to one [`Context`]: the agent cluster client,
+//! reflector stores of both kinds, the event recorder and the operator's own memory of where it
+//! placed VMs. Agent status streams wake the MicroVM controller per VM; a Host becoming Ready,
+//! NotReady or changing labels/capacity wakes every MicroVM (placement may change).
+
+pub mod host;
+pub mod microvm;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::FutureExt as _;
+
+use futures::StreamExt;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use quiver_crds::{Host, MicroVM};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::agent_client::AgentCluster;
+
+/// The one field manager every status write of the operator uses.
+pub const FIELD_MANAGER: &str = "quiver-operator";
+
+/// Tunables of the controllers.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// How often the Host controller polls each agent; three missed polls mark it NotReady.
+    pub heartbeat_interval: Duration,
+    /// `reportingInstance` of Events.
+    pub instance: String,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            heartbeat_interval: Duration::from_secs(2),
+            instance: "quiver-operator".to_owned(),
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub cluster: AgentCluster,
+    pub recorder: Recorder,
+    pub hosts: Store<Host>,
+    pub vms: Store<MicroVM>,
+    pub config: ControllerConfig,
+    /// uid → host the operator sent the VM to (survives until the VM is cleaned up).
+    assignments: Mutex<HashMap<String, String>>,
+    /// Serializes placement so that concurrent reconciles never double-book a host.
+    pub(crate) placing: tokio::sync::Mutex<()>,
+    /// Last seen (ready, labels, capacity) per host; a change wakes every MicroVM.
+    host_seen: Mutex<HashMap<String, String>>,
+    hosts_changed: mpsc::UnboundedSender<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Critical sections are single map operations; a panic cannot leave them half done.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Context {
+    pub(crate) fn assignment(&self, uid: &str) -> Option<String> {
+        lock(&self.assignments).get(uid).cloned()
+    }
+
+    pub(crate) fn assign(&self, uid: &str, host: &str) {
+        lock(&self.assignments).insert(uid.to_owned(), host.to_owned());
+    }
+
+    pub(crate) fn forget(&self, uid: &str) {
+        lock(&self.assignments).remove(uid);
+    }
+
+    /// Makes sure the agent cluster follows every registered Host's agent.
+    pub(crate) fn sync_agents(&self) {
+        for host in self.hosts.state() {
+            self.cluster
+                .set_agent(&host.name_any(), &host.spec.grpc_address);
+        }
+    }
+
+    /// Wakes every MicroVM when what placement sees of `host` changed.
+    pub(crate) fn host_seen(&self, host: &str, fingerprint: String) {
+        let changed = lock(&self.host_seen).insert(host.to_owned(), fingerprint.clone());
+        if changed.as_ref() != Some(&fingerprint) {
+            let _ = self.hosts_changed.send(());
+        }
+    }
+}
+
+/// Runs both controllers until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    config: ControllerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (cluster, vm_triggers) = AgentCluster::new();
+    let (hosts_changed, hosts_rx) = mpsc::unbounded_channel();
+    let host_ctl = Controller::new(Api::<Host>::all(client.clone()), watcher::Config::default());
+    let vm_ctl = Controller::new(
+        Api::<MicroVM>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .reconcile_on(UnboundedReceiverStream::new(vm_triggers))
+    .reconcile_all_on(UnboundedReceiverStream::new(hosts_rx));
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.to_owned(),
+        instance: Some(config.instance.clone()),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        cluster,
+        hosts: host_ctl.store(),
+        vms: vm_ctl.store(),
+        config,
+        assignments: Mutex::new(HashMap::new()),
+        placing: tokio::sync::Mutex::new(()),
+        host_seen: Mutex::new(HashMap::new()),
+        hosts_changed,
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).map(|r| r.is_ok()).await;
+        }
+    };
+    let hosts = host_ctl
+        .graceful_shutdown_on(stopped())
+        .run(host::reconcile, host::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+    let vms = vm_ctl
+        .graceful_shutdown_on(stopped())
+        .run(microvm::reconcile, microvm::error_policy, ctx)
+        .for_each(|_| futures::future::ready(()));
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    tokio::join!(hosts, vms);
+}

@@ -1,0 +1,304 @@
+//! `quiver-operator dev`: the whole system on one machine. The dev control plane in-process,
+//! the CRDs installed from `quiver_crds`, the operator in-process, N `quiver-agent` processes
+//! on loopback, and optionally a demo VM.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use quiver_crds::condition::GUEST_READY;
+use quiver_crds::{Host, MicroVM};
+
+use crate::agents::{AgentOptions, AgentProcess, free_port, register_host};
+use crate::operator::{Operator, OperatorConfig};
+use crate::{Error, Result};
+
+/// The demo VM (`examples/microvm.yaml`), built in so `dev --demo` works from any directory.
+pub const DEMO_MANIFEST: &str = include_str!("../../examples/microvm.yaml");
+
+/// Settings of `quiver-operator dev`.
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    pub control_plane: quiver_apiserver::Config,
+    pub kubeconfig: PathBuf,
+    pub control_plane_only: bool,
+    pub state_dir: PathBuf,
+    pub agents: usize,
+    pub agent_bin: Option<PathBuf>,
+    pub accel: String,
+    pub demo: bool,
+    pub demo_timeout: Duration,
+}
+
+/// A kube client for the dev control plane, from its kubeconfig.
+pub async fn client_for(kubeconfig: &str) -> Result<Client> {
+    let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig)
+        .map_err(|e| Error::Dev(format!("kubeconfig: {e}")))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(parsed, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::Dev(format!("kubeconfig: {e}")))?;
+    Client::try_from(config).map_err(Error::Kube)
+}
+
+/// Applies every Quiver CRD and waits until MicroVMs and Hosts can be listed.
+pub async fn install_crds(client: &Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in quiver_crds::generate::crds() {
+        let name = crd.name_any();
+        let mut crd = crd;
+        crd.metadata.managed_fields = None;
+        let params = PatchParams::apply("quiver-dev").force();
+        api.patch(&name, &params, &Patch::Apply(&crd)).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let vms = Api::<MicroVM>::all(client.clone())
+            .list(&ListParams::default().limit(1))
+            .await;
+        let hosts = Api::<Host>::all(client.clone())
+            .list(&ListParams::default().limit(1))
+            .await;
+        match (vms, hosts) {
+            (Ok(_), Ok(_)) => return Ok(()),
+            (Err(e), _) | (_, Err(e)) if Instant::now() > deadline => return Err(e.into()),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Runs the dev cluster until Ctrl-C (or the end of the demo).
+pub async fn run(opts: DevOptions) -> Result<()> {
+    let server = quiver_apiserver::DevApiServer::start(opts.control_plane.clone())
+        .await
+        .map_err(|e| Error::Dev(format!("starting the dev control plane: {e:#}")))?;
+    if let Some(dir) = opts.kubeconfig.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    server
+        .write_kubeconfig(&opts.kubeconfig)
+        .map_err(|e| Error::io(format!("writing {}", opts.kubeconfig.display()), e))?;
+    println!(
+        "dev control plane at {}; kubeconfig written to {}",
+        server.url(),
+        opts.kubeconfig.display()
+    );
+    let result = if opts.control_plane_only {
+        print_next_steps(&opts.kubeconfig, false);
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| Error::io("waiting for Ctrl-C", e))
+    } else {
+        let cluster = DevCluster::start(&opts, &server.kubeconfig()).await;
+        match cluster {
+            Ok(mut cluster) => {
+                let outcome = cluster.serve(&opts).await;
+                cluster.stop().await;
+                outcome
+            }
+            Err(e) => Err(e),
+        }
+    };
+    server.shutdown().await;
+    result
+}
+
+fn print_next_steps(kubeconfig: &Path, cluster: bool) {
+    let path = std::fs::canonicalize(kubeconfig).unwrap_or_else(|_| kubeconfig.to_owned());
+    println!("\nNext, in another terminal:");
+    println!("  export KUBECONFIG={}", path.display());
+    if cluster {
+        println!("  kubectl get qh                        # the hosts (agents)");
+        println!("  kubectl apply -f examples/microvm.yaml");
+        println!("  kubectl get mvm -w                    # watch it boot");
+        println!("  kubectl describe mvm demo             # the events");
+    } else {
+        println!("  kubectl api-resources");
+    }
+    println!("Ctrl-C stops everything.\n");
+}
+
+/// Operator and agents of a running dev cluster.
+struct DevCluster {
+    client: Client,
+    kubeconfig: PathBuf,
+    operator: Option<Operator>,
+    agents: Vec<AgentProcess>,
+}
+
+impl DevCluster {
+    async fn start(opts: &DevOptions, kubeconfig: &str) -> Result<Self> {
+        let client = client_for(kubeconfig).await?;
+        install_crds(&client).await?;
+        let binary = crate::agents::locate_agent_binary(opts.agent_bin.as_deref())?;
+        let mut cluster = DevCluster {
+            client: client.clone(),
+            kubeconfig: opts.kubeconfig.clone(),
+            operator: Some(Operator::spawn(
+                client.clone(),
+                OperatorConfig::new("quiver-operator-dev"),
+            )),
+            agents: Vec::new(),
+        };
+        for i in 0..opts.agents {
+            let name = format!("agent-{i}");
+            let options = AgentOptions {
+                binary: binary.clone(),
+                data_dir: opts.state_dir.join(&name),
+                name: name.clone(),
+                port: free_port()?,
+                accel: opts.accel.clone(),
+                capacity_cpus: None,
+                capacity_memory_mib: None,
+            };
+            let started = AgentProcess::start(options).await;
+            let agent = match started {
+                Ok(agent) => agent,
+                Err(e) => {
+                    cluster.stop().await;
+                    return Err(e);
+                }
+            };
+            println!(
+                "agent {name} listening on {} (data in {})",
+                agent.address(),
+                agent.options.data_dir.display()
+            );
+            register_host(&client, &name, &agent.address()).await?;
+            cluster.agents.push(agent);
+        }
+        Ok(cluster)
+    }
+
+    async fn serve(&mut self, opts: &DevOptions) -> Result<()> {
+        print_next_steps(&self.kubeconfig, true);
+        if !opts.demo {
+            return tokio::signal::ctrl_c()
+                .await
+                .map_err(|e| Error::io("waiting for Ctrl-C", e));
+        }
+        tokio::select! {
+            r = demo(&self.client, &self.kubeconfig, opts.demo_timeout) => r,
+            _ = tokio::signal::ctrl_c() => Err(Error::Dev("interrupted".into())),
+        }
+    }
+
+    /// Deletes every MicroVM (the operator stops them), then stops the operator and agents,
+    /// making sure no QEMU is left behind.
+    async fn stop(&mut self) {
+        println!("stopping: deleting MicroVMs...");
+        let api: Api<MicroVM> = Api::all(self.client.clone());
+        if let Ok(list) = api.list(&ListParams::default()).await {
+            for vm in list {
+                let ns_api: Api<MicroVM> =
+                    Api::namespaced(self.client.clone(), &vm.namespace().unwrap_or_default());
+                let _ = ns_api
+                    .delete(&vm.name_any(), &DeleteParams::default())
+                    .await;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match api.list(&ListParams::default()).await {
+                Ok(list) if list.items.is_empty() => break,
+                Err(_) => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        if let Some(operator) = self.operator.take() {
+            operator.shutdown().await;
+        }
+        for agent in &mut self.agents {
+            if let Err(e) = agent.delete_all_vms(Duration::from_secs(30)).await {
+                eprintln!("warning: {e}");
+            }
+            agent.stop().await;
+        }
+        println!("stopped: VMs deleted, agents stopped");
+    }
+}
+
+/// Applies the demo VM, prints its phases as it boots and `kubectl get mvm` once the guest is
+/// ready. Fails when it is not ready within `timeout`.
+async fn demo(client: &Client, kubeconfig: &Path, timeout: Duration) -> Result<()> {
+    let vm: MicroVM = serde_yaml_ng::from_str(DEMO_MANIFEST)
+        .map_err(|e| Error::Dev(format!("demo manifest: {e}")))?;
+    let name = vm.name_any();
+    let api: Api<MicroVM> = Api::namespaced(client.clone(), "default");
+    let patch = serde_json::to_value(&vm).map_err(Error::Serialize)?;
+    api.patch(
+        &name,
+        &PatchParams::apply("quiver-demo").force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    println!("applied examples/microvm.yaml (MicroVM default/{name})");
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        let current = api.get_opt(&name).await?;
+        let status = current.and_then(|vm| vm.status).unwrap_or_default();
+        let phase = status
+            .phase
+            .map_or_else(|| "-".to_owned(), |p| format!("{p:?}"));
+        let ready = status
+            .condition(GUEST_READY)
+            .is_some_and(|c| c.status == "True");
+        let line = format!("{phase} {}", status.host.clone().unwrap_or_default());
+        if line != last {
+            println!(
+                "  {:>5.1}s  phase={phase:<10} host={:<8} {}",
+                start.elapsed().as_secs_f64(),
+                status.host.unwrap_or_else(|| "-".into()),
+                status.message.unwrap_or_default()
+            );
+            last = line;
+        }
+        if ready {
+            println!("  {:>5.1}s  guest ready", start.elapsed().as_secs_f64());
+            break;
+        }
+        if start.elapsed() > timeout {
+            return Err(Error::Dev(format!(
+                "the demo VM did not become GuestReady within {timeout:?} (last phase {phase}); \
+                 check `kubectl describe mvm {name}` and the agent logs"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    print_get_mvm(&api, kubeconfig).await
+}
+
+/// `kubectl get mvm` with the real kubectl when it is on PATH, else the same columns.
+async fn print_get_mvm(api: &Api<MicroVM>, kubeconfig: &Path) -> Result<()> {
+    let out = tokio::process::Command::new("kubectl")
+        .args(["get", "mvm"])
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .await;
+    println!("\n$ kubectl get mvm");
+    if let Some(out) = out.as_ref().ok().filter(|o| o.status.success()) {
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        return Ok(());
+    }
+    println!("{:<8} {:<10} {:<8} {:<6}", "NAME", "PHASE", "HOST", "READY");
+    for vm in api.list(&ListParams::default()).await? {
+        let s = vm.status.clone().unwrap_or_default();
+        let ready = s
+            .condition(GUEST_READY)
+            .map(|c| c.status.clone())
+            .unwrap_or_default();
+        let phase = s.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+        println!(
+            "{:<8} {:<10} {:<8} {:<6}",
+            vm.name_any(),
+            phase,
+            s.host.unwrap_or_default(),
+            ready
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! The operator process: leader election around the controllers.
+
+use std::time::Duration;
+
+use futures::FutureExt as _;
+
+use kube::Client;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::controller::{self, ControllerConfig};
+use crate::leader::{ElectionConfig, Elector};
+
+/// Everything the operator can be tuned with.
+#[derive(Clone, Debug)]
+pub struct OperatorConfig {
+    pub controllers: ControllerConfig,
+    pub election: ElectionConfig,
+}
+
+impl OperatorConfig {
+    /// Defaults for a replica called `identity`, electing on Lease `default/quiver-operator`.
+    #[must_use]
+    pub fn new(identity: &str) -> Self {
+        OperatorConfig {
+            controllers: ControllerConfig {
+                instance: identity.to_owned(),
+                ..ControllerConfig::default()
+            },
+            election: ElectionConfig {
+                namespace: "default".to_owned(),
+                name: "quiver-operator".to_owned(),
+                identity: identity.to_owned(),
+                lease_duration: Duration::from_secs(15),
+            },
+        }
+    }
+}
+
+/// A running operator; [`Operator::shutdown`] stops it and releases its lease.
+pub struct Operator {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    leading: watch::Receiver<bool>,
+}
+
+impl Operator {
+    /// Starts campaigning; the controllers run only while this replica holds the lease.
+    #[must_use]
+    pub fn spawn(client: Client, config: OperatorConfig) -> Self {
+        let (stop, stop_rx) = watch::channel(false);
+        let (leading_tx, leading) = watch::channel(false);
+        let elector = Elector::new(client.clone(), config.election.clone());
+        let task = tokio::spawn(run(
+            client,
+            config.controllers,
+            elector,
+            leading_tx,
+            stop_rx,
+        ));
+        Operator {
+            stop,
+            task,
+            leading,
+        }
+    }
+
+    /// Whether this replica leads (and so reconciles) right now.
+    #[must_use]
+    pub fn is_leading(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Stops the controllers, then releases the lease.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Stops at once, as a crash would: the lease is left to expire.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+async fn run(
+    client: Client,
+    config: ControllerConfig,
+    elector: Elector,
+    leading_tx: watch::Sender<bool>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut leading = leading_tx.subscribe();
+    let election = tokio::spawn(elector.run(leading_tx, stop.clone()));
+    loop {
+        let mut stop_wait = stop.clone();
+        tokio::select! {
+            ok = leading.wait_for(|l| *l).map(|r| r.is_ok()) => if !ok { break },
+            _ = stop_wait.wait_for(|s| *s).map(|r| r.is_ok()) => break,
+        }
+        tracing::info!("leading: starting controllers");
+        let (ctl_stop_tx, mut ctl_stop_rx) = watch::channel(false);
+        let controllers = tokio::spawn(controller::run(
+            client.clone(),
+            config.clone(),
+            async move {
+                let _ = ctl_stop_rx.wait_for(|s| *s).map(|r| r.is_ok()).await;
+            },
+        ));
+        let controllers = AbortOnDrop(controllers);
+        let mut stop_wait = stop.clone();
+        tokio::select! {
+            _ = leading.wait_for(|l| !*l).map(|r| r.is_ok()) => {
+                tracing::warn!("lost the lease: stopping controllers");
+                drop(controllers);
+            }
+            _ = stop_wait.wait_for(|s| *s).map(|r| r.is_ok()) => {
+                let _ = ctl_stop_tx.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(5), wait(controllers)).await;
+                break;
+            }
+        }
+    }
+    // The elector sees `stop` too and releases the lease before it returns.
+    let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn wait(mut handle: AbortOnDrop) {
+    let _ = (&mut handle.0).await;
+}
