@@ -285,7 +285,7 @@ async fn unschedulable_vms_wait_pending_with_a_reason_and_run_once_a_fitting_hos
     let k = cluster.kubectl();
     apply(
         &k,
-        &vm_manifest(&guest, "big", "").replace("memoryMiB: 128", "memoryMiB: 2048"),
+        &vm_manifest(&guest, "big", "").replace("memoryMiB: 256", "memoryMiB: 2048"),
     )
     .await?;
     apply(

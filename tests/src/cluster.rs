@@ -13,8 +13,10 @@ use quiver_operator::operator::{Operator, OperatorConfig};
 
 use crate::{ControlPlane, Kubectl};
 
-/// Kernel cmdline for the test guest under TCG (`tsc=reliable` avoids a TSC calibration stall).
-pub const TEST_CMDLINE: &str = "console=ttyS0 edd=off quiet panic=-1 reboot=t tsc=reliable";
+/// Kernel cmdline for the test guest under TCG. The microvm guest has no timer to calibrate the
+/// TSC against and hangs on a busy host unless the TSC frequency is fixed.
+pub const TEST_CMDLINE: &str =
+    "console=ttyS0 edd=off quiet panic=-1 reboot=t tsc=reliable tsc_early_khz=2000000 no_timer_check";
 
 /// The guest image directory, or `None` when it is missing and `QUIVER_REQUIRE_GUEST` is unset
 /// (the caller skips and says so). Panics when it is missing but required.
@@ -40,7 +42,7 @@ pub fn guest_dir() -> Option<PathBuf> {
 pub fn vm_manifest(guest: &Path, name: &str, extra: &str) -> String {
     format!(
         "apiVersion: quiver.dev/v1alpha1\nkind: MicroVM\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  \
-         cpus: 1\n  memoryMiB: 128\n  kernel: {k}\n  initrd: {i}\n  cmdline: {TEST_CMDLINE}\n  readiness:\n    \
+         cpus: 1\n  memoryMiB: 256\n  kernel: {k}\n  initrd: {i}\n  cmdline: {TEST_CMDLINE}\n  readiness:\n    \
          serialMarker: QUIVER_GUEST_READY\n{extra}",
         k = guest.join("vmlinuz").display(),
         i = guest.join("initrd.gz").display(),
