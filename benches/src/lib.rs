@@ -1,1 +1,105 @@
-//! Benchmark harnesses.
+//! Benchmark harnesses. Each binary measures one part of Quiver together with a baseline
+//! taken in the same run, and rewrites its own section of `docs/benchmarks.md`.
+//!
+//! Goals: numbers anyone can reproduce with one command, reported as ratios to a baseline.
+//! Non-goals: assertions on speed (tests never assert on wall-clock time).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Latency samples with percentiles.
+#[derive(Debug, Default, Clone)]
+pub struct Samples(Vec<Duration>);
+
+impl Samples {
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    pub fn extend(&mut self, other: &Samples) {
+        self.0.extend_from_slice(&other.0);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `p`th percentile (0–100), nearest rank.
+    pub fn percentile(&mut self, p: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        self.0.sort_unstable();
+        let rank = ((p / 100.0) * self.0.len() as f64).ceil() as usize;
+        self.0[rank.clamp(1, self.0.len()) - 1]
+    }
+}
+
+/// Formats a duration in the unit that reads best.
+pub fn fmt_duration(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else if us < 1e6 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+pub fn docs_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md")
+}
+
+/// Replaces (or appends) the section between `<!-- BEGIN name -->` and `<!-- END name -->`.
+pub fn write_section(path: &Path, name: &str, body: &str) -> std::io::Result<()> {
+    let (begin, end) = (
+        format!("<!-- BEGIN {name} -->"),
+        format!("<!-- END {name} -->"),
+    );
+    let current = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
+    let section = format!("{begin}\n{}\n{end}", body.trim_end());
+    let updated = match (current.find(&begin), current.find(&end)) {
+        (Some(b), Some(e)) if e > b => {
+            format!("{}{section}{}", &current[..b], &current[e + end.len()..])
+        }
+        _ => format!("{}\n{section}\n", current.trim_end()),
+    };
+    std::fs::write(path, updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let mut s = Samples::default();
+        for ms in 1..=100 {
+            s.push(Duration::from_millis(ms));
+        }
+        assert_eq!(s.percentile(50.0), Duration::from_millis(50));
+        assert_eq!(s.percentile(99.0), Duration::from_millis(99));
+        assert_eq!(s.percentile(100.0), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn sections_are_replaced_in_place() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("b.md");
+        write_section(&path, "x", "one")?;
+        write_section(&path, "y", "two")?;
+        write_section(&path, "x", "three")?;
+        let text = std::fs::read_to_string(&path)?;
+        assert!(
+            text.contains("three") && text.contains("two") && !text.contains("one"),
+            "{text}"
+        );
+        assert!(text.find("three") < text.find("two"), "order kept: {text}");
+        Ok(())
+    }
+}

@@ -231,12 +231,47 @@ impl Api {
         cont: Option<String>,
     ) -> Value {
         let items: Vec<Value> = items.iter().map(|o| scope.present(o)).collect();
-        let mut meta = json!({"resourceVersion": rv.to_string()});
-        if let Some(c) = cont {
-            meta["continue"] = Value::String(c);
-        }
-        json!({"kind": scope.rt.list_kind, "apiVersion": scope.rt.api_version(&scope.version), "metadata": meta, "items": items})
+        json!({"kind": scope.rt.list_kind, "apiVersion": scope.rt.api_version(&scope.version), "metadata": list_meta(rv, cont), "items": items})
     }
+
+    /// The same list, serialized straight from storage without copying the objects.
+    pub fn list_bytes(
+        scope: &Scope,
+        items: &[Arc<Value>],
+        rv: u64,
+        cont: Option<String>,
+    ) -> Vec<u8> {
+        let api_version = scope.rt.api_version(&scope.version);
+        let head = json!({"kind": scope.rt.list_kind, "apiVersion": api_version, "metadata": list_meta(rv, cont)});
+        let mut out = serde_json::to_vec(&head).unwrap_or_default();
+        out.pop();
+        out.extend_from_slice(b",\"items\":[");
+        for (i, obj) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let stored_version =
+                obj.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str());
+            let written = if stored_version {
+                serde_json::to_writer(&mut out, &**obj)
+            } else {
+                serde_json::to_writer(&mut out, &scope.present(obj))
+            };
+            if let Err(e) = written {
+                tracing::error!(error = %e, "serializing a stored object failed");
+            }
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
+fn list_meta(rv: u64, cont: Option<String>) -> Value {
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if let Some(c) = cont {
+        meta["continue"] = Value::String(c);
+    }
+    meta
 }
 
 fn encode_continue(key: &(String, String), rv: u64) -> String {

@@ -58,7 +58,7 @@ impl JsonPath {
                                     serde_json::from_str::<Value>(equals).is_ok_and(|e| e == *other)
                                 }
                             })
-                        }))
+                        }));
                     }
                     _ => {}
                 }

@@ -293,7 +293,7 @@ fn prune_value(s: &Schema, v: &mut Value, path: &str, removed: &mut Vec<String>)
     match v {
         Value::Object(map) if !s.embedded => prune_object(s, map, path, &[], removed),
         Value::Object(map) => {
-            prune_object(s, map, path, &["apiVersion", "kind", "metadata"], removed)
+            prune_object(s, map, path, &["apiVersion", "kind", "metadata"], removed);
         }
         Value::Array(items) => {
             if let Some(item_schema) = &s.items {

@@ -30,6 +30,8 @@ pub struct AppState {
 
 enum Reply {
     Json(StatusCode, Value, Vec<String>),
+    /// A body already serialized as JSON.
+    Bytes(Vec<u8>),
     Stream(tokio::sync::mpsc::Receiver<Bytes>),
     Text(&'static str),
 }
@@ -50,6 +52,14 @@ pub async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
     };
     match reply {
         Ok(Reply::Json(code, v, warnings)) => json_response(code, &v, &warnings),
+        Ok(Reply::Bytes(body)) => {
+            let mut resp = (StatusCode::OK, body).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
         Ok(Reply::Stream(rx)) => {
             let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
                 .map(Ok::<_, std::convert::Infallible>);
@@ -263,7 +273,7 @@ fn route(
                     }
                     ok(table::table(&cols, &items, include, &meta))
                 }
-                None => ok(Api::list_object(&scope, &items, rv, cont)),
+                None => Ok(Reply::Bytes(Api::list_bytes(&scope, &items, rv, cont))),
             }
         }
         (&Method::GET, Some(name)) => {

@@ -231,7 +231,7 @@ impl Inner {
                     )));
                 }
                 FieldValidation::Warn => {
-                    warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")))
+                    warnings.extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
                 }
                 FieldValidation::Ignore => {}
             }
@@ -264,7 +264,7 @@ impl Inner {
             match generate {
                 Some(prefix) if !prefix.is_empty() => {
                     obj["metadata"]["name"] =
-                        Value::String(format!("{prefix}{}", generate_suffix()))
+                        Value::String(format!("{prefix}{}", generate_suffix()));
                 }
                 _ => {
                     return Err(ApiError::invalid(
@@ -374,37 +374,33 @@ impl Inner {
                 "the name of the object ({given}) does not match the name on the URL ({name})"
             )));
         }
-        match obj
+        let given_rv = obj
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
-        {
-            Some(rv)
-                if !rv.is_empty()
-                    && existing
-                        .pointer("/metadata/resourceVersion")
-                        .and_then(Value::as_str)
-                        != Some(rv) =>
-            {
-                return Err(ApiError::conflict(
-                    &scope.rt.group,
-                    &scope.rt.plural,
-                    name,
-                    "the object has been modified; please apply your changes to the latest version and try again",
-                ));
-            }
-            _ if scope.rt.behavior == Behavior::Custom => {
-                let cause = Cause::invalid(
-                    "metadata.resourceVersion",
-                    "Invalid value: 0x0: must be specified for an update",
-                );
-                return Err(ApiError::invalid(
-                    &scope.rt.group,
-                    &scope.rt.kind,
-                    name,
-                    vec![cause],
-                ));
-            }
-            _ => {}
+            .unwrap_or_default();
+        let current_rv = existing
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if given_rv.is_empty() && scope.rt.behavior == Behavior::Custom {
+            let cause = Cause::invalid(
+                "metadata.resourceVersion",
+                "Invalid value: 0x0: must be specified for an update",
+            );
+            return Err(ApiError::invalid(
+                &scope.rt.group,
+                &scope.rt.kind,
+                name,
+                vec![cause],
+            ));
+        }
+        if !given_rv.is_empty() && given_rv != current_rv {
+            return Err(ApiError::conflict(
+                &scope.rt.group,
+                &scope.rt.plural,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
         }
         self.finish_update(scope, &existing, obj.take(), sub, opts, "Update")
     }
