@@ -169,3 +169,16 @@ async fn namespaces_configmaps_and_server_side_apply() -> anyhow::Result<()> {
     assert!(err.contains("not found"), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn kubectl_create_sends_protobuf_for_built_in_kinds() -> anyhow::Result<()> {
+    let cp = ControlPlane::start().await?;
+    let k = cp.kubectl();
+    k.run(&["create", "namespace", "apps"]).await?;
+    k.run(&["create", "configmap", "cfg", "-n", "apps", "--from-literal=mode=fast"]).await?;
+    k.run(&["create", "secret", "generic", "creds", "-n", "apps", "--from-literal=password=hunter2"]).await?;
+    assert_eq!(k.run(&["get", "cm", "cfg", "-n", "apps", "-o", "jsonpath={.data.mode}"]).await?, "fast");
+    assert_eq!(k.run(&["get", "secret", "creds", "-n", "apps", "-o", "jsonpath={.data.password}"]).await?, "aHVudGVyMg==");
+    assert!(k.run(&["get", "ns"]).await?.contains("apps"));
+    Ok(())
+}

