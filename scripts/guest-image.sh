@@ -9,9 +9,10 @@
 # Guest behaviour:
 #   - mounts /proc, /sys, /dev (devtmpfs), prints "QUIVER_GUEST_READY" on the serial console;
 #   - kernel cmdline `quiver.oneshot` → `poweroff -f` right after the marker;
-#   - otherwise idles. ACPI powerdown: if busybox has `acpid`, the power-button event runs
-#     `poweroff -f`; if not, the guest ignores the request and the agent's graceful stop falls
-#     through to QMP `quit` after its timeout. Both are fine for stateless test guests.
+#   - otherwise idles. ACPI powerdown works: the initramfs carries the kernel's `button` and
+#     `evdev` modules and runs busybox `acpid`, whose power-button action is `poweroff -f`. If
+#     either is missing (other kernels/busyboxes), the guest ignores the request and the agent's
+#     graceful stop falls through to QMP `quit` after its grace period — fine for stateless guests.
 #
 # Kernel command line for microvm under TCG (tests use this):
 #   console=ttyS0 edd=off quiet panic=-1 reboot=t tsc=reliable tsc_early_khz=2000000 no_timer_check
@@ -22,7 +23,15 @@ set -euo pipefail
 OUT="${QUIVER_GUEST_DIR:-/var/lib/quiver/guest}"
 MARKER="QUIVER_GUEST_READY"
 
-if [[ -s "$OUT/vmlinuz" && -s "$OUT/initrd.gz" ]] && command -v qemu-system-x86_64 >/dev/null \
+# Bump when the initramfs contents change, so existing images are rebuilt.
+INITRD_VERSION=3
+MARKER_FILE="$OUT/.initrd-version"
+
+initrd_current() {
+    [[ -s "$OUT/initrd.gz" && "$(cat "$MARKER_FILE" 2>/dev/null)" == "$INITRD_VERSION" ]]
+}
+
+if [[ -s "$OUT/vmlinuz" ]] && initrd_current && command -v qemu-system-x86_64 >/dev/null \
     && command -v qemu-img >/dev/null; then
     echo "guest image already present in $OUT"
     exit 0
@@ -59,31 +68,37 @@ $SUDO mkdir -p "$OUT"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
+# The kernel package is needed for vmlinuz and for the initramfs's modules.
+apt_update_once
+# linux-image-cloud-amd64 is a metapackage; the kernel lives in its versioned dependency.
+pkg="$(apt-cache depends linux-image-cloud-amd64 \
+    | awk '/Depends: linux-image-[0-9].*-cloud-amd64/ {print $2; exit}')"
+if [[ -z "$pkg" ]]; then
+    echo "cannot resolve the kernel package behind linux-image-cloud-amd64" >&2
+    exit 1
+fi
+(cd "$WORK" && apt-get download "$pkg" 2>/dev/null)
+dpkg -x "$WORK"/"$pkg"_*.deb "$WORK/kernel"
+
 if [[ ! -s "$OUT/vmlinuz" ]]; then
-    apt_update_once
-    # linux-image-cloud-amd64 is a metapackage; the kernel lives in its versioned dependency.
-    pkg="$(apt-cache depends linux-image-cloud-amd64 \
-        | awk '/Depends: linux-image-[0-9].*-cloud-amd64/ {print $2; exit}')"
-    if [[ -z "$pkg" ]]; then
-        echo "cannot resolve the kernel package behind linux-image-cloud-amd64" >&2
-        exit 1
-    fi
-    (cd "$WORK" && apt-get download "$pkg")
-    dpkg -x "$WORK"/"$pkg"_*.deb "$WORK/kernel"
     kernel="$(find "$WORK/kernel/boot" -name 'vmlinuz-*' | head -n1)"
     $SUDO install -m 0644 "$kernel" "$OUT/vmlinuz.tmp"
     $SUDO mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
     echo "kernel: $pkg → $OUT/vmlinuz"
 fi
 
-if [[ ! -s "$OUT/initrd.gz" ]]; then
+if ! initrd_current; then
     root="$WORK/initramfs"
-    mkdir -p "$root"/{bin,sbin,proc,sys,dev,etc/acpi/PWRF,tmp}
-    bb=/bin/busybox
-    [[ -x $bb ]] || bb="$(command -v busybox)"
-    cp "$bb" "$root/bin/busybox"
-    for applet in sh mount poweroff sleep cat echo grep; do
+    mkdir -p "$root"/{bin,sbin,proc,sys,dev,etc/acpi/PWRF,lib/modules,tmp,var/log,var/run}
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in sh mount poweroff sleep cat echo grep insmod; do
         ln -sf busybox "$root/bin/$applet"
+    done
+    # ACPI power button → input event → acpid. Both are modules in Debian's cloud kernel.
+    # NB: vmlinuz must come from the same package as these modules (delete both to upgrade).
+    for mod in evdev button; do
+        found="$(find "$WORK/kernel/lib/modules" -name "$mod.ko" | head -n1)"
+        [[ -n "$found" ]] && cp "$found" "$root/lib/modules/"
     done
     cat > "$root/etc/acpi/PWRF/00000080" <<'ACPI'
 #!/bin/sh
@@ -96,8 +111,14 @@ export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
+for m in /lib/modules/*.ko; do
+    [ -e "\$m" ] && insmod "\$m" 2>/dev/null
+done
+# acpid only opens the event devices present when it starts; devtmpfs creates them async.
+i=0
+while [ ! -e /dev/input/event0 ] && [ \$i -lt 20 ]; do sleep 0.1; i=\$((i + 1)); done
 if busybox --list | grep -qx acpid; then
-    busybox acpid -c /etc/acpi 2>/dev/null
+    busybox acpid -c /etc/acpi -l /dev/null 2>/dev/null
 fi
 echo "$MARKER"
 if grep -q quiver.oneshot /proc/cmdline; then
@@ -108,6 +129,7 @@ INIT
     chmod +x "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > "$WORK/initrd.gz"
     $SUDO install -m 0644 "$WORK/initrd.gz" "$OUT/initrd.gz"
+    echo "$INITRD_VERSION" | $SUDO tee "$MARKER_FILE" >/dev/null
     echo "initramfs → $OUT/initrd.gz"
 fi
 
