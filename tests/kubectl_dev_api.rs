@@ -182,3 +182,23 @@ async fn kubectl_create_sends_protobuf_for_built_in_kinds() -> anyhow::Result<()
     assert!(k.run(&["get", "ns"]).await?.contains("apps"));
     Ok(())
 }
+
+#[tokio::test]
+async fn events_recorded_through_events_k8s_io_show_in_describe() -> anyhow::Result<()> {
+    use kube::Resource as _;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let cp = with_crds().await?;
+    let k = cp.kubectl();
+    k.run(&["apply", "-f", &example()]).await?;
+    let client = cp.client().await?;
+    let vm = kube::Api::<quiver_crds::MicroVM>::namespaced(client.clone(), "default").get("demo").await?;
+    let recorder = Recorder::new(client, Reporter { controller: "quiver-operator".into(), instance: None });
+    let event = Event { type_: EventType::Normal, reason: "Scheduled".into(), note: Some("placed on host-a".into()), action: "Schedule".into(), secondary: None };
+    recorder.publish(&event, &vm.object_ref(&())).await?;
+    recorder.publish(&event, &vm.object_ref(&())).await?;
+    let described = k.run(&["describe", "mvm", "demo"]).await?;
+    assert!(described.contains("Scheduled") && described.contains("placed on host-a"), "{described}");
+    let events = k.run(&["get", "events", "--field-selector", "involvedObject.name=demo", "-o", "jsonpath={.items[*].reason}"]).await?;
+    assert_eq!(events, "Scheduled", "one event, counted twice");
+    Ok(())
+}

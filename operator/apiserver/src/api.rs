@@ -31,6 +31,9 @@ impl Scope {
 
     /// Sets the requested apiVersion on an object read from storage.
     pub fn present(&self, obj: &Value) -> Value {
+        if self.rt.behavior == crate::registry::Behavior::EventsV1 {
+            return crate::events::to_v1(obj);
+        }
         let want = self.rt.api_version(&self.version);
         let mut out = obj.clone();
         if out.get("apiVersion").and_then(Value::as_str) != Some(want.as_str()) {

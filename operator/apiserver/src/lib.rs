@@ -17,6 +17,7 @@ mod cel;
 mod delete;
 mod discovery;
 pub mod error;
+mod events;
 mod fields;
 mod jsonpath;
 mod openapi;

@@ -16,6 +16,8 @@ pub enum Behavior {
     Secret,
     Crd,
     Custom,
+    /// events.k8s.io/v1 Event, stored as core/v1 Event.
+    EventsV1,
 }
 
 /// A printer column (`additionalPrinterColumns`).
@@ -58,6 +60,9 @@ pub struct ResourceType {
 impl ResourceType {
     /// Store key: `group/plural` (`/configmaps` for the core group).
     pub fn key(&self) -> String {
+        if self.behavior == Behavior::EventsV1 {
+            return "/events".into();
+        }
         format!("{}/{}", self.group, self.plural)
     }
 
@@ -144,7 +149,9 @@ pub fn builtins() -> Vec<ResourceType> {
         ResourceType::builtin("", "v1", "Secret", "secrets", true).behave(Behavior::Secret),
         ResourceType::builtin("", "v1", "Event", "events", true).short(&["ev"]),
         ResourceType::builtin("", "v1", "ServiceAccount", "serviceaccounts", true).short(&["sa"]),
-        ResourceType::builtin("events.k8s.io", "v1", "Event", "events", true).short(&["ev"]),
+        ResourceType::builtin("events.k8s.io", "v1", "Event", "events", true)
+            .short(&["ev"])
+            .behave(Behavior::EventsV1),
         ResourceType::builtin("coordination.k8s.io", "v1", "Lease", "leases", true),
         ResourceType::builtin(
             "apiextensions.k8s.io",
@@ -345,7 +352,8 @@ impl Registry {
     }
 
     pub fn insert(&mut self, t: ResourceType) {
-        self.by_key.insert(t.key(), Arc::new(t));
+        self.by_key
+            .insert(format!("{}/{}", t.group, t.plural), Arc::new(t));
     }
 
     pub fn remove(&mut self, group: &str, plural: &str) {

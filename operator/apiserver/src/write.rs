@@ -208,7 +208,7 @@ impl Inner {
                 from_crd(obj)?;
                 establish_crd(obj);
             }
-            Behavior::Plain | Behavior::Custom => {}
+            Behavior::Plain | Behavior::Custom | Behavior::EventsV1 => {}
         }
         let schema: Option<Arc<Schema>> = rt.version(&scope.version).and_then(|v| v.schema.clone());
         let Some(schema) = schema else {
@@ -253,6 +253,9 @@ impl Inner {
         Self::check_envelope(scope, &obj)?;
         obj["apiVersion"] = Value::String(scope.rt.api_version(&scope.version));
         obj["kind"] = Value::String(scope.rt.kind.clone());
+        if scope.rt.behavior == Behavior::EventsV1 {
+            obj = crate::events::to_core(obj);
+        }
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
         }
@@ -539,6 +542,10 @@ impl Inner {
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
         }
+        let events_v1 = scope.rt.behavior == Behavior::EventsV1;
+        if events_v1 {
+            obj = crate::events::to_core(obj);
+        }
         if sub == "status" {
             let status = obj.get("status").cloned();
             let managed = obj.pointer("/metadata/managedFields").cloned();
@@ -601,7 +608,11 @@ impl Inner {
                 ));
             }
         }
-        let old = scope.present(existing);
+        let old = if events_v1 {
+            (**existing).clone()
+        } else {
+            scope.present(existing)
+        };
         let warnings = self.admit(scope, &mut obj, Some(&old), opts)?;
         if scope.rt.has_generation() && spec_changed(&old, &obj) {
             let g = existing
@@ -620,14 +631,14 @@ impl Inner {
         obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         if same_ignoring_times(&old, &obj) {
             return Ok(Written {
-                object: old,
+                object: scope.present(existing),
                 warnings,
                 created: false,
             });
         }
         if opts.dry_run {
             return Ok(Written {
-                object: obj,
+                object: scope.present(&obj),
                 warnings,
                 created: false,
             });
