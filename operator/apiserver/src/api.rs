@@ -67,12 +67,19 @@ impl ListOptions {
                     .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
             ),
         };
+        // events.k8s.io/v1 selects on its own field names; storage holds core/v1 Events.
+        let fields = match scope.rt.behavior {
+            crate::registry::Behavior::EventsV1 => field
+                .unwrap_or_default()
+                .split(',')
+                .map(crate::events::core_field)
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => field.unwrap_or_default().to_string(),
+        };
         Ok(Self {
             labels: LabelSelector::parse(label.unwrap_or_default())?,
-            fields: FieldSelector::parse(
-                field.unwrap_or_default(),
-                extra_fields(&scope.rt.group, &scope.rt.plural),
-            )?,
+            fields: FieldSelector::parse(&fields, extra_fields(&scope.rt.group, &scope.rt.plural))?,
             limit,
             continue_token: cont.filter(|c| !c.is_empty()).map(str::to_string),
         })

@@ -37,10 +37,10 @@ fn rename(obj: Value, api_version: &str, from_v1: bool) -> Value {
 /// An events.k8s.io/v1 Event in its stored (core/v1) form.
 pub fn to_core(v1: Value) -> Value {
     let mut core = rename(v1, "v1", true);
-    if core.get("source").is_none() {
-        if let Some(c) = core.get("reportingComponent").cloned() {
-            core["source"] = serde_json::json!({"component": c});
-        }
+    if core.get("source").is_none()
+        && let Some(c) = core.get("reportingComponent").cloned()
+    {
+        core["source"] = serde_json::json!({"component": c});
     }
     core
 }
