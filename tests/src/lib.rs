@@ -17,7 +17,10 @@ use quiver_apiserver::{Config, DevApiServer};
 
 /// Repository root (the tests crate lives in `tests/`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The CRD manifests `crdgen` writes.
@@ -48,13 +51,20 @@ impl ControlPlane {
     }
 
     pub fn kubectl(&self) -> Kubectl {
-        Kubectl { kubeconfig: self.kubeconfig_path(), cache: self.dir.path().join("kube-cache") }
+        Kubectl {
+            kubeconfig: self.kubeconfig_path(),
+            cache: self.dir.path().join("kube-cache"),
+        }
     }
 
     /// A kube-rs client for this control plane, built from its kubeconfig.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
         let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig_path())?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
         Ok(kube::Client::try_from(config)?)
     }
 }
@@ -82,13 +92,20 @@ impl Kubectl {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("running {} (set QUIVER_KUBECTL or install kubectl)", kubectl_binary()))?;
+        let mut child = cmd.spawn().with_context(|| {
+            format!(
+                "running {} (set QUIVER_KUBECTL or install kubectl)",
+                kubectl_binary()
+            )
+        })?;
         if let Some(mut pipe) = child.stdin.take() {
             if let Some(input) = stdin {
                 pipe.write_all(input.as_bytes()).await?;
             }
         }
-        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.context("kubectl timed out")??;
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .context("kubectl timed out")??;
         Ok(out)
     }
 
@@ -97,10 +114,18 @@ impl Kubectl {
         self.run_with_stdin(args, None).await
     }
 
-    pub async fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    pub async fn run_with_stdin(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<String> {
         let out = self.output(args, stdin).await?;
         if !out.status.success() {
-            bail!("kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "kubectl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -109,7 +134,11 @@ impl Kubectl {
     pub async fn fail(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
         let out = self.output(args, stdin).await?;
         if out.status.success() {
-            bail!("kubectl {} succeeded but should have failed: {}", args.join(" "), String::from_utf8_lossy(&out.stdout));
+            bail!(
+                "kubectl {} succeeded but should have failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stderr).into_owned())
     }
