@@ -16,6 +16,7 @@ use crate::proto::health_client::HealthClient;
 use crate::proto::monitoring_client::MonitoringClient;
 use crate::proto::status_client::StatusClient;
 use crate::proto::vm_client::VmClient;
+use crate::tls::TlsFiles;
 use crate::{Error, Result, proto};
 
 /// Largest message the client accepts (matches the server's default).
@@ -45,6 +46,26 @@ impl AgentClient {
             .connect()
             .await
             .map_err(|e| Error::Unreachable(format!("{endpoint}: {e}")))?;
+        Ok(AgentClient { channel })
+    }
+
+    /// Connects with mutual TLS (`https://host:port`); `server_name` must be in the server's
+    /// certificate (`tls::DEV_SERVER_NAME` for dev certificates).
+    pub async fn connect_tls(
+        endpoint: impl Into<String>,
+        files: &TlsFiles,
+        server_name: &str,
+    ) -> Result<Self> {
+        let endpoint = endpoint.into();
+        let unreachable =
+            |e: tonic::transport::Error| Error::Unreachable(format!("{endpoint}: {e:?}"));
+        let channel = Endpoint::from_shared(endpoint.clone())
+            .map_err(unreachable)?
+            .tls_config(files.client_config(server_name)?)
+            .map_err(unreachable)?
+            .connect()
+            .await
+            .map_err(unreachable)?;
         Ok(AgentClient { channel })
     }
 

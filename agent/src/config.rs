@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tls::TlsFiles;
 use crate::{Error, Result};
 
 /// QEMU accelerator. `auto` = KVM when `/dev/kvm` can be opened read-write, else TCG.
@@ -89,6 +90,10 @@ pub struct AgentConfig {
     pub stop_grace_secs: u64,
     /// Largest gRPC message accepted or sent.
     pub max_message_bytes: usize,
+    /// mTLS for gRPC (CA that signs clients, server cert and key). Plain gRPC when unset.
+    pub tls: Option<TlsFiles>,
+    /// Without `tls`: generate a dev CA and certs under `<data-dir>/tls/` and use them.
+    pub dev_tls: bool,
 }
 
 impl Default for AgentConfig {
@@ -107,6 +112,8 @@ impl Default for AgentConfig {
             simulated: SimulatedConfig::default(),
             stop_grace_secs: 10,
             max_message_bytes: 4 << 20,
+            tls: None,
+            dev_tls: false,
         }
     }
 }

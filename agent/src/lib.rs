@@ -14,8 +14,8 @@
 //! - Puts are validated before anything touches disk and are idempotent per uid + generation.
 //!
 //! # Non-goals (here)
-//! - Placement, Raft and fencing across hosts (the epoch is only checked per VM), networking,
-//!   mTLS (gRPC is plain; see the crate README note in `docs/architecture.md`).
+//! - Placement, Raft and fencing across hosts (the epoch is only checked per VM), guest
+//!   networking. gRPC is mTLS when configured (`tls`, or `--dev-tls`), plain otherwise.
 
 pub mod client;
 pub mod config;
@@ -24,6 +24,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod runtime;
 pub mod services;
+pub mod tls;
 pub mod vm;
 
 pub use error::{Error, Result};

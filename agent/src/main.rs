@@ -29,6 +29,16 @@ struct Args {
     /// `simulated` runs no VMs: for control-plane benchmarks only.
     #[arg(long, value_enum)]
     driver: Option<DriverKind>,
+    /// mTLS: CA that signs clients, server certificate and key (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    #[arg(long, requires = "tls_ca")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_ca")]
+    tls_key: Option<PathBuf>,
+    /// mTLS with a dev CA generated under <data-dir>/tls/ (for local use only).
+    #[arg(long)]
+    dev_tls: bool,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -56,6 +66,10 @@ fn main() -> anyhow::Result<()> {
     c.capacity_cpus = args.capacity_cpus.unwrap_or(c.capacity_cpus);
     c.capacity_memory_mib = args.capacity_memory_mib.unwrap_or(c.capacity_memory_mib);
     c.driver = args.driver.unwrap_or(c.driver);
+    c.dev_tls |= args.dev_tls;
+    if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
+        c.tls = Some(quiver_agent::tls::TlsFiles { ca, cert, key });
+    }
 
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(quiver_agent::runtime::run(c, shutdown_signal()))?;

@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use crate::config::{AgentConfig, DriverKind};
 use crate::metrics::{Metrics, render_prometheus};
 use crate::services::{AgentInfo, Services};
+use crate::tls::{TlsFiles, ensure_dev_pki};
 use crate::vm::driver::Driver;
 use crate::vm::qemu::QemuDriver;
 use crate::vm::simulated::SimulatedDriver;
@@ -57,6 +58,16 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
         started_at_ms: now_ms(),
     };
     let services = Services::new(manager.clone(), info, Arc::new(Metrics::new()));
+    let tls = match (&config.tls, config.dev_tls) {
+        (Some(files), _) => Some(files.clone()),
+        (None, true) => {
+            let dir = data_dir.join("tls");
+            ensure_dev_pki(&dir, std::slice::from_ref(&config.host_name))?;
+            Some(TlsFiles::dev_server(&dir))
+        }
+        (None, false) => None,
+    };
+    let tls_config = tls.as_ref().map(TlsFiles::server_config).transpose()?;
     if let Some(metrics_addr) = config.metrics_listen {
         let listener = TcpListener::bind(metrics_addr)
             .await
@@ -68,9 +79,17 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
         driver = manager.driver_name(),
         accel = manager.accel(),
         recovered,
+        mtls = tls_config.is_some(),
         "quiver-agent ready"
     );
-    grpc::serve(services, listener, config.max_message_bytes, shutdown).await?;
+    grpc::serve(
+        services,
+        listener,
+        config.max_message_bytes,
+        tls_config,
+        shutdown,
+    )
+    .await?;
     tracing::info!("quiver-agent stopped; VMs keep running");
     Ok(())
 }

@@ -193,12 +193,19 @@ pub async fn serve(
     services: Services,
     listener: TcpListener,
     max_message_bytes: usize,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let a = GrpcAdapter::new(services);
     let m = max_message_bytes;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::Transport(e.to_string()))?;
+    }
+    builder
         .add_service(
             HealthServer::new(a.clone())
                 .max_decoding_message_size(m)

@@ -46,15 +46,23 @@ pub struct Agent {
     pub data: tempfile::TempDir,
     child: Option<Child>,
     pub endpoint: String,
+    extra_args: Vec<String>,
 }
 
 impl Agent {
     pub async fn start() -> Agent {
+        Agent::start_with(&[]).await
+    }
+
+    /// Starts with extra command-line flags (kept across restarts).
+    pub async fn start_with(extra: &[&str]) -> Agent {
         let data = tempfile::tempdir().expect("tempdir");
+        let extra_args = extra.iter().map(|s| (*s).to_owned()).collect();
         let mut agent = Agent {
             data,
             child: None,
             endpoint: String::new(),
+            extra_args,
         };
         agent.restart().await;
         agent
@@ -89,6 +97,7 @@ impl Agent {
                 "test-host",
             ])
             .args(["--capacity-cpus", "4", "--capacity-memory-mib", "4096"])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

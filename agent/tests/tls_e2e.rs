@@ -1,0 +1,44 @@
+//! mTLS on the agent's gRPC endpoint (`--dev-tls`): only clients with a certificate from the
+//! cluster CA get in.
+
+mod harness;
+
+use harness::Agent;
+use quiver_agent::Error;
+use quiver_agent::client::AgentClient;
+use quiver_agent::tls::{DEV_SERVER_NAME, TlsFiles, ensure_dev_pki};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_tls_admits_clients_of_the_cluster_ca_only() {
+    let agent = Agent::start_with(&["--dev-tls"]).await;
+    let https = agent.endpoint.replace("http://", "https://");
+    let pki = agent.data_dir().join("tls");
+
+    let client = AgentClient::connect_tls(&https, &TlsFiles::dev_client(&pki), DEV_SERVER_NAME)
+        .await
+        .expect("mTLS connect");
+    client.health().await.expect("health over mTLS");
+    assert!(client.list_vms().await.expect("list").is_empty());
+
+    let plain = match AgentClient::connect(agent.endpoint.clone()).await {
+        Ok(c) => c.health().await.map(drop),
+        Err(e) => Err(e),
+    };
+    assert!(plain.is_err(), "plain gRPC must be refused");
+
+    let other = tempfile::tempdir().expect("tempdir");
+    ensure_dev_pki(other.path(), &[]).expect("other CA");
+    // Trusts the agent's CA but presents a client certificate from another CA.
+    let stranger = TlsFiles {
+        ca: pki.join("ca.pem"),
+        ..TlsFiles::dev_client(other.path())
+    };
+    let refused = match AgentClient::connect_tls(&https, &stranger, DEV_SERVER_NAME).await {
+        Ok(c) => c.health().await.map(drop),
+        Err(e) => Err(e),
+    };
+    assert!(
+        matches!(refused, Err(Error::Unreachable(_) | Error::Remote { .. })),
+        "foreign client certificate must be refused, got {refused:?}"
+    );
+}
