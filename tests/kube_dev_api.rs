@@ -577,3 +577,46 @@ async fn random_bodies_never_break_the_server() -> anyhow::Result<()> {
     assert_eq!(vms.get("safe").await?.spec.cpus, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn foreground_deletion_removes_dependents_before_the_owner() -> anyhow::Result<()> {
+    let (_cp, client, vms) = setup(Config::default()).await?;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let owner = vms
+        .create(&PostParams::default(), &MicroVM::test("owner"))
+        .await?;
+    let child: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "child", "finalizers": ["test/hold"],
+            "ownerReferences": [{"apiVersion": "quiver.dev/v1alpha1", "kind": "MicroVM", "name": "owner", "uid": owner.metadata.uid}]}
+    }))?;
+    cms.create(&PostParams::default(), &child).await?;
+    vms.delete("owner", &DeleteParams::foreground()).await?;
+    let waiting = vms.get("owner").await?;
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        waiting.metadata.finalizers,
+        Some(vec!["foregroundDeletion".to_string()]),
+        "the owner waits for its dependents"
+    );
+    assert!(
+        cms.get("child")
+            .await?
+            .metadata
+            .deletion_timestamp
+            .is_some(),
+        "the dependent is being deleted"
+    );
+    cms.patch(
+        "child",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
+    eventually(
+        Duration::from_secs(5),
+        "owner removed once its dependent is gone",
+        || async { Ok(vms.get_opt("owner").await?.is_none().then_some(())) },
+    )
+    .await?;
+    Ok(())
+}

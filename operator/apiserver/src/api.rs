@@ -97,6 +97,8 @@ pub(crate) struct Inner {
     pub uids: HashMap<String, ObjRef>,
     /// owner uid → objects that name it in ownerReferences (may hold stale entries).
     pub dependents: HashMap<String, BTreeSet<ObjRef>>,
+    /// Objects that carried the `foregroundDeletion` finalizer when last written.
+    pub foreground: BTreeSet<ObjRef>,
 }
 
 /// The dev control plane's API: thread-safe, shared by all request handlers.
@@ -115,6 +117,7 @@ impl Api {
             registry: Registry::with_builtins(),
             uids: HashMap::new(),
             dependents: HashMap::new(),
+            foreground: BTreeSet::new(),
         };
         if let Some(r) = journal {
             inner.store.restore(r.rv, r.objects, r.journal);
@@ -345,6 +348,12 @@ impl Inner {
                     .or_default()
                     .insert(me.clone());
             }
+        }
+        let finalizers = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array);
+        if finalizers.is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion")) {
+            self.foreground.insert(me);
         }
     }
 

@@ -309,9 +309,9 @@ impl Inner {
     /// Removes the `foregroundDeletion` finalizer once an owner has no dependents left.
     fn finish_foreground_deletions(&mut self) -> bool {
         let mut changed = false;
-        let waiting: Vec<ObjRef> = self
-            .uids
-            .values()
+        let candidates = std::mem::take(&mut self.foreground);
+        let waiting: Vec<ObjRef> = candidates
+            .into_iter()
             .filter(|(r, ns, n)| {
                 self.store.get(r, ns, n).is_some_and(|o| {
                     o.pointer("/metadata/finalizers")
@@ -319,8 +319,9 @@ impl Inner {
                         .is_some_and(|f| f.contains(&json!("foregroundDeletion")))
                 })
             })
-            .cloned()
             .collect();
+        // Still waiting ones go back; commits below re-add any that keep the finalizer.
+        self.foreground.extend(waiting.iter().cloned());
         for (r, ns, n) in waiting {
             let Some(obj) = self.store.get(&r, &ns, &n) else {
                 continue;
