@@ -121,19 +121,19 @@ impl AgentProcess {
         let deadline = tokio::time::Instant::now() + timeout;
         let url = format!("http://{}", self.address());
         loop {
-            if let Ok(client) = AgentClient::connect(url.clone()).await {
-                if client.health().await.is_ok() {
-                    return Ok(());
-                }
+            if let Ok(client) = AgentClient::connect(url.clone()).await
+                && client.health().await.is_ok()
+            {
+                return Ok(());
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(exit)) = child.try_wait() {
-                    return Err(Error::Dev(format!(
-                        "agent {} exited with {exit} (log: {})",
-                        self.options.name,
-                        self.options.data_dir.join("agent.log").display()
-                    )));
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(exit)) = child.try_wait()
+            {
+                return Err(Error::Dev(format!(
+                    "agent {} exited with {exit} (log: {})",
+                    self.options.name,
+                    self.options.data_dir.join("agent.log").display()
+                )));
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(Error::Dev(format!(

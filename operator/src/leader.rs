@@ -57,9 +57,7 @@ fn expired(lease: &LeaseView, now: Timestamp) -> bool {
         return true;
     };
     let duration = SignedDuration::try_from(lease.duration).unwrap_or(SignedDuration::MAX);
-    renewed
-        .checked_add(duration)
-        .map_or(false, |until| until < now)
+    renewed.checked_add(duration).is_ok_and(|until| until < now)
 }
 
 fn view(lease: &Lease) -> LeaseView {

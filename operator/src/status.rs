@@ -137,15 +137,15 @@ pub fn desired_status(vm: &MicroVM, obs: &Observation<'_>) -> MicroVMStatus {
             "the spec changed; the agent restarts the VM to apply it",
         );
     }
-    if obs.host_ready == Some(false) {
-        if let Some(host) = status.host.clone() {
-            let msg = format!(
-                "host {host} stopped sending heartbeats; the VM's state is unknown until the host \
-                 reports again (check the agent on {host}, `kubectl get qh {host}`)"
-            );
-            conds.set(READY, "Unknown", "HostNotReady", &msg);
-            status.message = Some(msg);
-        }
+    if obs.host_ready == Some(false)
+        && let Some(host) = status.host.clone()
+    {
+        let msg = format!(
+            "host {host} stopped sending heartbeats; the VM's state is unknown until the host \
+             reports again (check the agent on {host}, `kubectl get qh {host}`)"
+        );
+        conds.set(READY, "Unknown", "HostNotReady", &msg);
+        status.message = Some(msg);
     }
     status.conditions = conds.new;
     status
@@ -297,7 +297,7 @@ pub fn transitions(old: Option<&MicroVMStatus>, new: &MicroVMStatus) -> Vec<Tran
             warning,
             reason,
             note,
-        })
+        });
     };
     if let Some(c) = changed(old, new, SCHEDULED) {
         if c.status == "True" {
@@ -317,15 +317,11 @@ pub fn transitions(old: Option<&MicroVMStatus>, new: &MicroVMStatus) -> Vec<Tran
             _ => {}
         }
     }
-    if let Some(c) = changed(old, new, GUEST_READY) {
-        if c.status == "True" {
-            push(false, "GuestReady", c.message);
-        }
+    if let Some(c) = changed(old, new, GUEST_READY).filter(|c| c.status == "True") {
+        push(false, "GuestReady", c.message);
     }
-    if let Some(c) = changed(old, new, READY) {
-        if c.reason == "HostNotReady" {
-            push(true, "HostNotReady", c.message);
-        }
+    if let Some(c) = changed(old, new, READY).filter(|c| c.reason == "HostNotReady") {
+        push(true, "HostNotReady", c.message);
     }
     if new.restart_count > old.restart_count {
         push(

@@ -138,7 +138,12 @@ fn halted_vm_says_how_to_start_it() {
     let report = agent(proto::Phase::Stopped, false);
     let s = desired_status(&vm, &observe(Some(&report), at(0)));
     assert_eq!(s.phase, Some(MicroVMPhase::Stopped));
-    assert!(s.message.clone().unwrap_or_default().contains("set it to Always"));
+    assert!(
+        s.message
+            .clone()
+            .unwrap_or_default()
+            .contains("set it to Always")
+    );
     assert_eq!(status_of(&s, READY), ("False".into(), "Stopped".into()));
 }
 

@@ -51,11 +51,13 @@ pub async fn reconcile(host: Arc<Host>, ctx: Arc<Context>) -> Result<Action> {
     let ready = desired.condition(READY).map(|c| c.status.clone());
     ctx.host_seen(
         &name,
-        format!("{ready:?}/{:?}/{:?}", host.labels(), desired.capacity),
+        &format!("{ready:?}/{:?}/{:?}", host.labels(), desired.capacity),
     );
     Ok(Action::requeue(interval))
 }
 
+// The signature is the one `Controller::run` calls.
+#[allow(clippy::needless_pass_by_value)]
 pub fn error_policy(host: Arc<Host>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(host = %host.name_any(), error = %error, kind = error.metric_label(), "host reconcile failed");
     Action::requeue(ctx.config.heartbeat_interval)

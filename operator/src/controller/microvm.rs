@@ -47,6 +47,8 @@ pub async fn reconcile(vm: Arc<MicroVM>, ctx: Arc<Context>) -> Result<Action> {
     })
 }
 
+// The signature is the one `Controller::run` calls.
+#[allow(clippy::needless_pass_by_value)]
 pub fn error_policy(vm: Arc<MicroVM>, error: &Error, _ctx: Arc<Context>) -> Action {
     match error {
         Error::StillRemoving { .. } => Action::requeue(Duration::from_millis(500)),
@@ -242,12 +244,12 @@ async fn cleanup(vm: &MicroVM, ctx: &Context) -> Result<Action> {
     if outcome.existed {
         return Err(Error::StillRemoving { uid });
     }
-    if let Some(host) = assigned_host(ctx, vm) {
-        if outcome.unreachable.contains(&host) {
-            return Err(Error::Unreachable(format!(
-                "cannot confirm that host {host} removed vm {uid}"
-            )));
-        }
+    if let Some(host) = assigned_host(ctx, vm)
+        && outcome.unreachable.contains(&host)
+    {
+        return Err(Error::Unreachable(format!(
+            "cannot confirm that host {host} removed vm {uid}"
+        )));
     }
     ctx.forget(&uid);
     let event = Event {

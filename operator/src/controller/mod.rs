@@ -90,9 +90,9 @@ impl Context {
     }
 
     /// Wakes every MicroVM when what placement sees of `host` changed.
-    pub(crate) fn host_seen(&self, host: &str, fingerprint: String) {
-        let changed = lock(&self.host_seen).insert(host.to_owned(), fingerprint.clone());
-        if changed.as_ref() != Some(&fingerprint) {
+    pub(crate) fn host_seen(&self, host: &str, fingerprint: &str) {
+        let changed = lock(&self.host_seen).insert(host.to_owned(), fingerprint.to_owned());
+        if changed.as_deref() != Some(fingerprint) {
             let _ = self.hosts_changed.send(());
         }
     }
