@@ -110,14 +110,16 @@ async fn run(
         let controllers = AbortOnDrop(controllers);
         let mut stop_wait = stop.clone();
         tokio::select! {
-            _ = leading.wait_for(|l| !*l).map(|r| r.is_ok()) => {
-                tracing::warn!("lost the lease: stopping controllers");
-                drop(controllers);
-            }
+            // On shutdown the elector releases the lease too: that is not a lost lease.
+            biased;
             _ = stop_wait.wait_for(|s| *s).map(|r| r.is_ok()) => {
                 let _ = ctl_stop_tx.send(true);
                 let _ = tokio::time::timeout(Duration::from_secs(5), wait(controllers)).await;
                 break;
+            }
+            _ = leading.wait_for(|l| !*l).map(|r| r.is_ok()) => {
+                tracing::warn!("lost the lease: stopping controllers");
+                drop(controllers);
             }
         }
     }

@@ -15,8 +15,7 @@ use crate::{ControlPlane, Kubectl};
 
 /// Kernel cmdline for the test guest under TCG. The microvm guest has no timer to calibrate the
 /// TSC against and hangs on a busy host unless the TSC frequency is fixed.
-pub const TEST_CMDLINE: &str =
-    "console=ttyS0 edd=off quiet panic=-1 reboot=t tsc=reliable tsc_early_khz=2000000 no_timer_check";
+pub const TEST_CMDLINE: &str = "console=ttyS0 edd=off quiet panic=-1 reboot=t tsc=reliable tsc_early_khz=2000000 no_timer_check";
 
 /// The guest image directory, or `None` when it is missing and `QUIVER_REQUIRE_GUEST` is unset
 /// (the caller skips and says so). Panics when it is missing but required.
@@ -167,7 +166,25 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        for pid in self.qemu_pids() {
+        let mut pids = self.qemu_pids();
+        // Also any QEMU whose command line names this cluster's state dir (its pid file may
+        // not be written yet, or already removed).
+        let marker = self.state.path().to_string_lossy().into_owned();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("qemu-system") && cmdline.contains(&marker) {
+                pids.push(pid);
+            }
+        }
+        for pid in pids {
             let _ = std::process::Command::new("kill")
                 .args(["-9", &pid.to_string()])
                 .status();
