@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -19,8 +20,14 @@ use crate::{Error, Result, grpc, proto};
 /// The file in the data dir holding the bound gRPC address (useful with port 0).
 pub const GRPC_ADDR_FILE: &str = "grpc.addr";
 
+/// After the shutdown signal, how long open streams (watches, consoles) may delay the exit.
+const STREAM_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs the agent until `shutdown` resolves. VMs keep running after it returns.
-pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
     let driver: Arc<dyn Driver> = match config.driver {
@@ -82,14 +89,31 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()> + Send)
         mtls = tls_config.is_some(),
         "quiver-agent ready"
     );
-    grpc::serve(
+    // Graceful shutdown waits for open server streams, which a watching operator never closes:
+    // stop accepting at once, then give streams a short grace before returning anyway.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let serve = grpc::serve(
         services,
         listener,
         config.max_message_bytes,
         tls_config,
-        shutdown,
-    )
-    .await?;
+        stopped(stop_rx.clone()),
+    );
+    let grace = async {
+        stopped(stop_rx).await;
+        tokio::time::sleep(STREAM_GRACE).await;
+    };
+    tokio::select! {
+        served = serve => served?,
+        () = grace => tracing::info!("streams still open after the grace period; exiting"),
+    }
     tracing::info!("quiver-agent stopped; VMs keep running");
     Ok(())
 }

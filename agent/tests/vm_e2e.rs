@@ -135,6 +135,36 @@ async fn killed_agent_restarts_and_readopts_the_running_vm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_agent_with_open_streams_exits_promptly_and_leaves_vms_running() {
+    if guest().is_none() {
+        return;
+    }
+    let mut agent = Agent::start().await;
+    let client = agent.client().await;
+    client
+        .put_vm(put_request("keep", 1, RunStrategy::Always))
+        .await
+        .expect("put");
+    let before = wait_for(&agent, "keep", "running", is_running_ready).await;
+    let _watch = client.watch().await.expect("watch");
+    let _console = client.console("keep", 0, true).await.expect("console");
+
+    let took = agent.terminate();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "agent took {took:?} to stop"
+    );
+    assert!(
+        process::alive(before.pid),
+        "stopping the agent must not stop VMs"
+    );
+
+    agent.restart().await;
+    let after = wait_for(&agent, "keep", "re-adopted", is_running_ready).await;
+    assert_eq!(after.pid, before.pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qemu_killed_behind_the_agents_back_fails_and_restarts_per_strategy() {
     if guest().is_none() {
         return;

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// Largest chunk handed to a console stream (keeps messages well under transport limits).
 pub const CHUNK: usize = 32 * 1024;
-const POLL: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(25);
 
 /// Reads up to [`CHUNK`] bytes at `offset`; empty when there is nothing new (or no file yet).
 pub async fn read_chunk(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {

@@ -127,6 +127,16 @@ impl Agent {
         }
     }
 
+    /// SIGTERM the agent and wait for it to exit; returns how long that took.
+    pub fn terminate(&mut self) -> Duration {
+        let start = Instant::now();
+        if let Some(mut child) = self.child.take() {
+            process::sigterm(child.id());
+            let _ = child.wait();
+        }
+        start.elapsed()
+    }
+
     pub async fn client(&self) -> AgentClient {
         AgentClient::connect(self.endpoint.clone())
             .await
