@@ -326,3 +326,62 @@ async fn invalid_specs_are_rejected_naming_the_field_and_leave_nothing_behind() 
         .unwrap_or(0);
     assert_eq!(leftovers, 0, "rejected puts left files behind");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_poweroff_stops_a_once_vm_and_restarts_an_always_vm() {
+    if guest().is_none() {
+        return;
+    }
+    let agent = Agent::start().await;
+    let client = agent.client().await;
+    let oneshot = |uid: &str, strategy| {
+        let mut req = put_request(uid, 1, strategy);
+        spec_mut(&mut req).cmdline.push_str(" quiver.oneshot");
+        req
+    };
+    client
+        .put_vm(oneshot("once", RunStrategy::Once))
+        .await
+        .expect("put");
+    client
+        .put_vm(oneshot("always", RunStrategy::Always))
+        .await
+        .expect("put");
+
+    let stopped = wait_for(&agent, "once", "stopped", |s| phase(s) == Phase::Stopped).await;
+    assert_eq!(stopped.restart_count, 0);
+    assert!(!stopped.message.contains("agent was not running"));
+    let again = wait_for(&agent, "always", "restarted", |s| s.restart_count >= 2).await;
+    assert_ne!(
+        phase(&again),
+        Phase::Failed,
+        "a guest poweroff is not a failure: {again:?}"
+    );
+    client.delete_vm("always").await.expect("delete");
+    wait_gone(&agent, "always").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disks_run_on_qcow2_overlays_that_leave_the_base_image_untouched() {
+    if guest().is_none() {
+        return;
+    }
+    let agent = Agent::start().await;
+    let client = agent.client().await;
+    let base = agent.data_dir().join("base.raw");
+    std::fs::write(&base, vec![0u8; 1 << 20]).expect("base image");
+    let mut req = put_request("disk", 1, RunStrategy::Always);
+    spec_mut(&mut req).disks = vec![proto::Disk {
+        image: base.display().to_string(),
+        format: "raw".into(),
+    }];
+    client.put_vm(req).await.expect("put");
+    wait_for(&agent, "disk", "running", is_running_ready).await;
+    let overlay = agent.run_dir("disk").join("disk-0.qcow2");
+    let header = std::fs::read(&overlay).expect("overlay exists");
+    assert_eq!(&header[..4], b"QFI\xfb", "overlay is qcow2");
+    client.delete_vm("disk").await.expect("delete");
+    wait_gone(&agent, "disk").await;
+    assert!(!overlay.exists());
+    assert_eq!(std::fs::read(&base).expect("base").len(), 1 << 20);
+}
