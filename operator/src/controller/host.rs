@@ -51,6 +51,7 @@ pub async fn reconcile(host: Arc<Host>, ctx: Arc<Context>) -> Result<Action> {
     let ready = desired.condition(READY).map(|c| c.status.clone());
     ctx.host_seen(
         &name,
+        ready.as_deref().map(|r| r == "True"),
         &format!("{ready:?}/{:?}/{:?}", host.labels(), desired.capacity),
     );
     Ok(Action::requeue(interval))

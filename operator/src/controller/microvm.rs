@@ -65,12 +65,12 @@ fn uid(vm: &MicroVM) -> Result<String> {
 
 async fn apply(vm: &MicroVM, ctx: &Context, api: &Api<MicroVM>) -> Result<Action> {
     ctx.sync_agents();
-    if !ctx.cluster.synced() {
+    let uid = uid(vm)?;
+    if known_host(vm, &uid, ctx).is_none() && !ctx.cluster.synced() {
         // Until every agent has listed its VMs, "not found" could mean "not listed yet":
-        // placing now could run a second copy.
+        // placing now could run a second copy. Placed VMs go on (their host may be down).
         return Ok(Action::requeue(Duration::from_millis(300)));
     }
-    let uid = uid(vm)?;
     let (assignment, agent) = place_and_put(vm, &uid, ctx).await?;
     let host_ready = match &assignment {
         Assignment::Assigned { host, .. } => host_ready(ctx, host),
@@ -90,6 +90,16 @@ async fn apply(vm: &MicroVM, ctx: &Context, api: &Api<MicroVM>) -> Result<Action
     Ok(requeue_for(&desired))
 }
 
+/// The host the VM was placed on, as the agents, this operator or the VM's status know it.
+fn known_host(vm: &MicroVM, uid: &str, ctx: &Context) -> Option<String> {
+    let status = vm.status.as_ref();
+    ctx.cluster
+        .vm(uid)
+        .map(|c| c.host)
+        .or_else(|| ctx.assignment(uid))
+        .or_else(|| status.filter(|s| s.epoch > 0).and_then(|s| s.host.clone()))
+}
+
 /// Where the VM runs (placing it if nobody did) and what its agent says after the put.
 async fn place_and_put(
     vm: &MicroVM,
@@ -98,12 +108,7 @@ async fn place_and_put(
 ) -> Result<(Assignment, Option<proto::VmStatus>)> {
     let cached = ctx.cluster.vm(uid);
     let status = vm.status.clone().unwrap_or_default();
-    let known_host = cached
-        .as_ref()
-        .map(|c| c.host.clone())
-        .or_else(|| ctx.assignment(uid))
-        .or_else(|| status.host.clone().filter(|_| status.epoch > 0));
-    let (host, epoch) = match known_host {
+    let (host, epoch) = match known_host(vm, uid, ctx) {
         Some(host) => {
             let epoch = cached.as_ref().map_or(status.epoch, |c| c.epoch).max(1);
             (host, epoch)
@@ -180,6 +185,9 @@ fn assigned_host(ctx: &Context, vm: &MicroVM) -> Option<String> {
 }
 
 fn host_ready(ctx: &Context, host: &str) -> Option<bool> {
+    if let Some(ready) = ctx.host_ready(host) {
+        return Some(ready);
+    }
     let host = ctx
         .hosts
         .state()

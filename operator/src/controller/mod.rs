@@ -60,6 +60,9 @@ pub struct Context {
     pub(crate) placing: tokio::sync::Mutex<()>,
     /// Last seen (ready, labels, capacity) per host; a change wakes every MicroVM.
     host_seen: Mutex<HashMap<String, String>>,
+    /// Readiness per host as the Host controller last computed it. The Host store lags
+    /// behind the controller's own status write, so woken MicroVMs read this instead.
+    host_ready: Mutex<HashMap<String, bool>>,
     hosts_changed: mpsc::UnboundedSender<()>,
 }
 
@@ -89,8 +92,17 @@ impl Context {
         }
     }
 
+    /// Readiness of `host` from its latest heartbeat, if it had one.
+    pub(crate) fn host_ready(&self, host: &str) -> Option<bool> {
+        lock(&self.host_ready).get(host).copied()
+    }
+
     /// Wakes every MicroVM when what placement sees of `host` changed.
-    pub(crate) fn host_seen(&self, host: &str, fingerprint: &str) {
+    pub(crate) fn host_seen(&self, host: &str, ready: Option<bool>, fingerprint: &str) {
+        match ready {
+            Some(r) => lock(&self.host_ready).insert(host.to_owned(), r),
+            None => lock(&self.host_ready).remove(host),
+        };
         let changed = lock(&self.host_seen).insert(host.to_owned(), fingerprint.to_owned());
         if changed.as_deref() != Some(fingerprint) {
             let _ = self.hosts_changed.send(());
@@ -127,6 +139,7 @@ pub async fn run(
         assignments: Mutex::new(HashMap::new()),
         placing: tokio::sync::Mutex::new(()),
         host_seen: Mutex::new(HashMap::new()),
+        host_ready: Mutex::new(HashMap::new()),
         hosts_changed,
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
