@@ -5,6 +5,7 @@ mod harness;
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use harness::{Agent, is_running_ready, put_request, spec_mut, wait_for, wait_gone};
 use quiver_agent::Error;
 use quiver_agent::proto::RunStrategy;
@@ -29,7 +30,7 @@ async fn http_get(addr: &str, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_vms_follow_the_same_lifecycle_and_are_labelled() {
     let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let agent =
+    let mut agent =
         Agent::start_with(&["--driver", "simulated", "--metrics-listen", &metrics_addr]).await;
     let client = agent.client().await;
     let kernel = agent.data_dir().join("vmlinuz");
@@ -56,6 +57,14 @@ async fn simulated_vms_follow_the_same_lifecycle_and_are_labelled() {
     }
     let status = client.status().await.expect("status");
     assert_eq!((status.vm_count, status.running_vms), (20, 20));
+    let mut watch = Box::pin(client.watch().await.expect("watch"));
+    for _ in 0..20 {
+        let first = watch.next().await.expect("initial state").expect("status");
+        assert!(
+            first.uid.starts_with("sim-") && first.guest_ready,
+            "{first:?}"
+        );
+    }
     assert_eq!(status.allocated.map(|a| a.memory_mib), Some(20 * 256));
 
     // Fencing: a newer epoch is applied, an older one refused.
@@ -89,4 +98,11 @@ async fn simulated_vms_follow_the_same_lifecycle_and_are_labelled() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let summary = client.resource_summary().await.expect("summary");
     assert_eq!(summary.vms_total, 0);
+
+    // A run dir without a spec (a put interrupted by a crash) is cleaned up on restart.
+    let junk = agent.run_dir("junk");
+    std::fs::create_dir_all(&junk).expect("junk dir");
+    agent.kill9();
+    agent.restart().await;
+    assert!(!junk.exists(), "unusable run dir left behind");
 }

@@ -17,6 +17,9 @@ use super::rundir::RunDir;
 use super::spec::{VmMeta, VmSpec};
 use crate::proto;
 
+/// Console logs above this are rotated at the next boot.
+const MAX_CONSOLE_BYTES: u64 = 8 << 20;
+
 pub(crate) enum Msg {
     Put {
         put: Box<Put>,
@@ -167,6 +170,7 @@ impl Actor {
             Command::Launch => {
                 tracing::info!(%uid, "launching");
                 self.stop_readiness();
+                self.dir.rotate_console(MAX_CONSOLE_BYTES);
                 self.state.console_offset = self.dir.console_len();
                 self.state.guest_ready_at_ms = 0;
                 self.shared.starts.fetch_add(1, Ordering::Relaxed);

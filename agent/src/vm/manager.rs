@@ -11,12 +11,12 @@ use futures::Stream;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::actor::{Actor, Msg, Put};
-use super::console;
 use super::driver::Driver;
 use super::lifecycle::{Event, Lifecycle, Phase};
 use super::record::{SpecFile, StateFile, now_ms, status};
 use super::rundir::RunDir;
 use super::spec::{self, Limits, VmMeta, VmSpec};
+use super::{console, process};
 use crate::{Error, Result, proto};
 
 /// What the manager needs to know about its host.
@@ -306,6 +306,11 @@ impl VmManager {
             let dir = RunDir::at(entry.path());
             match self.recover_one(dir.clone()).await {
                 Ok(()) => found += 1,
+                // A put that crashed before its spec was written; nothing can run from it.
+                Err(e) if dir.read_pid().is_none_or(|pid| !process::alive(pid)) => {
+                    tracing::warn!(dir = %dir.root().display(), error = %e, "removing unusable run dir");
+                    let _ = dir.remove();
+                }
                 Err(e) => {
                     tracing::warn!(dir = %dir.root().display(), error = %e, "skipping run dir");
                 }

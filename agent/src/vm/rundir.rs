@@ -117,10 +117,41 @@ impl RunDir {
             .unwrap_or(0)
     }
 
+    /// Moves a console log above `max` bytes to `console.log.1` (replacing an older one), so
+    /// an often-restarted VM does not fill the disk. Call before a boot, never during one.
+    pub fn rotate_console(&self, max: u64) {
+        if self.console_len() > max {
+            let old = self.root.join("console.log.1");
+            if let Err(e) = std::fs::rename(self.console_log(), &old) {
+                tracing::warn!(dir = %self.root.display(), error = %e, "cannot rotate console log");
+            }
+        }
+    }
+
     /// The last `max` bytes of `qemu.log`, lossily decoded; used as the failure message.
     pub fn qemu_log_tail(&self, max: usize) -> String {
         let bytes = std::fs::read(self.qemu_log()).unwrap_or_default();
         let start = bytes.len().saturating_sub(max);
         String::from_utf8_lossy(&bytes[start..]).trim().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_console_log_is_rotated_before_a_boot() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = RunDir::new(tmp.path(), "vm");
+        dir.create().expect("create");
+        std::fs::write(dir.console_log(), vec![b'x'; 100]).expect("write");
+        dir.rotate_console(1000);
+        assert_eq!(dir.console_len(), 100, "small logs stay");
+        dir.rotate_console(10);
+        assert_eq!(dir.console_len(), 0);
+        assert!(dir.root().join("console.log.1").exists());
+        dir.remove().expect("remove");
+        dir.remove().expect("removing twice is fine");
     }
 }
