@@ -30,6 +30,7 @@ pub async fn run(
 ) -> Result<()> {
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
+    let _ = std::fs::remove_file(data_dir.join(GRPC_ADDR_FILE));
     let driver: Arc<dyn Driver> = match config.driver {
         DriverKind::Qemu => Arc::new(QemuDriver::new(config.accel)),
         DriverKind::Simulated => {
@@ -56,8 +57,6 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Transport(e.to_string()))?;
-    let addr_file = data_dir.join(GRPC_ADDR_FILE);
-    std::fs::write(&addr_file, addr.to_string()).map_err(|e| Error::io(&addr_file, e))?;
     let info = AgentInfo {
         host_name: config.host_name.clone(),
         grpc_endpoint: addr.to_string(),
@@ -81,6 +80,9 @@ pub async fn run(
             .map_err(|e| Error::Config(format!("cannot bind {metrics_addr}: {e}")))?;
         tokio::spawn(serve_metrics(services.clone(), listener));
     }
+    // Written last: once it exists, the agent (and its TLS material) is ready for clients.
+    let addr_file = data_dir.join(GRPC_ADDR_FILE);
+    std::fs::write(&addr_file, addr.to_string()).map_err(|e| Error::io(&addr_file, e))?;
     tracing::info!(
         grpc = %addr,
         driver = manager.driver_name(),
