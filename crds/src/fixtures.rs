@@ -23,8 +23,10 @@ pub const TEST_NAMESPACE: &str = "default";
 pub const TEST_KERNEL: &str = "/var/lib/quiver/guest/vmlinuz";
 /// Initramfs path the guest image script installs to.
 pub const TEST_INITRD: &str = "/var/lib/quiver/guest/initrd.gz";
-/// Kernel command line that boots the test guest under QEMU `microvm` with TCG.
-pub const TEST_CMDLINE: &str = "console=ttyS0 edd=off quiet panic=-1 reboot=t";
+/// Kernel command line that boots the test guest under QEMU `microvm` with TCG. `microvm` has
+/// no HPET or PM timer, so on a busy host the guest's TSC calibration can fail and the boot
+/// hang; the TSC frequency is given instead of measured.
+pub const TEST_CMDLINE: &str = "console=ttyS0 edd=off quiet panic=-1 reboot=t tsc=reliable tsc_early_khz=2000000 no_timer_check";
 
 /// The fixed time every fixture timestamp uses (2026-01-01T00:00:00Z), so fixtures compare equal.
 #[must_use]

@@ -15,7 +15,7 @@ use crate::{ControlPlane, Kubectl};
 
 /// Kernel cmdline for the test guest under TCG. The microvm guest has no timer to calibrate the
 /// TSC against and hangs on a busy host unless the TSC frequency is fixed.
-pub const TEST_CMDLINE: &str = "console=ttyS0 edd=off quiet panic=-1 reboot=t tsc=reliable tsc_early_khz=2000000 no_timer_check";
+pub use quiver_crds::fixtures::TEST_CMDLINE;
 
 /// The guest image directory, or `None` when it is missing and `QUIVER_REQUIRE_GUEST` is unset
 /// (the caller skips and says so). Panics when it is missing but required.
