@@ -75,6 +75,13 @@ async fn simulated_vms_follow_the_same_lifecycle_and_are_labelled() {
         Err(Error::Remote { code, .. }) => assert_eq!(code, "FailedPrecondition"),
         other => panic!("stale epoch accepted: {other:?}"),
     }
+    // An older generation in the same epoch is a no-op, not a rollback.
+    let stale = client
+        .put_vm(request("sim-0", 2))
+        .await
+        .expect("stale generation");
+    assert!(!stale.changed);
+    assert_eq!(stale.status.map(|s| s.observed_generation), Some(2));
 
     let text = http_get(&metrics_addr, "/metrics").await;
     assert!(text.contains("200 OK"), "{text}");

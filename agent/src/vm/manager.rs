@@ -131,7 +131,7 @@ impl VmManager {
     }
 
     /// Validates and applies a put. Returns the status after it was applied and whether
-    /// anything changed (the same uid + generation + epoch is a no-op).
+    /// anything changed (the same or an older generation in the same epoch is a no-op).
     pub async fn put(&self, req: &proto::PutVmRequest) -> Result<(proto::VmStatus, bool)> {
         let (meta, spec) = spec::validate(req, self.shared.limits)?;
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -145,7 +145,9 @@ impl VmManager {
                     let (uid, got, applied) = (meta.uid, meta.epoch, entry.meta.epoch);
                     return Err(Error::StaleEpoch { uid, got, applied });
                 }
-                if meta.generation == entry.meta.generation && meta.epoch == entry.meta.epoch {
+                // Same or older generation in the same epoch: a retry or a stale writer; never
+                // roll the spec back.
+                if meta.generation <= entry.meta.generation && meta.epoch == entry.meta.epoch {
                     return Ok((entry.status.clone(), false));
                 }
                 let respec = !same_machine(&entry.spec, &spec);
