@@ -87,7 +87,7 @@ async fn simulated_vms_follow_the_same_lifecycle_and_are_labelled() {
     assert!(text.contains("200 OK"), "{text}");
     assert!(
         text.contains(
-            r#"quiver_rpc_requests_total{transport="grpc",service="Vm",method="PutVm"} 22"#
+            r#"quiver_rpc_requests_total{transport="grpc",service="Vm",method="PutVm"} 23"#
         ),
         "{text}"
     );
