@@ -115,7 +115,7 @@ async fn watch_from_compacted_version_is_410_and_bookmarks_carry_versions() -> a
         .boxed();
     match tokio::time::timeout(Duration::from_secs(5), stream.next()).await? {
         Some(Ok(WatchEvent::Bookmark(b))) => {
-            assert!(b.metadata.resource_version.parse::<u64>()? >= rv.parse::<u64>()?)
+            assert!(b.metadata.resource_version.parse::<u64>()? >= rv.parse::<u64>()?);
         }
         other => anyhow::bail!("expected a bookmark, got {other:?}"),
     }
@@ -302,7 +302,16 @@ async fn bad_input_gets_status_errors_and_loses_nothing() -> anyhow::Result<()> 
     vms.create(&PostParams::default(), &MicroVM::test("safe"))
         .await?;
     let coll = "/apis/quiver.dev/v1alpha1/namespaces/default/microvms";
-    let cases: Vec<(&str, String, &str, Vec<u8>, u16, &str)> = vec![
+    // (method, path, content type, body, expected code, expected reason)
+    type Case = (
+        &'static str,
+        String,
+        &'static str,
+        Vec<u8>,
+        u16,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "POST",
             coll.into(),

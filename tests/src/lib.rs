@@ -98,10 +98,10 @@ impl Kubectl {
                 kubectl_binary()
             )
         })?;
-        if let Some(mut pipe) = child.stdin.take() {
-            if let Some(input) = stdin {
-                pipe.write_all(input.as_bytes()).await?;
-            }
+        if let Some(mut pipe) = child.stdin.take()
+            && let Some(input) = stdin
+        {
+            pipe.write_all(input.as_bytes()).await?;
         }
         let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
             .await

@@ -1,0 +1,252 @@
+//! End-to-end VM start benchmark: `kubectl apply`-equivalent create → Running → GuestReady
+//! through the dev control plane, the operator and a real agent booting QEMU under TCG, broken
+//! into stages, for 1 and 10 VMs, next to raw QEMU boots measured in the same run.
+//!
+//! Stages per VM (agent timestamps are unix milliseconds read over gRPC):
+//! - API write: create request → response;
+//! - to QEMU: create → the agent spawned QEMU (watch, reconcile, placement, PutVm, spawn);
+//! - guest boot: QEMU spawned → the agent saw the readiness marker (the guest's own time);
+//! - status back: marker seen → GuestReady visible to a watcher of the MicroVM;
+//! - control-plane overhead: total minus guest boot.
+//!
+//! Needs the guest image. Run: `cargo build --release -p quiver-agent && cargo run --release
+//! -p quiver-benches --bin bench-e2e` (`-- --no-write` to leave docs/benchmarks.md alone).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt as _;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
+use quiver_agent::client::AgentClient;
+use quiver_benches::{Samples, docs_path, fmt_duration, write_section};
+use quiver_crds::{MicroVM, MicroVMPhase};
+use quiver_tests::cluster::{TestCluster, guest_dir};
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+#[derive(Default)]
+struct Stages {
+    api_write: Samples,
+    to_qemu: Samples,
+    guest_boot: Samples,
+    status_back: Samples,
+    to_running: Samples,
+    total: Samples,
+    overhead: Samples,
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn ms(d: i64) -> Duration {
+    Duration::from_millis(u64::try_from(d.max(0)).unwrap_or(0))
+}
+
+/// Creates `n` VMs at once and follows them to GuestReady.
+async fn round(
+    vms: &Api<MicroVM>,
+    agent: &AgentClient,
+    guest: &std::path::Path,
+    n: usize,
+    tag: &str,
+    stages: &mut Stages,
+) -> anyhow::Result<()> {
+    let rv = vms
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut events = vms.watch(&WatchParams::default(), &rv).await?.boxed();
+    let names: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
+    let start = Instant::now();
+    let start_unix = unix_ms(SystemTime::now());
+    let creates = names.iter().map(|name| {
+        let vms = vms.clone();
+        let mut vm = MicroVM::test(name);
+        vm.spec.kernel = guest.join("vmlinuz").to_string_lossy().into_owned();
+        vm.spec.initrd = Some(guest.join("initrd.gz").to_string_lossy().into_owned());
+        vm.metadata.uid = None;
+        async move {
+            vms.create(&PostParams::default(), &vm).await?;
+            anyhow::Ok(start.elapsed())
+        }
+    });
+    for ack in futures::future::try_join_all(creates).await? {
+        stages.api_write.push(ack);
+    }
+    let (mut running, mut ready): (HashMap<String, Duration>, HashMap<String, Duration>) =
+        Default::default();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while ready.len() < n {
+        let ev = tokio::time::timeout_at(deadline, events.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("watch ended"))??;
+        let (WatchEvent::Added(vm) | WatchEvent::Modified(vm)) = ev else {
+            continue;
+        };
+        let name = vm.metadata.name.clone().unwrap_or_default();
+        let status = vm.status.clone().unwrap_or_default();
+        if status.phase == Some(MicroVMPhase::Running) {
+            running
+                .entry(name.clone())
+                .or_insert_with(|| start.elapsed());
+        }
+        if status
+            .condition(quiver_crds::condition::GUEST_READY)
+            .is_some_and(|c| c.status == "True")
+        {
+            ready.entry(name).or_insert_with(|| start.elapsed());
+        }
+    }
+    let reported: HashMap<String, quiver_agent::proto::VmStatus> = agent
+        .list_vms()
+        .await?
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    for name in &names {
+        let s = reported
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("agent does not know {name}"))?;
+        let total = ready[name];
+        let boot = ms(s.guest_ready_at_ms - s.started_at_ms);
+        stages.to_qemu.push(ms(s.started_at_ms - start_unix));
+        stages.guest_boot.push(boot);
+        stages
+            .status_back
+            .push(total.saturating_sub(ms(s.guest_ready_at_ms - start_unix)));
+        stages
+            .to_running
+            .push(running.get(name).copied().unwrap_or(total));
+        stages.total.push(total);
+        stages.overhead.push(total.saturating_sub(boot));
+    }
+    for name in &names {
+        vms.delete(name, &DeleteParams::default()).await?;
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    while !vms.list(&ListParams::default()).await?.items.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "VMs were not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Raw QEMU with the test guest's command line: spawn → marker on the serial console.
+async fn raw_boots(guest: &std::path::Path, n: usize) -> anyhow::Result<Samples> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let guest = guest.to_path_buf();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt as _;
+                let start = Instant::now();
+                let mut child = tokio::process::Command::new("qemu-system-x86_64")
+                    .args([
+                        "-M",
+                        "microvm,x-option-roms=off,rtc=on",
+                        "-accel",
+                        "tcg",
+                        "-m",
+                        "256",
+                        "-smp",
+                        "1",
+                    ])
+                    .args([
+                        "-nodefaults",
+                        "-no-user-config",
+                        "-nographic",
+                        "-no-reboot",
+                        "-serial",
+                        "stdio",
+                    ])
+                    .arg("-kernel")
+                    .arg(guest.join("vmlinuz"))
+                    .arg("-initrd")
+                    .arg(guest.join("initrd.gz"))
+                    .args(["-append", quiver_crds::fixtures::TEST_CMDLINE])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()?;
+                let stdout = child
+                    .stdout
+                    .take()
+                    .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+                let mut lines = tokio::io::BufReader::new(stdout).lines();
+                while let Some(line) = tokio::time::timeout(TIMEOUT, lines.next_line()).await?? {
+                    if line.contains(quiver_crds::microvm::DEFAULT_SERIAL_MARKER) {
+                        let took = start.elapsed();
+                        child.kill().await?;
+                        return anyhow::Ok(took);
+                    }
+                }
+                anyhow::bail!("the guest never printed its marker")
+            })
+        })
+        .collect();
+    let mut samples = Samples::default();
+    for t in tasks {
+        samples.push(t.await??);
+    }
+    Ok(samples)
+}
+
+fn row(label: &str, s: &mut Samples) -> String {
+    format!(
+        "| {label} | {} | {} |",
+        fmt_duration(s.percentile(50.0)),
+        fmt_duration(s.percentile(99.0))
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let write = !std::env::args().any(|a| a == "--no-write");
+    let guest =
+        guest_dir().ok_or_else(|| anyhow::anyhow!("no guest image: run scripts/guest-image.sh"))?;
+    let cluster = TestCluster::start(1).await?;
+    let vms: Api<MicroVM> = Api::namespaced(cluster.client.clone(), "default");
+    let agent = AgentClient::connect(format!("http://{}", cluster.agents[0].address())).await?;
+    let mut body = String::from(
+        "## End to end: MicroVM create → Running → GuestReady\n\n\
+         Command: `cargo build --release -p quiver-agent && cargo run --release -p quiver-benches --bin bench-e2e` \
+         (dev control plane + operator in-process, one real agent, QEMU `microvm` under TCG, 2 cores). \
+         Control-plane overhead is everything but the guest's own boot (QEMU spawn → readiness marker, as the agent saw it).\n",
+    );
+    for (n, rounds) in [(1usize, 8usize), (10, 2)] {
+        let mut raw = Samples::default();
+        for _ in 0..rounds {
+            raw.extend(&raw_boots(&guest, n).await?);
+        }
+        let mut stages = Stages::default();
+        for r in 0..rounds {
+            round(&vms, &agent, &guest, n, &format!("b{n}-{r}"), &mut stages).await?;
+        }
+        let ratio = stages.total.percentile(50.0).as_secs_f64()
+            / raw.percentile(50.0).as_secs_f64().max(1e-9);
+        body.push_str(&format!(
+            "\n### {n} VM{} at once ({} samples)\n\n| stage | p50 | p99 |\n|---|---|---|\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n\n\
+             create → GuestReady is {ratio:.2}× a raw QEMU boot to the marker (p50). Target: control-plane overhead p50 ≤ 50 ms, p99 ≤ 200 ms.\n",
+            if n == 1 { "" } else { "s" },
+            stages.total.len(),
+            row("API write (create → response)", &mut stages.api_write),
+            row("create → QEMU spawned (watch, reconcile, PutVm, spawn)", &mut stages.to_qemu),
+            row("guest boot (QEMU spawned → marker seen by the agent)", &mut stages.guest_boot),
+            row("status back (marker → GuestReady seen by a watcher)", &mut stages.status_back),
+            row("create → Running seen by a watcher", &mut stages.to_running),
+            row("**create → GuestReady seen by a watcher**", &mut stages.total),
+            row("**control-plane overhead** (total − guest boot)", &mut stages.overhead),
+            row("raw `qemu-system` spawn → marker, same run (baseline)", &mut raw),
+        ));
+    }
+    println!("{body}");
+    if write {
+        write_section(&docs_path(), "e2e", &body)?;
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
