@@ -385,3 +385,47 @@ async fn disks_run_on_qcow2_overlays_that_leave_the_base_image_untouched() {
     assert!(!overlay.exists());
     assert_eq!(std::fs::read(&base).expect("base").len(), 1 << 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresponsive_leftover_qemu_is_killed_before_the_vm_is_restarted() {
+    if guest().is_none() {
+        return;
+    }
+    let mut agent = Agent::start().await;
+    let client = agent.client().await;
+    client
+        .put_vm(put_request("stuck", 1, RunStrategy::Always))
+        .await
+        .expect("put");
+    let before = wait_for(&agent, "stuck", "running", is_running_ready).await;
+    agent.kill9();
+    process::sigkill(before.pid);
+    assert!(process::wait_gone(before.pid, std::time::Duration::from_secs(5)).await);
+
+    // A process that looks like this VM's QEMU (its command line names the QMP socket) but
+    // never answers QMP, as after an agent crash in the middle of a launch.
+    let qmp = agent.run_dir("stuck").join("qmp.sock");
+    let mut impostor = std::process::Command::new("sh")
+        .arg("-c")
+        // A loop of short sleeps: nothing outlives the shell by more than a second.
+        .arg("while :; do sleep 1; done")
+        .arg(&qmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn impostor");
+    std::fs::write(
+        agent.run_dir("stuck").join("qemu.pid"),
+        impostor.id().to_string(),
+    )
+    .expect("pid file");
+
+    agent.restart().await;
+    let back = wait_for(&agent, "stuck", "restarted", is_running_ready).await;
+    let impostor_exit = impostor.try_wait().expect("try_wait");
+    assert!(
+        impostor_exit.is_some(),
+        "unresponsive leftover was not killed"
+    );
+    assert_ne!(back.pid, impostor.id());
+}

@@ -220,6 +220,8 @@ fn exit_of_adopted(dir: RunDir, pid: u32, events: QmpClient) -> BoxFuture<'stati
     .boxed()
 }
 
+/// Finds the VM's QEMU by pid file; it must be alive, be ours (its command line names this run
+/// dir) and answer QMP.
 async fn adopt(dir: &RunDir) -> Option<Launched> {
     let pid = dir.read_pid()?;
     let marker = dir.qmp_socket().display().to_string();
@@ -231,9 +233,18 @@ async fn adopt(dir: &RunDir) -> Option<Launched> {
         qmp.query_status().await.ok()?;
         QmpClient::connect(&dir.events_socket()).await.ok()
     };
-    let events = tokio::time::timeout(Duration::from_secs(5), answer)
+    let Some(events) = tokio::time::timeout(Duration::from_secs(5), answer)
         .await
-        .ok()??;
+        .ok()
+        .flatten()
+    else {
+        // Ours but unresponsive (e.g. the agent died mid-launch): kill it, so a restart never
+        // runs two QEMUs for one VM.
+        tracing::warn!(pid, "QEMU does not answer QMP; killing it before recovery");
+        process::sigkill(pid);
+        process::wait_gone(pid, KILL_GRACE).await;
+        return None;
+    };
     Some(Launched {
         pid,
         exit: exit_of_adopted(dir.clone(), pid, events),
