@@ -6,7 +6,9 @@
 //!   [`vm::manager`] runs one actor per VM, persists run dirs and re-adopts VMs after restart.
 //! - [`services`]: Health, Status, Vm, Monitoring, each implemented once over the proto types.
 //! - [`grpc`]: the tonic adapter (the Iroh adapter will sit next to it and reuse `services`).
-//! - [`client`]: a typed gRPC client for other crates. [`runtime`]: wiring for the binary.
+//! - [`client`]: a typed gRPC client for other crates. [`tls`]: mTLS files and a dev CA.
+//! - [`metrics`]: per-method RPC metrics and `/metrics` text. [`config`]: the agent's settings.
+//!   [`runtime`]: wiring for the binary.
 //!
 //! # Goals
 //! - VMs outlive the agent: QEMU runs detached; a restarted agent re-adopts live VMs and
