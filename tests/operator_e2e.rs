@@ -173,11 +173,7 @@ async fn operator_restart_mid_boot_runs_no_duplicate_and_status_converges() -> a
     )
     .await?;
     assert_eq!(cluster.qemu_pids().len(), 1, "a second QEMU was started");
-    let agent = quiver_agent::client::AgentClient::connect(format!(
-        "http://{}",
-        cluster.agents[0].address()
-    ))
-    .await?;
+    let agent = cluster.agent_client(0).await?;
     assert_eq!(agent.list_vms().await?.len(), 1);
     k.run(&["delete", "mvm", "survivor", "--timeout=60s"])
         .await?;

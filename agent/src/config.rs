@@ -90,10 +90,12 @@ pub struct AgentConfig {
     pub stop_grace_secs: u64,
     /// Largest gRPC message accepted or sent.
     pub max_message_bytes: usize,
-    /// mTLS for gRPC (CA that signs clients, server cert and key). Plain gRPC when unset.
+    /// mTLS for gRPC (CA that signs clients, server cert and key).
     pub tls: Option<TlsFiles>,
     /// Without `tls`: generate a dev CA and certs under `<data-dir>/tls/` and use them.
     pub dev_tls: bool,
+    /// Without `tls` or `dev_tls`: serve plain gRPC. Refused unless `grpc_listen` is loopback.
+    pub insecure_plaintext: bool,
 }
 
 impl Default for AgentConfig {
@@ -114,6 +116,7 @@ impl Default for AgentConfig {
             max_message_bytes: 4 << 20,
             tls: None,
             dev_tls: false,
+            insecure_plaintext: false,
         }
     }
 }
@@ -127,6 +130,28 @@ impl AgentConfig {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         serde_yaml_ng::from_str(&text)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Refuses a config that would serve gRPC without TLS by accident: plaintext needs
+    /// `insecure_plaintext`, and even then only on a loopback address.
+    pub fn check_transport(&self) -> Result<()> {
+        if self.tls.is_some() || self.dev_tls {
+            return Ok(());
+        }
+        if !self.insecure_plaintext {
+            return Err(Error::Config(
+                "no gRPC TLS configured: pass --tls-ca/--tls-cert/--tls-key, or --dev-tls, or \
+                 --insecure-plaintext (loopback only)"
+                    .into(),
+            ));
+        }
+        if !self.grpc_listen.ip().is_loopback() {
+            return Err(Error::Config(format!(
+                "--insecure-plaintext is allowed on loopback only, not on {}",
+                self.grpc_listen
+            )));
+        }
+        Ok(())
     }
 
     pub fn stop_grace(&self) -> Duration {
@@ -163,6 +188,19 @@ mod tests {
         assert_eq!(c.accel, Accel::Tcg);
         assert_eq!(c.capacity_cpus, 3);
         assert_eq!(c.driver, DriverKind::Qemu);
+    }
+
+    #[test]
+    fn plaintext_needs_the_flag_and_a_loopback_address() {
+        let mut c = AgentConfig::default();
+        assert!(matches!(c.check_transport(), Err(Error::Config(_))));
+        c.insecure_plaintext = true;
+        c.check_transport()
+            .expect("loopback plaintext with the flag");
+        c.grpc_listen = "0.0.0.0:7443".parse().expect("addr");
+        assert!(matches!(c.check_transport(), Err(Error::Config(_))));
+        c.dev_tls = true;
+        c.check_transport().expect("dev TLS on any address");
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //!
 //! # Non-goals (here)
 //! - Placement, Raft and fencing across hosts (the epoch is only checked per VM), guest
-//!   networking. gRPC is mTLS when configured (`tls`, or `--dev-tls`), plain otherwise.
+//!   networking. gRPC is mTLS (`tls`, or `--dev-tls`); plain only with `insecure_plaintext`
+//!   on loopback.
 
 pub mod client;
 pub mod config;

@@ -37,8 +37,11 @@ struct Args {
     #[arg(long, requires = "tls_ca")]
     tls_key: Option<PathBuf>,
     /// mTLS with a dev CA generated under <data-dir>/tls/ (for local use only).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tls_ca")]
     dev_tls: bool,
+    /// Plain gRPC without TLS; refused unless --grpc-listen is a loopback address.
+    #[arg(long, conflicts_with_all = ["tls_ca", "dev_tls"])]
+    insecure_plaintext: bool,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -67,6 +70,7 @@ fn main() -> anyhow::Result<()> {
     c.capacity_memory_mib = args.capacity_memory_mib.unwrap_or(c.capacity_memory_mib);
     c.driver = args.driver.unwrap_or(c.driver);
     c.dev_tls |= args.dev_tls;
+    c.insecure_plaintext |= args.insecure_plaintext;
     if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
         c.tls = Some(quiver_agent::tls::TlsFiles { ca, cert, key });
     }

@@ -28,6 +28,7 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    config.check_transport()?;
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
     let _ = std::fs::remove_file(data_dir.join(GRPC_ADDR_FILE));
@@ -71,7 +72,10 @@ pub async fn run(
             ensure_dev_pki(&dir, std::slice::from_ref(&config.host_name))?;
             Some(TlsFiles::dev_server(&dir))
         }
-        (None, false) => None,
+        (None, false) => {
+            tracing::warn!(grpc = %addr, "serving plain gRPC (--insecure-plaintext)");
+            None
+        }
     };
     let tls_config = tls.as_ref().map(TlsFiles::server_config).transpose()?;
     if let Some(metrics_addr) = config.metrics_listen {

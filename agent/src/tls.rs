@@ -1,9 +1,12 @@
-//! Mutual TLS for gRPC: PEM file sets and a generated development CA.
+//! Mutual TLS for gRPC: PEM file sets, and the one place certificates are generated.
 //!
-//! In a cluster the operator owns the CA (a Secret) and hands each agent its files; for local
-//! development `--dev-tls` makes one under `<data-dir>/tls/` (CA, server and client certs), so
-//! the agent and a local client can talk mTLS with no setup.
+//! [`Ca`] creates a cluster CA and issues server certificates (one per agent) and client
+//! certificates (the operator's). The operator keeps its CA in a Secret and hands each agent
+//! its files; for local development `--dev-tls` makes a CA under `<data-dir>/tls/` (CA, server
+//! and client certs), so the agent and a local client can talk mTLS with no setup.
 
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
@@ -30,19 +33,20 @@ pub const DEV_SERVER_NAME: &str = "localhost";
 impl TlsFiles {
     /// The server side of a dev PKI in `dir`.
     pub fn dev_server(dir: &Path) -> Self {
-        TlsFiles {
-            ca: dir.join("ca.pem"),
-            cert: dir.join("server.pem"),
-            key: dir.join("server-key.pem"),
-        }
+        TlsFiles::named(dir, "server")
     }
 
     /// The client side of a dev PKI in `dir`.
     pub fn dev_client(dir: &Path) -> Self {
+        TlsFiles::named(dir, "client")
+    }
+
+    /// `<dir>/ca.pem`, `<dir>/<stem>.pem` and `<dir>/<stem>-key.pem`.
+    pub fn named(dir: &Path, stem: &str) -> Self {
         TlsFiles {
             ca: dir.join("ca.pem"),
-            cert: dir.join("client.pem"),
-            key: dir.join("client-key.pem"),
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}-key.pem")),
         }
     }
 
@@ -69,28 +73,102 @@ impl TlsFiles {
 }
 
 fn pki_err(e: &rcgen::Error) -> Error {
-    Error::Config(format!("dev PKI: {e}"))
+    Error::Config(format!("PKI: {e}"))
 }
 
-/// Makes a CA and a server + client certificate in `dir`, unless `ca.pem` already exists.
-/// `server_names` are added to the server certificate next to `localhost` and `127.0.0.1`.
-pub fn ensure_dev_pki(dir: &Path, server_names: &[String]) -> Result<()> {
-    if dir.join("ca.pem").exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let ca_key = KeyPair::generate().map_err(|e| pki_err(&e))?;
+/// The subject of every Quiver CA. Fixed, because [`Ca::from_pem`] rebuilds the issuer from
+/// it and the key (rcgen parses no certificates without the `x509-parser` feature).
+const CA_NAME: &str = "quiver cluster CA";
+
+fn ca_params() -> Result<CertificateParams> {
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| pki_err(&e))?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "quiver dev CA");
+    ca.distinguished_name.push(DnType::CommonName, CA_NAME);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).map_err(|e| pki_err(&e))?;
-    let issuer = Issuer::new(ca, &ca_key);
+    Ok(ca)
+}
 
-    let mut names = vec![DEV_SERVER_NAME.to_owned(), "127.0.0.1".to_owned()];
-    names.extend(server_names.iter().cloned());
-    let leaf = |names: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose| {
+/// A certificate authority: its certificate (PEM) and the issuer that signs with its key.
+pub struct Ca {
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// An issued certificate and its private key, PEM.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Ca {
+    /// A new CA with a fresh key.
+    pub fn generate() -> Result<Ca> {
+        let key = KeyPair::generate().map_err(|e| pki_err(&e))?;
+        let params = ca_params()?;
+        let cert = params.self_signed(&key).map_err(|e| pki_err(&e))?;
+        Ok(Ca {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A CA made by [`Ca::generate`] (here or elsewhere), from its certificate and key.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| pki_err(&e))?;
+        Ok(Ca {
+            cert_pem: cert_pem.to_owned(),
+            issuer: Issuer::new(ca_params()?, key),
+        })
+    }
+
+    /// Loads `<dir>/ca.pem` + `<dir>/ca-key.pem`, or generates and writes them.
+    pub fn load_or_create(dir: &Path) -> Result<Ca> {
+        let (cert, key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+        if cert.exists() {
+            let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| Error::io(p, e));
+            return Ca::from_pem(&read(&cert)?, &read(&key)?);
+        }
+        let ca = Ca::generate()?;
+        ca.write(dir)?;
+        Ok(ca)
+    }
+
+    /// Writes `ca.pem` and `ca-key.pem` (0600) into `dir`; the certificate last, as its
+    /// presence marks the pair complete.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        write_private(&dir.join("ca-key.pem"), &self.key_pem())?;
+        write_private(&dir.join("ca.pem"), &self.cert_pem)
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// A server certificate for `localhost`, `127.0.0.1` and `names`.
+    pub fn issue_server(&self, names: &[String]) -> Result<Leaf> {
+        let mut all = vec![DEV_SERVER_NAME.to_owned(), "127.0.0.1".to_owned()];
+        all.extend(
+            names
+                .iter()
+                .filter(|n| !all.contains(n))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        self.issue(all, "quiver-agent", ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate named `name`.
+    pub fn issue_client(&self, name: &str) -> Result<Leaf> {
+        let names = vec![name.to_owned()];
+        self.issue(names, name, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue(&self, names: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose) -> Result<Leaf> {
         let key = KeyPair::generate().map_err(|e| pki_err(&e))?;
         let mut p = CertificateParams::new(names).map_err(|e| pki_err(&e))?;
         p.distinguished_name.push(DnType::CommonName, cn);
@@ -99,34 +177,62 @@ pub fn ensure_dev_pki(dir: &Path, server_names: &[String]) -> Result<()> {
             KeyUsagePurpose::KeyEncipherment,
         ];
         p.extended_key_usages = vec![usage];
-        let cert = p.signed_by(&key, &issuer).map_err(|e| pki_err(&e))?;
-        Ok::<_, Error>((cert.pem(), key.serialize_pem()))
-    };
-    let (server, server_key) = leaf(names, "quiver-agent", ExtendedKeyUsagePurpose::ServerAuth)?;
-    let client_names = vec!["quiver-client".to_owned()];
-    let (client, client_key) = leaf(
-        client_names,
-        "quiver-client",
-        ExtendedKeyUsagePurpose::ClientAuth,
-    )?;
-    let files = [
-        ("ca-key.pem", ca_key.serialize_pem()),
-        ("server.pem", server),
-        ("server-key.pem", server_key),
-        ("client.pem", client),
-        ("client-key.pem", client_key),
-        // Last: its presence marks the set complete.
-        ("ca.pem", ca_cert.pem()),
-    ];
-    for (name, pem) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).map_err(|e| Error::io(&path, e))?;
+        let cert = p.signed_by(&key, &self.issuer).map_err(|e| pki_err(&e))?;
+        Ok(Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
-    Ok(())
+}
+
+impl Leaf {
+    /// Writes this leaf as `<dir>/<stem>.pem` + `<dir>/<stem>-key.pem` (0600) next to the CA's
+    /// certificate (`<dir>/ca.pem`, written when missing) and returns the set.
+    pub fn write(&self, ca: &Ca, dir: &Path, stem: &str) -> Result<TlsFiles> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let files = TlsFiles::named(dir, stem);
+        write_private(&files.key, &self.key_pem)?;
+        write_private(&files.cert, &self.cert_pem)?;
+        if !files.ca.exists() {
+            write_private(&files.ca, ca.cert_pem())?;
+        }
+        Ok(files)
+    }
+}
+
+/// Replaces `path` with `contents`, readable by the owner only.
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io(&tmp, e))?;
+    file.write_all(contents.as_bytes())
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Makes a CA and a server + client certificate in `dir`, unless `ca.pem` already exists.
+/// `server_names` are added to the server certificate next to `localhost` and `127.0.0.1`.
+pub fn ensure_dev_pki(dir: &Path, server_names: &[String]) -> Result<()> {
+    if dir.join("ca.pem").exists() {
+        return Ok(());
+    }
+    let ca = Ca::generate()?;
+    ca.issue_server(server_names)?.write(&ca, dir, "server")?;
+    ca.issue_client("quiver-client")?
+        .write(&ca, dir, "client")?;
+    // Last: `ca.pem` marks the set complete.
+    ca.write(dir)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     #[test]
@@ -145,5 +251,21 @@ mod tests {
         TlsFiles::dev_client(dir.path())
             .client_config("localhost")
             .expect("client config");
+        for key in ["ca-key.pem", "server-key.pem", "client-key.pem"] {
+            let mode = std::fs::metadata(dir.path().join(key))
+                .expect("key")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{key} must be private");
+        }
+    }
+
+    #[test]
+    fn a_reloaded_ca_keeps_its_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::load_or_create(dir.path()).expect("create");
+        let again = Ca::load_or_create(dir.path()).expect("load");
+        assert_eq!(ca.cert_pem(), again.cert_pem());
+        assert_eq!(ca.key_pem(), again.key_pem());
     }
 }

@@ -1,5 +1,5 @@
 //! mTLS on the agent's gRPC endpoint (`--dev-tls`): only clients with a certificate from the
-//! cluster CA get in.
+//! cluster CA get in; without TLS flags the agent does not serve plain gRPC by accident.
 
 mod harness;
 
@@ -40,5 +40,35 @@ async fn dev_tls_admits_clients_of_the_cluster_ca_only() {
     assert!(
         matches!(refused, Err(Error::Unreachable(_) | Error::Remote { .. })),
         "foreign client certificate must be refused, got {refused:?}"
+    );
+}
+
+/// Runs `quiver-agent` with `args` on a fresh data dir; it must exit with an error naming `why`.
+fn refuses_to_start(args: &[&str], why: &str) {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quiver-agent"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--driver", "simulated"])
+        .args(args)
+        .output()
+        .expect("run quiver-agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{args:?} must not start; stderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(why),
+        "{args:?}: expected {why:?} in: {stderr}"
+    );
+}
+
+#[test]
+fn without_tls_flags_the_agent_refuses_to_serve_plaintext() {
+    refuses_to_start(&["--grpc-listen", "127.0.0.1:0"], "no gRPC TLS configured");
+    refuses_to_start(
+        &["--grpc-listen", "0.0.0.0:0", "--insecure-plaintext"],
+        "loopback only",
     );
 }

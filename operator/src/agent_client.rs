@@ -6,6 +6,10 @@
 //! every endpoint in order. With Raft, a put will go to the first reachable endpoint (followers
 //! forward to the leader) and nothing above this module changes.
 //!
+//! Every connection is mutual TLS ([`connect_agent`]): the operator presents its client
+//! certificate from the cluster CA ([`crate::pki`]) and accepts only an agent certificate from
+//! the same CA naming the Host. Without a client certificate no agent is reachable.
+//!
 //! Every status an agent reports wakes the MicroVM controller for that VM (see
 //! [`AgentCluster::new`]), so status shows up within milliseconds instead of at the next requeue.
 
@@ -17,6 +21,7 @@ use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
 use quiver_agent::client::AgentClient;
 use quiver_agent::proto;
+use quiver_agent::tls::TlsFiles;
 use quiver_crds::MicroVM;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -39,6 +44,7 @@ struct Inner {
     agents: Mutex<BTreeMap<String, Agent>>,
     vms: Mutex<HashMap<String, proto::VmStatus>>,
     triggers: mpsc::UnboundedSender<VmTrigger>,
+    tls: Option<TlsFiles>,
 }
 
 struct Agent {
@@ -72,14 +78,16 @@ pub struct DeleteOutcome {
 }
 
 impl AgentCluster {
-    /// An empty cluster and the stream of VMs to reconcile because an agent reported them.
+    /// An empty cluster that reaches agents with the client certificate `tls`, and the stream
+    /// of VMs to reconcile because an agent reported them.
     #[must_use]
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<VmTrigger>) {
+    pub fn new(tls: Option<TlsFiles>) -> (Self, mpsc::UnboundedReceiver<VmTrigger>) {
         let (triggers, rx) = mpsc::unbounded_channel();
         let inner = Inner {
             agents: Mutex::new(BTreeMap::new()),
             vms: Mutex::new(HashMap::new()),
             triggers,
+            tls,
         };
         (
             AgentCluster {
@@ -142,7 +150,7 @@ impl AgentCluster {
             }
             agent.address.clone()
         };
-        let connect = AgentClient::connect(format!("http://{address}"));
+        let connect = connect_agent(self.inner.tls.as_ref(), host, &address);
         let client = tokio::time::timeout(CALL_TIMEOUT, connect)
             .await
             .map_err(|_| Error::Unreachable(format!("{host} ({address}): connect timed out")))??;
@@ -198,6 +206,22 @@ impl AgentCluster {
     }
 }
 
+/// Connects to the agent of `host` at `address` (`ip:port`) with mutual TLS: `tls` is the
+/// operator's client certificate and the cluster CA, and the agent's certificate must name
+/// `host`.
+pub async fn connect_agent(
+    tls: Option<&TlsFiles>,
+    host: &str,
+    address: &str,
+) -> Result<AgentClient> {
+    let tls = tls.ok_or_else(|| {
+        Error::Unreachable(format!(
+            "{host}: the operator has no client certificate for agents (mTLS is required)"
+        ))
+    })?;
+    Ok(AgentClient::connect_tls(format!("https://{address}"), tls, host).await?)
+}
+
 fn record(inner: &Inner, status: proto::VmStatus) {
     if status.uid.is_empty() {
         return;
@@ -241,7 +265,7 @@ async fn watch_agent(inner: std::sync::Weak<Inner>, host: String, address: Strin
 }
 
 async fn follow(inner: &Inner, host: &str, address: &str) -> Result<()> {
-    let client = AgentClient::connect(format!("http://{address}")).await?;
+    let client = connect_agent(inner.tls.as_ref(), host, address).await?;
     let listed = client.list_vms().await?;
     let mut stream = client.watch().await?;
     let stale: Vec<proto::VmStatus> = {

@@ -1,5 +1,7 @@
 //! Agent processes on this machine: how the dev cluster (and the tests) start, register and
-//! stop `quiver-agent`s.
+//! stop `quiver-agent`s. Every agent serves mutual TLS with its own certificate from the
+//! cluster CA ([`crate::pki`]); whoever starts it talks to it with the operator's client
+//! certificate.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -8,9 +10,12 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use quiver_agent::client::AgentClient;
+use quiver_agent::tls::TlsFiles;
 use quiver_crds::{API_VERSION, Host, HostResources};
 use tokio::process::{Child, Command};
 
+use crate::agent_client::connect_agent;
+use crate::pki::ClusterPki;
 use crate::{Error, Result};
 
 /// Field manager of Host registrations written from outside the agent.
@@ -50,6 +55,35 @@ pub struct AgentOptions {
     pub accel: String,
     pub capacity_cpus: Option<u32>,
     pub capacity_memory_mib: Option<u64>,
+    /// The agent's server certificate (`--tls-ca/--tls-cert/--tls-key`).
+    pub tls: TlsFiles,
+    /// The client certificate this process talks to the agent with.
+    pub client_tls: TlsFiles,
+}
+
+impl AgentOptions {
+    /// Options for the agent `name` with a fresh server certificate from `pki` and the
+    /// operator's client certificate `client_tls`; capacities left to the agent.
+    pub fn new(
+        binary: PathBuf,
+        name: &str,
+        data_dir: PathBuf,
+        accel: &str,
+        pki: &ClusterPki,
+        client_tls: TlsFiles,
+    ) -> Result<Self> {
+        Ok(AgentOptions {
+            binary,
+            name: name.to_owned(),
+            data_dir,
+            port: free_port()?,
+            accel: accel.to_owned(),
+            capacity_cpus: None,
+            capacity_memory_mib: None,
+            tls: pki.agent_server(name)?,
+            client_tls,
+        })
+    }
 }
 
 /// A running `quiver-agent` (killed if dropped without [`AgentProcess::stop`]).
@@ -95,7 +129,13 @@ impl AgentProcess {
             .arg("--host-name")
             .arg(&options.name)
             .arg("--accel")
-            .arg(&options.accel);
+            .arg(&options.accel)
+            .arg("--tls-ca")
+            .arg(&options.tls.ca)
+            .arg("--tls-cert")
+            .arg(&options.tls.cert)
+            .arg("--tls-key")
+            .arg(&options.tls.key);
         if let Some(cpus) = options.capacity_cpus {
             cmd.arg("--capacity-cpus").arg(cpus.to_string());
         }
@@ -117,11 +157,16 @@ impl AgentProcess {
         Ok(agent)
     }
 
+    /// A client connected with mutual TLS, as the operator connects.
+    pub async fn client(&self) -> Result<AgentClient> {
+        let tls = Some(&self.options.client_tls);
+        connect_agent(tls, &self.options.name, &self.address()).await
+    }
+
     async fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let url = format!("http://{}", self.address());
         loop {
-            if let Ok(client) = AgentClient::connect(url.clone()).await
+            if let Ok(client) = self.client().await
                 && client.health().await.is_ok()
             {
                 return Ok(());
@@ -148,7 +193,7 @@ impl AgentProcess {
     /// Deletes every VM the agent runs and waits (bounded) until they are gone, so that no
     /// QEMU outlives a dev cluster.
     pub async fn delete_all_vms(&self, timeout: Duration) -> Result<()> {
-        let client = AgentClient::connect(format!("http://{}", self.address())).await?;
+        let client = self.client().await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let vms = client.list_vms().await?;
@@ -213,11 +258,10 @@ pub fn placeholder_endpoint_id(name: &str) -> String {
     out
 }
 
-/// Registers (or updates) the Host of the agent at `address` named `name`, with the capacity
-/// the agent reports.
-pub async fn register_host(client: &Client, name: &str, address: &str) -> Result<()> {
-    let agent = AgentClient::connect(format!("http://{address}")).await?;
-    let status = agent.status().await?;
+/// Registers (or updates) the Host of `agent`, with the capacity the agent reports.
+pub async fn register_host(client: &Client, agent: &AgentProcess) -> Result<()> {
+    let (name, address) = (agent.options.name.as_str(), agent.address());
+    let status = agent.client().await?.status().await?;
     let capacity = status
         .capacity
         .map_or(HostResources::default(), |c| HostResources {

@@ -1,6 +1,7 @@
 //! `quiver-operator dev`: the whole system on one machine. The dev control plane in-process,
 //! the CRDs installed from `quiver_crds`, the operator in-process, N `quiver-agent` processes
-//! on loopback, and optionally a demo VM.
+//! on loopback talking mutual TLS from a cluster CA under `<state-dir>/pki/` (also stored in
+//! the Secret `default/quiver-ca`), and optionally a demo VM.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,8 +12,9 @@ use kube::{Api, Client, ResourceExt};
 use quiver_crds::condition::GUEST_READY;
 use quiver_crds::{Host, MicroVM};
 
-use crate::agents::{AgentOptions, AgentProcess, free_port, register_host};
+use crate::agents::{AgentOptions, AgentProcess, register_host};
 use crate::operator::{Operator, OperatorConfig};
+use crate::pki::ClusterPki;
 use crate::{Error, Result};
 
 /// The demo VM (`examples/microvm.yaml`), built in so `dev --demo` works from any directory.
@@ -134,26 +136,27 @@ impl DevCluster {
         let client = client_for(kubeconfig).await?;
         install_crds(&client).await?;
         let binary = crate::agents::locate_agent_binary(opts.agent_bin.as_deref())?;
+        let pki = ClusterPki::ensure(&client, &opts.state_dir.join("pki")).await?;
+        let operator_tls = pki.operator_client()?;
+        let config =
+            OperatorConfig::new("quiver-operator-dev").with_agent_tls(operator_tls.clone());
         let mut cluster = DevCluster {
             client: client.clone(),
             kubeconfig: opts.kubeconfig.clone(),
-            operator: Some(Operator::spawn(
-                client.clone(),
-                OperatorConfig::new("quiver-operator-dev"),
-            )),
+            operator: Some(Operator::spawn(client.clone(), config)),
             agents: Vec::new(),
         };
         for i in 0..opts.agents {
             let name = format!("agent-{i}");
-            let options = AgentOptions {
-                binary: binary.clone(),
-                data_dir: opts.state_dir.join(&name),
-                name: name.clone(),
-                port: free_port()?,
-                accel: opts.accel.clone(),
-                capacity_cpus: None,
-                capacity_memory_mib: None,
-            };
+            let data_dir = opts.state_dir.join(&name);
+            let options = AgentOptions::new(
+                binary.clone(),
+                &name,
+                data_dir,
+                &opts.accel,
+                &pki,
+                operator_tls.clone(),
+            )?;
             let started = AgentProcess::start(options).await;
             let agent = match started {
                 Ok(agent) => agent,
@@ -167,7 +170,7 @@ impl DevCluster {
                 agent.address(),
                 agent.options.data_dir.display()
             );
-            register_host(&client, &name, &agent.address()).await?;
+            register_host(&client, &agent).await?;
             cluster.agents.push(agent);
         }
         Ok(cluster)

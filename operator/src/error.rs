@@ -36,6 +36,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The cluster CA could not be made, loaded or used to issue a certificate.
+    #[error("cluster PKI: {0}")]
+    Pki(#[source] quiver_agent::Error),
+
     /// A child process or the demo did not reach the expected state.
     #[error("{0}")]
     Dev(String),
@@ -56,6 +60,7 @@ impl Error {
             Error::MissingField(_) => "missing_field",
             Error::Serialize(_) => "serialize",
             Error::Io { .. } => "io",
+            Error::Pki(_) => "pki",
             Error::Dev(_) => "dev",
         }
     }

@@ -9,6 +9,8 @@
 //!   each agent's status stream.
 //! - [`leader`]: Lease-based leader election; [`operator`]: controllers run only while leading.
 //! - [`dev`], [`agents`]: the one-machine dev cluster and the agent processes it starts.
+//! - [`pki`]: the cluster CA (a Secret) and the certificates for mTLS between operator and
+//!   agents.
 //!
 //! # Goals
 //! - Reconciling an unchanged object makes no API write; status is written through the status
@@ -27,6 +29,7 @@ pub mod dev;
 pub mod error;
 pub mod leader;
 pub mod operator;
+pub mod pki;
 pub mod placement;
 pub mod status;
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use quiver_operator::dev::{self, DevOptions};
 use quiver_operator::operator::{Operator, OperatorConfig};
+use quiver_operator::pki::ClusterPki;
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +28,10 @@ enum Command {
         /// Identity in the leader-election Lease (default: the host name and pid).
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
+        /// Where the cluster CA (Secret `default/quiver-ca`, created when missing) and the
+        /// operator's client certificate for agents are written.
+        #[arg(long, default_value = "/tmp/quiver-operator/pki")]
+        pki_dir: PathBuf,
     },
 }
 
@@ -96,11 +101,13 @@ async fn main() -> anyhow::Result<()> {
             };
             dev::run(options).await?;
         }
-        Command::Run { identity } => {
+        Command::Run { identity, pki_dir } => {
             let identity =
                 identity.unwrap_or_else(|| format!("quiver-operator-{}", std::process::id()));
             let client = kube::Client::try_default().await?;
-            let operator = Operator::spawn(client, OperatorConfig::new(&identity));
+            let pki = ClusterPki::ensure(&client, &pki_dir).await?;
+            let config = OperatorConfig::new(&identity).with_agent_tls(pki.operator_client()?);
+            let operator = Operator::spawn(client, config);
             tokio::signal::ctrl_c().await?;
             operator.shutdown().await;
         }

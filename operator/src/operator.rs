@@ -5,6 +5,7 @@ use std::time::Duration;
 use futures::FutureExt as _;
 
 use kube::Client;
+use quiver_agent::tls::TlsFiles;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -34,6 +35,13 @@ impl OperatorConfig {
                 lease_duration: Duration::from_secs(15),
             },
         }
+    }
+
+    /// Reach agents with this client certificate (see [`crate::pki::ClusterPki`]).
+    #[must_use]
+    pub fn with_agent_tls(mut self, files: TlsFiles) -> Self {
+        self.controllers.agent_tls = Some(files);
+        self
     }
 }
 

@@ -1,15 +1,17 @@
 //! A whole Quiver cluster for end-to-end tests: the dev control plane in-process (via
 //! [`ControlPlane`]), the CRDs, real `quiver-agent` processes on loopback and the operator
-//! in-process (restartable). Dropping it kills the agents and every QEMU they started.
+//! in-process (restartable), talking mutual TLS from one cluster CA as in `quiver-operator
+//! dev`. Dropping it kills the agents and every QEMU they started.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use quiver_operator::agents::{
-    AgentOptions, AgentProcess, free_port, locate_agent_binary, register_host,
-};
+use quiver_agent::client::AgentClient;
+use quiver_agent::tls::TlsFiles;
+use quiver_operator::agents::{AgentOptions, AgentProcess, locate_agent_binary, register_host};
 use quiver_operator::operator::{Operator, OperatorConfig};
+use quiver_operator::pki::ClusterPki;
 
 use crate::{ControlPlane, Kubectl};
 
@@ -70,6 +72,9 @@ pub struct TestCluster {
     pub agents: Vec<AgentProcess>,
     operator: Option<Operator>,
     binary: PathBuf,
+    pki: ClusterPki,
+    /// The operator's client certificate (also what [`TestCluster::agent_client`] uses).
+    pub operator_tls: TlsFiles,
     state: tempfile::TempDir,
 }
 
@@ -79,13 +84,17 @@ impl TestCluster {
         let control_plane = ControlPlane::start().await?;
         let client = control_plane.client().await?;
         quiver_operator::dev::install_crds(&client).await?;
+        let state = tempfile::tempdir()?;
+        let pki = ClusterPki::ensure(&client, &state.path().join("pki")).await?;
         let mut cluster = TestCluster {
             control_plane,
             client,
             agents: Vec::new(),
             operator: None,
             binary: agent_binary()?,
-            state: tempfile::tempdir()?,
+            operator_tls: pki.operator_client()?,
+            pki,
+            state,
         };
         for i in 0..agents {
             cluster.add_agent(&format!("agent-{i}"), None).await?;
@@ -101,23 +110,38 @@ impl TestCluster {
     /// Starts and registers another agent, optionally with a memory capacity (MiB).
     pub async fn add_agent(&mut self, name: &str, memory_mib: Option<u64>) -> anyhow::Result<()> {
         let options = AgentOptions {
-            binary: self.binary.clone(),
-            name: name.to_owned(),
-            data_dir: self.state.path().join(name),
-            port: free_port()?,
-            accel: "tcg".into(),
             capacity_cpus: Some(4),
             capacity_memory_mib: Some(memory_mib.unwrap_or(8192)),
+            ..AgentOptions::new(
+                self.binary.clone(),
+                name,
+                self.state.path().join(name),
+                "tcg",
+                &self.pki,
+                self.operator_tls.clone(),
+            )?
         };
         let agent = AgentProcess::start(options).await?;
-        register_host(&self.client, name, &agent.address()).await?;
+        register_host(&self.client, &agent).await?;
         self.agents.push(agent);
         Ok(())
     }
 
+    /// A client of agent `index`, connected as the operator connects (mTLS).
+    pub async fn agent_client(&self, index: usize) -> anyhow::Result<AgentClient> {
+        let agent = self.agents.get(index).context("no such agent")?;
+        Ok(agent.client().await?)
+    }
+
+    /// The cluster CA (to issue more certificates in tests).
+    pub fn pki(&self) -> &ClusterPki {
+        &self.pki
+    }
+
     pub fn start_operator(&mut self) {
         if self.operator.is_none() {
-            let config = OperatorConfig::new("test-operator");
+            let config =
+                OperatorConfig::new("test-operator").with_agent_tls(self.operator_tls.clone());
             self.operator = Some(Operator::spawn(self.client.clone(), config));
         }
     }

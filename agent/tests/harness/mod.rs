@@ -98,6 +98,7 @@ impl Agent {
             ])
             .args(["--capacity-cpus", "4", "--capacity-memory-mib", "4096"])
             .args(&self.extra_args)
+            .args(self.plaintext_flag())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -117,6 +118,14 @@ impl Agent {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Tests that do not test TLS talk plain gRPC on loopback, which the agent serves only
+    /// when asked to.
+    fn plaintext_flag(&self) -> Option<&'static str> {
+        let tls = ["--dev-tls", "--tls-ca"];
+        let wants_tls = self.extra_args.iter().any(|a| tls.contains(&a.as_str()));
+        (!wants_tls).then_some("--insecure-plaintext")
     }
 
     /// SIGKILL the agent (VMs must survive).

@@ -203,6 +203,8 @@ async fn main() -> anyhow::Result<()> {
         accel: Accel::Tcg,
         capacity_cpus: 64,
         capacity_memory_mib: 64 * 1024,
+        // In-process on loopback, measuring the VM runtime rather than TLS.
+        insecure_plaintext: true,
         ..AgentConfig::default()
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

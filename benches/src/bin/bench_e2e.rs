@@ -210,7 +210,7 @@ async fn main() -> anyhow::Result<()> {
         guest_dir().ok_or_else(|| anyhow::anyhow!("no guest image: run scripts/guest-image.sh"))?;
     let cluster = TestCluster::start(1).await?;
     let vms: Api<MicroVM> = Api::namespaced(cluster.client.clone(), "default");
-    let agent = AgentClient::connect(format!("http://{}", cluster.agents[0].address())).await?;
+    let agent = cluster.agent_client(0).await?;
     let mut body = String::from(
         "## End to end: MicroVM create → Running → GuestReady\n\n\
          Command: `cargo build --release -p quiver-agent && cargo run --release -p quiver-benches --bin bench-e2e` \

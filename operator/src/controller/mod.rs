@@ -19,6 +19,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
+use quiver_agent::tls::TlsFiles;
 use quiver_crds::{Host, MicroVM};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -35,6 +36,8 @@ pub struct ControllerConfig {
     pub heartbeat_interval: Duration,
     /// `reportingInstance` of Events.
     pub instance: String,
+    /// The operator's client certificate for agents (mTLS); without it no agent is reachable.
+    pub agent_tls: Option<TlsFiles>,
 }
 
 impl Default for ControllerConfig {
@@ -42,6 +45,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             heartbeat_interval: Duration::from_secs(2),
             instance: "quiver-operator".to_owned(),
+            agent_tls: None,
         }
     }
 }
@@ -116,7 +120,7 @@ pub async fn run(
     config: ControllerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (cluster, vm_triggers) = AgentCluster::new();
+    let (cluster, vm_triggers) = AgentCluster::new(config.agent_tls.clone());
     let (hosts_changed, hosts_rx) = mpsc::unbounded_channel();
     let host_ctl = Controller::new(Api::<Host>::all(client.clone()), watcher::Config::default());
     let vm_ctl = Controller::new(

@@ -1,0 +1,126 @@
+//! gRPC between operator and agents is mutual TLS from the cluster CA: the operator's client
+//! certificate gets in, and a foreign client certificate, no certificate, plaintext, a server
+//! from another CA and a server not named as the Host are all refused.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use quiver_agent::client::AgentClient;
+use quiver_agent::config::{AgentConfig, DriverKind};
+use quiver_agent::proto::health_client::HealthClient;
+use quiver_agent::tls::TlsFiles;
+use quiver_crds::Host;
+use quiver_crds::condition::READY;
+use quiver_operator::agent_client::connect_agent;
+use quiver_operator::pki::{ClusterPki, SECRET_NAME, SECRET_NAMESPACE};
+use quiver_tests::cluster::TestCluster;
+use quiver_tests::eventually;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+/// Whether a connection made by `connect` answers Health.
+async fn answers<E>(connect: impl Future<Output = Result<AgentClient, E>>) -> bool {
+    match connect.await {
+        Ok(client) => client.health().await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(1).await?;
+    let agent = &cluster.agents[0];
+    let address = agent.address();
+
+    // The operator's client certificate: direct calls and the operator's heartbeat both work.
+    let client = cluster.agent_client(0).await?;
+    assert!(client.list_vms().await?.is_empty());
+    let hosts: Api<Host> = Api::all(cluster.client.clone());
+    eventually(Duration::from_secs(20), "agent-0 Ready", || async {
+        let host = hosts.get("agent-0").await?;
+        let ready = host.status.and_then(|s| s.condition(READY).cloned());
+        Ok(ready.filter(|c| c.status == "True"))
+    })
+    .await?;
+
+    // The CA is in the Secret, and a CA loaded back from it issues certificates agents accept.
+    let secret = Api::<Secret>::namespaced(cluster.client.clone(), SECRET_NAMESPACE)
+        .get(SECRET_NAME)
+        .await?;
+    let stored = secret.data.unwrap_or_default();
+    let stored_cert = stored
+        .get("tls.crt")
+        .map(|b| b.0.clone())
+        .unwrap_or_default();
+    assert_eq!(stored_cert, cluster.pki().ca().cert_pem().as_bytes());
+    let reloaded_dir = tempfile::tempdir()?;
+    let reloaded = ClusterPki::ensure(&cluster.client, reloaded_dir.path()).await?;
+    let reissued = reloaded.operator_client()?;
+    assert!(answers(connect_agent(Some(&reissued), "agent-0", &address)).await);
+
+    // A client certificate from another CA (trusting the right one) is refused.
+    let other_dir = tempfile::tempdir()?;
+    let other = ClusterPki::load_or_create(other_dir.path())?;
+    let stranger = TlsFiles {
+        ca: cluster.operator_tls.ca.clone(),
+        ..other.operator_client()?
+    };
+    assert!(!answers(connect_agent(Some(&stranger), "agent-0", &address)).await);
+
+    // TLS without a client certificate is refused.
+    let ca = std::fs::read(&cluster.operator_tls.ca)?;
+    let anonymous = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("agent-0");
+    let channel = Endpoint::from_shared(format!("https://{address}"))?
+        .tls_config(anonymous)?
+        .connect()
+        .await;
+    let health = match channel {
+        Ok(channel) => HealthClient::new(channel)
+            .check(quiver_agent::proto::HealthCheckRequest::default())
+            .await
+            .is_ok(),
+        Err(_) => false,
+    };
+    assert!(!health, "a client without a certificate must be refused");
+
+    // Plain gRPC is refused.
+    assert!(!answers(AgentClient::connect(format!("http://{address}"))).await);
+
+    // The operator checks the agent is the Host it dials.
+    let operator_tls = Some(&cluster.operator_tls);
+    assert!(!answers(connect_agent(operator_tls, "agent-9", &address)).await);
+
+    // An agent with a certificate from another CA is refused by the operator.
+    let foreign_data = tempfile::tempdir()?;
+    let config = AgentConfig {
+        data_dir: foreign_data.path().to_path_buf(),
+        grpc_listen: "127.0.0.1:0".parse()?,
+        host_name: "agent-0".into(),
+        driver: DriverKind::Simulated,
+        tls: Some(other.agent_server("agent-0")?),
+        ..AgentConfig::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let foreign = tokio::spawn(quiver_agent::runtime::run(config, async {
+        let _ = stopped.await;
+    }));
+    let addr_file = foreign_data
+        .path()
+        .join(quiver_agent::runtime::GRPC_ADDR_FILE);
+    let foreign_address = eventually(Duration::from_secs(10), "foreign agent up", || async {
+        Ok(std::fs::read_to_string(&addr_file).ok())
+    })
+    .await?;
+    let to_foreign = connect_agent(operator_tls, "agent-0", foreign_address.trim());
+    assert!(
+        !answers(to_foreign).await,
+        "a server from another CA must be refused"
+    );
+    let _ = stop.send(());
+    foreign.await??;
+
+    cluster.shutdown().await;
+    Ok(())
+}
