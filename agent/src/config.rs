@@ -96,6 +96,10 @@ pub struct AgentConfig {
     pub dev_tls: bool,
     /// Without `tls` or `dev_tls`: serve plain gRPC. Refused unless `grpc_listen` is loopback.
     pub insecure_plaintext: bool,
+    /// Register this agent's `Host` through the Kubernetes API this kubeconfig points at.
+    pub kubeconfig: Option<PathBuf>,
+    /// Labels of the registered `Host` (placement matches `nodeSelector` against them).
+    pub host_labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for AgentConfig {
@@ -117,6 +121,8 @@ impl Default for AgentConfig {
             tls: None,
             dev_tls: false,
             insecure_plaintext: false,
+            kubeconfig: None,
+            host_labels: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod registration;
 pub mod runtime;
 pub mod services;
 pub mod tls;

@@ -42,6 +42,12 @@ struct Args {
     /// Plain gRPC without TLS; refused unless --grpc-listen is a loopback address.
     #[arg(long, conflicts_with_all = ["tls_ca", "dev_tls"])]
     insecure_plaintext: bool,
+    /// Register this agent's Host through the Kubernetes API this kubeconfig points at.
+    #[arg(long, env = "QUIVER_AGENT_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// A label for the registered Host (`key=value`; repeatable).
+    #[arg(long = "host-label", value_parser = quiver_agent::registration::parse_label)]
+    host_labels: Vec<(String, String)>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -71,6 +77,8 @@ fn main() -> anyhow::Result<()> {
     c.driver = args.driver.unwrap_or(c.driver);
     c.dev_tls |= args.dev_tls;
     c.insecure_plaintext |= args.insecure_plaintext;
+    c.kubeconfig = args.kubeconfig.or(c.kubeconfig);
+    c.host_labels.extend(args.host_labels);
     if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
         c.tls = Some(quiver_agent::tls::TlsFiles { ca, cert, key });
     }

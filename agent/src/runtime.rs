@@ -84,6 +84,17 @@ pub async fn run(
             .map_err(|e| Error::Config(format!("cannot bind {metrics_addr}: {e}")))?;
         tokio::spawn(serve_metrics(services.clone(), listener));
     }
+    if let Some(kubeconfig) = &config.kubeconfig {
+        crate::registration::Registration {
+            kubeconfig: kubeconfig.clone(),
+            host_name: config.host_name.clone(),
+            grpc_address: addr.to_string(),
+            cpus: config.capacity_cpus,
+            memory_mib: config.capacity_memory_mib,
+            labels: config.host_labels.clone(),
+        }
+        .spawn();
+    }
     // Written last: once it exists, the agent (and its TLS material) is ready for clients.
     let addr_file = data_dir.join(GRPC_ADDR_FILE);
     std::fs::write(&addr_file, addr.to_string()).map_err(|e| Error::io(&addr_file, e))?;

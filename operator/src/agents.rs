@@ -7,19 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use quiver_agent::client::AgentClient;
 use quiver_agent::tls::TlsFiles;
-use quiver_crds::{API_VERSION, Host, HostResources};
+use quiver_crds::Host;
 use tokio::process::{Child, Command};
 
 use crate::agent_client::connect_agent;
 use crate::pki::ClusterPki;
 use crate::{Error, Result};
-
-/// Field manager of Host registrations written from outside the agent.
-pub const REGISTRAR: &str = "quiver-registrar";
 
 /// Finds `quiver-agent`: `explicit` (flag or `QUIVER_AGENT_BIN`), else next to the current
 /// executable (also one level up, for test binaries in `target/debug/deps`).
@@ -59,6 +55,8 @@ pub struct AgentOptions {
     pub tls: TlsFiles,
     /// The client certificate this process talks to the agent with.
     pub client_tls: TlsFiles,
+    /// The agent registers its own Host through the API this kubeconfig points at.
+    pub kubeconfig: PathBuf,
 }
 
 impl AgentOptions {
@@ -71,6 +69,7 @@ impl AgentOptions {
         accel: &str,
         pki: &ClusterPki,
         client_tls: TlsFiles,
+        kubeconfig: PathBuf,
     ) -> Result<Self> {
         Ok(AgentOptions {
             binary,
@@ -82,6 +81,7 @@ impl AgentOptions {
             capacity_memory_mib: None,
             tls: pki.agent_server(name)?,
             client_tls,
+            kubeconfig,
         })
     }
 }
@@ -135,7 +135,9 @@ impl AgentProcess {
             .arg("--tls-cert")
             .arg(&options.tls.cert)
             .arg("--tls-key")
-            .arg(&options.tls.key);
+            .arg(&options.tls.key)
+            .arg("--kubeconfig")
+            .arg(&options.kubeconfig);
         if let Some(cpus) = options.capacity_cpus {
             cmd.arg("--capacity-cpus").arg(cpus.to_string());
         }
@@ -242,48 +244,21 @@ impl AgentProcess {
     }
 }
 
-/// A deterministic 64-hex-digit stand-in for the agent's Iroh endpoint id, which agents do not
-/// have yet (the field is required by the Host schema).
-#[must_use]
-pub fn placeholder_endpoint_id(name: &str) -> String {
-    let mut out = String::with_capacity(64);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for round in 0u8..4 {
-        for b in name.bytes().chain([round]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        out.push_str(&format!("{h:016x}"));
-    }
-    out
-}
-
-/// Registers (or updates) the Host of `agent`, with the capacity the agent reports.
-pub async fn register_host(client: &Client, agent: &AgentProcess) -> Result<()> {
-    let (name, address) = (agent.options.name.as_str(), agent.address());
-    let status = agent.client().await?.status().await?;
-    let capacity = status
-        .capacity
-        .map_or(HostResources::default(), |c| HostResources {
-            cpus: c.cpus,
-            memory_mib: c.memory_mib,
-        });
-    let patch = serde_json::json!({
-        "apiVersion": API_VERSION,
-        "kind": "Host",
-        "metadata": {"name": name},
-        "spec": {
-            "endpointId": placeholder_endpoint_id(name),
-            "grpcAddress": address,
-            "capacity": capacity,
-        },
-    });
+/// Waits until the agent has registered its Host (it does so itself, from its kubeconfig).
+pub async fn wait_for_host(client: &Client, agent: &AgentProcess, timeout: Duration) -> Result<()> {
     let api: Api<Host> = Api::all(client.clone());
-    api.patch(
-        name,
-        &PatchParams::apply(REGISTRAR).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if api.get_opt(&agent.options.name).await?.is_some() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::Dev(format!(
+                "agent {} did not register its Host within {timeout:?} (see {})",
+                agent.options.name,
+                agent.options.data_dir.join("agent.log").display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -12,7 +12,7 @@ use kube::{Api, Client, ResourceExt};
 use quiver_crds::condition::GUEST_READY;
 use quiver_crds::{Host, MicroVM};
 
-use crate::agents::{AgentOptions, AgentProcess, register_host};
+use crate::agents::{AgentOptions, AgentProcess, wait_for_host};
 use crate::operator::{Operator, OperatorConfig};
 use crate::pki::ClusterPki;
 use crate::{Error, Result};
@@ -156,6 +156,7 @@ impl DevCluster {
                 &opts.accel,
                 &pki,
                 operator_tls.clone(),
+                opts.kubeconfig.clone(),
             )?;
             let started = AgentProcess::start(options).await;
             let agent = match started {
@@ -170,7 +171,7 @@ impl DevCluster {
                 agent.address(),
                 agent.options.data_dir.display()
             );
-            register_host(&client, &agent).await?;
+            wait_for_host(&client, &agent, Duration::from_secs(30)).await?;
             cluster.agents.push(agent);
         }
         Ok(cluster)

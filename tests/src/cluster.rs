@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use quiver_agent::client::AgentClient;
 use quiver_agent::tls::TlsFiles;
-use quiver_operator::agents::{AgentOptions, AgentProcess, locate_agent_binary, register_host};
+use quiver_operator::agents::{AgentOptions, AgentProcess, locate_agent_binary, wait_for_host};
 use quiver_operator::operator::{Operator, OperatorConfig};
 use quiver_operator::pki::ClusterPki;
 
@@ -119,10 +119,11 @@ impl TestCluster {
                 "tcg",
                 &self.pki,
                 self.operator_tls.clone(),
+                self.control_plane.kubeconfig_path(),
             )?
         };
         let agent = AgentProcess::start(options).await?;
-        register_host(&self.client, &agent).await?;
+        wait_for_host(&self.client, &agent, Duration::from_secs(30)).await?;
         self.agents.push(agent);
         Ok(())
     }

@@ -1,8 +1,7 @@
 //! The Host controller: the operator's side of host registration.
 //!
-//! Agents do not write their Host objects yet, so registration is split: whoever starts an
-//! agent creates its Host with `spec` (the dev cluster does, [`crate::dev::register_host`]),
-//! and this controller heartbeats it: it polls the agent's Status service every
+//! Registration is split: each agent writes its own Host `spec` (`quiver_agent::registration`,
+//! from the agent's `--kubeconfig`), and this controller heartbeats it: it polls the agent's Status service every
 //! `heartbeat_interval` and writes `status` (addresses, capacity, allocation, heartbeat,
 //! Ready). After more than three missed intervals the host turns NotReady, which the MicroVM
 //! controller surfaces on the VMs placed there.

@@ -1,0 +1,157 @@
+//! Host self-registration: given a kubeconfig, the agent creates or updates its own `Host`
+//! (`spec`: endpoint id, gRPC address, capacity; `metadata.labels` from `--host-label`) by
+//! server-side apply with the field manager [`FIELD_MANAGER`]. The operator's Host controller
+//! writes the `status` from heartbeats; labels others add (`kubectl label qh`) are kept.
+//!
+//! Registration retries in the background until it succeeds: the agent serves and keeps its
+//! VMs whether or not the Kubernetes API is reachable.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use quiver_crds::{API_VERSION, Host};
+use serde_json::{Value, json};
+
+use crate::{Error, Result};
+
+/// The field manager of the agent's writes to its Host.
+pub const FIELD_MANAGER: &str = "quiver-agent";
+
+/// What the agent registers.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub kubeconfig: PathBuf,
+    pub host_name: String,
+    pub grpc_address: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A deterministic 64-hex-digit stand-in for the agent's Iroh endpoint id, which agents do not
+/// have yet (the Host schema requires the field).
+#[must_use]
+pub fn placeholder_endpoint_id(name: &str) -> String {
+    let mut out = String::with_capacity(64);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for round in 0u8..4 {
+        for b in name.bytes().chain([round]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        out.push_str(&format!("{h:016x}"));
+    }
+    out
+}
+
+impl Registration {
+    /// The server-side apply body for this agent's Host.
+    #[must_use]
+    pub fn host_object(&self) -> Value {
+        let mut metadata = json!({"name": self.host_name});
+        if !self.labels.is_empty() {
+            metadata["labels"] = json!(self.labels);
+        }
+        json!({
+            "apiVersion": API_VERSION,
+            "kind": "Host",
+            "metadata": metadata,
+            "spec": {
+                "endpointId": placeholder_endpoint_id(&self.host_name),
+                "grpcAddress": self.grpc_address,
+                "capacity": {"cpus": self.cpus, "memoryMiB": self.memory_mib},
+            },
+        })
+    }
+
+    async fn apply(&self) -> Result<()> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            Error::Transport(format!("registering Host {}: {e}", self.host_name))
+        };
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
+            .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", self.kubeconfig.display())))?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(|e| unreachable(&e))?;
+        let client = kube::Client::try_from(config).map_err(|e| unreachable(&e))?;
+        let api: Api<Host> = Api::all(client);
+        api.patch(
+            &self.host_name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&self.host_object()),
+        )
+        .await
+        .map_err(|e| unreachable(&e))?;
+        Ok(())
+    }
+
+    /// Registers in the background, retrying with backoff (0.2 s doubling to 10 s) until the
+    /// API accepts it.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match self.apply().await {
+                    Ok(()) => {
+                        tracing::info!(host = %self.host_name, address = %self.grpc_address, "registered Host");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?delay, "Host registration failed");
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        })
+    }
+}
+
+/// Parses `key=value` host labels.
+pub fn parse_label(text: &str) -> Result<(String, String)> {
+    let (k, v) = text
+        .split_once('=')
+        .ok_or_else(|| Error::Config(format!("host label {text:?}: expected key=value")))?;
+    if k.is_empty() {
+        return Err(Error::Config(format!("host label {text:?}: empty key")));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_object_carries_spec_and_labels() {
+        let reg = Registration {
+            kubeconfig: PathBuf::from("/k"),
+            host_name: "node-a".into(),
+            grpc_address: "127.0.0.1:7443".into(),
+            cpus: 4,
+            memory_mib: 8192,
+            labels: [("gpu".to_owned(), "true".to_owned())].into(),
+        };
+        let obj = reg.host_object();
+        assert_eq!(obj["kind"], "Host");
+        assert_eq!(obj["spec"]["grpcAddress"], "127.0.0.1:7443");
+        assert_eq!(obj["spec"]["capacity"]["memoryMiB"], 8192);
+        assert_eq!(obj["metadata"]["labels"]["gpu"], "true");
+        assert_eq!(obj["spec"]["endpointId"].as_str().map(str::len), Some(64));
+    }
+
+    #[test]
+    fn labels_need_a_key_and_an_equals_sign() {
+        assert_eq!(
+            parse_label("zone=a").ok(),
+            Some(("zone".into(), "a".into()))
+        );
+        assert!(parse_label("zone").is_err());
+        assert!(parse_label("=a").is_err());
+    }
+}
