@@ -517,19 +517,14 @@ fn check_object(
         }
     }
     let n = map.len() as u64;
-    if let Some(max) = s.max_properties.filter(|m| n > *m) {
-        causes.push(Cause {
-            reason: "FieldValueTooMany",
-            field: path.into(),
-            message: format!("Too many: {n}: must have at most {max} items"),
-        });
-    }
-    if let Some(min) = s.min_properties.filter(|m| n < *m) {
-        causes.push(Cause::invalid(
-            path,
-            format!("Invalid value: {n}: {path} in body should have at least {min} properties"),
-        ));
-    }
+    check_count(
+        n,
+        s.min_properties,
+        s.max_properties,
+        path,
+        "properties",
+        causes,
+    );
     if s.embedded {
         return;
     }
@@ -546,6 +541,30 @@ fn check_object(
     }
 }
 
+/// Size limits: `minProperties`/`maxProperties` of objects, `minItems`/`maxItems` of arrays.
+fn check_count(
+    n: u64,
+    min: Option<u64>,
+    max: Option<u64>,
+    path: &str,
+    noun: &str,
+    causes: &mut Vec<Cause>,
+) {
+    if let Some(max) = max.filter(|m| n > *m) {
+        causes.push(Cause {
+            reason: "FieldValueTooMany",
+            field: path.into(),
+            message: format!("Too many: {n}: must have at most {max} items"),
+        });
+    }
+    if let Some(min) = min.filter(|m| n < *m) {
+        causes.push(Cause::invalid(
+            path,
+            format!("Invalid value: {n}: {path} in body should have at least {min} {noun}"),
+        ));
+    }
+}
+
 fn check_array(
     s: &Schema,
     items: &[Value],
@@ -554,19 +573,7 @@ fn check_array(
     causes: &mut Vec<Cause>,
 ) {
     let n = items.len() as u64;
-    if let Some(max) = s.max_items.filter(|m| n > *m) {
-        causes.push(Cause {
-            reason: "FieldValueTooMany",
-            field: path.into(),
-            message: format!("Too many: {n}: must have at most {max} items"),
-        });
-    }
-    if let Some(min) = s.min_items.filter(|m| n < *m) {
-        causes.push(Cause::invalid(
-            path,
-            format!("Invalid value: {n}: {path} in body should have at least {min} items"),
-        ));
-    }
+    check_count(n, s.min_items, s.max_items, path, "items", causes);
     if s.unique_items {
         for (i, a) in items.iter().enumerate() {
             if items[..i].contains(a) {
