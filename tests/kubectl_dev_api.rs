@@ -321,6 +321,19 @@ async fn namespaces_configmaps_and_server_side_apply() -> anyhow::Result<()> {
     let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n";
     k.run_with_stdin(&["apply", "-f", "-"], Some(ns)).await?;
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: team\n  labels:\n    app: web\ndata:\n  mode: fast\n";
+    // Client-side apply of a built-in kind: create, then a strategic merge patch.
+    let plain = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\n  namespace: team\ndata:\n  a: one\n  b: two\n";
+    k.run_with_stdin(&["apply", "-f", "-"], Some(plain)).await?;
+    let changed = plain.replace("  b: two\n", "  c: three\n");
+    k.run_with_stdin(&["apply", "-f", "-"], Some(&changed))
+        .await?;
+    let data = k
+        .run(&["get", "cm", "plain", "-n", "team", "-o", "jsonpath={.data}"])
+        .await?;
+    assert_eq!(
+        data, r#"{"a":"one","c":"three"}"#,
+        "the dropped key is removed, the new one added"
+    );
     k.run_with_stdin(&["apply", "--server-side", "-f", "-"], Some(cm))
         .await?;
     let conflicting = cm.replace("fast", "slow");
@@ -364,11 +377,11 @@ async fn namespaces_configmaps_and_server_side_apply() -> anyhow::Result<()> {
             .await?
             .contains("configmap/settings")
     );
-    assert!(
+    assert_eq!(
         k.run(&["get", "cm", "-n", "team", "-l", "app!=web", "-o", "name"])
             .await?
-            .trim()
-            .is_empty()
+            .trim(),
+        "configmap/plain"
     );
 
     k.run(&["delete", "namespace", "team", "--wait=false"])
