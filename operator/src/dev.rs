@@ -90,9 +90,7 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     );
     let result = if opts.control_plane_only {
         print_next_steps(&opts.kubeconfig, false);
-        tokio::signal::ctrl_c()
-            .await
-            .map_err(|e| Error::io("waiting for Ctrl-C", e))
+        stop_requested().await
     } else {
         let cluster = DevCluster::start(&opts, &server.kubeconfig()).await;
         match cluster {
@@ -180,13 +178,11 @@ impl DevCluster {
     async fn serve(&mut self, opts: &DevOptions) -> Result<()> {
         print_next_steps(&self.kubeconfig, true);
         if !opts.demo {
-            return tokio::signal::ctrl_c()
-                .await
-                .map_err(|e| Error::io("waiting for Ctrl-C", e));
+            return stop_requested().await;
         }
         tokio::select! {
             r = demo(&self.client, &self.kubeconfig, opts.demo_timeout) => r,
-            _ = tokio::signal::ctrl_c() => Err(Error::Dev("interrupted".into())),
+            _ = stop_requested() => Err(Error::Dev("interrupted".into())),
         }
     }
 
@@ -305,4 +301,15 @@ async fn print_get_mvm(api: &Api<MicroVM>, kubeconfig: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM: either stops the dev cluster cleanly, VMs included.
+pub async fn stop_requested() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("listening for SIGTERM", e))?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map_err(|e| Error::io("waiting for Ctrl-C", e)),
+        _ = term.recv() => Ok(()),
+    }
 }

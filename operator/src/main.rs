@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
             let pki = ClusterPki::ensure(&client, &pki_dir).await?;
             let config = OperatorConfig::new(&identity).with_agent_tls(pki.operator_client()?);
             let operator = Operator::spawn(client, config);
-            tokio::signal::ctrl_c().await?;
+            quiver_operator::dev::stop_requested().await?;
             operator.shutdown().await;
         }
     }
