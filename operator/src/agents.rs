@@ -57,6 +57,8 @@ pub struct AgentOptions {
     pub client_tls: TlsFiles,
     /// The agent registers its own Host through the API this kubeconfig points at.
     pub kubeconfig: PathBuf,
+    /// Run the `simulated` driver (no QEMU): for control-plane benchmarks only.
+    pub simulated: bool,
 }
 
 impl AgentOptions {
@@ -82,6 +84,7 @@ impl AgentOptions {
             tls: pki.agent_server(name)?,
             client_tls,
             kubeconfig,
+            simulated: false,
         })
     }
 }
@@ -140,6 +143,9 @@ impl AgentProcess {
             .arg(&options.kubeconfig);
         if let Some(cpus) = options.capacity_cpus {
             cmd.arg("--capacity-cpus").arg(cpus.to_string());
+        }
+        if options.simulated {
+            cmd.arg("--driver").arg("simulated");
         }
         if let Some(mem) = options.capacity_memory_mib {
             cmd.arg("--capacity-memory-mib").arg(mem.to_string());

@@ -76,11 +76,23 @@ pub struct TestCluster {
     /// The operator's client certificate (also what [`TestCluster::agent_client`] uses).
     pub operator_tls: TlsFiles,
     state: tempfile::TempDir,
+    /// Agents run the simulated driver (benchmarks of the control plane alone).
+    simulated: bool,
 }
 
 impl TestCluster {
     /// Control plane, CRDs, `agents` agents (`agent-0`...) and one operator.
     pub async fn start(agents: usize) -> anyhow::Result<Self> {
+        Self::start_with(agents, false).await
+    }
+
+    /// Like [`TestCluster::start`], with agents on the `simulated` driver (no QEMU): only for
+    /// measuring the control plane, and labelled so wherever it is reported.
+    pub async fn start_simulated(agents: usize) -> anyhow::Result<Self> {
+        Self::start_with(agents, true).await
+    }
+
+    async fn start_with(agents: usize, simulated: bool) -> anyhow::Result<Self> {
         let control_plane = ControlPlane::start().await?;
         let client = control_plane.client().await?;
         quiver_operator::dev::install_crds(&client).await?;
@@ -95,6 +107,7 @@ impl TestCluster {
             operator_tls: pki.operator_client()?,
             pki,
             state,
+            simulated,
         };
         for i in 0..agents {
             cluster.add_agent(&format!("agent-{i}"), None).await?;
@@ -112,6 +125,7 @@ impl TestCluster {
         let options = AgentOptions {
             capacity_cpus: Some(4),
             capacity_memory_mib: Some(memory_mib.unwrap_or(8192)),
+            simulated: self.simulated,
             ..AgentOptions::new(
                 self.binary.clone(),
                 name,
