@@ -121,18 +121,20 @@ fn compile_node(raw: &Value, path: &str, errors: &mut Vec<Cause>) -> Schema {
     let num = |k: &str| obj.get(k).and_then(Value::as_f64);
     let count = |k: &str| obj.get(k).and_then(Value::as_u64);
     let flag = |k: &str| obj.get(k).and_then(Value::as_bool).unwrap_or(false);
-    let mut s = Schema {
-        type_: text("type"),
-        description: text("description").unwrap_or_default(),
-        required: obj
-            .get("required")
+    let strings = |k: &str| -> Vec<String> {
+        obj.get(k)
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
                     .filter_map(|v| v.as_str().map(str::to_string))
                     .collect()
             })
-            .unwrap_or_default(),
+            .unwrap_or_default()
+    };
+    let mut s = Schema {
+        type_: text("type"),
+        description: text("description").unwrap_or_default(),
+        required: strings("required"),
         enum_: obj
             .get("enum")
             .and_then(Value::as_array)
@@ -144,15 +146,7 @@ fn compile_node(raw: &Value, path: &str, errors: &mut Vec<Cause>) -> Schema {
         int_or_string: flag("x-kubernetes-int-or-string"),
         embedded: flag("x-kubernetes-embedded-resource"),
         list_type: text("x-kubernetes-list-type"),
-        list_map_keys: obj
-            .get("x-kubernetes-list-map-keys")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        list_map_keys: strings("x-kubernetes-list-map-keys"),
         minimum: num("minimum"),
         maximum: num("maximum"),
         exclusive_minimum: flag("exclusiveMinimum"),
