@@ -3,6 +3,8 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/quiver.proto");
     let fds = protox::compile(["quiver.proto"], ["proto"])?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .codec_path("crate::grpc::codec::StrictCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -94,7 +94,18 @@ impl AgentClient {
             .map_err(|s| error_from(&s))
     }
 
+    /// A request over [`MAX_MESSAGE_BYTES`] is refused here: tonic would abort it mid-stream,
+    /// which reads as an opaque HTTP/2 error rather than what it is.
     pub async fn put_vm(&self, req: proto::PutVmRequest) -> Result<proto::PutVmResponse> {
+        let len = prost::Message::encoded_len(&req);
+        if len > MAX_MESSAGE_BYTES {
+            return Err(Error::Remote {
+                code: format!("{:?}", tonic::Code::OutOfRange),
+                message: format!(
+                    "request of {len} bytes is over the {MAX_MESSAGE_BYTES}-byte limit"
+                ),
+            });
+        }
         let r = self.vm_client().put_vm(req).await;
         r.map(tonic::Response::into_inner)
             .map_err(|s| error_from(&s))

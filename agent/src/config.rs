@@ -1,12 +1,14 @@
 //! Agent configuration: a YAML file (JSON works too) overlaid by command-line flags.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::tls::TlsFiles;
+use crate::vm::images::ImageRoots;
+use crate::vm::network::DEFAULT_FORWARD_ADDRESS;
 use crate::{Error, Result};
 
 /// QEMU accelerator. `auto` = KVM when `/dev/kvm` can be opened read-write, else TCG.
@@ -100,6 +102,13 @@ pub struct AgentConfig {
     pub kubeconfig: Option<PathBuf>,
     /// Labels of the registered `Host` (placement matches `nodeSelector` against them).
     pub host_labels: std::collections::BTreeMap<String, String>,
+    /// The only directories a VM's kernel, initrd and disk images may come from (after
+    /// symlinks are resolved). Default: the guest image dir (`$QUIVER_GUEST_DIR` or
+    /// `/var/lib/quiver/guest`) and `/var/lib/quiver/images`.
+    pub image_roots: Vec<std::path::PathBuf>,
+    /// The host address user-network port forwards listen on (IPv4). Default 127.0.0.1: a
+    /// forward is reachable from this host only unless the administrator widens it.
+    pub port_forward_address: IpAddr,
 }
 
 impl Default for AgentConfig {
@@ -123,6 +132,8 @@ impl Default for AgentConfig {
             insecure_plaintext: false,
             kubeconfig: None,
             host_labels: std::collections::BTreeMap::new(),
+            image_roots: ImageRoots::default_roots(),
+            port_forward_address: DEFAULT_FORWARD_ADDRESS,
         }
     }
 }
@@ -155,6 +166,23 @@ impl AgentConfig {
             return Err(Error::Config(format!(
                 "--insecure-plaintext is allowed on loopback only, not on {}",
                 self.grpc_listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses settings the VM runtime cannot use.
+    pub fn check_vm_settings(&self) -> Result<()> {
+        if let Some(relative) = self.image_roots.iter().find(|r| !r.is_absolute()) {
+            let shown = relative.display();
+            return Err(Error::Config(format!(
+                "image root {shown} is not an absolute path"
+            )));
+        }
+        if !self.port_forward_address.is_ipv4() {
+            return Err(Error::Config(format!(
+                "portForwardAddress {} is not IPv4 (QEMU user networking forwards IPv4)",
+                self.port_forward_address
             )));
         }
         Ok(())
@@ -207,6 +235,21 @@ mod tests {
         assert!(matches!(c.check_transport(), Err(Error::Config(_))));
         c.dev_tls = true;
         c.check_transport().expect("dev TLS on any address");
+    }
+
+    #[test]
+    fn image_roots_must_be_absolute_and_forwards_ipv4() {
+        let mut c = AgentConfig::default();
+        assert!(
+            c.image_roots
+                .contains(&PathBuf::from("/var/lib/quiver/images"))
+        );
+        c.check_vm_settings().expect("defaults are valid");
+        c.image_roots = vec!["images".into()];
+        assert!(matches!(c.check_vm_settings(), Err(Error::Config(_))));
+        c.image_roots = vec!["/srv/images".into()];
+        c.port_forward_address = "::1".parse().expect("ip");
+        assert!(matches!(c.check_vm_settings(), Err(Error::Config(_))));
     }
 
     #[test]

@@ -48,6 +48,12 @@ struct Args {
     /// A label for the registered Host (`key=value`; repeatable).
     #[arg(long = "host-label", value_parser = quiver_agent::registration::parse_label)]
     host_labels: Vec<(String, String)>,
+    /// A directory VM images may come from (repeatable; replaces the configured list).
+    #[arg(long = "image-root")]
+    image_roots: Vec<PathBuf>,
+    /// Host address user-network port forwards listen on (default 127.0.0.1).
+    #[arg(long)]
+    port_forward_address: Option<std::net::IpAddr>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -79,6 +85,10 @@ fn main() -> anyhow::Result<()> {
     c.insecure_plaintext |= args.insecure_plaintext;
     c.kubeconfig = args.kubeconfig.or(c.kubeconfig);
     c.host_labels.extend(args.host_labels);
+    if !args.image_roots.is_empty() {
+        c.image_roots = args.image_roots;
+    }
+    c.port_forward_address = args.port_forward_address.unwrap_or(c.port_forward_address);
     if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
         c.tls = Some(quiver_agent::tls::TlsFiles { ca, cert, key });
     }

@@ -14,7 +14,7 @@ use crate::vm::driver::Driver;
 use crate::vm::qemu::QemuDriver;
 use crate::vm::simulated::SimulatedDriver;
 use crate::vm::spec::Limits;
-use crate::vm::{ManagerConfig, VmManager, now_ms};
+use crate::vm::{ImageRoots, ManagerConfig, VmManager, now_ms};
 use crate::{Error, Result, grpc, proto};
 
 /// The file in the data dir holding the bound gRPC address (useful with port 0).
@@ -29,6 +29,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     config.check_transport()?;
+    config.check_vm_settings()?;
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
     let _ = std::fs::remove_file(data_dir.join(GRPC_ADDR_FILE));
@@ -49,6 +50,8 @@ pub async fn run(
                 max_memory_mib: config.capacity_memory_mib,
             },
             stop_grace: config.stop_grace(),
+            image_roots: ImageRoots::new(config.image_roots.clone()),
+            forward_address: config.port_forward_address,
         },
     );
     let recovered = manager.recover().await?;
@@ -104,6 +107,7 @@ pub async fn run(
         accel = manager.accel(),
         recovered,
         mtls = tls_config.is_some(),
+        image_roots = ?config.image_roots,
         "quiver-agent ready"
     );
     // Graceful shutdown waits for open server streams, which a watching operator never closes:

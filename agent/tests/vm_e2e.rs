@@ -9,7 +9,6 @@ mod harness;
 use futures::StreamExt;
 use harness::{
     Agent, MARKER, guest, is_running_ready, phase, put_request, spec_mut, wait_for, wait_gone,
-    watch_until,
 };
 use quiver_agent::Error;
 use quiver_agent::proto::{self, Phase, RunStrategy};
@@ -115,8 +114,7 @@ async fn killed_agent_restarts_and_readopts_the_running_vm() {
         .expect("put");
     let before = wait_for(&agent, "adopt", "running", is_running_ready).await;
 
-    agent.kill9();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    agent.kill9(); // returns once the agent process has been reaped
     assert!(
         process::alive(before.pid),
         "QEMU must survive the agent's death"
@@ -182,27 +180,38 @@ async fn qemu_killed_behind_the_agents_back_fails_and_restarts_per_strategy() {
     let rerun = wait_for(&agent, "rerun", "running", is_running_ready).await;
     let once = wait_for(&agent, "once", "running", is_running_ready).await;
 
-    let watcher = {
-        let client = client.clone();
-        let pid = rerun.pid;
-        tokio::spawn(async move {
-            watch_until(&client, "rerun", move |s| {
-                is_running_ready(s) && s.pid != pid
-            })
-            .await
-        })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The watch is known to be subscribed once it has listed the VMs.
+    let mut watch = Box::pin(client.watch().await.expect("watch"));
+    for _ in 0..2 {
+        watch.next().await.expect("initial state").expect("status");
+    }
     process::sigkill(rerun.pid);
     process::sigkill(once.pid);
 
-    let seen = watcher.await.expect("watch task");
+    // Until `rerun` runs again, which takes a whole boot: far longer than the zero-delay
+    // restart a first failure gets, so a wrongly restarted `once` would show up meanwhile.
+    let (mut seen_rerun, mut seen_once) = (Vec::new(), Vec::new());
+    let collect = async {
+        while let Some(Ok(s)) = watch.next().await {
+            let back = s.uid == "rerun" && is_running_ready(&s) && s.pid != rerun.pid;
+            match s.uid.as_str() {
+                "rerun" => seen_rerun.push(s),
+                "once" => seen_once.push(s),
+                _ => {}
+            }
+            if back {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(harness::BOOT_TIMEOUT, collect)
+        .await
+        .expect("rerun came back");
     assert!(
-        seen.iter().any(|s| phase(s) == Phase::Failed),
-        "Failed not reported: {seen:?}"
+        seen_rerun.iter().any(|s| phase(s) == Phase::Failed),
+        "Failed not reported: {seen_rerun:?}"
     );
-    let restarted = seen.last().expect("last update");
-    assert_eq!(restarted.restart_count, 1);
+    assert_eq!(seen_rerun.last().map(|s| s.restart_count), Some(1));
 
     let failed = wait_for(&agent, "once", "failed", |s| phase(s) == Phase::Failed).await;
     assert!(
@@ -210,7 +219,16 @@ async fn qemu_killed_behind_the_agents_back_fails_and_restarts_per_strategy() {
         "message: {}",
         failed.message
     );
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let after_failure = seen_once
+        .iter()
+        .skip_while(|s| phase(s) != Phase::Failed)
+        .collect::<Vec<_>>();
+    assert!(
+        after_failure
+            .iter()
+            .all(|s| phase(s) == Phase::Failed && s.restart_count == 0),
+        "Once must not be restarted: {seen_once:?}"
+    );
     let still = client.get_vm("once").await.expect("get");
     assert_eq!(phase(&still), Phase::Failed, "Once must not be restarted");
 }
@@ -259,10 +277,9 @@ async fn qemu_that_cannot_start_reports_failed_with_its_stderr() {
     }
     let agent = Agent::start().await;
     let client = agent.client().await;
-    let bogus = agent.data_dir().join("not-a-kernel");
-    std::fs::write(&bogus, b"this is not a kernel").expect("write bogus kernel");
+    let bogus = agent.image("not-a-kernel", b"this is not a kernel");
     let mut req = put_request("bogus", 1, RunStrategy::Once);
-    spec_mut(&mut req).kernel = bogus.display().to_string();
+    spec_mut(&mut req).kernel = bogus;
     client
         .put_vm(req)
         .await
@@ -284,11 +301,10 @@ async fn qemu_that_cannot_start_reports_failed_with_its_stderr() {
 async fn invalid_specs_are_rejected_naming_the_field_and_leave_nothing_behind() {
     let agent = Agent::start().await;
     let client = agent.client().await;
-    let kernel = agent.data_dir().join("vmlinuz");
-    std::fs::write(&kernel, b"k").expect("kernel file");
+    let kernel = agent.image("vmlinuz", b"k");
     let valid = || {
         let mut req = put_request("bad", 1, RunStrategy::Always);
-        spec_mut(&mut req).kernel = kernel.display().to_string();
+        spec_mut(&mut req).kernel.clone_from(&kernel);
         spec_mut(&mut req).initrd = String::new();
         req
     };
@@ -359,31 +375,6 @@ async fn guest_poweroff_stops_a_once_vm_and_restarts_an_always_vm() {
     );
     client.delete_vm("always").await.expect("delete");
     wait_gone(&agent, "always").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disks_run_on_qcow2_overlays_that_leave_the_base_image_untouched() {
-    if guest().is_none() {
-        return;
-    }
-    let agent = Agent::start().await;
-    let client = agent.client().await;
-    let base = agent.data_dir().join("base.raw");
-    std::fs::write(&base, vec![0u8; 1 << 20]).expect("base image");
-    let mut req = put_request("disk", 1, RunStrategy::Always);
-    spec_mut(&mut req).disks = vec![proto::Disk {
-        image: base.display().to_string(),
-        format: "raw".into(),
-    }];
-    client.put_vm(req).await.expect("put");
-    wait_for(&agent, "disk", "running", is_running_ready).await;
-    let overlay = agent.run_dir("disk").join("disk-0.qcow2");
-    let header = std::fs::read(&overlay).expect("overlay exists");
-    assert_eq!(&header[..4], b"QFI\xfb", "overlay is qcow2");
-    client.delete_vm("disk").await.expect("delete");
-    wait_gone(&agent, "disk").await;
-    assert!(!overlay.exists());
-    assert_eq!(std::fs::read(&base).expect("base").len(), 1 << 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,10 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::condition;
 use crate::host::{Host, HostResources, HostSpec, HostStatus, RaftRole, RaftStatus};
-use crate::microvm::{Disk, MicroVM, MicroVMPhase, MicroVMSpec, Readiness, RunStrategy};
+use crate::microvm::{
+    Disk, DiskFormat, MicroVM, MicroVMPhase, MicroVMSpec, NetworkMode, PortForward, Readiness,
+    RunStrategy,
+};
 use crate::rollout::{Rollout, RolloutPhase, RolloutSpec, RolloutStep};
 use crate::transport::{Transport, TransportTarget};
 
@@ -95,13 +98,46 @@ impl MicroVM {
         self.run_strategy(RunStrategy::Halted)
     }
 
-    /// Adds a writable disk.
+    /// Adds a writable disk; its format is `qcow2` when the image's name ends in `.qcow2`,
+    /// else `raw`.
     #[must_use]
     pub fn disk(mut self, name: &str, image: &str) -> Self {
+        let format = if image.ends_with(".qcow2") {
+            DiskFormat::Qcow2
+        } else {
+            DiskFormat::Raw
+        };
         self.spec.disks.push(Disk {
             name: name.to_owned(),
             image: image.to_owned(),
+            format,
             read_only: false,
+        });
+        self
+    }
+
+    /// Adds a read-only raw disk.
+    #[must_use]
+    pub fn read_only_disk(mut self, name: &str, image: &str) -> Self {
+        self.spec.disks.push(Disk {
+            name: name.to_owned(),
+            image: image.to_owned(),
+            format: DiskFormat::Raw,
+            read_only: true,
+        });
+        self
+    }
+
+    /// Switches to user networking and forwards `host_port` (0 = picked by the agent) to the
+    /// guest's TCP `guest_port`.
+    #[must_use]
+    pub fn forward(mut self, guest_port: u32, host_port: u32) -> Self {
+        self.spec.network.mode = NetworkMode::User;
+        self.spec.network.port_forwards.push(PortForward {
+            name: None,
+            protocol: crate::microvm::Protocol::Tcp,
+            guest_port,
+            host_port,
         });
         self
     }

@@ -34,8 +34,8 @@ pub use host::{
     Host, HostResources, HostSpec, HostStatus, RaftRole, RaftStatus, ServiceTransportStatus,
 };
 pub use microvm::{
-    Disk, MicroVM, MicroVMPhase, MicroVMSpec, MicroVMStatus, Network, NetworkMode, Readiness,
-    RunStrategy,
+    Disk, DiskFormat, ForwardedPort, MicroVM, MicroVMPhase, MicroVMSpec, MicroVMStatus, Network,
+    NetworkMode, PortForward, Protocol, Readiness, RunStrategy,
 };
 pub use rollout::{
     Analysis, HostSelector, Pause, Rollout, RolloutPhase, RolloutSpec, RolloutStatus, RolloutStep,

@@ -18,7 +18,10 @@ pub const DEFAULT_READINESS_TIMEOUT_SECONDS: u32 = 120;
 /// Desired state of a MicroVM: what to boot and how to keep it running.
 ///
 /// The kernel, initrd and disk images are paths on the host, present on every host that may
-/// run the VM: a VM is recreated from this spec when it moves to another host.
+/// run the VM: a VM is recreated from this spec when it moves to another host. Each must lie,
+/// after symlinks are resolved, under one of the agent's image roots (by default the guest
+/// image dir `/var/lib/quiver/guest` and `/var/lib/quiver/images`); the agent refuses any other
+/// path, naming the field.
 // Each printcolumn(...) repeats the same keys, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -91,7 +94,7 @@ pub struct MicroVMSpec {
 
     /// Absolute path of the guest kernel (bzImage/vmlinuz) on the host, for example
     /// `/var/lib/quiver/guest/vmlinuz`. Required. The file must exist on every host that may run
-    /// the VM.
+    /// the VM, under one of the agent's image roots (symlinks resolved; others are refused).
     #[schemars(length(min = 1, max = 4096))]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.startsWith('/')",
@@ -99,7 +102,8 @@ pub struct MicroVMSpec {
     }]))]
     pub kernel: String,
 
-    /// Absolute path of an initramfs on the host, passed to QEMU as `-initrd`. Optional.
+    /// Absolute path of an initramfs on the host, passed to QEMU as `-initrd`. Optional. Like
+    /// the kernel, it must lie under one of the agent's image roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     #[schemars(extend("x-kubernetes-validations" = [{
@@ -116,8 +120,9 @@ pub struct MicroVMSpec {
     pub cmdline: Option<String>,
 
     /// Disks attached in order as virtio block devices (`/dev/vda`, `/dev/vdb`, ...). At most 16,
-    /// names unique. Each VM writes to its own qcow2 overlay over the image, so the image itself
-    /// is never modified and the overlay is discarded when the VM is deleted or moves host.
+    /// names unique. A writable disk writes to the VM's own qcow2 overlay over the image, so the
+    /// image itself is never modified and the overlay is discarded when the VM is deleted or
+    /// moves host; a `readOnly` disk is the image itself, read-only to the guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     #[schemars(extend(
@@ -130,7 +135,9 @@ pub struct MicroVMSpec {
     ))]
     pub disks: Vec<Disk>,
 
-    /// Guest networking. Default: `{mode: none}` (no network device).
+    /// Guest networking. Default: `{mode: none}` (no network device). `{mode: user,
+    /// portForwards: [...]}` gives the guest a NIC behind QEMU's NAT with the declared host
+    /// ports forwarded to it; the ports in use are reported in `status.portForwards`.
     #[serde(default)]
     pub network: Network,
 
@@ -142,7 +149,8 @@ pub struct MicroVMSpec {
 
     /// How to tell that the guest has finished booting. Unset: the guest counts as ready as soon
     /// as QEMU runs. Set: the agent watches the serial console for a marker line and sets the
-    /// GuestReady condition when it appears.
+    /// GuestReady condition when it appears (or to False with reason ReadinessTimeout once
+    /// `timeoutSeconds` pass without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<Readiness>,
 }
@@ -173,13 +181,15 @@ pub enum RunStrategy {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Disk {
-    /// Name of the disk, unique within the VM: lowercase letters, digits and `-`, at most 63
-    /// characters. Used as the QEMU drive id and the overlay file name.
-    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    /// Name of the disk, unique within the VM: a lowercase letter, then lowercase letters,
+    /// digits and `-` (not ending in `-`), at most 63 characters. Used as the QEMU drive id and
+    /// the overlay file name (`disk-<name>.qcow2` in the VM's run dir).
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
 
-    /// Absolute path of the disk image (raw or qcow2) on the host. Must exist on every host that
-    /// may run the VM.
+    /// Absolute path of the disk image on the host, under one of the agent's image roots
+    /// (symlinks resolved; a qcow2 image's backing files must be there too). Must exist on
+    /// every host that may run the VM.
     #[schemars(length(min = 1, max = 4096))]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.startsWith('/')",
@@ -187,19 +197,59 @@ pub struct Disk {
     }]))]
     pub image: String,
 
-    /// Attach the disk read-only (no overlay is created). Default false.
+    /// Format of the image: `raw` (default) or `qcow2`. Given to QEMU as is: QEMU never guesses
+    /// a format from the image's contents or name.
+    #[serde(default)]
+    pub format: DiskFormat,
+
+    /// Attach the image itself read-only: the guest sees a read-only block device and no
+    /// overlay is created. Default false (writable, on an overlay).
     #[serde(default)]
     pub read_only: bool,
+}
+
+/// Format of a disk image; see `spec.disks[].format`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    // Plain bytes.
+    #[default]
+    Raw,
+    // QEMU copy-on-write image; backing files must lie under the image roots too.
+    Qcow2,
 }
 
 /// Guest networking.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.mode == 'user' || !has(self.portForwards) || size(self.portForwards) == 0",
+    "message": "spec.network.portForwards needs spec.network.mode: user"
+}]))]
 pub struct Network {
     /// `none` (default): no network device. `user`: one virtio-net device on QEMU user-mode
-    /// networking (outbound connections through NAT on the host, nothing inbound).
+    /// networking: the guest (10.0.2.15/24, gateway and DNS 10.0.2.2) reaches the outside
+    /// through NAT on the host, and the host's loopback as 10.0.2.2; nothing reaches the guest
+    /// except `portForwards`.
     #[serde(default)]
     pub mode: NetworkMode,
+
+    /// Host ports forwarded to guest ports (`mode: user` only), at most 32. Host ports listen
+    /// on the agent's port-forward address, 127.0.0.1 unless the host's administrator set
+    /// another (`--port-forward-address`), so by default only the host itself can connect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self.all(f, !has(f.hostPort) || f.hostPort == 0 || self.exists_one(g, has(g.hostPort) && g.hostPort == f.hostPort && (has(g.protocol) ? g.protocol : 'TCP') == (has(f.protocol) ? f.protocol : 'TCP')))",
+            "message": "spec.network.portForwards must not repeat a protocol and non-zero hostPort"
+        },
+        {
+            "rule": "self.all(f, !has(f.name) || self.exists_one(g, has(g.name) && g.name == f.name))",
+            "message": "spec.network.portForwards names must be unique"
+        }
+    ]))]
+    pub port_forwards: Vec<PortForward>,
 }
 
 /// Kind of guest network; see `spec.network.mode`.
@@ -213,6 +263,42 @@ pub enum NetworkMode {
     User,
 }
 
+/// A host port forwarded to a port of the guest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PortForward {
+    /// Optional label, unique within the VM (same rules as a disk name); repeated in
+    /// `status.portForwards`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), pattern(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: Option<String>,
+
+    /// `TCP` (default) or `UDP`.
+    #[serde(default)]
+    pub protocol: Protocol,
+
+    /// The port the guest listens on, 1 to 65535.
+    #[schemars(range(min = 1, max = 65535))]
+    pub guest_port: u32,
+
+    /// The host port, 1 to 65535; 0 or unset: the agent picks a free one at boot (kept across
+    /// restarts of the VM while it stays free). See `status.portForwards` for the port in use.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 65535))]
+    pub host_port: u32,
+}
+
+/// Transport protocol of a port forward.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    // TCP.
+    #[default]
+    Tcp,
+    // UDP.
+    Udp,
+}
+
 /// A readiness check on the guest's serial console.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -224,7 +310,8 @@ pub struct Readiness {
     pub serial_marker: String,
 
     /// Seconds from QEMU start to wait for the marker, 1 to 3600. Default 120. When it passes,
-    /// GuestReady turns False with reason ReadinessTimeout; the VM keeps running.
+    /// GuestReady turns False with reason ReadinessTimeout (and an Event says so); the VM keeps
+    /// running, and a marker that comes later still makes it ready.
     #[serde(default = "default_readiness_timeout")]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: u32,
@@ -311,6 +398,29 @@ pub struct MicroVMStatus {
     /// When the guest last reported readiness (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest_ready_at: Option<Time>,
+
+    /// The port forwards of the running QEMU (`spec.network.portForwards` with the host ports
+    /// actually bound, including those the agent picked). Empty while no QEMU runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_forwards: Vec<ForwardedPort>,
+}
+
+/// A port forward as bound on the host; see `status.portForwards`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardedPort {
+    /// The forward's `name` in the spec, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `TCP` or `UDP`.
+    pub protocol: Protocol,
+    /// The guest's port.
+    pub guest_port: u32,
+    /// The host address the port listens on, e.g. `127.0.0.1`.
+    #[serde(rename = "hostIP")]
+    pub host_ip: String,
+    /// The host port connected to the guest's port.
+    pub host_port: u32,
 }
 
 /// Lifecycle phase of a MicroVM; see `status.phase`.

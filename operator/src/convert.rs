@@ -2,7 +2,7 @@
 
 use kube::ResourceExt;
 use quiver_agent::proto;
-use quiver_crds::{MicroVM, NetworkMode, RunStrategy};
+use quiver_crds::{DiskFormat, MicroVM, Network, NetworkMode, Protocol, RunStrategy};
 
 fn run_strategy(s: RunStrategy) -> proto::RunStrategy {
     match s {
@@ -10,6 +10,29 @@ fn run_strategy(s: RunStrategy) -> proto::RunStrategy {
         RunStrategy::Halted => proto::RunStrategy::Halted,
         RunStrategy::RerunOnFailure => proto::RunStrategy::RerunOnFailure,
         RunStrategy::Once => proto::RunStrategy::Once,
+    }
+}
+
+fn network(n: &Network) -> proto::Network {
+    proto::Network {
+        mode: match n.mode {
+            NetworkMode::None => "none",
+            NetworkMode::User => "user",
+        }
+        .to_owned(),
+        port_forwards: n
+            .port_forwards
+            .iter()
+            .map(|f| proto::PortForward {
+                name: f.name.clone().unwrap_or_default(),
+                protocol: match f.protocol {
+                    Protocol::Tcp => proto::Protocol::Tcp,
+                    Protocol::Udp => proto::Protocol::Udp,
+                } as i32,
+                guest_port: f.guest_port,
+                host_port: f.host_port,
+            })
+            .collect(),
     }
 }
 
@@ -21,19 +44,16 @@ pub fn put_request(vm: &MicroVM, uid: &str, epoch: u64) -> proto::PutVmRequest {
         .disks
         .iter()
         .map(|d| proto::Disk {
-            format: if d.image.ends_with(".qcow2") {
-                "qcow2"
-            } else {
-                "raw"
+            name: d.name.clone(),
+            image: d.image.clone(),
+            format: match d.format {
+                DiskFormat::Raw => "raw",
+                DiskFormat::Qcow2 => "qcow2",
             }
             .to_owned(),
-            image: d.image.clone(),
+            read_only: d.read_only,
         })
         .collect();
-    let network = match spec.network.mode {
-        NetworkMode::None => "none",
-        NetworkMode::User => "user",
-    };
     proto::PutVmRequest {
         uid: uid.to_owned(),
         namespace: vm.namespace().unwrap_or_default(),
@@ -48,9 +68,10 @@ pub fn put_request(vm: &MicroVM, uid: &str, epoch: u64) -> proto::PutVmRequest {
             initrd: spec.initrd.clone().unwrap_or_default(),
             cmdline: spec.cmdline.clone().unwrap_or_default(),
             disks,
-            network: network.to_owned(),
+            network: Some(network(&spec.network)),
             readiness: spec.readiness.as_ref().map(|r| proto::Readiness {
                 serial_marker: r.serial_marker.clone(),
+                timeout_seconds: r.timeout_seconds,
             }),
         }),
     }
@@ -76,7 +97,10 @@ mod tests {
         let spec = req.spec.expect("spec");
         assert_eq!(spec.run_strategy, proto::RunStrategy::Halted as i32);
         assert_eq!(spec.cpus, 2);
-        assert_eq!(spec.disks[0].format, "qcow2");
+        assert_eq!(
+            (spec.disks[0].name.as_str(), spec.disks[0].format.as_str()),
+            ("root", "qcow2")
+        );
         assert_eq!(
             spec.readiness.expect("readiness").serial_marker,
             "QUIVER_GUEST_READY"

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use quiver_agent::proto;
 use quiver_crds::condition::{GUEST_READY, READY, RESTART_REQUIRED, SCHEDULED};
-use quiver_crds::{MicroVM, MicroVMPhase, MicroVMStatus, RunStrategy};
+use quiver_crds::{ForwardedPort, MicroVM, MicroVMPhase, MicroVMStatus, Protocol, RunStrategy};
 
 /// Where the operator stands on placing the VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +166,7 @@ fn from_agent(
     status.restart_count = agent.restart_count;
     status.started_at = time_from_ms(agent.started_at_ms);
     status.guest_ready_at = time_from_ms(agent.guest_ready_at_ms);
+    status.port_forwards = agent.port_forwards.iter().map(forwarded_port).collect();
     let detail = if agent.message.is_empty() {
         String::new()
     } else {
@@ -228,6 +229,17 @@ fn from_agent(
             "NoReadinessCheck",
             "QEMU runs and spec.readiness is unset",
         );
+    } else if running && agent.readiness_timed_out {
+        let msg = format!(
+            "{}; the VM keeps running (its serial console log on host {host} shows how far the \
+             guest got)",
+            if agent.message.is_empty() {
+                "the readiness marker did not appear in time"
+            } else {
+                agent.message.as_str()
+            }
+        );
+        conds.set(GUEST_READY, "False", "ReadinessTimeout", &msg);
     } else if running {
         conds.set(
             GUEST_READY,
@@ -239,6 +251,20 @@ fn from_agent(
         conds.set(GUEST_READY, "False", "NotRunning", "the VM is not running");
     }
     status.message = Some(message);
+}
+
+fn forwarded_port(f: &proto::ForwardedPort) -> ForwardedPort {
+    ForwardedPort {
+        name: (!f.name.is_empty()).then(|| f.name.clone()),
+        protocol: if f.protocol == proto::Protocol::Udp as i32 {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        },
+        guest_port: f.guest_port,
+        host_ip: f.host_ip.clone(),
+        host_port: f.host_port,
+    }
 }
 
 /// Builds the condition list, keeping transition times of conditions whose status stays.
@@ -317,8 +343,12 @@ pub fn transitions(old: Option<&MicroVMStatus>, new: &MicroVMStatus) -> Vec<Tran
             _ => {}
         }
     }
-    if let Some(c) = changed(old, new, GUEST_READY).filter(|c| c.status == "True") {
-        push(false, "GuestReady", c.message);
+    if let Some(c) = changed(old, new, GUEST_READY) {
+        if c.status == "True" {
+            push(false, "GuestReady", c.message);
+        } else if c.reason == "ReadinessTimeout" {
+            push(true, "ReadinessTimeout", c.message);
+        }
     }
     if let Some(c) = changed(old, new, READY).filter(|c| c.reason == "HostNotReady") {
         push(true, "HostNotReady", c.message);

@@ -219,3 +219,55 @@ fn failure_and_restart_are_warnings() {
     assert!(events.iter().any(|t| t.warning && t.reason == "Failed"));
     assert!(events.iter().any(|t| t.warning && t.reason == "Restarted"));
 }
+
+#[test]
+fn readiness_timeout_turns_guest_ready_false_with_its_reason_and_a_warning() {
+    let mut vm = MicroVM::test("web");
+    let booting = agent(proto::Phase::Running, false);
+    vm.status = Some(desired_status(&vm, &observe(Some(&booting), at(1))));
+    let mut late = agent(proto::Phase::Running, false);
+    late.readiness_timed_out = true;
+    late.message = "the readiness marker did not appear within 120s of boot".into();
+    let s = desired_status(&vm, &observe(Some(&late), at(130)));
+    assert_eq!(s.phase, Some(MicroVMPhase::Running), "the VM keeps running");
+    assert_eq!(
+        status_of(&s, GUEST_READY),
+        ("False".into(), "ReadinessTimeout".into())
+    );
+    let message = &s.condition(GUEST_READY).expect("GuestReady").message;
+    assert!(message.contains("within 120s"), "{message}");
+    let events = transitions(vm.status.as_ref(), &s);
+    assert!(
+        events
+            .iter()
+            .any(|t| t.warning && t.reason == "ReadinessTimeout"),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn forwarded_ports_are_reported_in_status() {
+    let vm = MicroVM::test("web").forward(80, 0);
+    let mut report = agent(proto::Phase::Running, true);
+    report.port_forwards = vec![proto::ForwardedPort {
+        name: "http".into(),
+        protocol: proto::Protocol::Tcp as i32,
+        guest_port: 80,
+        host_ip: "127.0.0.1".into(),
+        host_port: 41_234,
+    }];
+    let s = desired_status(&vm, &observe(Some(&report), at(5)));
+    assert_eq!(
+        s.port_forwards,
+        vec![quiver_crds::ForwardedPort {
+            name: Some("http".into()),
+            protocol: quiver_crds::Protocol::Tcp,
+            guest_port: 80,
+            host_ip: "127.0.0.1".into(),
+            host_port: 41_234,
+        }]
+    );
+    let stopped = agent(proto::Phase::Stopped, false);
+    let s = desired_status(&vm, &observe(Some(&stopped), at(6)));
+    assert!(s.port_forwards.is_empty());
+}

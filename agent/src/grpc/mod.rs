@@ -1,5 +1,8 @@
 //! gRPC (tonic) adapters: decode, call the one service implementation, record metrics,
-//! map [`Error`] to `tonic::Status`. No behaviour lives here.
+//! map [`Error`] to `tonic::Status`. No behaviour lives here. [`codec`] is the protobuf codec
+//! of the generated clients and servers.
+
+pub mod codec;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -5,16 +5,18 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use super::driver::Launched;
 use super::lifecycle::{Command, Event, Phase};
-use super::manager::Shared;
+use super::network::bind_forwards;
 use super::record::{SpecFile, StateFile, now_ms, status};
 use super::rundir::RunDir;
-use super::spec::{VmMeta, VmSpec};
+use super::shared::Shared;
+use super::spec::{VmMeta, VmSpec, recheck_images};
 use crate::proto;
 
 /// Console logs above this are rotated at the next boot.
@@ -26,10 +28,13 @@ pub(crate) enum Msg {
         reply: oneshot::Sender<proto::VmStatus>,
     },
     Event(Event),
-    /// QEMU is up (launched by us or adopted); `adopted` picks the event.
+    /// QEMU is up after a launch.
     Up {
         launched: Launched,
-        adopted: bool,
+    },
+    /// The first message after an agent restart: the VM's QEMU if it was found alive.
+    Recovered {
+        launched: Option<Launched>,
     },
     RestartDue {
         token: u64,
@@ -100,7 +105,18 @@ impl Actor {
                     Event::Apply { strategy, respec }
                 }
                 Msg::Event(event) => event,
-                Msg::Up { launched, adopted } => self.on_up(launched, adopted),
+                Msg::Up { launched } => {
+                    self.state.started_at_ms = now_ms();
+                    self.watch_exit(launched);
+                    Event::Launched
+                }
+                Msg::Recovered { launched } => {
+                    let alive = launched.is_some();
+                    if let Some(launched) = launched {
+                        self.watch_exit(launched);
+                    }
+                    Event::Recovered { alive }
+                }
                 Msg::RestartDue { token } if token == self.restart_token => Event::RestartDue,
                 Msg::RestartDue { .. } => continue,
             };
@@ -116,7 +132,10 @@ impl Actor {
     /// Handles one event; true once the VM is removed.
     async fn step(&mut self, event: Event) -> bool {
         let was_ready = self.state.lifecycle.guest_ready;
-        let exited = matches!(event, Event::Exited { .. } | Event::FoundDead);
+        let exited = matches!(
+            event,
+            Event::Exited { .. } | Event::Recovered { alive: false }
+        );
         let commands = self.state.lifecycle.handle(event);
         let (ready, phase) = (self.state.lifecycle.guest_ready, self.state.lifecycle.phase);
         if ready && !was_ready {
@@ -143,11 +162,9 @@ impl Actor {
         false
     }
 
-    fn on_up(&mut self, launched: Launched, adopted: bool) -> Event {
+    /// Records the QEMU's pid and reports its exit as an event.
+    fn watch_exit(&mut self, launched: Launched) {
         self.state.pid = launched.pid;
-        if !adopted {
-            self.state.started_at_ms = now_ms();
-        }
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let exit = launched.exit.await;
@@ -156,11 +173,6 @@ impl Actor {
                 message: exit.message,
             }));
         });
-        if adopted {
-            Event::Adopted
-        } else {
-            Event::Launched
-        }
     }
 
     /// Executes one command; true when the VM has been removed.
@@ -174,45 +186,9 @@ impl Actor {
                 self.state.console_offset = self.dir.console_len();
                 self.state.guest_ready_at_ms = 0;
                 self.shared.starts.fetch_add(1, Ordering::Relaxed);
-                let (driver, dir, spec, tx) = (
-                    self.shared.driver.clone(),
-                    self.dir.clone(),
-                    self.spec.clone(),
-                    self.tx.clone(),
-                );
-                tokio::spawn(async move {
-                    let msg = match driver.launch(&dir, &spec).await {
-                        Ok(launched) => Msg::Up {
-                            launched,
-                            adopted: false,
-                        },
-                        Err(e) => {
-                            let message = match e {
-                                crate::Error::Launch { message } => message,
-                                other => other.to_string(),
-                            };
-                            Msg::Event(Event::LaunchFailed { message })
-                        }
-                    };
-                    let _ = tx.send(msg);
-                });
+                self.launch();
             }
-            Command::WatchReadiness => {
-                self.stop_readiness();
-                if let Some(marker) = self.spec.readiness_marker.clone() {
-                    let (driver, dir, tx) = (
-                        self.shared.driver.clone(),
-                        self.dir.clone(),
-                        self.tx.clone(),
-                    );
-                    let from = self.state.console_offset;
-                    let task = tokio::spawn(async move {
-                        driver.wait_ready(&dir, &marker, from).await;
-                        let _ = tx.send(Msg::Event(Event::GuestReady));
-                    });
-                    self.ready = Some(task.abort_handle());
-                }
-            }
+            Command::WatchReadiness => self.watch_readiness(),
             Command::Shutdown => {
                 tracing::info!(%uid, pid = self.state.pid, "stopping");
                 let (driver, dir) = (self.shared.driver.clone(), self.dir.clone());
@@ -240,9 +216,85 @@ impl Actor {
         false
     }
 
+    /// Checks the images again, gives port forwards their host ports, then starts QEMU in a
+    /// task that answers with `Up` or `LaunchFailed`.
+    fn launch(&mut self) {
+        let forwards = recheck_images(&self.spec, &self.shared.image_roots).and_then(|()| {
+            let (wanted, addr) = (self.spec.network.forwards(), self.shared.forward_address);
+            bind_forwards(wanted, addr, &self.state.forwards).map_err(|e| crate::Error::Launch {
+                message: format!("cannot pick host ports for port forwards on {addr}: {e}"),
+            })
+        });
+        let forwards = match forwards {
+            Ok(forwards) => forwards,
+            Err(e) => {
+                let _ = self.tx.send(Msg::Event(Event::LaunchFailed {
+                    message: launch_message(e),
+                }));
+                return;
+            }
+        };
+        self.state.forwards.clone_from(&forwards);
+        let (driver, dir, spec, tx) = (
+            self.shared.driver.clone(),
+            self.dir.clone(),
+            self.spec.clone(),
+            self.tx.clone(),
+        );
+        tokio::spawn(async move {
+            let msg = match driver.launch(&dir, &spec, &forwards).await {
+                Ok(launched) => Msg::Up { launched },
+                Err(e) => Msg::Event(Event::LaunchFailed {
+                    message: launch_message(e),
+                }),
+            };
+            let _ = tx.send(msg);
+        });
+    }
+
+    /// Watches the console for the marker, and reports a timeout counted from this boot's
+    /// start (for a re-adopted VM, what is left of it) while still waiting for a late marker.
+    fn watch_readiness(&mut self) {
+        self.stop_readiness();
+        let Some(readiness) = self.spec.readiness.clone() else {
+            return;
+        };
+        let (driver, dir, tx) = (
+            self.shared.driver.clone(),
+            self.dir.clone(),
+            self.tx.clone(),
+        );
+        let from = self.state.console_offset;
+        let elapsed_ms = now_ms().saturating_sub(self.state.started_at_ms);
+        let elapsed = Duration::from_millis(u64::try_from(elapsed_ms).unwrap_or(0));
+        let task = tokio::spawn(async move {
+            let wait = driver.wait_ready(&dir, &readiness.marker, from);
+            tokio::pin!(wait);
+            if let Some(after) = readiness.timeout {
+                let left = after.saturating_sub(elapsed);
+                if tokio::time::timeout(left, &mut wait).await.is_err() {
+                    let _ = tx.send(Msg::Event(Event::ReadinessTimedOut { after }));
+                    wait.await;
+                }
+            } else {
+                wait.await;
+            }
+            let _ = tx.send(Msg::Event(Event::GuestReady));
+        });
+        self.ready = Some(task.abort_handle());
+    }
+
     fn stop_readiness(&mut self) {
         if let Some(task) = self.ready.take() {
             task.abort();
         }
+    }
+}
+
+/// A launch error as the status message: QEMU's own words when there are some.
+fn launch_message(e: crate::Error) -> String {
+    match e {
+        crate::Error::Launch { message } => message,
+        other => other.to_string(),
     }
 }

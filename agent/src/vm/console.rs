@@ -24,22 +24,44 @@ pub async fn read_chunk(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Resolves once `marker` appears in the log at or after `from`. Polls; a marker split across
-/// two reads is still found because the tail of the previous read is kept.
+/// Finds a marker in a byte stream fed in chunks of any size, keeping only the tail that a
+/// marker split across two chunks needs.
+pub struct MarkerScanner {
+    needle: Vec<u8>,
+    window: Vec<u8>,
+}
+
+impl MarkerScanner {
+    pub fn new(marker: &str) -> Self {
+        MarkerScanner {
+            needle: marker.as_bytes().to_vec(),
+            window: Vec::new(),
+        }
+    }
+
+    /// Feeds the next chunk; true once the marker has been seen.
+    pub fn feed(&mut self, chunk: &[u8]) -> bool {
+        self.window.extend_from_slice(chunk);
+        if contains(&self.window, &self.needle) {
+            return true;
+        }
+        let keep = self.needle.len().saturating_sub(1).min(self.window.len());
+        self.window.drain(..self.window.len() - keep);
+        false
+    }
+}
+
+/// Resolves once `marker` appears in the log at or after `from`. Polls the file.
 pub async fn wait_for_marker(path: &Path, marker: &str, from: u64) {
-    let needle = marker.as_bytes();
+    let mut scanner = MarkerScanner::new(marker);
     let mut offset = from;
-    let mut window: Vec<u8> = Vec::new();
     loop {
         match read_chunk(path, offset).await {
             Ok(chunk) if !chunk.is_empty() => {
                 offset += chunk.len() as u64;
-                window.extend_from_slice(&chunk);
-                if contains(&window, needle) {
+                if scanner.feed(&chunk) {
                     return;
                 }
-                let keep = needle.len().saturating_sub(1).min(window.len());
-                window.drain(..window.len() - keep);
             }
             _ => tokio::time::sleep(POLL).await,
         }
@@ -55,28 +77,40 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    #[test]
+    fn scanner_finds_a_marker_split_across_chunks_and_nothing_else() {
+        let mut s = MarkerScanner::new("READY");
+        assert!(!s.feed(b"booting R"));
+        assert!(!s.feed(b""));
+        assert!(!s.feed(b"EA"));
+        assert!(s.feed(b"DY\n"));
+        let mut s = MarkerScanner::new("READY");
+        for chunk in [&b"RE"[..], b"AD", b"Y"] {
+            let found = s.feed(chunk);
+            assert_eq!(found, chunk == b"Y");
+        }
+        let mut s = MarkerScanner::new("READY");
+        assert!(!s.feed(b"REA DY READ"));
+        assert!(!s.feed(b"x READ"), "a partial marker does not count");
+    }
+
     #[tokio::test]
-    async fn marker_split_across_writes_is_found_after_offset() {
+    async fn marker_after_the_offset_is_found_and_one_before_it_is_not() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("console.log");
         std::fs::write(&path, b"old boot READY\n").expect("write");
         let from = std::fs::metadata(&path).expect("meta").len();
+        assert_eq!(read_chunk(&path, from).await.expect("read"), b"");
         let p = path.clone();
         let waiter = tokio::spawn(async move { wait_for_marker(&p, "READY", from).await });
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(
-            !waiter.is_finished(),
-            "marker from an earlier boot must not count"
-        );
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .expect("open");
         f.write_all(b"booting RE").expect("write");
         f.flush().expect("flush");
-        tokio::time::sleep(Duration::from_millis(250)).await;
         f.write_all(b"ADY\n").expect("write");
-        tokio::time::timeout(Duration::from_secs(5), waiter)
+        tokio::time::timeout(Duration::from_secs(30), waiter)
             .await
             .expect("marker found")
             .expect("join");

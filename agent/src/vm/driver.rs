@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use super::network::ActiveForward;
 use super::rundir::RunDir;
 use super::spec::VmSpec;
 use crate::Result;
@@ -31,8 +32,14 @@ pub trait Driver: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The resolved accelerator ("kvm", "tcg", or "none").
     fn accel(&self) -> &'static str;
-    /// Prepares disks and starts the VM. Errors carry the reason (QEMU's stderr).
-    fn launch<'a>(&'a self, dir: &'a RunDir, spec: &'a VmSpec) -> BoxFuture<'a, Result<Launched>>;
+    /// Prepares disks and starts the VM with these port forwards (host ports already chosen).
+    /// Errors carry the reason (QEMU's stderr).
+    fn launch<'a>(
+        &'a self,
+        dir: &'a RunDir,
+        spec: &'a VmSpec,
+        forwards: &'a [ActiveForward],
+    ) -> BoxFuture<'a, Result<Launched>>;
     /// Finds a VM process left running by an earlier agent; `None` if it is gone.
     fn adopt<'a>(&'a self, dir: &'a RunDir) -> BoxFuture<'a, Option<Launched>>;
     /// Stops the process: graceful first, forced after `grace`. Returns once it is gone or

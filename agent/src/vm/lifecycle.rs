@@ -1,9 +1,9 @@
 //! The VM lifecycle as a pure state machine: `(state, event) -> commands`, no I/O.
 //!
-//! The manager (`vm::manager`) feeds it events (API puts and deletes, QEMU launched / exited,
-//! readiness seen, timers) and executes the returned [`Command`]s through a driver. Every rule
-//! about run strategies, restarts, stops and deletes lives here and is unit-tested without
-//! processes.
+//! The per-VM actor (`vm::actor`) feeds it events (API puts and deletes, QEMU launched / exited,
+//! readiness seen or timed out, timers, what recovery found after an agent restart) and executes
+//! the returned [`Command`]s through a driver. Every rule about run strategies, restarts,
+//! re-adoption, stops and deletes lives here and is unit-tested without processes.
 
 use std::time::Duration;
 
@@ -48,15 +48,21 @@ pub enum Event {
     },
     /// The readiness marker appeared on the serial console.
     GuestReady,
+    /// The readiness marker had not appeared `after` the boot started (the VM keeps running;
+    /// a marker seen later still makes it ready).
+    ReadinessTimedOut {
+        after: Duration,
+    },
     /// QEMU is gone. `clean` = the guest powered off by itself.
     Exited {
         clean: bool,
         message: String,
     },
-    /// On agent start: the VM's QEMU is alive and answers QMP.
-    Adopted,
-    /// On agent start: the VM should have had a QEMU, but it died while the agent was away.
-    FoundDead,
+    /// On agent start, once per VM found in the data dir. `alive` = its QEMU was found running
+    /// and answering QMP (probed only when [`Lifecycle::may_have_process`]).
+    Recovered {
+        alive: bool,
+    },
     /// A restart scheduled by [`Command::ScheduleRestart`] is due.
     RestartDue,
     Delete,
@@ -83,6 +89,9 @@ pub struct Lifecycle {
     pub strategy: RunStrategy,
     pub guest_ready: bool,
     pub deleting: bool,
+    /// The readiness marker did not come within the spec's timeout in this boot.
+    #[serde(default)]
+    pub readiness_timed_out: bool,
     /// Start again once the current QEMU is gone (the spec changed while it ran).
     pub restart_pending: bool,
     /// Launches so far; `Once` never launches a second time for the same spec.
@@ -103,6 +112,11 @@ impl Lifecycle {
         }
     }
 
+    /// Whether a QEMU may exist for this VM, so recovery should look for one.
+    pub fn may_have_process(&self) -> bool {
+        self.phase.has_process()
+    }
+
     /// Whether the VM should be running now.
     pub fn desired_running(&self) -> bool {
         !self.deleting && self.strategy.wants_running()
@@ -116,9 +130,9 @@ impl Lifecycle {
             Event::Launched => self.on_launched(),
             Event::LaunchFailed { message } => self.on_failure(message),
             Event::GuestReady => self.on_guest_ready(),
+            Event::ReadinessTimedOut { after } => self.on_readiness_timeout(after),
             Event::Exited { clean, message } => self.on_exited(clean, message),
-            Event::Adopted => self.on_adopted(),
-            Event::FoundDead => self.on_found_dead(),
+            Event::Recovered { alive } => self.on_recovered(alive),
             Event::RestartDue => self.on_restart_due(),
             Event::Delete => self.on_delete(),
         }
@@ -184,6 +198,20 @@ impl Lifecycle {
         if self.phase == Phase::Running {
             self.guest_ready = true;
             self.consecutive_failures = 0;
+            if std::mem::take(&mut self.readiness_timed_out) {
+                self.message.clear();
+            }
+        }
+        vec![]
+    }
+
+    fn on_readiness_timeout(&mut self, after: Duration) -> Vec<Command> {
+        if self.phase == Phase::Running && !self.guest_ready {
+            self.readiness_timed_out = true;
+            self.message = format!(
+                "the readiness marker did not appear within {}s of boot",
+                after.as_secs()
+            );
         }
         vec![]
     }
@@ -193,6 +221,7 @@ impl Lifecycle {
             return vec![];
         }
         self.guest_ready = false;
+        self.readiness_timed_out = false;
         if self.deleting {
             self.phase = Phase::Stopped;
             return vec![Command::Remove];
@@ -224,6 +253,7 @@ impl Lifecycle {
         }
         self.phase = Phase::Failed;
         self.guest_ready = false;
+        self.readiness_timed_out = false;
         self.message = message;
         self.consecutive_failures = self.consecutive_failures.saturating_add(1);
         if self.deleting {
@@ -238,9 +268,26 @@ impl Lifecycle {
         vec![]
     }
 
+    /// Re-adoption is decided here, not by the caller: a live QEMU is watched again (and stopped
+    /// if the VM should not run), a dead one is a failure (or the end of a stop), a VM that
+    /// never got a QEMU is started, and a restart that fell due while the agent was away runs.
+    fn on_recovered(&mut self, alive: bool) -> Vec<Command> {
+        if alive {
+            return self.on_adopted();
+        }
+        match self.phase {
+            p if p.has_process() => self.on_found_dead(),
+            _ if self.deleting => vec![Command::Remove],
+            Phase::Pending | Phase::Scheduling => self.on_apply(self.strategy, false),
+            Phase::Stopped | Phase::Failed => self.on_restart_due(),
+            Phase::Starting | Phase::Running | Phase::Stopping => vec![],
+        }
+    }
+
     fn on_adopted(&mut self) -> Vec<Command> {
         self.phase = Phase::Running;
         self.guest_ready = false;
+        self.readiness_timed_out = false;
         let mut commands = vec![Command::WatchReadiness];
         if !self.desired_running() || self.restart_pending {
             commands.extend(self.stop());
@@ -250,16 +297,15 @@ impl Lifecycle {
 
     fn on_found_dead(&mut self) -> Vec<Command> {
         let message = "QEMU exited while the agent was not running".to_owned();
-        match self.phase {
-            Phase::Stopping => self.on_exited(false, message),
-            Phase::Starting | Phase::Running => self.on_failure(message),
-            _ if self.deleting => vec![Command::Remove],
-            _ => vec![],
+        if self.phase == Phase::Stopping {
+            self.on_exited(false, message)
+        } else {
+            self.on_failure(message)
         }
     }
 
-    /// Also sent by the manager after an agent restart for VMs that were Stopped or Failed, so
-    /// a restart that was due while the agent was away still happens.
+    /// Also reached through [`Event::Recovered`] for VMs that were Stopped or Failed, so a
+    /// restart that was due while the agent was away still happens.
     fn on_restart_due(&mut self) -> Vec<Command> {
         let allowed = match self.phase {
             Phase::Failed => self.strategy.restarts_on_failure(),
@@ -294,6 +340,7 @@ impl Lifecycle {
     fn launch(&mut self) -> Vec<Command> {
         self.phase = Phase::Starting;
         self.guest_ready = false;
+        self.readiness_timed_out = false;
         self.launches = self.launches.saturating_add(1);
         vec![Command::Launch]
     }

@@ -1,22 +1,22 @@
-//! The VM manager: admits puts and deletes, owns one actor per VM, recovers VMs after an agent
-//! restart, and fans status changes out to watchers.
+//! The VM manager: admits puts and deletes and owns one actor per VM. Its streams (watch,
+//! console) live in `vm::streams`, recovery after an agent restart in `vm::recovery`.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::Stream;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::actor::{Actor, Msg, Put};
 use super::driver::Driver;
-use super::lifecycle::{Event, Lifecycle, Phase};
-use super::record::{SpecFile, StateFile, now_ms, status};
+use super::images::ImageRoots;
+use super::lifecycle::{Event, Lifecycle};
+use super::record::{SpecFile, StateFile};
 use super::rundir::RunDir;
-use super::spec::{self, Limits, VmMeta, VmSpec};
-use super::{console, process};
+use super::shared::{Entry, Settings, Shared};
+use super::spec::{self, Limits, VmSpec};
 use crate::{Error, Result, proto};
 
 /// What the manager needs to know about its host.
@@ -26,82 +26,29 @@ pub struct ManagerConfig {
     pub host: String,
     pub limits: Limits,
     pub stop_grace: Duration,
-}
-
-pub(crate) struct Entry {
-    tx: mpsc::UnboundedSender<Msg>,
-    meta: VmMeta,
-    spec: VmSpec,
-    deleting: bool,
-    status: proto::VmStatus,
-}
-
-/// State shared between the manager and the per-VM actors.
-pub(crate) struct Shared {
-    pub driver: Arc<dyn Driver>,
-    pub data_dir: PathBuf,
-    pub host: String,
-    pub limits: Limits,
-    pub stop_grace: Duration,
-    vms: Mutex<HashMap<String, Entry>>,
-    updates: broadcast::Sender<proto::VmStatus>,
-    pub starts: AtomicU64,
-    pub failures: AtomicU64,
-}
-
-impl Shared {
-    fn vms(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
-        // A panic while holding the lock cannot leave the map half-updated: every critical
-        // section is a single insert/remove/field write.
-        self.vms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub(crate) fn publish(&self, status: proto::VmStatus) {
-        if let Some(entry) = self.vms().get_mut(&status.uid) {
-            entry.status = status.clone();
-        }
-        let _ = self.updates.send(status);
-    }
-
-    /// Drops a removed VM and tells watchers.
-    pub(crate) fn forget(&self, meta: &VmMeta, state: &StateFile) {
-        self.vms().remove(&meta.uid);
-        let mut last = status(meta, state, &self.host);
-        last.deleted = true;
-        last.updated_at_ms = now_ms();
-        let _ = self.updates.send(last);
-    }
-
-    fn list(&self) -> Vec<proto::VmStatus> {
-        let mut all: Vec<_> = self.vms().values().map(|e| e.status.clone()).collect();
-        all.sort_by(|a, b| a.uid.cmp(&b.uid));
-        all
-    }
+    /// The only directories kernels, initrds and disk images may come from.
+    pub image_roots: ImageRoots,
+    /// Where user-network port forwards listen on the host.
+    pub forward_address: IpAddr,
 }
 
 #[derive(Clone)]
 pub struct VmManager {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl VmManager {
     pub fn new(driver: Arc<dyn Driver>, config: ManagerConfig) -> Self {
-        let (updates, _) = broadcast::channel(1024);
-        let shared = Shared {
-            driver,
+        let settings = Settings {
             data_dir: config.data_dir,
             host: config.host,
             limits: config.limits,
             stop_grace: config.stop_grace,
-            vms: Mutex::new(HashMap::new()),
-            updates,
-            starts: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
+            image_roots: config.image_roots,
+            forward_address: config.forward_address,
         };
         VmManager {
-            shared: Arc::new(shared),
+            shared: Arc::new(Shared::new(driver, settings)),
         }
     }
 
@@ -133,7 +80,7 @@ impl VmManager {
     /// Validates and applies a put. Returns the status after it was applied and whether
     /// anything changed (the same or an older generation in the same epoch is a no-op).
     pub async fn put(&self, req: &proto::PutVmRequest) -> Result<(proto::VmStatus, bool)> {
-        let (meta, spec) = spec::validate(req, self.shared.limits)?;
+        let (meta, spec) = spec::validate(req, self.shared.limits, &self.shared.image_roots)?;
         let (reply_tx, reply_rx) = oneshot::channel();
         {
             let mut vms = self.shared.vms();
@@ -236,142 +183,12 @@ impl VmManager {
         let vms = self.shared.vms();
         vms.values()
             .filter(|e| !e.deleting && e.spec.run_strategy.wants_running())
-            .fold((0, 0), |(c, m), e| (c + e.spec.cpus, m + e.spec.memory_mib))
-    }
-
-    /// Every VM's current status, then every change. After falling behind, a fresh full list.
-    pub fn watch(&self) -> impl Stream<Item = proto::VmStatus> + Send + 'static {
-        let mut rx = self.shared.updates.subscribe();
-        let initial = self.shared.list();
-        let shared = self.shared.clone();
-        async_stream::stream! {
-            for s in initial {
-                yield s;
-            }
-            loop {
-                match rx.recv().await {
-                    Ok(s) => yield s,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        for s in shared.list() {
-                            yield s;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        }
-    }
-
-    /// The VM's console from `offset`; with `follow`, until the VM is removed.
-    pub fn console(
-        &self,
-        uid: &str,
-        offset: u64,
-        follow: bool,
-    ) -> Result<impl Stream<Item = Result<proto::ConsoleChunk>> + Send + 'static> {
-        self.get(uid)?;
-        let path = RunDir::new(&self.shared.data_dir, uid).console_log();
-        let (shared, uid) = (self.shared.clone(), uid.to_owned());
-        Ok(async_stream::stream! {
-            let mut offset = offset;
-            loop {
-                match console::read_chunk(&path, offset).await {
-                    Ok(data) if !data.is_empty() => {
-                        let len = data.len() as u64;
-                        yield Ok(proto::ConsoleChunk { offset, data });
-                        offset += len;
-                    }
-                    Ok(_) if follow && shared.vms().contains_key(&uid) => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Ok(_) => break,
-                    Err(e) => {
-                        yield Err(Error::io(&path, e));
-                        break;
-                    }
-                }
-            }
-        })
-    }
-
-    /// Loads every VM from the data dir: re-adopts live QEMUs, reports dead ones Failed (and
-    /// restarts them per run strategy). Returns how many VMs were found.
-    pub async fn recover(&self) -> Result<usize> {
-        let vms_dir = self.shared.data_dir.join("vms");
-        let entries = match std::fs::read_dir(&vms_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(Error::io(&vms_dir, e)),
-        };
-        let mut found = 0;
-        for entry in entries.flatten() {
-            let dir = RunDir::at(entry.path());
-            match self.recover_one(dir.clone()).await {
-                Ok(()) => found += 1,
-                // A put that crashed before its spec was written; nothing can run from it.
-                Err(e) if dir.read_pid().is_none_or(|pid| !process::alive(pid)) => {
-                    tracing::warn!(dir = %dir.root().display(), error = %e, "removing unusable run dir");
-                    let _ = dir.remove();
-                }
-                Err(e) => {
-                    tracing::warn!(dir = %dir.root().display(), error = %e, "skipping run dir");
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    async fn recover_one(&self, dir: RunDir) -> Result<()> {
-        let file: SpecFile = dir.read_json(&dir.spec_file())?;
-        let state: StateFile = dir
-            .read_json(&dir.state_file())
-            .unwrap_or_else(|_| StateFile {
-                lifecycle: Lifecycle::new(file.spec.run_strategy),
-                ..StateFile::default()
-            });
-        let phase = state.lifecycle.phase;
-        let deleting = state.lifecycle.deleting;
-        let (meta, spec) = (file.meta.clone(), file.spec.clone());
-        let adopted = if phase.has_process() {
-            self.shared.driver.adopt(&dir).await
-        } else {
-            None
-        };
-        let first = match (adopted, phase) {
-            (Some(launched), _) => {
-                tracing::info!(uid = %meta.uid, pid = launched.pid, "re-adopted running VM");
-                Msg::Up {
-                    launched,
-                    adopted: true,
-                }
-            }
-            (None, p) if p.has_process() => {
-                tracing::warn!(uid = %meta.uid, "VM died while the agent was down");
-                Msg::Event(Event::FoundDead)
-            }
-            (None, Phase::Pending | Phase::Scheduling) => Msg::Event(Event::Apply {
-                strategy: spec.run_strategy,
-                respec: false,
-            }),
-            (None, _) if deleting => Msg::Event(Event::Delete),
-            (None, _) => Msg::RestartDue { token: 0 },
-        };
-        let (actor, tx) = Actor::new(self.shared.clone(), dir, file, state);
-        let status = actor.status();
-        tx.send(first).map_err(|_| Error::ShuttingDown)?;
-        let uid = meta.uid.clone();
-        self.shared.vms().insert(
-            uid,
-            Entry {
-                tx,
-                meta,
-                spec,
-                deleting,
-                status,
-            },
-        );
-        tokio::spawn(actor.run());
-        Ok(())
+            .fold((0, 0), |(c, m), e| {
+                (
+                    c.saturating_add(e.spec.cpus),
+                    m.saturating_add(e.spec.memory_mib),
+                )
+            })
     }
 }
 

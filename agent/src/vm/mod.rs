@@ -3,8 +3,10 @@
 
 pub mod console;
 pub mod driver;
+pub mod images;
 pub mod lifecycle;
 pub mod manager;
+pub mod network;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
@@ -14,7 +16,11 @@ pub mod spec;
 
 mod actor;
 mod record;
+mod recovery;
+mod shared;
+mod streams;
 
+pub use images::ImageRoots;
 pub use lifecycle::{Command, Event, Lifecycle, Phase};
 pub use manager::{ManagerConfig, VmManager};
 pub use record::{now_ms, phase_to_proto, strategy_to_proto};

@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use tokio::process::{Child, Command};
 
 use super::driver::{Driver, ExitInfo, Launched};
+use super::network::{ActiveForward, Network};
 use super::qmp::QmpClient;
 use super::rundir::RunDir;
 use super::spec::VmSpec;
@@ -45,8 +46,9 @@ impl QemuDriver {
         }
     }
 
-    /// The full QEMU argument list for a VM (without the binary).
-    pub fn args(&self, dir: &RunDir, spec: &VmSpec) -> Vec<String> {
+    /// The full QEMU argument list for a VM (without the binary). Every disk names its format,
+    /// so QEMU never probes an image's contents.
+    pub fn args(&self, dir: &RunDir, spec: &VmSpec, forwards: &[ActiveForward]) -> Vec<String> {
         let p = |path: PathBuf| path.display().to_string();
         let mut a: Vec<String> = vec![
             "-M".into(),
@@ -83,20 +85,42 @@ impl QemuDriver {
             a.extend(["-initrd".into(), p(initrd.clone())]);
         }
         a.extend(["-append".into(), spec.cmdline.clone()]);
-        for i in 0..spec.disks.len() {
+        for disk in &spec.disks {
+            let name = &disk.name;
+            // A read-only disk is the base image itself, opened read-only: virtio-blk then
+            // tells the guest the device is read-only.
+            let drive = if disk.read_only {
+                let (file, format) = (p(disk.image.clone()), disk.format.as_str());
+                format!("id={name},file={file},format={format},if=none,read-only=on")
+            } else {
+                format!("id={name},file={},format=qcow2,if=none", p(dir.disk(name)))
+            };
             a.extend([
                 "-drive".into(),
-                format!("id=disk{i},file={},format=qcow2,if=none", p(dir.disk(i))),
+                drive,
                 "-device".into(),
-                format!("virtio-blk-device,drive=disk{i}"),
+                format!("virtio-blk-device,drive={name}"),
+            ]);
+        }
+        if let Network::User { .. } = spec.network {
+            let mut netdev = "user,id=net0".to_owned();
+            for f in forwards {
+                netdev.push_str(",hostfwd=");
+                netdev.push_str(&f.hostfwd());
+            }
+            a.extend([
+                "-netdev".into(),
+                netdev,
+                "-device".into(),
+                "virtio-net-device,netdev=net0".into(),
             ]);
         }
         a
     }
 
     async fn make_overlays(&self, dir: &RunDir, spec: &VmSpec) -> Result<()> {
-        for (i, disk) in spec.disks.iter().enumerate() {
-            let overlay = dir.disk(i);
+        for disk in spec.disks.iter().filter(|d| !d.read_only) {
+            let overlay = dir.disk(&disk.name);
             if overlay.exists() {
                 continue;
             }
@@ -120,7 +144,12 @@ impl QemuDriver {
         Ok(())
     }
 
-    async fn spawn(&self, dir: &RunDir, spec: &VmSpec) -> Result<Launched> {
+    async fn spawn(
+        &self,
+        dir: &RunDir,
+        spec: &VmSpec,
+        forwards: &[ActiveForward],
+    ) -> Result<Launched> {
         for socket in [dir.qmp_socket(), dir.events_socket()] {
             if socket.as_os_str().len() > MAX_SOCKET_PATH {
                 let message = format!("socket path too long: {}", socket.display());
@@ -134,7 +163,7 @@ impl QemuDriver {
             std::fs::File::create(dir.qemu_log()).map_err(|e| Error::io(dir.qemu_log(), e))?;
         let log2 = log.try_clone().map_err(|e| Error::io(dir.qemu_log(), e))?;
         let mut child = Command::new(&self.qemu_binary)
-            .args(self.args(dir, spec))
+            .args(self.args(dir, spec, forwards))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -287,8 +316,13 @@ impl Driver for QemuDriver {
         self.accel.as_str()
     }
 
-    fn launch<'a>(&'a self, dir: &'a RunDir, spec: &'a VmSpec) -> BoxFuture<'a, Result<Launched>> {
-        self.spawn(dir, spec).boxed()
+    fn launch<'a>(
+        &'a self,
+        dir: &'a RunDir,
+        spec: &'a VmSpec,
+        forwards: &'a [ActiveForward],
+    ) -> BoxFuture<'a, Result<Launched>> {
+        self.spawn(dir, spec, forwards).boxed()
     }
 
     fn adopt<'a>(&'a self, dir: &'a RunDir) -> BoxFuture<'a, Option<Launched>> {

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::{Lifecycle, Phase};
+use super::network::ActiveForward;
 use super::spec::{RunStrategy, VmMeta, VmSpec};
 use crate::proto;
 
@@ -23,6 +24,9 @@ pub(crate) struct StateFile {
     /// Console log length when the current boot started; readiness is searched after it.
     pub console_offset: u64,
     pub updated_at_ms: i64,
+    /// Port forwards of the latest launch; reported while QEMU runs, reused by the next launch.
+    #[serde(default)]
+    pub forwards: Vec<ActiveForward>,
 }
 
 pub fn now_ms() -> i64 {
@@ -76,5 +80,11 @@ pub(crate) fn status(meta: &VmMeta, state: &StateFile, host: &str) -> proto::VmS
         restart_count: lc.restarts,
         deleted: false,
         run_strategy: strategy_to_proto(lc.strategy) as i32,
+        port_forwards: if has_process {
+            state.forwards.iter().map(ActiveForward::to_proto).collect()
+        } else {
+            Vec::new()
+        },
+        readiness_timed_out: lc.readiness_timed_out,
     }
 }

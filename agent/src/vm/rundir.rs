@@ -9,7 +9,7 @@
 //!   events.sock   QMP held by the agent for events (SHUTDOWN …)
 //!   console.log   serial console, appended across boots
 //!   qemu.log      QEMU's stdout/stderr of the latest launch
-//!   disk-<n>.qcow2 overlays over the spec's base images
+//!   disk-<name>.qcow2 overlays over the spec's writable base images
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -67,8 +67,9 @@ impl RunDir {
         self.root.join("qemu.log")
     }
 
-    pub fn disk(&self, index: usize) -> PathBuf {
-        self.root.join(format!("disk-{index}.qcow2"))
+    /// The overlay of the disk `name` (a label: no '/' or '.', see `spec::check_label`).
+    pub fn disk(&self, name: &str) -> PathBuf {
+        self.root.join(format!("disk-{name}.qcow2"))
     }
 
     pub fn create(&self) -> Result<()> {

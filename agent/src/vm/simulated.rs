@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use super::driver::{Driver, ExitInfo, Launched};
+use super::network::ActiveForward;
 use super::rundir::RunDir;
 use super::spec::VmSpec;
 use crate::Result;
@@ -44,7 +45,12 @@ impl Driver for SimulatedDriver {
         "none"
     }
 
-    fn launch<'a>(&'a self, dir: &'a RunDir, _spec: &'a VmSpec) -> BoxFuture<'a, Result<Launched>> {
+    fn launch<'a>(
+        &'a self,
+        dir: &'a RunDir,
+        _spec: &'a VmSpec,
+        _forwards: &'a [ActiveForward],
+    ) -> BoxFuture<'a, Result<Launched>> {
         async move {
             tokio::time::sleep(Self::ms(self.config.launch_ms)).await;
             let (tx, rx) = oneshot::channel();

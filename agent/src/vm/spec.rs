@@ -2,12 +2,16 @@
 //!
 //! Validation happens before anything touches the disk, so a rejected put leaves nothing behind.
 //! Field names in errors follow the `MicroVM` CRD (`spec.memoryMiB`), so a user sees the same name
-//! in `kubectl` and in agent errors.
+//! in `kubectl` and in agent errors. Image paths are resolved and confined to the image roots
+//! (`vm::images`); the spec keeps the resolved paths, which are what QEMU opens.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::images::ImageRoots;
+use super::network::{self, Network};
 use crate::{Error, Result, proto};
 
 /// Hard ceiling on guest memory whatever the host has: a spec above this is a typo.
@@ -17,6 +21,9 @@ const MAX_UID_BYTES: usize = 128;
 const MAX_NAME_BYTES: usize = 253;
 const MAX_MARKER_BYTES: usize = 256;
 const MAX_DISKS: usize = 16;
+const MAX_LABEL_BYTES: usize = 63;
+/// An hour: a guest that needs longer to boot is better watched some other way.
+pub const MAX_READINESS_TIMEOUT_SECS: u32 = 3600;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunStrategy {
@@ -61,8 +68,20 @@ impl DiskFormat {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskSpec {
+    /// QEMU drive id and overlay file name (a label, see [`check_label`]).
+    pub name: String,
+    /// Resolved path inside the image roots.
     pub image: PathBuf,
     pub format: DiskFormat,
+    /// Attach `image` itself read-only instead of an overlay.
+    pub read_only: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadinessSpec {
+    pub marker: String,
+    /// How long after QEMU starts the marker may take before the status says so.
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +93,8 @@ pub struct VmSpec {
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
     pub disks: Vec<DiskSpec>,
-    pub readiness_marker: Option<String>,
+    pub network: Network,
+    pub readiness: Option<ReadinessSpec>,
 }
 
 /// Identity and versioning of a put, next to its spec.
@@ -95,7 +115,11 @@ pub struct Limits {
 }
 
 /// Checks a put request and turns it into the agent's types; errors name the offending field.
-pub fn validate(req: &proto::PutVmRequest, limits: Limits) -> Result<(VmMeta, VmSpec)> {
+pub fn validate(
+    req: &proto::PutVmRequest,
+    limits: Limits,
+    roots: &ImageRoots,
+) -> Result<(VmMeta, VmSpec)> {
     validate_uid(&req.uid)?;
     check_name("namespace", &req.namespace)?;
     check_name("name", &req.name)?;
@@ -113,7 +137,7 @@ pub fn validate(req: &proto::PutVmRequest, limits: Limits) -> Result<(VmMeta, Vm
         generation: req.generation,
         epoch: req.epoch,
     };
-    Ok((meta, validate_spec(spec, limits)?))
+    Ok((meta, validate_spec(spec, limits, roots)?))
 }
 
 /// A uid names a directory under the agent's data dir, so it must be a plain file name.
@@ -152,7 +176,31 @@ fn check_name(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_spec(spec: &proto::VmSpec, limits: Limits) -> Result<VmSpec> {
+/// A name that becomes a QEMU id and part of a file name: a lowercase letter, then lowercase
+/// letters, digits and '-', not ending in '-', at most 63 bytes (QEMU ids must start with a
+/// letter).
+pub(crate) fn check_label(field: &str, value: &str) -> Result<()> {
+    let bytes = value.as_bytes();
+    let ok = !bytes.is_empty()
+        && bytes.len() <= MAX_LABEL_BYTES
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.last() != Some(&b'-');
+    if ok {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        field,
+        format!(
+            "must be 1 to {MAX_LABEL_BYTES} lowercase letters, digits or '-', start with a \
+             letter and not end with '-'"
+        ),
+    ))
+}
+
+fn validate_spec(spec: &proto::VmSpec, limits: Limits, roots: &ImageRoots) -> Result<VmSpec> {
     let run_strategy = match proto::RunStrategy::try_from(spec.run_strategy) {
         Ok(proto::RunStrategy::Always | proto::RunStrategy::Unspecified) => RunStrategy::Always,
         Ok(proto::RunStrategy::Halted) => RunStrategy::Halted,
@@ -177,35 +225,35 @@ fn validate_spec(spec: &proto::VmSpec, limits: Limits) -> Result<VmSpec> {
             format!("must be in 16..={max_mem} MiB"),
         ));
     }
-    let kernel = existing_file("spec.kernel", &spec.kernel)?;
-    let initrd = match spec.initrd.as_str() {
-        "" => None,
-        path => Some(existing_file("spec.initrd", path)?),
-    };
     check_cmdline(&spec.cmdline)?;
-    if !matches!(spec.network.as_str(), "" | "none") {
-        return Err(Error::invalid("spec.network", "only \"none\" is supported"));
-    }
+    let network = network::validate(spec.network.as_ref())?;
+    let readiness = spec
+        .readiness
+        .as_ref()
+        .map(validate_readiness)
+        .transpose()?
+        .flatten();
     if spec.disks.len() > MAX_DISKS {
         return Err(Error::invalid(
             "spec.disks",
             format!("more than {MAX_DISKS} disks"),
         ));
     }
-    let disks = spec
-        .disks
-        .iter()
-        .enumerate()
-        .map(|(i, d)| validate_disk(i, d))
-        .collect::<Result<Vec<_>>>()?;
-    let readiness_marker = match spec.readiness.as_ref().map(|r| r.serial_marker.as_str()) {
-        None | Some("") => None,
-        Some(m) if m.len() > MAX_MARKER_BYTES || m.contains(['\n', '\r', '\0']) => {
-            let reason = format!("at most {MAX_MARKER_BYTES} bytes on one line");
-            return Err(Error::invalid("spec.readiness.serialMarker", reason));
-        }
-        Some(m) => Some(m.to_owned()),
+    // Paths last: they touch the file system, and every cheaper check should fail first.
+    let kernel = roots.resolve("spec.kernel", &spec.kernel)?;
+    let initrd = match spec.initrd.as_str() {
+        "" => None,
+        path => Some(roots.resolve("spec.initrd", path)?),
     };
+    let mut disks: Vec<DiskSpec> = Vec::with_capacity(spec.disks.len());
+    for (i, d) in spec.disks.iter().enumerate() {
+        let disk = validate_disk(i, d, roots)?;
+        if disks.iter().any(|o| o.name == disk.name) {
+            let field = format!("spec.disks[{i}].name");
+            return Err(Error::invalid(&field, "repeats an earlier disk's name"));
+        }
+        disks.push(disk);
+    }
     Ok(VmSpec {
         run_strategy,
         cpus: spec.cpus,
@@ -214,8 +262,30 @@ fn validate_spec(spec: &proto::VmSpec, limits: Limits) -> Result<VmSpec> {
         initrd,
         cmdline: spec.cmdline.clone(),
         disks,
-        readiness_marker,
+        network,
+        readiness,
     })
+}
+
+/// `None` for an empty marker (no readiness check).
+fn validate_readiness(r: &proto::Readiness) -> Result<Option<ReadinessSpec>> {
+    let m = r.serial_marker.as_str();
+    if m.len() > MAX_MARKER_BYTES || m.contains(['\n', '\r', '\0']) {
+        let reason = format!("at most {MAX_MARKER_BYTES} bytes on one line");
+        return Err(Error::invalid("spec.readiness.serialMarker", reason));
+    }
+    if r.timeout_seconds > MAX_READINESS_TIMEOUT_SECS {
+        let reason = format!("at most {MAX_READINESS_TIMEOUT_SECS} (0 = no timeout)");
+        return Err(Error::invalid("spec.readiness.timeoutSeconds", reason));
+    }
+    if m.is_empty() {
+        return Ok(None);
+    }
+    let timeout = (r.timeout_seconds > 0).then(|| Duration::from_secs(r.timeout_seconds.into()));
+    Ok(Some(ReadinessSpec {
+        marker: m.to_owned(),
+        timeout,
+    }))
 }
 
 fn check_cmdline(cmdline: &str) -> Result<()> {
@@ -232,39 +302,38 @@ fn check_cmdline(cmdline: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_disk(index: usize, disk: &proto::Disk) -> Result<DiskSpec> {
+fn validate_disk(index: usize, disk: &proto::Disk, roots: &ImageRoots) -> Result<DiskSpec> {
+    let field = |name: &str| format!("spec.disks[{index}].{name}");
+    check_label(&field("name"), &disk.name)?;
     let format = match disk.format.as_str() {
-        "" | "raw" => DiskFormat::Raw,
+        "raw" => DiskFormat::Raw,
         "qcow2" => DiskFormat::Qcow2,
         _ => {
-            let field = format!("spec.disks[{index}].format");
-            return Err(Error::invalid(&field, "must be \"raw\" or \"qcow2\""));
+            let reason = "must be \"raw\" or \"qcow2\" (formats are never guessed)";
+            return Err(Error::invalid(&field("format"), reason));
         }
     };
-    let image = existing_file(&format!("spec.disks[{index}].image"), &disk.image)?;
-    Ok(DiskSpec { image, format })
+    let image = roots.resolve_image(&field("image"), &disk.image, format)?;
+    Ok(DiskSpec {
+        name: disk.name.clone(),
+        image,
+        format,
+        read_only: disk.read_only,
+    })
 }
 
-/// QEMU is given these paths verbatim, so they must be absolute, plain and present now.
-fn existing_file(field: &str, path: &str) -> Result<PathBuf> {
-    if path.is_empty() {
-        return Err(Error::invalid(field, "is required"));
+/// Checks the spec's images again right before a launch: a file in a root may have been
+/// replaced (by a symlink leading out, say) since the put was accepted.
+pub fn recheck_images(spec: &VmSpec, roots: &ImageRoots) -> Result<()> {
+    let path = |p: &PathBuf| p.display().to_string();
+    roots.resolve("spec.kernel", &path(&spec.kernel))?;
+    if let Some(initrd) = &spec.initrd {
+        roots.resolve("spec.initrd", &path(initrd))?;
     }
-    if path.contains(['\0', '\n', ',']) {
-        return Err(Error::invalid(field, "contains NUL, newline or ','"));
+    for (i, d) in spec.disks.iter().enumerate() {
+        roots.resolve_image(&format!("spec.disks[{i}].image"), &path(&d.image), d.format)?;
     }
-    let p = Path::new(path);
-    if !p.is_absolute() {
-        return Err(Error::invalid(field, "must be an absolute path"));
-    }
-    match std::fs::metadata(p) {
-        Ok(m) if m.is_file() => Ok(p.to_path_buf()),
-        Ok(_) => Err(Error::invalid(
-            field,
-            format!("{path} is not a regular file"),
-        )),
-        Err(e) => Err(Error::invalid(field, format!("{path}: {e}"))),
-    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -19,10 +19,15 @@ pub const CMDLINE: &str = "console=ttyS0 edd=off quiet panic=-1 reboot=t \
                            tsc=reliable tsc_early_khz=2000000 no_timer_check";
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Where the guest image lives (`$QUIVER_GUEST_DIR`, default `/var/lib/quiver/guest`).
+pub fn guest_dir() -> PathBuf {
+    std::env::var_os("QUIVER_GUEST_DIR")
+        .map_or_else(|| PathBuf::from("/var/lib/quiver/guest"), PathBuf::from)
+}
+
 /// The guest image, or `None` (test skipped) when it is missing and not required.
 pub fn guest() -> Option<(PathBuf, PathBuf)> {
-    let dir = std::env::var_os("QUIVER_GUEST_DIR")
-        .map_or_else(|| PathBuf::from("/var/lib/quiver/guest"), PathBuf::from);
+    let dir = guest_dir();
     let (kernel, initrd) = (dir.join("vmlinuz"), dir.join("initrd.gz"));
     if kernel.is_file() && initrd.is_file() {
         return Some((kernel, initrd));
@@ -72,6 +77,21 @@ impl Agent {
         self.data.path()
     }
 
+    /// An image root of this agent (next to, not above, its run dirs): tests put the kernels
+    /// and disk images they make here.
+    pub fn images_dir(&self) -> PathBuf {
+        let dir = self.data_dir().join("images");
+        std::fs::create_dir_all(&dir).expect("images dir");
+        dir
+    }
+
+    /// Writes `bytes` to `name` in [`Agent::images_dir`] and returns the path as a string.
+    pub fn image(&self, name: &str, bytes: &[u8]) -> String {
+        let path = self.images_dir().join(name);
+        std::fs::write(&path, bytes).expect("write image");
+        path.display().to_string()
+    }
+
     /// (Re)starts the agent process on the same data dir.
     pub async fn restart(&mut self) {
         let addr_file = self.data_dir().join("grpc.addr");
@@ -98,6 +118,7 @@ impl Agent {
             ])
             .args(["--capacity-cpus", "4", "--capacity-memory-mib", "4096"])
             .args(&self.extra_args)
+            .args(self.image_root_flags())
             .args(self.plaintext_flag())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -118,6 +139,19 @@ impl Agent {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The guest image dir and [`Agent::images_dir`], unless the test sets its own roots.
+    fn image_root_flags(&self) -> Vec<String> {
+        if self.extra_args.iter().any(|a| a == "--image-root") {
+            return vec![];
+        }
+        let images = self.images_dir();
+        let roots = [guest_dir(), images];
+        roots
+            .iter()
+            .flat_map(|r| ["--image-root".to_owned(), r.display().to_string()])
+            .collect()
     }
 
     /// Tests that do not test TLS talk plain gRPC on loopback, which the agent serves only
@@ -204,9 +238,10 @@ pub fn put_request(
             initrd: initrd.display().to_string(),
             cmdline: CMDLINE.into(),
             disks: vec![],
-            network: String::new(),
+            network: None,
             readiness: Some(proto::Readiness {
                 serial_marker: MARKER.into(),
+                timeout_seconds: 0,
             }),
         }),
     }

@@ -43,7 +43,11 @@ fn spec(guest: &Path) -> VmSpec {
         initrd: Some(guest.join("initrd.gz")),
         cmdline: CMDLINE.into(),
         disks: vec![],
-        readiness_marker: Some(MARKER.into()),
+        network: quiver_agent::vm::network::Network::None,
+        readiness: Some(quiver_agent::vm::spec::ReadinessSpec {
+            marker: MARKER.into(),
+            timeout: None,
+        }),
     }
 }
 
@@ -75,7 +79,7 @@ async fn raw(guest: &Path, n: usize) -> anyhow::Result<Run> {
     for i in 0..n {
         let dir = RunDir::new(tmp.path(), &format!("raw-{i}"));
         dir.create()?;
-        let args = driver.args(&dir, &spec);
+        let args = driver.args(&dir, &spec, &[]);
         tasks.push(tokio::spawn(async move {
             let start = Instant::now();
             let mut child = tokio::process::Command::new("qemu-system-x86_64")
@@ -129,9 +133,10 @@ async fn via_agent(
                 initrd: guest.join("initrd.gz").display().to_string(),
                 cmdline: CMDLINE.into(),
                 disks: vec![],
-                network: String::new(),
+                network: None,
                 readiness: Some(proto::Readiness {
                     serial_marker: MARKER.into(),
+                    timeout_seconds: 0,
                 }),
             }),
         };

@@ -305,7 +305,10 @@ fn cel_rules_are_present_and_messages_name_the_field() {
             ".spec.disks",
             ".spec.disks[].image",
             ".spec.initrd",
-            ".spec.kernel"
+            ".spec.kernel",
+            ".spec.network",
+            ".spec.network.portForwards",
+            ".spec.network.portForwards"
         ]
     );
     let rollout_rules = rules(&Rollout::crd());

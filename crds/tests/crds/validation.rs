@@ -235,3 +235,70 @@ fn serde_defaults_match_the_default_impls() {
     let spec: quiver_crds::MicroVMSpec = serde_json::from_value(json!({"kernel": "/k"})).unwrap();
     assert_eq!(spec, quiver_crds::MicroVMSpec::new("/k"));
 }
+
+#[test]
+fn disk_names_must_start_with_a_letter_and_formats_are_raw_or_qcow2() {
+    let vm = MicroVM::test("a").disk("0data", "/images/a.raw");
+    assert_rejected(&errors(&vm), "spec.disks[0].name");
+    let mut value = serde_json::to_value(MicroVM::test("a").disk("data", "/images/a.img")).unwrap();
+    assert_eq!(value["spec"]["disks"][0]["format"], "raw");
+    value["spec"]["disks"][0]["format"] = json!("vmdk");
+    assert_rejected(
+        &validate(&schema_of(&MicroVM::crd()), &value),
+        "spec.disks[0].format",
+    );
+    let vm = MicroVM::test("a").read_only_disk("seed", "/images/seed.raw");
+    assert_eq!(errors(&vm), Vec::<String>::new());
+}
+
+#[test]
+fn port_forwards_need_user_mode_and_distinct_host_ports_and_names() {
+    assert_eq!(
+        errors(&MicroVM::test("a").forward(80, 0).forward(22, 0)),
+        Vec::<String>::new()
+    );
+    let mut vm = MicroVM::test("a").forward(80, 8080);
+    vm.spec.network.mode = quiver_crds::NetworkMode::None;
+    assert_rejected(
+        &errors(&vm),
+        "spec.network.portForwards needs spec.network.mode: user",
+    );
+    let clash = MicroVM::test("a").forward(80, 8080).forward(81, 8080);
+    assert_rejected(
+        &errors(&clash),
+        "must not repeat a protocol and non-zero hostPort",
+    );
+    let mut udp = MicroVM::test("a").forward(53, 5353).forward(53, 5353);
+    udp.spec.network.port_forwards[1].protocol = quiver_crds::Protocol::Udp;
+    assert_eq!(
+        errors(&udp),
+        Vec::<String>::new(),
+        "TCP and UDP may share a port"
+    );
+    let mut named = MicroVM::test("a").forward(80, 0).forward(81, 0);
+    for f in &mut named.spec.network.port_forwards {
+        f.name = Some("web".into());
+    }
+    assert_rejected(
+        &errors(&named),
+        "spec.network.portForwards names must be unique",
+    );
+    let out_of_range = MicroVM::test("a").forward(0, 70_000);
+    let errors = errors(&out_of_range);
+    assert_rejected(&errors, "spec.network.portForwards[0].guestPort");
+    assert_rejected(&errors, "spec.network.portForwards[0].hostPort");
+}
+
+#[test]
+fn port_forward_rules_work_on_objects_without_defaults_applied() {
+    let schema = schema_of(&MicroVM::crd());
+    let forwards =
+        &schema["properties"]["spec"]["properties"]["network"]["properties"]["portForwards"];
+    let unique_ports = forwards["x-kubernetes-validations"][0]["rule"]
+        .as_str()
+        .unwrap();
+    let bare = json!([{"guestPort": 80}, {"guestPort": 81}]);
+    assert_eq!(eval_rule(unique_ports, &bare), Ok(true));
+    let clash = json!([{"guestPort": 80, "hostPort": 9}, {"guestPort": 81, "hostPort": 9, "protocol": "TCP"}]);
+    assert_eq!(eval_rule(unique_ports, &clash), Ok(false));
+}

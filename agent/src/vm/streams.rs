@@ -1,0 +1,71 @@
+//! The manager's streams: VM status changes for watchers and console bytes for readers.
+
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::sync::broadcast;
+
+use super::console;
+use super::manager::VmManager;
+use super::rundir::RunDir;
+use crate::{Error, Result, proto};
+
+/// How often a following console stream looks for new bytes.
+const CONSOLE_POLL: Duration = Duration::from_millis(100);
+
+impl VmManager {
+    /// Every VM's current status, then every change. After falling behind, a fresh full list.
+    pub fn watch(&self) -> impl Stream<Item = proto::VmStatus> + Send + 'static {
+        let mut rx = self.shared.subscribe();
+        let initial = self.shared.list();
+        let shared = self.shared.clone();
+        async_stream::stream! {
+            for s in initial {
+                yield s;
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(s) => yield s,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        for s in shared.list() {
+                            yield s;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        }
+    }
+
+    /// The VM's console from `offset`; with `follow`, until the VM is removed.
+    pub fn console(
+        &self,
+        uid: &str,
+        offset: u64,
+        follow: bool,
+    ) -> Result<impl Stream<Item = Result<proto::ConsoleChunk>> + Send + 'static> {
+        self.get(uid)?;
+        let path = RunDir::new(&self.shared.data_dir, uid).console_log();
+        let (shared, uid) = (self.shared.clone(), uid.to_owned());
+        Ok(async_stream::stream! {
+            let mut offset = offset;
+            loop {
+                match console::read_chunk(&path, offset).await {
+                    Ok(data) if !data.is_empty() => {
+                        let len = data.len() as u64;
+                        yield Ok(proto::ConsoleChunk { offset, data });
+                        offset += len;
+                    }
+                    Ok(_) if follow && shared.vms().contains_key(&uid) => {
+                        tokio::time::sleep(CONSOLE_POLL).await;
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        yield Err(Error::io(&path, e));
+                        break;
+                    }
+                }
+            }
+        })
+    }
+}
