@@ -4,7 +4,8 @@
 #   $QUIVER_GUEST_DIR/initrd.gz busybox-static initramfs; /init prints QUIVER_GUEST_READY on the console
 #
 # Idempotent: every step is skipped when its output already exists. Installs its own apt needs
-# (busybox-static, cpio, gzip, qemu-system-x86, qemu-utils) with one `apt-get update`.
+# (busybox-static, cpio, gzip, and qemu-system-x86 + qemu-utils at one version, downgrading a newer
+# preinstalled qemu-utils where needed) with one `apt-get update`.
 #
 # Guest behaviour:
 #   - mounts /proc, /sys, /dev (devtmpfs), prints "QUIVER_GUEST_READY" on the serial console;
@@ -22,17 +23,21 @@ set -euo pipefail
 
 OUT="${QUIVER_GUEST_DIR:-/var/lib/quiver/guest}"
 MARKER="QUIVER_GUEST_READY"
+HTTP_MARKER="QUIVER_GUEST_HTTP"
 
 # Bump when the initramfs contents change, so existing images are rebuilt.
-INITRD_VERSION=3
+INITRD_VERSION=4
 MARKER_FILE="$OUT/.initrd-version"
+# Kernel modules the initramfs carries, in load order: the ACPI power button, then virtio over MMIO
+# (the only bus of `-M microvm`) with its block and network drivers.
+GUEST_MODULES="evdev button virtio virtio_ring virtio_mmio virtio_blk failover net_failover virtio_net"
 
 initrd_current() {
     [[ -s "$OUT/initrd.gz" && "$(cat "$MARKER_FILE" 2>/dev/null)" == "$INITRD_VERSION" ]]
 }
 
-if [[ -s "$OUT/vmlinuz" ]] && initrd_current && command -v qemu-system-x86_64 >/dev/null \
-    && command -v qemu-img >/dev/null; then
+if [[ -s "$OUT/vmlinuz" ]] && initrd_current && qemu-system-x86_64 --version >/dev/null 2>&1 \
+    && qemu-img --version >/dev/null 2>&1; then
     echo "guest image already present in $OUT"
     exit 0
 fi
@@ -40,18 +45,8 @@ fi
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 
-need=()
-command -v cpio >/dev/null || need+=(cpio)
-command -v gzip >/dev/null || need+=(gzip)
-# qemu-system-x86 and qemu-utils are installed together so apt picks matching versions (installing
-# only one of them next to a newer preinstalled other can make apt remove that other).
-if ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-img >/dev/null; then
-    need+=(qemu-system-x86 qemu-utils)
-fi
-# busybox must be the static build: it is copied into the initramfs.
-if ! dpkg -s busybox-static >/dev/null 2>&1; then
-    need+=(busybox-static)
-fi
+source "$(dirname "$0")/lib/qemu-packages.sh"
+
 updated=0
 apt_update_once() {
     if [[ $updated -eq 0 ]]; then
@@ -59,9 +54,33 @@ apt_update_once() {
         updated=1
     fi
 }
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
+}
+
+need=()
+command -v cpio >/dev/null || need+=(cpio)
+command -v gzip >/dev/null || need+=(gzip)
+# busybox must be the static build: it is copied into the initramfs.
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 if [[ ${#need[@]} -gt 0 ]]; then
     apt_update_once
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+    apt_install "${need[@]}"
+fi
+
+# QEMU: qemu-system-x86 and qemu-utils at one version, whatever pieces are already here
+# (lib/qemu-packages.sh says why; scripts/tests/qemu-packages-test.sh checks the choice).
+if ! qemu_working; then
+    apt_update_once
+    installed="$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)"
+    [[ "$(dpkg-query -W -f='${db:Status-Status}' qemu-system-x86 2>/dev/null)" == installed ]] || installed=""
+    candidate="$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ { print $2 }')"
+    anchor="$(qemu_anchor_version "$installed" "$candidate")"
+    args="$(qemu_installed_packages | qemu_install_args "$anchor")"
+    mapfile -t qemu_args <<<"$args"
+    echo "installing QEMU $anchor: ${qemu_args[*]}"
+    apt_install "${qemu_args[@]}"
+    qemu_working || { echo "QEMU still not usable after installing ${qemu_args[*]}" >&2; exit 1; }
 fi
 
 $SUDO mkdir -p "$OUT"
@@ -91,12 +110,12 @@ if ! initrd_current; then
     root="$WORK/initramfs"
     mkdir -p "$root"/{bin,sbin,proc,sys,dev,etc/acpi/PWRF,lib/modules,tmp,var/log,var/run}
     cp /bin/busybox "$root/bin/busybox"
-    for applet in sh mount poweroff sleep cat echo grep insmod; do
+    for applet in sh mount poweroff sleep cat echo grep insmod ifconfig route httpd dd; do
         ln -sf busybox "$root/bin/$applet"
     done
     # ACPI power button → input event → acpid. Both are modules in Debian's cloud kernel.
     # NB: vmlinuz must come from the same package as these modules (delete both to upgrade).
-    for mod in evdev button; do
+    for mod in $GUEST_MODULES; do
         found="$(find "$WORK/kernel/lib/modules" -name "$mod.ko" | head -n1)"
         [[ -n "$found" ]] && cp "$found" "$root/lib/modules/"
     done
@@ -111,14 +130,40 @@ export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-for m in /lib/modules/*.ko; do
-    [ -e "\$m" ] && insmod "\$m" 2>/dev/null
+# Two passes: a module whose dependency comes later in the list loads on the second.
+for pass in 1 2; do
+    for m in $GUEST_MODULES; do
+        [ -e /lib/modules/\$m.ko ] && insmod /lib/modules/\$m.ko 2>/dev/null
+    done
 done
 # acpid only opens the event devices present when it starts; devtmpfs creates them async.
 i=0
 while [ ! -e /dev/input/event0 ] && [ \$i -lt 20 ]; do sleep 0.1; i=\$((i + 1)); done
 if busybox --list | grep -qx acpid; then
     busybox acpid -c /etc/acpi -l /dev/null 2>/dev/null
+fi
+ifconfig lo 127.0.0.1 up
+# A NIC (QEMU user networking): the user-net defaults, and an HTTP service on port 80.
+if [ -e /sys/class/net/eth0 ]; then
+    ifconfig eth0 10.0.2.15 netmask 255.255.255.0 up
+    route add default gw 10.0.2.2
+    mkdir -p /www
+    echo "$HTTP_MARKER" > /www/index.html
+    httpd -p 80 -h /www
+fi
+# Disk probe (kernel cmdline quiver.probe_disks): one console line per virtio disk with its serial
+# (the drive's name), the kernel's read-only flag and whether a write to its first sector succeeds.
+if grep -q quiver.probe_disks /proc/cmdline; then
+    for d in /sys/block/vd*; do
+        [ -e "\$d" ] || continue
+        name=\${d##*/}
+        if dd if=/dev/\$name of=/dev/\$name bs=512 count=1 conv=notrunc,fsync 2>/dev/null; then
+            w=ok
+        else
+            w=refused
+        fi
+        echo "QUIVER_DISK \$name serial=\$(cat \$d/serial 2>/dev/null) ro=\$(cat \$d/ro) write=\$w"
+    done
 fi
 echo "$MARKER"
 if grep -q quiver.oneshot /proc/cmdline; then

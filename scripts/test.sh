@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/guest-image.sh
 source scripts/tools.sh
+echo "== install scripts"
+bash scripts/tests/qemu-packages-test.sh
 export QUIVER_REQUIRE_GUEST=1
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -80,6 +80,8 @@ impl Default for SimulatedConfig {
 pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub grpc_listen: SocketAddr,
+    /// The address others dial (with `grpc_listen`'s port); see [`crate::advertise`].
+    pub advertise_address: Option<std::net::IpAddr>,
     /// Serves `/metrics` (Prometheus text) when set.
     pub metrics_listen: Option<SocketAddr>,
     pub host_name: String,
@@ -116,6 +118,7 @@ impl Default for AgentConfig {
         AgentConfig {
             data_dir: "/var/lib/quiver/agent".into(),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            advertise_address: None,
             metrics_listen: None,
             host_name: default_host_name(),
             accel: Accel::Auto,

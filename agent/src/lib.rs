@@ -8,7 +8,7 @@
 //! - [`grpc`]: the tonic adapter (the Iroh adapter will sit next to it and reuse `services`).
 //! - [`client`]: a typed gRPC client for other crates. [`tls`]: mTLS files and a dev CA.
 //! - [`metrics`]: per-method RPC metrics and `/metrics` text. [`config`]: the agent's settings.
-//!   [`runtime`]: wiring for the binary.
+//!   [`runtime`]: wiring for the binary. [`advertise`]: the gRPC address put in the Host.
 //!
 //! # Goals
 //! - VMs outlive the agent: QEMU runs detached; a restarted agent re-adopts live VMs and
@@ -20,6 +20,7 @@
 //!   networking. gRPC is mTLS (`tls`, or `--dev-tls`); plain only with `insecure_plaintext`
 //!   on loopback.
 
+pub mod advertise;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -16,6 +16,10 @@ struct Args {
     data_dir: Option<PathBuf>,
     #[arg(long)]
     grpc_listen: Option<SocketAddr>,
+    /// The IP others dial (default: the --grpc-listen address, or the host's primary
+    /// address when that is 0.0.0.0 / ::).
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
     #[arg(long)]
@@ -75,6 +79,7 @@ fn main() -> anyhow::Result<()> {
     let mut c = AgentConfig::load(args.config.as_deref())?;
     c.data_dir = args.data_dir.unwrap_or(c.data_dir);
     c.grpc_listen = args.grpc_listen.unwrap_or(c.grpc_listen);
+    c.advertise_address = args.advertise_address.or(c.advertise_address);
     c.metrics_listen = args.metrics_listen.or(c.metrics_listen);
     c.host_name = args.host_name.unwrap_or(c.host_name);
     c.accel = args.accel.unwrap_or(c.accel);

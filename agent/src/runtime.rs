@@ -61,9 +61,14 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Transport(e.to_string()))?;
+    let advertised = crate::advertise::advertised_address(
+        config.advertise_address,
+        addr,
+        crate::advertise::primary_address,
+    )?;
     let info = AgentInfo {
         host_name: config.host_name.clone(),
-        grpc_endpoint: addr.to_string(),
+        grpc_endpoint: advertised.to_string(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at_ms: now_ms(),
     };
@@ -91,7 +96,7 @@ pub async fn run(
         crate::registration::Registration {
             kubeconfig: kubeconfig.clone(),
             host_name: config.host_name.clone(),
-            grpc_address: addr.to_string(),
+            grpc_address: advertised.to_string(),
             cpus: config.capacity_cpus,
             memory_mib: config.capacity_memory_mib,
             labels: config.host_labels.clone(),

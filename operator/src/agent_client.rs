@@ -12,8 +12,13 @@
 //!
 //! Every status an agent reports wakes the MicroVM controller for that VM (see
 //! [`AgentCluster::new`]), so status shows up within milliseconds instead of at the next requeue.
+//! Each agent's [`Reach`] (connecting, listed, unreachable) is what placement reads: only an
+//! agent that has listed its VMs since it (re)connected can take a new VM, so one unreachable
+//! agent never blocks placement on the others. A change of reach wakes every MicroVM.
+//! Agents whose Host is gone are dropped ([`AgentCluster::retain`]): stream ended, connection
+//! closed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,6 +40,23 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// A VM that changed on some agent: reconcile it.
 pub type VmTrigger = ObjectRef<MicroVM>;
 
+/// Whether an agent can take new VMs, as far as its status stream tells.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Added (or moved) and the first attempt to connect and list has not finished yet.
+    Connecting,
+    /// Connected, and its full VM list is in the cache: "not in the cache" means "not there".
+    Listed,
+    /// The last attempt failed (or the stream broke) with this error; retried with backoff.
+    Unreachable(String),
+}
+
+/// Channels the controllers read: VMs to reconcile, and "some agent's reach changed".
+pub struct Wakeups {
+    pub vms: mpsc::UnboundedReceiver<VmTrigger>,
+    pub agents: mpsc::UnboundedReceiver<()>,
+}
+
 #[derive(Clone)]
 pub struct AgentCluster {
     inner: Arc<Inner>,
@@ -44,14 +66,14 @@ struct Inner {
     agents: Mutex<BTreeMap<String, Agent>>,
     vms: Mutex<HashMap<String, proto::VmStatus>>,
     triggers: mpsc::UnboundedSender<VmTrigger>,
+    reach_changed: mpsc::UnboundedSender<()>,
     tls: Option<TlsFiles>,
 }
 
 struct Agent {
     address: String,
     client: Option<AgentClient>,
-    /// The watch stream delivered its first full list since (re)connecting.
-    synced: bool,
+    reach: Reach,
     watch: JoinHandle<()>,
 }
 
@@ -78,22 +100,24 @@ pub struct DeleteOutcome {
 }
 
 impl AgentCluster {
-    /// An empty cluster that reaches agents with the client certificate `tls`, and the stream
-    /// of VMs to reconcile because an agent reported them.
+    /// An empty cluster that reaches agents with the client certificate `tls`, and the
+    /// wake-ups it sends: VMs an agent reported, and agents whose [`Reach`] changed.
     #[must_use]
-    pub fn new(tls: Option<TlsFiles>) -> (Self, mpsc::UnboundedReceiver<VmTrigger>) {
-        let (triggers, rx) = mpsc::unbounded_channel();
+    pub fn new(tls: Option<TlsFiles>) -> (Self, Wakeups) {
+        let (triggers, vms) = mpsc::unbounded_channel();
+        let (reach_changed, agents) = mpsc::unbounded_channel();
         let inner = Inner {
             agents: Mutex::new(BTreeMap::new()),
             vms: Mutex::new(HashMap::new()),
             triggers,
+            reach_changed,
             tls,
         };
         (
             AgentCluster {
                 inner: Arc::new(inner),
             },
-            rx,
+            Wakeups { vms, agents },
         )
     }
 
@@ -114,20 +138,47 @@ impl AgentCluster {
         let agent = Agent {
             address: address.to_owned(),
             client: None,
-            synced: false,
+            reach: Reach::Connecting,
             watch,
         };
         agents.insert(host.to_owned(), agent);
     }
 
-    /// Whether every known agent has reported its full VM list at least once since it was
-    /// added, so that "not in the cache" means "no agent runs it".
-    #[must_use]
-    pub fn synced(&self) -> bool {
-        lock(&self.inner.agents).values().all(|a| a.synced)
+    /// Drops every agent whose host is not in `hosts` (its Host was deleted): its status
+    /// stream task ends and its connection closes once in-flight calls finish. The VMs it
+    /// last reported stay cached: they may still run there. Returns the dropped hosts.
+    pub fn retain(&self, hosts: &BTreeSet<String>) -> Vec<String> {
+        let dropped: Vec<(String, Agent)> = {
+            let mut agents = lock(&self.inner.agents);
+            let gone: Vec<String> = agents
+                .keys()
+                .filter(|h| !hosts.contains(*h))
+                .cloned()
+                .collect();
+            gone.into_iter()
+                .filter_map(|h| agents.remove(&h).map(|a| (h, a)))
+                .collect()
+        };
+        if !dropped.is_empty() {
+            let _ = self.inner.reach_changed.send(());
+        }
+        dropped
+            .into_iter()
+            .map(|(host, agent)| {
+                agent.watch.abort();
+                tracing::info!(%host, "Host deleted: stopped following its agent");
+                host
+            })
+            .collect()
     }
 
-    /// Hosts whose agent stream is connected and synced.
+    /// The reach of `host`'s agent; `None` when the operator does not follow it.
+    #[must_use]
+    pub fn reach(&self, host: &str) -> Option<Reach> {
+        lock(&self.inner.agents).get(host).map(|a| a.reach.clone())
+    }
+
+    /// Every agent the operator follows.
     #[must_use]
     pub fn hosts(&self) -> Vec<String> {
         lock(&self.inner.agents).keys().cloned().collect()
@@ -238,9 +289,16 @@ fn record(inner: &Inner, status: proto::VmStatus) {
     let _ = inner.triggers.send(trigger);
 }
 
-fn set_synced(inner: &Inner, host: &str, synced: bool) {
-    if let Some(agent) = lock(&inner.agents).get_mut(host) {
-        agent.synced = synced;
+fn set_reach(inner: &Inner, host: &str, reach: Reach) {
+    let changed = match lock(&inner.agents).get_mut(host) {
+        Some(agent) if agent.reach != reach => {
+            agent.reach = reach;
+            true
+        }
+        _ => false,
+    };
+    if changed {
+        let _ = inner.reach_changed.send(());
     }
 }
 
@@ -253,11 +311,20 @@ async fn watch_agent(inner: std::sync::Weak<Inner>, host: String, address: Strin
         let Some(strong) = inner.upgrade() else {
             return;
         };
-        match follow(&strong, &host, &address).await {
-            Ok(()) => tracing::info!(%host, "agent status stream ended; reconnecting"),
-            Err(e) => tracing::debug!(%host, error = %e, "agent status stream failed"),
-        }
-        set_synced(&strong, &host, false);
+        let why = match follow(&strong, &host, &address).await {
+            Ok(()) => {
+                tracing::info!(%host, "agent status stream ended; reconnecting");
+                "its status stream ended".to_owned()
+            }
+            Err(e) => {
+                tracing::debug!(%host, error = %e, "agent status stream failed");
+                match e {
+                    Error::Unreachable(why) => why,
+                    other => other.to_string(),
+                }
+            }
+        };
+        set_reach(&strong, &host, Reach::Unreachable(why));
         drop(strong);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(RECONNECT_MAX);
@@ -265,9 +332,17 @@ async fn watch_agent(inner: std::sync::Weak<Inner>, host: String, address: Strin
 }
 
 async fn follow(inner: &Inner, host: &str, address: &str) -> Result<()> {
-    let client = connect_agent(inner.tls.as_ref(), host, address).await?;
-    let listed = client.list_vms().await?;
-    let mut stream = client.watch().await?;
+    let open = async {
+        let client = connect_agent(inner.tls.as_ref(), host, address).await?;
+        let listed = client.list_vms().await?;
+        let stream = client.watch().await?;
+        Ok::<_, Error>((listed, stream))
+    };
+    let (listed, mut stream) = tokio::time::timeout(CALL_TIMEOUT, open)
+        .await
+        .map_err(|_| {
+            Error::Unreachable(format!("{address}: no answer within {CALL_TIMEOUT:?}"))
+        })??;
     let stale: Vec<proto::VmStatus> = {
         let vms = lock(&inner.vms);
         vms.values()
@@ -282,7 +357,7 @@ async fn follow(inner: &Inner, host: &str, address: &str) -> Result<()> {
     for status in listed {
         record(inner, status);
     }
-    set_synced(inner, host, true);
+    set_reach(inner, host, Reach::Listed);
     tracing::info!(%host, %address, "following agent status stream");
     while let Some(item) = stream.next().await {
         record(inner, item?);

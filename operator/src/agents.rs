@@ -222,6 +222,20 @@ impl AgentProcess {
         }
     }
 
+    /// Whether the agent process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// SIGKILL, as a crash would: its VMs keep running, nobody stops them.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
     /// SIGTERM, then SIGKILL after 10 s. VMs keep running (the agent re-adopts them).
     pub async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

@@ -3,6 +3,7 @@
 //! on loopback talking mutual TLS from a cluster CA under `<state-dir>/pki/` (also stored in
 //! the Secret `default/quiver-ca`), and optionally a demo VM.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use quiver_crds::condition::GUEST_READY;
 use quiver_crds::{Host, MicroVM};
 
 use crate::agents::{AgentOptions, AgentProcess, wait_for_host};
+use crate::leftovers::{self, Leftover};
 use crate::operator::{Operator, OperatorConfig};
 use crate::pki::ClusterPki;
 use crate::{Error, Result};
@@ -94,9 +96,10 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     } else {
         let cluster = DevCluster::start(&opts, &server.kubeconfig()).await;
         match cluster {
-            Ok(mut cluster) => {
+            Ok(cluster) => {
                 let outcome = cluster.serve(&opts).await;
-                cluster.stop().await;
+                println!("stopping: deleting MicroVMs...");
+                print!("{}", cluster.stop().await);
                 outcome
             }
             Err(e) => Err(e),
@@ -122,15 +125,20 @@ fn print_next_steps(kubeconfig: &Path, cluster: bool) {
 }
 
 /// Operator and agents of a running dev cluster.
-struct DevCluster {
+pub struct DevCluster {
     client: Client,
     kubeconfig: PathBuf,
     operator: Option<Operator>,
-    agents: Vec<AgentProcess>,
+    pub agents: Vec<AgentProcess>,
 }
 
+/// How long stopping waits for MicroVMs to be deleted through the operator.
+const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl DevCluster {
-    async fn start(opts: &DevOptions, kubeconfig: &str) -> Result<Self> {
+    /// Starts the operator and `opts.agents` agents against the control plane of
+    /// `kubeconfig` (its text; agents get the file `opts.kubeconfig`), installing the CRDs.
+    pub async fn start(opts: &DevOptions, kubeconfig: &str) -> Result<Self> {
         let client = client_for(kubeconfig).await?;
         install_crds(&client).await?;
         let binary = crate::agents::locate_agent_binary(opts.agent_bin.as_deref())?;
@@ -160,7 +168,7 @@ impl DevCluster {
             let agent = match started {
                 Ok(agent) => agent,
                 Err(e) => {
-                    cluster.stop().await;
+                    print!("{}", cluster.stop().await);
                     return Err(e);
                 }
             };
@@ -175,7 +183,7 @@ impl DevCluster {
         Ok(cluster)
     }
 
-    async fn serve(&mut self, opts: &DevOptions) -> Result<()> {
+    async fn serve(&self, opts: &DevOptions) -> Result<()> {
         print_next_steps(&self.kubeconfig, true);
         if !opts.demo {
             return stop_requested().await;
@@ -186,38 +194,146 @@ impl DevCluster {
         }
     }
 
-    /// Deletes every MicroVM (the operator stops them), then stops the operator and agents,
-    /// making sure no QEMU is left behind.
-    async fn stop(&mut self) {
-        println!("stopping: deleting MicroVMs...");
-        let api: Api<MicroVM> = Api::all(self.client.clone());
-        if let Ok(list) = api.list(&ListParams::default()).await {
-            for vm in list {
-                let ns_api: Api<MicroVM> =
-                    Api::namespaced(self.client.clone(), &vm.namespace().unwrap_or_default());
-                let _ = ns_api
-                    .delete(&vm.name_any(), &DeleteParams::default())
-                    .await;
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            match api.list(&ListParams::default()).await {
-                Ok(list) if list.items.is_empty() => break,
-                Err(_) => break,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
+    /// Deletes every MicroVM (the operator stops them), stops the operator, asks each live
+    /// agent to stop whatever it still runs and stops the agents; then stops any QEMU left in
+    /// an agent's run dir (the VMs of an agent that had died). Says what it did.
+    pub async fn stop(mut self) -> StopReport {
+        let mut report = StopReport::default();
+        let dead: BTreeSet<String> = self
+            .agents
+            .iter_mut()
+            .filter_map(|a| (!a.running()).then(|| a.options.name.clone()))
+            .collect();
+        self.delete_microvms(&dead, &mut report).await;
         if let Some(operator) = self.operator.take() {
             operator.shutdown().await;
         }
         for agent in &mut self.agents {
-            if let Err(e) = agent.delete_all_vms(Duration::from_secs(30)).await {
-                eprintln!("warning: {e}");
+            let name = agent.options.name.clone();
+            if dead.contains(&name) {
+                report.agents_dead.push(name);
+                continue;
+            }
+            if let Err(e) = agent.delete_all_vms(DELETE_TIMEOUT).await {
+                report.warnings.push(format!("{name}: {e}"));
             }
             agent.stop().await;
+            report.agents_stopped.push(name);
         }
-        println!("stopped: VMs deleted, agents stopped");
+        for agent in &self.agents {
+            for qemu in leftovers::stop_all(&agent.options.data_dir).await {
+                report.leftovers.push((agent.options.name.clone(), qemu));
+            }
+        }
+        report
+    }
+
+    /// Deletes every MicroVM and waits until they are gone, or until only those on agents
+    /// that are not running remain (their deletion cannot finish: nobody can confirm it).
+    async fn delete_microvms(&self, dead: &BTreeSet<String>, report: &mut StopReport) {
+        let api: Api<MicroVM> = Api::all(self.client.clone());
+        let listed = match api.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                report.warnings.push(format!("listing MicroVMs: {e}"));
+                return;
+            }
+        };
+        for vm in &listed {
+            let ns_api: Api<MicroVM> =
+                Api::namespaced(self.client.clone(), &vm.namespace().unwrap_or_default());
+            if let Err(e) = ns_api
+                .delete(&vm.name_any(), &DeleteParams::default())
+                .await
+            {
+                report
+                    .warnings
+                    .push(format!("deleting {}: {e}", vm.name_any()));
+            }
+        }
+        let on_dead_host = |vm: &MicroVM| {
+            let host = vm.status.as_ref().and_then(|s| s.host.clone());
+            host.filter(|h| dead.contains(h))
+        };
+        let deadline = Instant::now() + DELETE_TIMEOUT;
+        let mut left = Vec::new();
+        loop {
+            left = match api.list(&ListParams::default()).await {
+                Ok(list) => list.items,
+                Err(e) => {
+                    report.warnings.push(format!("listing MicroVMs: {e}"));
+                    break;
+                }
+            };
+            if left.iter().all(|vm| on_dead_host(vm).is_some()) || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        report.deleted = listed.len().saturating_sub(left.len());
+        for vm in &left {
+            let why = match on_dead_host(vm) {
+                Some(host) => format!("its host {host} is not running"),
+                None => format!("not removed within {}s", DELETE_TIMEOUT.as_secs()),
+            };
+            let ns = vm.namespace().unwrap_or_default();
+            report
+                .not_deleted
+                .push(format!("{ns}/{} ({why})", vm.name_any()));
+        }
+    }
+}
+
+/// What stopping a dev cluster did; its `Display` is what `dev` prints.
+#[derive(Debug, Default)]
+pub struct StopReport {
+    /// MicroVMs whose deletion finished.
+    pub deleted: usize,
+    /// MicroVMs still there, each with why (`namespace/name (reason)`).
+    pub not_deleted: Vec<String>,
+    pub agents_stopped: Vec<String>,
+    /// Agents that were no longer running when the cluster stopped.
+    pub agents_dead: Vec<String>,
+    /// QEMUs found running in an agent's run dir after the agents stopped, and stopped.
+    pub leftovers: Vec<(String, Leftover)>,
+    pub warnings: Vec<String>,
+}
+
+impl std::fmt::Display for StopReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stopped: {} MicroVMs deleted", self.deleted)?;
+        if !self.not_deleted.is_empty() {
+            write!(f, "; not deleted: {}", self.not_deleted.join(", "))?;
+        }
+        writeln!(f)?;
+        write!(f, "agents: ")?;
+        let mut agents: Vec<String> = self
+            .agents_stopped
+            .iter()
+            .map(|a| format!("{a} stopped"))
+            .collect();
+        agents.extend(
+            self.agents_dead
+                .iter()
+                .map(|a| format!("{a} was not running")),
+        );
+        writeln!(f, "{}", agents.join(", "))?;
+        if self.leftovers.is_empty() {
+            writeln!(f, "no QEMU left running")?;
+        } else {
+            for (agent, qemu) in &self.leftovers {
+                writeln!(
+                    f,
+                    "stopped QEMU pid {} of VM {} left by {agent}",
+                    qemu.pid,
+                    qemu.uid()
+                )?;
+            }
+        }
+        for warning in &self.warnings {
+            writeln!(f, "warning: {warning}")?;
+        }
+        Ok(())
     }
 }
 

@@ -5,6 +5,13 @@
 //! writes (create, or replace carrying the resourceVersion it read: a concurrent writer gets a
 //! 409 and loses). A leader stops leading when it could not renew for `lease_duration` minus
 //! a safety margin, before anyone else may take the lease.
+//!
+//! Expiry is judged on the candidate's own clock only, as client-go does: the Lease's
+//! `renewTime` is another machine's wall clock, so comparing it with ours lets clock skew
+//! steal a live lease. A candidate instead remembers when it *observed* the holder or
+//! `renewTime` change ([`Observer`]) and considers the lease expired once its monotonic
+//! clock is past that moment plus `leaseDurationSeconds`. The written `renewTime` only
+//! serves to change the record at every renewal.
 
 use std::time::Duration;
 
@@ -12,10 +19,11 @@ use futures::FutureExt as _;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::Result;
 
@@ -40,24 +48,44 @@ pub enum Decision {
     Follow { holder: String },
 }
 
+/// Remembers, on the local monotonic clock, when the lease record last changed.
+#[derive(Clone, Debug, Default)]
+pub struct Observer {
+    last: Option<(LeaseView, Instant)>,
+}
+
+impl Observer {
+    /// Records what the lease says at `now` and returns since when it has said so.
+    pub fn observe(&mut self, lease: &LeaseView, now: Instant) -> Instant {
+        match &self.last {
+            Some((seen, since)) if seen == lease => *since,
+            _ => {
+                self.last = Some((lease.clone(), now));
+                now
+            }
+        }
+    }
+}
+
+/// What to do about `lease` (`None`: it does not exist), which has been unchanged since
+/// `unchanged_since` on our clock, at `now` on that same clock.
 #[must_use]
-pub fn decide(lease: Option<&LeaseView>, me: &str, now: Timestamp) -> Decision {
+pub fn decide(
+    lease: Option<&LeaseView>,
+    me: &str,
+    unchanged_since: Instant,
+    now: Instant,
+) -> Decision {
     let Some(lease) = lease else {
         return Decision::Create;
     };
     match &lease.holder {
         Some(h) if h == me => Decision::Renew,
-        Some(h) if !expired(lease, now) => Decision::Follow { holder: h.clone() },
+        Some(h) if unchanged_since + lease.duration >= now && lease.renewed.is_some() => {
+            Decision::Follow { holder: h.clone() }
+        }
         _ => Decision::Acquire,
     }
-}
-
-fn expired(lease: &LeaseView, now: Timestamp) -> bool {
-    let Some(renewed) = lease.renewed else {
-        return true;
-    };
-    let duration = SignedDuration::try_from(lease.duration).unwrap_or(SignedDuration::MAX);
-    renewed.checked_add(duration).is_ok_and(|until| until < now)
 }
 
 fn view(lease: &Lease) -> LeaseView {
@@ -88,6 +116,7 @@ impl ElectionConfig {
 pub struct Elector {
     api: Api<Lease>,
     config: ElectionConfig,
+    observer: Observer,
 }
 
 impl Elector {
@@ -96,15 +125,21 @@ impl Elector {
         Elector {
             api: Api::namespaced(client, &config.namespace),
             config,
+            observer: Observer::default(),
         }
     }
 
     /// One round: read, decide, write. Returns whether we hold the lease now.
-    pub async fn try_lead(&self) -> Result<bool> {
+    pub async fn try_lead(&mut self) -> Result<bool> {
         let current = self.api.get_opt(&self.config.name).await?;
-        let now = Timestamp::now();
+        let observed = Instant::now();
+        let record = current.as_ref().map(view);
+        let since = record
+            .as_ref()
+            .map_or(observed, |r| self.observer.observe(r, observed));
         let me = self.config.identity.as_str();
-        let decision = decide(current.as_ref().map(view).as_ref(), me, now);
+        let decision = decide(record.as_ref(), me, since, observed);
+        let now = Timestamp::now();
         let secs = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX);
         let written = match (decision, current) {
             (Decision::Follow { .. }, _) => return Ok(false),
@@ -151,7 +186,7 @@ impl Elector {
 
     /// Campaigns until `stop` turns true, publishing whether we lead on `leading`; releases
     /// the lease on the way out if we hold it.
-    pub async fn run(self, leading: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, leading: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
         let margin = self.config.renew_every();
         let mut last_renew: Option<tokio::time::Instant> = None;
         loop {
@@ -197,55 +232,103 @@ impl Elector {
 mod tests {
     use super::*;
 
-    fn t(secs: i64) -> Timestamp {
-        Timestamp::from_second(1_767_225_600 + secs).expect("valid")
-    }
-
-    fn held_by(holder: &str, renewed: i64) -> LeaseView {
+    fn held_by(holder: &str, renewed_secs: i64) -> LeaseView {
         LeaseView {
             holder: Some(holder.to_owned()),
-            renewed: Some(t(renewed)),
+            renewed: Some(Timestamp::from_second(1_767_225_600 + renewed_secs).expect("valid")),
             duration: Duration::from_secs(15),
         }
     }
 
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
     #[test]
     fn missing_lease_is_created() {
-        assert_eq!(decide(None, "a", t(0)), Decision::Create);
+        let t0 = Instant::now();
+        assert_eq!(decide(None, "a", t0, t0), Decision::Create);
     }
 
     #[test]
     fn own_lease_is_renewed_even_when_late() {
-        assert_eq!(decide(Some(&held_by("a", 0)), "a", t(100)), Decision::Renew);
-    }
-
-    #[test]
-    fn live_lease_of_another_replica_is_followed() {
+        let t0 = Instant::now();
+        let lease = held_by("a", 0);
         assert_eq!(
-            decide(Some(&held_by("b", 0)), "a", t(15)),
-            Decision::Follow { holder: "b".into() }
+            decide(Some(&lease), "a", t0, t0 + secs(100)),
+            Decision::Renew
         );
     }
 
     #[test]
-    fn expired_lease_of_another_replica_is_acquired() {
+    fn lease_unchanged_for_its_duration_on_our_clock_is_acquired() {
+        let t0 = Instant::now();
+        let lease = held_by("b", 0);
+        let follow = Decision::Follow { holder: "b".into() };
+        assert_eq!(decide(Some(&lease), "a", t0, t0 + secs(15)), follow);
         assert_eq!(
-            decide(Some(&held_by("b", 0)), "a", t(16)),
+            decide(Some(&lease), "a", t0, t0 + secs(16)),
+            Decision::Acquire
+        );
+    }
+
+    #[test]
+    fn skewed_renew_time_far_in_the_past_does_not_let_a_candidate_steal_a_live_lease() {
+        // The holder's clock is a day behind ours, but it renews every 5 s.
+        let mut observer = Observer::default();
+        let t0 = Instant::now();
+        let day = 86_400;
+        for step in 0..10u64 {
+            let now = t0 + secs(step * 5);
+            let renewed = held_by("b", -day + i64::try_from(step * 5).expect("small"));
+            let since = observer.observe(&renewed, now);
+            assert_eq!(since, now, "every renewal is a change of the record");
+            assert_eq!(
+                decide(Some(&renewed), "a", since, now + secs(3)),
+                Decision::Follow { holder: "b".into() },
+                "renewal {step}"
+            );
+        }
+        // The holder stops renewing: after leaseDuration on our clock, not before, it is free.
+        let last = held_by("b", -day + 45);
+        let since = observer.observe(&last, t0 + secs(50));
+        assert_eq!(since, t0 + secs(45));
+        assert!(matches!(
+            decide(Some(&last), "a", since, t0 + secs(59)),
+            Decision::Follow { .. }
+        ));
+        assert_eq!(
+            decide(Some(&last), "a", since, t0 + secs(61)),
+            Decision::Acquire
+        );
+    }
+
+    #[test]
+    fn renew_time_in_the_future_does_not_keep_a_dead_holder_forever() {
+        let mut observer = Observer::default();
+        let t0 = Instant::now();
+        let ahead = held_by("b", 86_400);
+        let since = observer.observe(&ahead, t0);
+        assert_eq!(observer.observe(&ahead, t0 + secs(10)), since);
+        assert_eq!(
+            decide(Some(&ahead), "a", since, t0 + secs(16)),
             Decision::Acquire
         );
     }
 
     #[test]
     fn released_lease_is_acquired_at_once() {
+        let t0 = Instant::now();
         let mut lease = held_by("b", 0);
         lease.holder = None;
-        assert_eq!(decide(Some(&lease), "a", t(1)), Decision::Acquire);
+        assert_eq!(decide(Some(&lease), "a", t0, t0), Decision::Acquire);
     }
 
     #[test]
     fn lease_never_renewed_counts_as_expired() {
+        let t0 = Instant::now();
         let mut lease = held_by("b", 0);
         lease.renewed = None;
-        assert_eq!(decide(Some(&lease), "a", t(0)), Decision::Acquire);
+        assert_eq!(decide(Some(&lease), "a", t0, t0), Decision::Acquire);
     }
 }

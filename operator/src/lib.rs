@@ -8,7 +8,8 @@
 //! - [`agent_client`]: the agent cluster behind one client, with a VM status cache fed by
 //!   each agent's status stream.
 //! - [`leader`]: Lease-based leader election; [`operator`]: controllers run only while leading.
-//! - [`dev`], [`agents`]: the one-machine dev cluster and the agent processes it starts.
+//! - [`dev`], [`agents`]: the one-machine dev cluster and the agent processes it starts;
+//!   [`leftovers`]: QEMUs a dead agent left running, stopped when the cluster stops.
 //! - [`pki`]: the cluster CA (a Secret) and the certificates for mTLS between operator and
 //!   agents.
 //!
@@ -28,6 +29,7 @@ pub mod convert;
 pub mod dev;
 pub mod error;
 pub mod leader;
+pub mod leftovers;
 pub mod operator;
 pub mod pki;
 pub mod placement;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams};
+use kube::api::PostParams;
 use kube::{Api, Client};
 use quiver_agent::tls::{Ca, TlsFiles};
 
@@ -42,26 +42,46 @@ impl ClusterPki {
 
     /// The cluster's CA: the one in the Secret when it exists (mirrored into `dir`), else the
     /// one in `dir` (created when missing), which is then stored in the Secret.
+    ///
+    /// Create-if-absent, so that replicas starting together agree on one CA: the Secret is
+    /// only ever created (POST), never replaced; whoever gets `409 AlreadyExists` reads the
+    /// winner's CA and uses it.
     pub async fn ensure(client: &Client, dir: &Path) -> Result<Self> {
         let api: Api<Secret> = Api::namespaced(client.clone(), SECRET_NAMESPACE);
-        let stored = api.get_opt(SECRET_NAME).await?;
-        let data = stored.and_then(|s| s.data).unwrap_or_default();
-        if let (Some(cert), Some(key)) = (data.get(CERT_KEY), data.get(KEY_KEY)) {
-            let text = |b: &ByteString| String::from_utf8_lossy(&b.0).into_owned();
-            let ca = Ca::from_pem(&text(cert), &text(key)).map_err(Error::Pki)?;
-            ca.write(dir).map_err(Error::Pki)?;
-            return Ok(ClusterPki {
-                dir: dir.to_owned(),
-                ca,
-            });
+        if let Some(stored) = api.get_opt(SECRET_NAME).await? {
+            return Self::from_secret(&stored, dir);
         }
         let pki = ClusterPki::load_or_create(dir)?;
-        pki.store_secret(client).await?;
-        Ok(pki)
+        match api.create(&PostParams::default(), &pki.secret()).await {
+            Ok(_) => Ok(pki),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let stored = api.get(SECRET_NAME).await?;
+                Self::from_secret(&stored, dir)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Writes the CA certificate and key into the Secret.
-    pub async fn store_secret(&self, client: &Client) -> Result<()> {
+    /// The CA a Secret holds, written into `dir` (replacing what `dir` held).
+    fn from_secret(secret: &Secret, dir: &Path) -> Result<Self> {
+        let data = secret.data.clone().unwrap_or_default();
+        let (Some(cert), Some(key)) = (data.get(CERT_KEY), data.get(KEY_KEY)) else {
+            return Err(Error::Pki(quiver_agent::Error::Config(format!(
+                "Secret {SECRET_NAMESPACE}/{SECRET_NAME} exists but lacks {CERT_KEY} or \
+                 {KEY_KEY}; it is never overwritten: fix or delete it"
+            ))));
+        };
+        let text = |b: &ByteString| String::from_utf8_lossy(&b.0).into_owned();
+        let ca = Ca::from_pem(&text(cert), &text(key)).map_err(Error::Pki)?;
+        ca.write(dir).map_err(Error::Pki)?;
+        Ok(ClusterPki {
+            dir: dir.to_owned(),
+            ca,
+        })
+    }
+
+    /// The Secret holding this CA's certificate and key.
+    fn secret(&self) -> Secret {
         let data = BTreeMap::from([
             (
                 CERT_KEY.to_owned(),
@@ -72,7 +92,7 @@ impl ClusterPki {
                 ByteString(self.ca.key_pem().into_bytes()),
             ),
         ]);
-        let secret = Secret {
+        Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(SECRET_NAME.to_owned()),
                 namespace: Some(SECRET_NAMESPACE.to_owned()),
@@ -81,15 +101,7 @@ impl ClusterPki {
             type_: Some("kubernetes.io/tls".to_owned()),
             data: Some(data),
             ..Default::default()
-        };
-        let mut value = serde_json::to_value(&secret).map_err(Error::Serialize)?;
-        value["apiVersion"] = "v1".into();
-        value["kind"] = "Secret".into();
-        let api: Api<Secret> = Api::namespaced(client.clone(), SECRET_NAMESPACE);
-        let params = PatchParams::apply(crate::controller::FIELD_MANAGER).force();
-        api.patch(SECRET_NAME, &params, &Patch::Apply(&value))
-            .await?;
-        Ok(())
+        }
     }
 
     pub fn ca(&self) -> &Ca {

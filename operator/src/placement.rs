@@ -4,10 +4,17 @@
 //! with this function and sends the VM to the chosen host. Memory is never overcommitted;
 //! vCPUs are (a VM may not ask for more vCPUs than its host has, but several VMs may share
 //! them), which is what QEMU guests that mostly idle need.
+//!
+//! A host takes a new VM only when its agent is reachable and has listed its VMs
+//! ([`Reach::Listed`]): an agent that has not listed might already run the VM. Such hosts are
+//! not candidates; when no candidate is left the VM waits, and the message names each host
+//! that could have taken it and why it cannot now.
 
 use std::collections::BTreeMap;
 
 use quiver_crds::{HostResources, MicroVMSpec};
+
+pub use crate::agent_client::Reach;
 
 /// What placement needs to know about one host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +25,8 @@ pub struct HostView {
     /// Memory (MiB) taken by the VMs already assigned to the host.
     pub allocated_memory_mib: u64,
     pub ready: bool,
+    /// The agent's status stream; `None` when the operator does not follow it (yet).
+    pub reach: Option<Reach>,
 }
 
 impl HostView {
@@ -40,8 +49,8 @@ pub enum Placement {
     },
 }
 
-/// Picks the ready host, matching `spec.nodeSelector`, with room for the VM and the most free
-/// memory (ties broken by name, so the choice is deterministic).
+/// Picks the ready, reachable host, matching `spec.nodeSelector`, with room for the VM and the
+/// most free memory (ties broken by name, so the choice is deterministic).
 #[must_use]
 pub fn place(spec: &MicroVMSpec, hosts: &[HostView]) -> Placement {
     if hosts.is_empty() {
@@ -58,7 +67,8 @@ pub fn place(spec: &MicroVMSpec, hosts: &[HostView]) -> Placement {
         return unschedulable(
             "NoReadyHosts",
             format!(
-                "no Host is Ready (registered: {}); check the agents and `kubectl get qh`",
+                "waiting for a host: no Host is Ready (registered: {}); check the agents and \
+                 `kubectl get qh`",
                 names.join(", ")
             ),
         );
@@ -99,14 +109,40 @@ pub fn place(spec: &MicroVMSpec, hosts: &[HostView]) -> Placement {
         );
     }
     let need = u64::from(spec.memory_mib);
-    let best = big_enough
+    let fitting: Vec<&HostView> = big_enough
         .iter()
+        .copied()
         .filter(|h| h.free_memory_mib() >= need)
-        .max_by(|a, b| {
-            a.free_memory_mib()
-                .cmp(&b.free_memory_mib())
-                .then_with(|| b.name.cmp(&a.name))
-        });
+        .collect();
+    let reachable: Vec<&HostView> = fitting
+        .iter()
+        .copied()
+        .filter(|h| h.reach == Some(Reach::Listed))
+        .collect();
+    if reachable.is_empty() && !fitting.is_empty() {
+        let why = fitting
+            .iter()
+            .map(|h| match &h.reach {
+                Some(Reach::Unreachable(e)) => format!("{} unreachable ({e})", h.name),
+                Some(Reach::Connecting | Reach::Listed) | None => {
+                    format!("{} connecting", h.name)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return unschedulable(
+            "HostsUnreachable",
+            format!(
+                "waiting for a host: {why}; the VM is placed as soon as one of these agents \
+                 answers (check `kubectl get qh` and the agents' logs)"
+            ),
+        );
+    }
+    let best = reachable.iter().max_by(|a, b| {
+        a.free_memory_mib()
+            .cmp(&b.free_memory_mib())
+            .then_with(|| b.name.cmp(&a.name))
+    });
     match best {
         Some(host) => Placement::Host(host.name.clone()),
         None => {
@@ -149,7 +185,59 @@ mod tests {
             },
             allocated_memory_mib: allocated,
             ready: true,
+            reach: Some(Reach::Listed),
         }
+    }
+
+    fn unreachable(mut h: HostView) -> HostView {
+        h.reach = Some(Reach::Unreachable("connection refused".into()));
+        h
+    }
+
+    #[test]
+    fn an_unreachable_agent_is_not_a_candidate_and_does_not_block_the_others() {
+        let vm = MicroVM::test("a");
+        let hosts = [unreachable(host("a", 8192, 0)), host("b", 1024, 0)];
+        assert_eq!(place(&vm.spec, &hosts), Placement::Host("b".into()));
+    }
+
+    #[test]
+    fn with_every_fitting_agent_unreachable_the_vm_waits_and_says_for_whom() {
+        let vm = MicroVM::test("a");
+        let mut connecting = host("b", 1024, 0);
+        connecting.reach = None;
+        let hosts = [unreachable(host("a", 8192, 0)), connecting];
+        let Placement::Unschedulable { reason, message } = place(&vm.spec, &hosts) else {
+            panic!("placed a VM on an agent that has not listed its VMs");
+        };
+        assert_eq!(reason, "HostsUnreachable");
+        assert!(
+            message.starts_with(
+                "waiting for a host: a unreachable (connection refused); b connecting"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_full_unreachable_host_is_reported_as_full_not_as_unreachable() {
+        let vm = MicroVM::test("a").memory_mib(4096);
+        let hosts = [unreachable(host("a", 8192, 0)), host("b", 1024, 0)];
+        assert!(matches!(
+            place(&vm.spec, &hosts),
+            Placement::Unschedulable {
+                reason: "HostsUnreachable",
+                ..
+            }
+        ));
+        let hosts = [unreachable(host("a", 2048, 0)), host("b", 1024, 0)];
+        assert!(matches!(
+            place(&vm.spec, &hosts),
+            Placement::Unschedulable {
+                reason: "InsufficientMemory",
+                ..
+            }
+        ));
     }
 
     #[test]

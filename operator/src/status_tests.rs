@@ -159,7 +159,7 @@ fn failed_once_vm_says_it_is_not_restarted_and_why_it_failed() {
 }
 
 #[test]
-fn host_without_heartbeats_makes_ready_unknown() {
+fn vm_on_a_host_without_heartbeats_is_not_ready_but_keeps_its_last_phase() {
     let vm = MicroVM::test("web");
     let report = agent(proto::Phase::Running, true);
     let mut obs = observe(Some(&report), at(0));
@@ -167,9 +167,28 @@ fn host_without_heartbeats_makes_ready_unknown() {
     let s = desired_status(&vm, &obs);
     assert_eq!(
         status_of(&s, READY),
-        ("Unknown".into(), "HostNotReady".into())
+        ("False".into(), "HostNotReady".into())
     );
-    assert!(s.message.unwrap_or_default().contains("kubectl get qh a"));
+    assert_eq!(
+        status_of(&s, GUEST_READY),
+        ("Unknown".into(), "HostNotReady".into()),
+        "the READY column must not keep saying True"
+    );
+    assert_eq!(s.phase, Some(MicroVMPhase::Running));
+    let msg = s.message.clone().unwrap_or_default();
+    assert!(msg.contains("kubectl get qh a"), "{msg}");
+    assert!(msg.contains("last reported Running"), "{msg}");
+    assert!(msg.contains("may still be running"), "{msg}");
+    let events = transitions(
+        Some(&desired_status(&vm, &observe(Some(&report), at(0)))),
+        &s,
+    );
+    assert!(
+        events
+            .iter()
+            .any(|t| t.reason == "HostNotReady" && t.warning),
+        "{events:?}"
+    );
 }
 
 #[test]

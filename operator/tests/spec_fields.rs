@@ -21,7 +21,7 @@ use quiver_crds::{
     Protocol as CrdProtocol, Readiness, RunStrategy,
 };
 use quiver_operator::convert::put_request;
-use quiver_operator::placement::{HostView, Placement, place};
+use quiver_operator::placement::{HostView, Placement, Reach, place};
 use serde_json::Value;
 
 /// Leaf paths under `spec` in the CRD schema (`disks[].name`, `network.mode`, …).
@@ -287,6 +287,7 @@ fn every_spec_field_reaches_the_agent_or_placement() {
         },
         allocated_memory_mib: allocated,
         ready: true,
+        reach: Some(Reach::Listed),
     };
     let hosts = [host("red-host", "red", 0), host("blue-host", "blue", 4096)];
     assert_eq!(place(&vm.spec, &hosts), Placement::Host("blue-host".into()));

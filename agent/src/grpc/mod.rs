@@ -1,18 +1,21 @@
 //! gRPC (tonic) adapters: decode, call the one service implementation, record metrics,
-//! map [`Error`] to `tonic::Status`. No behaviour lives here. [`codec`] is the protobuf codec
-//! of the generated clients and servers.
+//! map [`Error`] to `tonic::Status`. No behaviour lives here. Latency runs from the request's
+//! arrival to the reply; for server streams, to the first response ([`timed`]). [`codec`] is
+//! the protobuf codec of the generated clients and servers.
 
 pub mod codec;
+pub mod timed;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tonic::{Request, Response};
 
+use self::timed::{FirstResponse, Timed};
 use crate::metrics::Metrics;
 use crate::proto::health_server::{Health, HealthServer};
 use crate::proto::monitoring_server::{Monitoring, MonitoringServer};
@@ -65,18 +68,33 @@ impl GrpcAdapter {
         result.map(Response::new).map_err(|e| status_from(&e))
     }
 
-    /// Streams count once, when opened (latency = time to open).
-    fn stream<T, S>(&self, method: &'static str, opened: Result<S>) -> GrpcResult<BoxStream<T>>
+    /// Streams count once: from `arrived` (before the service opened the stream) to their
+    /// first response as `rule` defines it, or to the refusal when opening failed.
+    fn stream<T, S>(
+        &self,
+        method: &'static str,
+        arrived: Instant,
+        rule: FirstResponse,
+        opened: Result<S>,
+    ) -> GrpcResult<BoxStream<T>>
     where
         S: Stream<Item = Result<T>> + Send + 'static,
+        T: Send + 'static,
     {
-        let start = Instant::now();
-        self.metrics
-            .observe(TRANSPORT, "Vm", method, start.elapsed(), opened.is_ok());
-        let stream = opened.map_err(|e| status_from(&e))?;
-        Ok(Response::new(Box::pin(
-            stream.map(|r| r.map_err(|e| status_from(&e))),
-        )))
+        let stream = match opened {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.metrics
+                    .observe(TRANSPORT, "Vm", method, arrived.elapsed(), false);
+                return Err(status_from(&e));
+            }
+        };
+        let metrics = self.metrics.clone();
+        let record = move |latency, ok| metrics.observe(TRANSPORT, "Vm", method, latency, ok);
+        let mapped = Box::pin(stream.map(|r| r.map_err(|e| status_from(&e))));
+        Ok(Response::new(Box::pin(Timed::new(
+            mapped, arrived, rule, record,
+        ))))
     }
 }
 
@@ -146,12 +164,18 @@ impl Vm for GrpcAdapter {
         &self,
         req: Request<proto::WatchVmStatusRequest>,
     ) -> GrpcResult<Self::WatchVmStatusStream> {
+        let arrived = Instant::now();
         let opened = self
             .services
             .vm
             .watch_vm_status(req.get_ref())
             .map(|s| s.map(Ok));
-        self.stream("WatchVmStatus", opened)
+        self.stream(
+            "WatchVmStatus",
+            arrived,
+            FirstResponse::MessageOrIdle,
+            opened,
+        )
     }
 
     type StreamConsoleStream = BoxStream<proto::ConsoleChunk>;
@@ -160,8 +184,11 @@ impl Vm for GrpcAdapter {
         &self,
         req: Request<proto::StreamConsoleRequest>,
     ) -> GrpcResult<Self::StreamConsoleStream> {
+        let arrived = Instant::now();
         self.stream(
             "StreamConsole",
+            arrived,
+            FirstResponse::Message,
             self.services.vm.stream_console(req.get_ref()),
         )
     }

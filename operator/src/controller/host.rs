@@ -27,7 +27,7 @@ pub const MISSED_HEARTBEATS: u32 = 3;
 pub async fn reconcile(host: Arc<Host>, ctx: Arc<Context>) -> Result<Action> {
     let name = host.name_any();
     let interval = ctx.config.heartbeat_interval;
-    ctx.cluster.set_agent(&name, &host.spec.grpc_address);
+    ctx.sync_agents();
     let report = ctx.cluster.agent_status(&name, interval).await;
     if let Err(e) = &report {
         tracing::debug!(host = %name, error = %e, "heartbeat failed");

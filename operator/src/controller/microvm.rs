@@ -64,30 +64,86 @@ fn uid(vm: &MicroVM) -> Result<String> {
 }
 
 async fn apply(vm: &MicroVM, ctx: &Context, api: &Api<MicroVM>) -> Result<Action> {
+    // Until the Host store has listed, "no Host" and "Host gone" would both be wrong.
+    if ctx.hosts.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     ctx.sync_agents();
     let uid = uid(vm)?;
-    if known_host(vm, &uid, ctx).is_none() && !ctx.cluster.synced() {
-        // Until every agent has listed its VMs, "not found" could mean "not listed yet":
-        // placing now could run a second copy. Placed VMs go on (their host may be down).
-        return Ok(Action::requeue(Duration::from_millis(300)));
-    }
-    let (assignment, agent) = place_and_put(vm, &uid, ctx).await?;
+    let mut current = vm.status.clone();
+    let (host, epoch) = if let Some(host) = known_host(vm, &uid, ctx) {
+        let stored = current.as_ref().map_or(0, |s| s.epoch);
+        let epoch = ctx.cluster.vm(&uid).map_or(stored, |c| c.epoch).max(1);
+        (host, epoch)
+    } else {
+        let placed = {
+            let _placing = ctx.placing.lock().await;
+            let placed = place(&vm.spec, &host_views(ctx, &uid));
+            if let Placement::Host(host) = &placed {
+                ctx.assign(&uid, host);
+            }
+            placed
+        };
+        match placed {
+            Placement::Host(host) => {
+                let epoch = current.as_ref().map_or(0, |s| s.epoch) + 1;
+                // The choice is stored before the VM is sent: an operator restarted meanwhile
+                // finds the host in the status, even when that agent cannot be reached then.
+                let assignment = Assignment::Assigned {
+                    host: host.clone(),
+                    epoch,
+                };
+                current = Some(publish(vm, current, assignment, None, ctx, api).await?);
+                (host, epoch)
+            }
+            Placement::Unschedulable { reason, message } => {
+                let waiting = Assignment::Unschedulable { reason, message };
+                let desired = publish(vm, current, waiting, None, ctx, api).await?;
+                return Ok(requeue_for(&desired));
+            }
+        }
+    };
+    let (assignment, agent) = put(vm, &uid, host, epoch, ctx).await?;
+    let desired = publish(vm, current, assignment, agent.as_ref(), ctx, api).await?;
+    Ok(requeue_for(&desired))
+}
+
+/// Computes the status for `assignment` and `agent` against `current` (the stored status, or
+/// the one this reconcile just wrote) and writes it, with its Events, when it differs.
+async fn publish(
+    vm: &MicroVM,
+    current: Option<MicroVMStatus>,
+    assignment: Assignment,
+    agent: Option<&proto::VmStatus>,
+    ctx: &Context,
+    api: &Api<MicroVM>,
+) -> Result<MicroVMStatus> {
     let host_ready = match &assignment {
         Assignment::Assigned { host, .. } => host_ready(ctx, host),
         _ => None,
     };
     let obs = Observation {
         assignment,
-        agent: agent.as_ref(),
+        agent,
         host_ready,
         now: now(),
     };
+    let seen;
+    let vm = if current == vm.status {
+        vm
+    } else {
+        seen = MicroVM {
+            status: current.clone(),
+            ..vm.clone()
+        };
+        &seen
+    };
     let desired = desired_status(vm, &obs);
-    if vm.status.as_ref() != Some(&desired) {
+    if current.as_ref() != Some(&desired) {
         write_status(vm, &desired, api).await?;
-        publish_events(vm, vm.status.as_ref(), &desired, ctx).await;
+        publish_events(vm, current.as_ref(), &desired, ctx).await;
     }
-    Ok(requeue_for(&desired))
+    Ok(desired)
 }
 
 /// The host the VM was placed on, as the agents, this operator or the VM's status know it.
@@ -100,32 +156,16 @@ fn known_host(vm: &MicroVM, uid: &str, ctx: &Context) -> Option<String> {
         .or_else(|| status.filter(|s| s.epoch > 0).and_then(|s| s.host.clone()))
 }
 
-/// Where the VM runs (placing it if nobody did) and what its agent says after the put.
-async fn place_and_put(
+/// Sends the VM to `host` unless its agent already runs this generation and epoch; returns
+/// the assignment and what the agent says.
+async fn put(
     vm: &MicroVM,
     uid: &str,
+    host: String,
+    epoch: u64,
     ctx: &Context,
 ) -> Result<(Assignment, Option<proto::VmStatus>)> {
     let cached = ctx.cluster.vm(uid);
-    let status = vm.status.clone().unwrap_or_default();
-    let (host, epoch) = match known_host(vm, uid, ctx) {
-        Some(host) => {
-            let epoch = cached.as_ref().map_or(status.epoch, |c| c.epoch).max(1);
-            (host, epoch)
-        }
-        None => {
-            let _placing = ctx.placing.lock().await;
-            match place(&vm.spec, &host_views(ctx, uid)) {
-                Placement::Host(host) => {
-                    ctx.assign(uid, &host);
-                    (host, status.epoch + 1)
-                }
-                Placement::Unschedulable { reason, message } => {
-                    return Ok((Assignment::Unschedulable { reason, message }, None));
-                }
-            }
-        }
-    };
     let generation = vm.metadata.generation.unwrap_or_default();
     let fresh = cached
         .as_ref()
@@ -169,6 +209,7 @@ fn host_views(ctx: &Context, placing_uid: &str) -> Vec<HostView> {
                 capacity: status.capacity.unwrap_or(h.spec.capacity),
                 allocated_memory_mib,
                 ready: status.condition(READY).is_some_and(|c| c.status == "True"),
+                reach: ctx.cluster.reach(&name),
                 name,
             }
         })
@@ -184,16 +225,16 @@ fn assigned_host(ctx: &Context, vm: &MicroVM) -> Option<String> {
         .or_else(|| vm.status.as_ref().and_then(|s| s.host.clone()))
 }
 
+/// Whether `host` heartbeats: `Some(false)` also when its Host was deleted (the VM may still
+/// run there, nobody watches it), `None` before the first heartbeat.
 fn host_ready(ctx: &Context, host: &str) -> Option<bool> {
+    let Some(object) = ctx.hosts.state().into_iter().find(|h| h.name_any() == host) else {
+        return Some(false);
+    };
     if let Some(ready) = ctx.host_ready(host) {
         return Some(ready);
     }
-    let host = ctx
-        .hosts
-        .state()
-        .into_iter()
-        .find(|h| h.name_any() == host)?;
-    let status = host.status.as_ref()?;
+    let status = object.status.as_ref()?;
     status.condition(READY).map(|c| c.status == "True")
 }
 

@@ -8,7 +8,7 @@
 pub mod host;
 pub mod microvm;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -88,12 +88,25 @@ impl Context {
         lock(&self.assignments).remove(uid);
     }
 
-    /// Makes sure the agent cluster follows every registered Host's agent.
+    /// Makes the agent cluster follow exactly the registered Hosts' agents: new ones are
+    /// added, moved ones reconnected, and the agents of deleted Hosts dropped.
     pub(crate) fn sync_agents(&self) {
-        for host in self.hosts.state() {
+        let hosts = self.hosts.state();
+        for host in &hosts {
             self.cluster
                 .set_agent(&host.name_any(), &host.spec.grpc_address);
         }
+        let names: BTreeSet<String> = hosts.iter().map(|h| h.name_any()).collect();
+        for gone in self.cluster.retain(&names) {
+            self.host_gone(&gone);
+        }
+    }
+
+    /// Forgets what the Host controller saw of a deleted Host and wakes every MicroVM.
+    pub(crate) fn host_gone(&self, host: &str) {
+        lock(&self.host_ready).remove(host);
+        lock(&self.host_seen).remove(host);
+        let _ = self.hosts_changed.send(());
     }
 
     /// Readiness of `host` from its latest heartbeat, if it had one.
@@ -120,15 +133,20 @@ pub async fn run(
     config: ControllerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (cluster, vm_triggers) = AgentCluster::new(config.agent_tls.clone());
+    let (cluster, wakeups) = AgentCluster::new(config.agent_tls.clone());
     let (hosts_changed, hosts_rx) = mpsc::unbounded_channel();
     let host_ctl = Controller::new(Api::<Host>::all(client.clone()), watcher::Config::default());
+    // Placement reads Hosts and agents' reach: a change of either may place a waiting VM.
+    let placement_changed = futures::stream::select(
+        UnboundedReceiverStream::new(hosts_rx),
+        UnboundedReceiverStream::new(wakeups.agents),
+    );
     let vm_ctl = Controller::new(
         Api::<MicroVM>::all(client.clone()),
         watcher::Config::default(),
     )
-    .reconcile_on(UnboundedReceiverStream::new(vm_triggers))
-    .reconcile_all_on(UnboundedReceiverStream::new(hosts_rx));
+    .reconcile_on(UnboundedReceiverStream::new(wakeups.vms))
+    .reconcile_all_on(placement_changed);
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_owned(),
         instance: Some(config.instance.clone()),
@@ -153,10 +171,17 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).map(|r| r.is_ok()).await;
         }
     };
+    let host_ctx = ctx.clone();
     let hosts = host_ctl
         .graceful_shutdown_on(stopped())
         .run(host::reconcile, host::error_policy, ctx.clone())
-        .for_each(|_| futures::future::ready(()));
+        .for_each(move |result| {
+            // A deleted Host is never reconciled; its delete event surfaces here instead.
+            if let Err(kube::runtime::controller::Error::ObjectNotFound(_)) = result {
+                host_ctx.sync_agents();
+            }
+            futures::future::ready(())
+        });
     let vms = vm_ctl
         .graceful_shutdown_on(stopped())
         .run(microvm::reconcile, microvm::error_policy, ctx)
