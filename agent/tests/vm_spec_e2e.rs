@@ -147,12 +147,35 @@ async fn disks_are_named_drives_and_read_only_ones_are_read_only_without_overlay
     let data = agent.image("data.raw", &[0; 1 << 20]);
     let seed = agent.image("seed.raw", &[7; 1 << 20]);
     let mut req = put_request("disks", 1, RunStrategy::Always);
+    // The guest prints, before its marker, one line per disk: its serial (the drive's name),
+    // the kernel's read-only flag and whether writing its first sector worked.
+    spec_mut(&mut req).cmdline.push_str(" quiver.probe_disks");
     spec_mut(&mut req).disks = vec![
         disk("data", &data, "raw", false),
         disk("seed", &seed, "raw", true),
     ];
     client.put_vm(req).await.expect("put");
     wait_for(&agent, "disks", "running", is_running_ready).await;
+
+    let console =
+        std::fs::read_to_string(agent.run_dir("disks").join("console.log")).expect("console log");
+    let probe = |serial: &str| {
+        console
+            .lines()
+            .find(|l| l.starts_with("QUIVER_DISK") && l.contains(&format!("serial={serial} ")))
+            .unwrap_or_else(|| panic!("no probe line for {serial} in:\n{console}"))
+            .to_owned()
+    };
+    assert!(
+        probe("data").ends_with("ro=0 write=ok"),
+        "{}",
+        probe("data")
+    );
+    assert!(
+        probe("seed").ends_with("ro=1 write=refused"),
+        "the guest could write its read-only disk: {}",
+        probe("seed")
+    );
 
     let overlay = agent.run_dir("disks").join("disk-data.qcow2");
     let header = std::fs::read(&overlay).expect("writable disk has an overlay");

@@ -174,7 +174,8 @@ fn every_spec_field_reaches_the_agent_or_placement() {
             "disks[].name",
             Box::new(|l| {
                 assert!(l.value_of("-drive", "id=data,").starts_with("id=data,"));
-                assert!(l.has(["-device", "virtio-blk-device,drive=seed"]));
+                let device = l.value_of("-device", "drive=seed");
+                assert_eq!(device, "virtio-blk-device,drive=seed,serial=seed");
             }),
         ),
         (

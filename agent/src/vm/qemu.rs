@@ -95,11 +95,13 @@ impl QemuDriver {
             } else {
                 format!("id={name},file={},format=qcow2,if=none", p(dir.disk(name)))
             };
+            // The name is also the disk's serial, so the guest can tell its disks apart
+            // (`/sys/block/vdX/serial`; virtio keeps the first 20 bytes).
             a.extend([
                 "-drive".into(),
                 drive,
                 "-device".into(),
-                format!("virtio-blk-device,drive={name}"),
+                format!("virtio-blk-device,drive={name},serial={name}"),
             ]);
         }
         if let Network::User { .. } = spec.network {
