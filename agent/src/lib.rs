@@ -3,7 +3,9 @@
 //! # Layout
 //! - [`vm`]: the VM runtime. [`vm::lifecycle`] is the pure state machine (`(state, event) →
 //!   commands`); [`vm::qemu`] and [`vm::simulated`] are drivers behind [`vm::driver::Driver`];
-//!   [`vm::manager`] runs one actor per VM, persists run dirs and re-adopts VMs after restart.
+//!   [`vm::manager`] runs one actor per VM and persists run dirs; after a restart it feeds each
+//!   VM's finding to its lifecycle, which decides re-adoption. [`vm::spec`], [`vm::images`] and
+//!   [`vm::network`] validate puts (image roots, port forwards).
 //! - [`services`]: Health, Status, Vm, Monitoring, each implemented once over the proto types.
 //! - [`grpc`]: the tonic adapter (the Iroh adapter will sit next to it and reuse `services`).
 //! - [`client`]: a typed gRPC client for other crates. [`tls`]: mTLS files and a dev CA.
@@ -14,11 +16,13 @@
 //! - VMs outlive the agent: QEMU runs detached; a restarted agent re-adopts live VMs and
 //!   reports (and restarts, per run strategy) the ones that died meanwhile.
 //! - Puts are validated before anything touches disk and are idempotent per uid + generation.
+//! - A guest gets only images under the configured image roots, and only the network access
+//!   its spec declares (user networking with explicit port forwards, or none).
 //!
 //! # Non-goals (here)
-//! - Placement, Raft and fencing across hosts (the epoch is only checked per VM), guest
-//!   networking. gRPC is mTLS (`tls`, or `--dev-tls`); plain only with `insecure_plaintext`
-//!   on loopback.
+//! - Placement, Raft and fencing across hosts (the epoch is only checked per VM); guest
+//!   networking other than QEMU user mode. gRPC is mTLS (`tls`, or `--dev-tls`); plain only
+//!   with `insecure_plaintext` on loopback.
 
 pub mod advertise;
 pub mod client;

@@ -182,8 +182,9 @@ pub enum RunStrategy {
 #[serde(rename_all = "camelCase")]
 pub struct Disk {
     /// Name of the disk, unique within the VM: a lowercase letter, then lowercase letters,
-    /// digits and `-` (not ending in `-`), at most 63 characters. Used as the QEMU drive id and
-    /// the overlay file name (`disk-<name>.qcow2` in the VM's run dir).
+    /// digits and `-` (not ending in `-`), at most 63 characters. Used as the QEMU drive id, the
+    /// disk's serial in the guest (`/sys/block/vdX/serial`, first 20 characters) and the overlay
+    /// file name (`disk-<name>.qcow2` in the VM's run dir).
     #[schemars(length(min = 1, max = 63), pattern(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
 

@@ -173,6 +173,12 @@ impl ImageRoots {
     }
 }
 
+/// The backing file a qcow2 image names (as written in its header), if it is a readable qcow2
+/// image with one.
+pub fn qcow2_backing_file(path: &Path) -> Option<String> {
+    Qcow2Header::read(path).ok()?.backing_file
+}
+
 /// The parts of a qcow2 header that can make QEMU open other files.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Qcow2Header {

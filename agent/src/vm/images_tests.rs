@@ -175,6 +175,8 @@ fn images_made_by_qemu_img_parse_as_expected() {
     let header = Qcow2Header::read(&top).expect("parse");
     assert_eq!(header.backing_file.as_deref(), Some(base.as_str()));
     assert_eq!(header.backing_format.as_deref(), Some("raw"));
+    assert_eq!(qcow2_backing_file(&top).as_deref(), Some(base.as_str()));
+    assert_eq!(qcow2_backing_file(Path::new(&base)), None, "raw has none");
     r.check(&top.display().to_string()).expect("accepted");
     let outside = ImageRoots::new(vec![PathBuf::from("/nonexistent-root")]);
     assert!(

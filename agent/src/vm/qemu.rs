@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use tokio::process::{Child, Command};
 
 use super::driver::{Driver, ExitInfo, Launched};
+use super::images::qcow2_backing_file;
 use super::network::{ActiveForward, Network};
 use super::qmp::QmpClient;
 use super::rundir::RunDir;
@@ -123,9 +124,13 @@ impl QemuDriver {
     async fn make_overlays(&self, dir: &RunDir, spec: &VmSpec) -> Result<()> {
         for disk in spec.disks.iter().filter(|d| !d.read_only) {
             let overlay = dir.disk(&disk.name);
-            if overlay.exists() {
+            // An overlay survives restarts (the guest's writes), but only over the same image:
+            // a spec that put another image under this disk's name gets a fresh one.
+            let base = disk.image.to_str();
+            if overlay.exists() && qcow2_backing_file(&overlay).as_deref() == base {
                 continue;
             }
+            let _ = std::fs::remove_file(&overlay);
             let out = Command::new(&self.qemu_img)
                 .args(["create", "-f", "qcow2", "-F", disk.format.as_str(), "-b"])
                 .arg(&disk.image)
@@ -341,5 +346,66 @@ impl Driver for QemuDriver {
 
     fn remove<'a>(&'a self, dir: &'a RunDir) -> BoxFuture<'a, Result<()>> {
         async move { dir.remove() }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::network::Network;
+    use crate::vm::spec::{DiskFormat, DiskSpec, RunStrategy};
+
+    fn spec_with_disk(image: PathBuf) -> VmSpec {
+        VmSpec {
+            run_strategy: RunStrategy::Always,
+            cpus: 1,
+            memory_mib: 64,
+            kernel: "/k".into(),
+            initrd: None,
+            cmdline: String::new(),
+            disks: vec![DiskSpec {
+                name: "data".into(),
+                image,
+                format: DiskFormat::Raw,
+                read_only: false,
+            }],
+            network: Network::None,
+            readiness: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_overlay_is_kept_over_the_same_image_and_remade_over_another() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = RunDir::new(tmp.path(), "vm");
+        dir.create().expect("run dir");
+        let (a, b) = (tmp.path().join("a.raw"), tmp.path().join("b.raw"));
+        std::fs::write(&a, [0; 4096]).expect("a");
+        std::fs::write(&b, [0; 4096]).expect("b");
+        let driver = QemuDriver::new(Accel::Tcg);
+        let overlay = dir.disk("data");
+        let backing = || qcow2_backing_file(&overlay).map(PathBuf::from);
+
+        driver
+            .make_overlays(&dir, &spec_with_disk(a.clone()))
+            .await
+            .expect("overlay");
+        assert_eq!(backing(), Some(a.clone()));
+        let before = std::fs::metadata(&overlay)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        driver
+            .make_overlays(&dir, &spec_with_disk(a))
+            .await
+            .expect("overlay");
+        let after = std::fs::metadata(&overlay)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        assert_eq!(before, after, "same image: the guest's writes are kept");
+        driver
+            .make_overlays(&dir, &spec_with_disk(b.clone()))
+            .await
+            .expect("overlay");
+        assert_eq!(backing(), Some(b), "another image: a fresh overlay");
     }
 }
