@@ -362,3 +362,7 @@ impl Lifecycle {
 #[cfg(test)]
 #[path = "lifecycle_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "lifecycle_recovery_tests.rs"]
+mod recovery_tests;
