@@ -411,6 +411,11 @@ async fn mutated_puts_get_clean_answers_and_leave_no_orphans() {
         wait_gone(&agent, uid).await;
     }
     assert!(run_dirs(&agent).is_empty(), "seed {seed}: run dirs left");
+    assert!(
+        !agent.log().contains("panicked"),
+        "seed {seed}: a task of the agent panicked:\n{}",
+        agent.log()
+    );
     assert!(client.list_vms().await.expect("list").is_empty());
 }
 
