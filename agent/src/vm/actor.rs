@@ -265,7 +265,13 @@ impl Actor {
             self.tx.clone(),
         );
         let from = self.state.console_offset;
-        let elapsed_ms = now_ms().saturating_sub(self.state.started_at_ms);
+        // Unknown start (a QEMU adopted from a launch the agent never saw finish): full timeout.
+        let started = self.state.started_at_ms;
+        let elapsed_ms = if started > 0 {
+            now_ms().saturating_sub(started)
+        } else {
+            0
+        };
         let elapsed = Duration::from_millis(u64::try_from(elapsed_ms).unwrap_or(0));
         let task = tokio::spawn(async move {
             let wait = driver.wait_ready(&dir, &readiness.marker, from);
