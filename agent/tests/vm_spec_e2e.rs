@@ -245,12 +245,29 @@ async fn http_get(port: u32) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// The guest's page through `port`, retried until it answers (the guest may start its server
+/// after printing the marker).
+async fn answer_through(agent: &Agent, port: u32) -> String {
+    let deadline = Instant::now() + harness::BOOT_TIMEOUT;
+    loop {
+        match http_get(port).await {
+            Ok(text) if text.contains("QUIVER_GUEST_HTTP") => return text,
+            other => assert!(
+                Instant::now() < deadline,
+                "no answer through port {port}: {other:?}\n{}",
+                agent.log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_http_server_answers_through_a_user_network_port_forward() {
     if guest().is_none() {
         return;
     }
-    let agent = Agent::start().await;
+    let mut agent = Agent::start().await;
     let client = agent.client().await;
     let mut req = put_request("web", 1, RunStrategy::Always);
     spec_mut(&mut req).network = Some(proto::Network {
@@ -279,22 +296,20 @@ async fn a_guest_http_server_answers_through_a_user_network_port_forward() {
     );
     assert_ne!(forward.host_port, 0, "the agent picked a port");
 
-    // The guest starts its server after printing the marker: retry until it answers.
-    let deadline = Instant::now() + harness::BOOT_TIMEOUT;
-    let body = loop {
-        match http_get(forward.host_port).await {
-            Ok(text) if text.contains("QUIVER_GUEST_HTTP") => break text,
-            other => assert!(
-                Instant::now() < deadline,
-                "no answer through port {}: {other:?}\n{}",
-                forward.host_port,
-                agent.log()
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let body = answer_through(&agent, forward.host_port).await;
     assert!(body.starts_with("HTTP/1."), "{body}");
 
+    // A restarted agent re-adopts the VM and still reports the port QEMU listens on.
+    agent.kill9();
+    agent.restart().await;
+    let adopted = wait_for(&agent, "web", "re-adopted", is_running_ready).await;
+    assert_eq!(
+        (adopted.pid, adopted.port_forwards.clone()),
+        (running.pid, vec![forward.clone()])
+    );
+    answer_through(&agent, forward.host_port).await;
+
+    let client = agent.client().await;
     client.delete_vm("web").await.expect("delete");
     wait_gone(&agent, "web").await;
     let gone = http_get(forward.host_port).await;
