@@ -302,3 +302,17 @@ fn port_forward_rules_work_on_objects_without_defaults_applied() {
     let clash = json!([{"guestPort": 80, "hostPort": 9}, {"guestPort": 81, "hostPort": 9, "protocol": "TCP"}]);
     assert_eq!(eval_rule(unique_ports, &clash), Ok(false));
 }
+
+#[test]
+fn web_example_forwards_the_guest_http_port() {
+    let value = example("microvm-web.yaml");
+    assert_eq!(
+        validate(&schema_of(&MicroVM::crd()), &value),
+        Vec::<String>::new()
+    );
+    let vm: MicroVM = serde_json::from_value(value).unwrap();
+    assert_eq!(vm.spec.network.mode, quiver_crds::NetworkMode::User);
+    let forward = &vm.spec.network.port_forwards[0];
+    assert_eq!((forward.guest_port, forward.host_port), (80, 0));
+    assert_eq!(vm.spec.kernel, quiver_crds::fixtures::TEST_KERNEL);
+}
