@@ -1,5 +1,5 @@
 //! Property test: thousands of mutated `PutVm` requests over the agent's gRPC, typed and as raw
-//! (possibly malformed) protobuf. Every answer is OK or a clean refusal, never INTERNAL,
+//! (possibly malformed) protobuf, interleaved with `GetVm`/`DeleteVm` on known and hostile uids. Every answer is OK or a clean refusal, never INTERNAL,
 //! UNKNOWN or a dropped connection; the agent keeps serving; and afterwards every VM it lists
 //! was accepted by some put, every run dir belongs to a listed VM, and deleting them all leaves
 //! nothing. Runs the simulated driver (no QEMU).
@@ -92,7 +92,8 @@ impl Paths {
 fn string(rng: &mut Rng, paths: &Paths) -> String {
     match rng.below(14) {
         0 => String::new(),
-        1 => "x".repeat(rng.below(200_000)),
+        1 if rng.chance(50) => "x".repeat(rng.below(200_000)),
+        1 => format!("/{}", "y/".repeat(rng.below(100_000))),
         2 => "é☃\u{202e}𝄞".repeat(rng.below(500)),
         3 => format!("a\0b\n{}\r", rng.next()),
         4 => paths.kernel.clone(),
@@ -367,9 +368,33 @@ async fn mutated_puts_get_clean_answers_and_leave_no_orphans() {
         if code == Code::InvalidArgument && message.is_empty() {
             let _ = writeln!(failures, "case {case}: InvalidArgument without a message");
         }
-        if rng.chance(3) {
-            let uid = format!("vm-{}", rng.below(6));
-            if client.delete_vm(&uid).await.expect("delete answers") {
+        // Deletes and gets interleaved, with known and hostile uids alike.
+        if rng.chance(4) {
+            let uid = if rng.chance(75) {
+                format!("vm-{}", rng.below(6))
+            } else {
+                string(&mut rng, &paths)
+            };
+            let get = typed.get_vm(proto::GetVmRequest { uid: uid.clone() }).await;
+            let delete = typed
+                .delete_vm(proto::DeleteVmRequest { uid: uid.clone() })
+                .await;
+            for (what, code) in [
+                (
+                    "GetVm",
+                    get.as_ref().err().map_or(Code::Ok, tonic::Status::code),
+                ),
+                (
+                    "DeleteVm",
+                    delete.as_ref().err().map_or(Code::Ok, tonic::Status::code),
+                ),
+            ] {
+                if !CLEAN.contains(&code) {
+                    let shown: String = uid.chars().take(40).collect();
+                    let _ = writeln!(failures, "case {case}: {what}({shown:?}…): {code:?}");
+                }
+            }
+            if delete.is_ok_and(|r| r.into_inner().existed) {
                 accepted.remove(&uid);
                 deleted.insert(uid);
             }

@@ -31,7 +31,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, tonic::Stat
 
 /// Maps the agent's error to a gRPC status. Invalid-argument messages keep the field name.
 pub fn status_from(e: &Error) -> tonic::Status {
-    let msg = e.to_string();
+    let msg = bounded(e.to_string());
     match e {
         Error::InvalidArgument { .. } => tonic::Status::invalid_argument(msg),
         Error::NotFound { .. } => tonic::Status::not_found(msg),
@@ -39,6 +39,19 @@ pub fn status_from(e: &Error) -> tonic::Status {
         Error::Conflict(_) => tonic::Status::aborted(msg),
         Error::Unreachable(_) | Error::ShuttingDown => tonic::Status::unavailable(msg),
         _ => tonic::Status::internal(msg),
+    }
+}
+
+/// Longest error message sent. Messages may quote the request (a path, a uid), and gRPC sends
+/// them in an HTTP/2 header, which a peer refuses above its header-size limit (16 KiB by
+/// default, and the message is percent-encoded): an unbounded echo would turn a clean refusal
+/// into a reset stream.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+fn bounded(msg: String) -> String {
+    match msg.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}… ({} bytes cut)", &msg[..cut], msg.len() - cut),
+        None => msg,
     }
 }
 
@@ -259,4 +272,23 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Transport(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_quoting_huge_input_are_cut_on_a_char_boundary() {
+        let uid = "é".repeat(100_000);
+        let status = status_from(&Error::NotFound { uid });
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert!(status.message().chars().count() < MAX_MESSAGE_CHARS + 40);
+        assert!(status.message().ends_with("bytes cut)"));
+        let short = status_from(&Error::invalid("spec.cpus", "must be at least 1"));
+        assert_eq!(
+            short.message(),
+            "invalid argument: spec.cpus: must be at least 1"
+        );
+    }
 }

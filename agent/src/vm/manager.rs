@@ -168,6 +168,7 @@ impl VmManager {
     }
 
     pub fn get(&self, uid: &str) -> Result<proto::VmStatus> {
+        spec::validate_uid(uid)?;
         let vms = self.shared.vms();
         vms.get(uid)
             .map(|e| e.status.clone())
