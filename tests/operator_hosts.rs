@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use quiver_tests::cluster::{TestCluster, guest_dir};
-use quiver_tests::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_register_their_host_and_the_operator_marks_it_ready() -> anyhow::Result<()> {
@@ -34,23 +33,7 @@ async fn agents_register_their_host_and_the_operator_marks_it_ready() -> anyhow:
         .filter_map(|m| m["manager"].as_str())
         .collect();
     assert_eq!(managers, ["quiver-agent"], "the agent owns its Host's spec");
-    eventually(
-        Duration::from_secs(20),
-        "Host Ready from the operator's heartbeat",
-        || async {
-            let ready = k
-                .run(&[
-                    "get",
-                    "qh",
-                    "agent-0",
-                    "-o",
-                    r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
-                ])
-                .await?;
-            Ok((ready == "True").then_some(()))
-        },
-    )
-    .await?;
+    cluster.wait_host_ready("agent-0").await?;
     cluster.shutdown().await;
     Ok(())
 }

@@ -219,6 +219,21 @@ impl TestCluster {
         Ok(())
     }
 
+    /// Waits until the operator's heartbeat marks Host `name` Ready.
+    pub async fn wait_host_ready(&self, name: &str) -> anyhow::Result<()> {
+        let k = self.kubectl();
+        let ready = r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#;
+        crate::eventually(
+            Duration::from_secs(20),
+            &format!("Host {name} Ready"),
+            || async {
+                let status = k.run(&["get", "qh", name, "-o", ready]).await?;
+                Ok((status == "True").then_some(()))
+            },
+        )
+        .await
+    }
+
     /// Applies a MicroVM booting the test guest from `guest` (see [`vm_manifest`]).
     pub async fn apply_vm(&self, guest: &Path, name: &str, extra: &str) -> anyhow::Result<()> {
         self.kubectl().apply(&vm_manifest(guest, name, extra)).await
