@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::api::{Api, Inner, ListOptions, ObjRef, Scope};
 use crate::error::{ApiError, Result};
 use crate::registry::Behavior;
+use crate::untrusted;
 use crate::write::now;
 
 /// `propagationPolicy` of a delete.
@@ -36,6 +37,7 @@ impl DeleteOptions {
             serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions body: {e}")))?
         };
+        crate::shape::check_delete_options(&v)?;
         let policy = v
             .get("propagationPolicy")
             .and_then(Value::as_str)
@@ -168,20 +170,21 @@ impl Inner {
             return Ok(scope.present(&existing));
         }
         let mut obj = (*existing).clone();
-        obj["metadata"]["finalizers"] = Value::Array(finalizers);
-        if obj.pointer("/metadata/deletionTimestamp").is_none() {
-            obj["metadata"]["deletionTimestamp"] = Value::String(now());
-            obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        let generation = obj
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let meta = untrusted::object_at(&mut obj, &["metadata"])?;
+        meta.insert("finalizers".into(), Value::Array(finalizers));
+        if !meta.contains_key("deletionTimestamp") {
+            meta.insert("deletionTimestamp".into(), Value::String(now()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
             if scope.rt.has_generation() {
-                let g = obj
-                    .pointer("/metadata/generation")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
-                obj["metadata"]["generation"] = json!(g + 1);
+                meta.insert("generation".into(), json!(generation.saturating_add(1)));
             }
         }
         if terminating_ns {
-            obj["status"]["phase"] = json!("Terminating");
+            untrusted::set(&mut obj, &["status", "phase"], json!("Terminating"))?;
         }
         let stored = self.commit(scope, obj);
         Ok(scope.present(&stored))

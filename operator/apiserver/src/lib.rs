@@ -28,9 +28,11 @@ mod registry;
 mod schema;
 mod selector;
 mod server;
+mod shape;
 mod store;
 mod table;
 mod tls;
+mod untrusted;
 mod watch;
 mod write;
 

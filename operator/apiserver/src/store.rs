@@ -70,6 +70,17 @@ pub fn rv_of(obj: &Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// Objects reach the store only through admission, which makes `metadata` an object; an
+/// object without one is stored without a version rather than taking the server down.
+fn set_resource_version(obj: &mut Value, rv: u64) {
+    match obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        Some(meta) => {
+            meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+        }
+        None => tracing::error!("stored an object without metadata"),
+    }
+}
+
 impl Store {
     pub fn new(history_limit: usize) -> Self {
         // A watcher that falls further behind than the history window is closed: it could not
@@ -140,7 +151,7 @@ impl Store {
     /// Stores `obj` under the next resourceVersion and returns the stored copy.
     pub fn put(&mut self, resource: &str, mut obj: Value) -> Arc<Value> {
         self.rv += 1;
-        obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
+        set_resource_version(&mut obj, self.rv);
         let obj = Arc::new(obj);
         let key = key_of(&obj);
         let prev = self
@@ -168,7 +179,7 @@ impl Store {
             .remove(&(ns.to_string(), name.to_string()))?;
         self.rv += 1;
         let mut gone = (*prev).clone();
-        gone["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
+        set_resource_version(&mut gone, self.rv);
         let gone = Arc::new(gone);
         if let Some(j) = &mut self.journal {
             j.remove(self.rv, resource, ns, name);
