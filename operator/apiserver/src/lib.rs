@@ -116,7 +116,8 @@ impl DevApiServer {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config()?);
         let app = axum::Router::new()
             .fallback(server::handle)
-            .with_state(state);
+            .with_state(state)
+            .layer(server::catch_panics());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, acceptor, app, rx));
         tracing::info!(%addr, "dev control plane listening");

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, Result};
+use crate::untrusted;
 
 /// The patch formats, by request `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +45,9 @@ pub fn apply_patch(target: &mut Value, kind: PatchType, body: &[u8]) -> Result<(
         PatchType::Json => {
             let patch: json_patch::Patch = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            let mut growth = GrowthBound::new(target)?;
             for op in patch.0 {
+                growth.admit(target, &op)?;
                 // As in Kubernetes, testing that a missing path is null succeeds.
                 if let json_patch::PatchOperation::Test(t) = &op
                     && t.value.is_null()
@@ -77,6 +80,36 @@ pub fn apply_patch(target: &mut Value, kind: PatchType, body: &[u8]) -> Result<(
         PatchType::Apply => Err(ApiError::internal(
             "apply patches go through server-side apply",
         )),
+    }
+}
+
+/// An upper bound of the size a JSON patch can make its target: the operations that add
+/// (`add`, `replace`, `copy`, `move`) count what they bring. `copy` can double an object with
+/// each operation, so a patch of a few kilobytes could otherwise ask for terabytes.
+struct GrowthBound(usize);
+
+impl GrowthBound {
+    fn new(target: &Value) -> Result<Self> {
+        untrusted::size_within(target, untrusted::MAX_OBJECT_BYTES)
+            .map(Self)
+            .ok_or_else(untrusted::too_large)
+    }
+
+    fn admit(&mut self, target: &Value, op: &json_patch::PatchOperation) -> Result<()> {
+        use json_patch::PatchOperation as Op;
+        let added = match op {
+            Op::Add(o) => Some(&o.value),
+            Op::Replace(o) => Some(&o.value),
+            Op::Copy(o) => target.pointer(o.from.as_str()),
+            Op::Move(_) | Op::Remove(_) | Op::Test(_) => None,
+        };
+        let room = untrusted::MAX_OBJECT_BYTES.saturating_sub(self.0);
+        let size = match added {
+            None => 0,
+            Some(v) => untrusted::size_within(v, room).ok_or_else(untrusted::too_large)?,
+        };
+        self.0 += size;
+        Ok(())
     }
 }
 

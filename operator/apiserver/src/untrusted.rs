@@ -108,8 +108,13 @@ pub fn deeper_than(v: &Value, limit: usize) -> bool {
 
 /// True when the serialized size of `v` exceeds `limit`; stops counting once it does.
 pub fn size_over(v: &Value, limit: usize) -> bool {
+    size_within(v, limit).is_none()
+}
+
+/// An estimate of the serialized size of `v`, or `None` once it exceeds `limit`.
+pub fn size_within(v: &Value, limit: usize) -> Option<usize> {
     let mut budget = limit;
-    !fits(v, &mut budget)
+    fits(v, &mut budget).then(|| limit - budget)
 }
 
 /// Subtracts an estimate of `v`'s serialized size from `budget` (counting every string byte,
