@@ -67,7 +67,7 @@ pub async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
     if let Err(e) = authorize(&st, &parts.headers, &path) {
         return error_response(&parts.method, &path, &e);
     }
-    let bytes = match body::read(body, &parts.headers, st.max_body_bytes).await {
+    let bytes = match body::read(body, parts.version, &parts.headers, st.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(answer) => return answer,
     };

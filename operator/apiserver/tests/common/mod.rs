@@ -89,6 +89,7 @@ impl Client {
             Proto::Http2 => b"h2",
         };
         let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        tcp.set_nodelay(true)?;
         let mut config = self.tls.clone();
         config.alpn_protocols = vec![alpn.to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
