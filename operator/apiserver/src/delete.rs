@@ -1,6 +1,7 @@
 //! Deletion: finalizers and deletionTimestamp, ownerReference garbage collection, namespace
 //! termination and CRD removal.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -264,10 +265,13 @@ impl Inner {
                 .filter(|u| !self.exists_uid(u))
                 .cloned()
                 .collect();
-            for owner in dead_owners {
-                for (r, ns, n) in self.dependents.remove(&owner).unwrap_or_default() {
-                    changed |= self.collect_dependent(&r, &ns, &n);
-                }
+            // Each orphan once, however many of its owners are gone.
+            let orphans: BTreeSet<ObjRef> = dead_owners
+                .iter()
+                .flat_map(|owner| self.dependents.remove(owner).unwrap_or_default())
+                .collect();
+            for (r, ns, n) in orphans {
+                changed |= self.collect_dependent(&r, &ns, &n);
             }
             changed |= self.finish_foreground_deletions();
             changed |= self.finish_namespaces();
@@ -293,6 +297,9 @@ impl Inner {
         let Some(obj) = self.store.get(resource, ns, name) else {
             return false;
         };
+        if obj.pointer("/metadata/deletionTimestamp").is_some() {
+            return false;
+        }
         let live_owner = obj
             .pointer("/metadata/ownerReferences")
             .and_then(Value::as_array)
@@ -300,7 +307,7 @@ impl Inner {
             .flatten()
             .filter_map(|o| o.get("uid").and_then(Value::as_str))
             .any(|u| self.exists_uid(u));
-        if live_owner || obj.pointer("/metadata/deletionTimestamp").is_some() {
+        if live_owner {
             return false;
         }
         let Some(scope) = self.scope_for(resource, ns) else {

@@ -450,3 +450,61 @@ async fn protobuf_bodies_of_every_built_in_kind_are_decoded() -> anyhow::Result<
         .await?;
     Ok(())
 }
+
+/// Lists of thousands of keyed items merge by index: this took minutes under the server's
+/// lock when every item was looked up by scanning its list.
+#[tokio::test]
+async fn thousands_of_list_items_merge_in_one_pass() -> anyhow::Result<()> {
+    let server = start().await?;
+    let mut client = Client::new(&server)?;
+    let ns = json!({"metadata": {"name": "wide"}});
+    assert_eq!(
+        client
+            .json(Proto::Http2, "POST", NAMESPACES, &ns)
+            .await?
+            .code,
+        201
+    );
+    let patch = |from: usize, to: usize, status: &str| {
+        let conditions: Vec<Value> = (from..to)
+            .map(|i| json!({"type": format!("T{i}"), "status": status}))
+            .collect();
+        let finalizers: Vec<String> = (from..to).map(|i| format!("example.dev/f{i}")).collect();
+        json!({"metadata": {"finalizers": finalizers}, "status": {"conditions": conditions}})
+    };
+    for (from, to, status) in [(0, 5000, "True"), (2500, 7500, "False")] {
+        for sub in ["/status", ""] {
+            let answer = client
+                .send(
+                    Proto::Http2,
+                    "PATCH",
+                    &format!("{NAMESPACES}/wide{sub}"),
+                    Some("application/strategic-merge-patch+json"),
+                    serde_json::to_vec(&patch(from, to, status))?,
+                )
+                .await?;
+            assert_eq!(
+                answer.code,
+                200,
+                "{}",
+                String::from_utf8_lossy(&answer.body)
+            );
+        }
+    }
+    let wide = client.get(&format!("{NAMESPACES}/wide")).await?;
+    let conditions = wide["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(conditions.len(), 7500);
+    assert_eq!(conditions[0], json!({"type": "T0", "status": "True"}));
+    assert_eq!(
+        conditions[2500],
+        json!({"type": "T2500", "status": "False"})
+    );
+    assert_eq!(
+        wide["metadata"]["finalizers"].as_array().map(Vec::len),
+        Some(7500)
+    );
+    Ok(())
+}
