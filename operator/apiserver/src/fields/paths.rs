@@ -16,6 +16,11 @@ use crate::schema::Schema;
 /// Leaf paths of an object, each with its value (for keyed list items, the item itself).
 pub type Leaves<'a> = BTreeMap<Path, &'a Value>;
 
+/// Most path segments the leaves of one object may hold (about 50 MB). A 3 MiB object nested
+/// deep with many leaves at the bottom would otherwise ask for gigabytes of paths; past the
+/// budget, what is left of the object is owned as whole values (coarser, never wrong).
+const SEGMENT_BUDGET: usize = 1 << 20;
+
 /// Metadata fields the server owns; they never appear in a field set.
 const SYSTEM_METADATA: &[&str] = &[
     "name",
@@ -34,6 +39,7 @@ const SYSTEM_METADATA: &[&str] = &[
 /// Leaf paths of `v` that a writer can own, with their values.
 pub fn leaves<'a>(v: &'a Value, schema: Option<&Schema>) -> Leaves<'a> {
     let mut out = Leaves::new();
+    let mut budget = SEGMENT_BUDGET;
     let Value::Object(map) = v else { return out };
     for (k, cv) in map {
         match k.as_str() {
@@ -45,12 +51,25 @@ pub fn leaves<'a>(v: &'a Value, schema: Option<&Schema>) -> Leaves<'a> {
                     .filter(|(mk, _)| !SYSTEM_METADATA.contains(&mk.as_str()))
                 {
                     let mut path = vec!["f:metadata".into(), format!("f:{mk}")];
-                    collect(mv, None, mk, &mut path, &mut out);
+                    collect(
+                        mv,
+                        None,
+                        mk,
+                        &mut path,
+                        &mut Sink::new(&mut out, &mut budget),
+                    );
                 }
             }
             _ => {
                 let child = schema.and_then(|s| s.properties.get(k));
-                collect(cv, child, k, &mut vec![format!("f:{k}")], &mut out);
+                let mut path = vec![format!("f:{k}")];
+                collect(
+                    cv,
+                    child,
+                    k,
+                    &mut path,
+                    &mut Sink::new(&mut out, &mut budget),
+                );
             }
         }
     }
@@ -82,13 +101,38 @@ fn key_segment(item: &Value, keys: &[&str]) -> String {
     format!("k:{}", Value::Object(id))
 }
 
+/// Where `collect` puts leaves, and what is left of the segment budget.
+struct Sink<'s, 'a> {
+    out: &'s mut Leaves<'a>,
+    budget: &'s mut usize,
+}
+
+impl<'s, 'a> Sink<'s, 'a> {
+    fn new(out: &'s mut Leaves<'a>, budget: &'s mut usize) -> Self {
+        Self { out, budget }
+    }
+
+    fn insert(&mut self, path: &Path, v: &'a Value) {
+        *self.budget = self.budget.saturating_sub(path.len());
+        self.out.insert(path.clone(), v);
+    }
+
+    fn spent(&self) -> bool {
+        *self.budget == 0
+    }
+}
+
 fn collect<'a>(
     v: &'a Value,
     schema: Option<&Schema>,
     field: &str,
     path: &mut Path,
-    out: &mut Leaves<'a>,
+    out: &mut Sink<'_, 'a>,
 ) {
+    if out.spent() {
+        out.insert(path, v);
+        return;
+    }
     match v {
         Value::Object(m)
             if !m.is_empty()
@@ -97,6 +141,11 @@ fn collect<'a>(
                 }) =>
         {
             for (k, cv) in m {
+                if out.spent() {
+                    // The rest of this object is owned as one value.
+                    out.insert(path, v);
+                    return;
+                }
                 let child = schema.and_then(|s| s.properties.get(k).or(s.additional.as_deref()));
                 path.push(format!("f:{k}"));
                 collect(cv, child, k, path, out);
@@ -111,26 +160,32 @@ fn collect<'a>(
                     .all(|i| keys.iter().all(|k| i.get(k).is_some()))
             }) {
                 for item in items {
+                    if out.spent() {
+                        out.insert(path, v);
+                        return;
+                    }
                     path.push(key_segment(item, &keys));
                     path.push(".".into());
-                    out.insert(path.clone(), item);
+                    out.insert(path, item);
                     path.pop();
                     collect(item, item_schema, "", path, out);
                     path.pop();
                 }
             } else if is_set(schema, field) {
                 for item in items {
+                    if out.spent() {
+                        out.insert(path, v);
+                        return;
+                    }
                     path.push(format!("v:{item}"));
-                    out.insert(path.clone(), item);
+                    out.insert(path, item);
                     path.pop();
                 }
             } else {
-                out.insert(path.clone(), v);
+                out.insert(path, v);
             }
         }
-        _ => {
-            out.insert(path.clone(), v);
-        }
+        _ => out.insert(path, v),
     }
 }
 
