@@ -13,7 +13,7 @@ mod paths;
 use crate::error::{ApiError, Result};
 use crate::schema::Schema;
 
-use self::paths::{from_fields_v1, leaves, merge, remove_all, to_fields_v1};
+use self::paths::{Leaves, from_fields_v1, leaves, merge, remove_all, to_fields_v1};
 
 type Path = Vec<String>;
 pub type FieldSet = BTreeSet<Path>;
@@ -145,6 +145,9 @@ pub fn record_update(
     store_entries(new, &list);
 }
 
+/// `(manager, path)`: a field another manager owns with a different value.
+type Conflict = (String, Path);
+
 /// Server-side apply of `applied` by `manager` onto `current` (or a new object).
 pub fn server_side_apply(
     current: &Value,
@@ -155,41 +158,25 @@ pub fn server_side_apply(
     schema: Option<&Schema>,
 ) -> Result<Value> {
     let applied_leaves = leaves(applied, schema);
-    let current_leaves = leaves(current, schema);
     let applied_set = scoped(applied_leaves.keys().cloned().collect(), subresource);
     let mut list = entries(current);
-    let mut conflicts = Vec::new();
-    for e in list
-        .iter()
-        .filter(|e| e.manager != manager || e.operation != "Apply")
-    {
-        for p in e.set.intersection(&applied_set) {
-            if current_leaves.get(p) != applied_leaves.get(p) && p.last().is_none_or(|s| s != ".") {
-                conflicts.push((e.manager.clone(), p.clone()));
-            }
-        }
-    }
+    let conflicts = find_conflicts(
+        &list,
+        manager,
+        &applied_set,
+        &leaves(current, schema),
+        &applied_leaves,
+    );
     if !conflicts.is_empty() && !force {
-        let lines: Vec<String> = conflicts
-            .iter()
-            .map(|(m, p)| format!("conflict with \"{m}\": {}", display_path(p)))
-            .collect();
-        return Err(ApiError::new(
-            409,
-            "Conflict",
-            format!(
-                "Apply failed with {} conflict{}: {}",
-                lines.len(),
-                if lines.len() == 1 { "" } else { "s" },
-                lines.join("\n")
-            ),
-        ));
+        return Err(conflict_error(&conflicts));
     }
     let mut result = current.clone();
     merge(&mut result, applied, schema, "");
+    let is_this_apply =
+        |e: &Entry| e.manager == manager && e.operation == "Apply" && e.subresource == subresource;
     let previous: FieldSet = list
         .iter()
-        .filter(|e| e.manager == manager && e.operation == "Apply" && e.subresource == subresource)
+        .filter(|e| is_this_apply(e))
         .flat_map(|e| e.set.iter().cloned())
         .collect();
     let others: FieldSet = list
@@ -204,19 +191,9 @@ pub fn server_side_apply(
         .collect();
     remove_all(&mut result, &dropped);
     if force {
-        let mut taken: BTreeMap<&str, FieldSet> = BTreeMap::new();
-        for (m, p) in &conflicts {
-            taken.entry(m.as_str()).or_default().insert(p.clone());
-        }
-        for e in &mut list {
-            if let Some(lost) = taken.get(e.manager.as_str()) {
-                e.set.retain(|p| !lost.contains(p));
-            }
-        }
+        take_over(&mut list, &conflicts);
     }
-    list.retain(|e| {
-        !(e.manager == manager && e.operation == "Apply" && e.subresource == subresource)
-    });
+    list.retain(|e| !is_this_apply(e));
     let api_version = applied
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -232,6 +209,59 @@ pub fn server_side_apply(
     });
     store_entries(&mut result, &list);
     Ok(result)
+}
+
+/// Fields the applied configuration sets to a value other than the one another manager
+/// (or this one through an update) owns.
+fn find_conflicts(
+    list: &[Entry],
+    manager: &str,
+    applied_set: &FieldSet,
+    current: &Leaves<'_>,
+    applied: &Leaves<'_>,
+) -> Vec<Conflict> {
+    let mut conflicts = Vec::new();
+    for e in list
+        .iter()
+        .filter(|e| e.manager != manager || e.operation != "Apply")
+    {
+        for p in e.set.intersection(applied_set) {
+            if current.get(p) != applied.get(p) && p.last().is_none_or(|s| s != ".") {
+                conflicts.push((e.manager.clone(), p.clone()));
+            }
+        }
+    }
+    conflicts
+}
+
+fn conflict_error(conflicts: &[Conflict]) -> ApiError {
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|(m, p)| format!("conflict with \"{m}\": {}", display_path(p)))
+        .collect();
+    ApiError::new(
+        409,
+        "Conflict",
+        format!(
+            "Apply failed with {} conflict{}: {}",
+            lines.len(),
+            if lines.len() == 1 { "" } else { "s" },
+            lines.join("\n")
+        ),
+    )
+}
+
+/// A forced apply takes the conflicting fields away from their previous owners.
+fn take_over(list: &mut [Entry], conflicts: &[Conflict]) {
+    let mut taken: BTreeMap<&str, FieldSet> = BTreeMap::new();
+    for (m, p) in conflicts {
+        taken.entry(m.as_str()).or_default().insert(p.clone());
+    }
+    for e in list {
+        if let Some(lost) = taken.get(e.manager.as_str()) {
+            e.set.retain(|p| !lost.contains(p));
+        }
+    }
 }
 
 fn display_path(p: &Path) -> String {
