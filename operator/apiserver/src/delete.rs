@@ -12,6 +12,33 @@ use crate::registry::Behavior;
 use crate::untrusted;
 use crate::write::now;
 
+/// A delete's preconditions: the object's uid and resourceVersion, when given, must match.
+fn check_preconditions(
+    scope: &Scope,
+    existing: &Value,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<()> {
+    let meta_str = |k: &str| {
+        existing
+            .pointer(&format!("/metadata/{k}"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let failed = |why: &str| ApiError::conflict(&scope.rt.group, &scope.rt.plural, name, why);
+    if opts.precondition_uid.is_some() && opts.precondition_uid != meta_str("uid") {
+        return Err(failed(
+            "Precondition failed: UID in precondition does not match the UID in record. The object might have been deleted and then recreated",
+        ));
+    }
+    if opts.precondition_rv.is_some() && opts.precondition_rv != meta_str("resourceVersion") {
+        return Err(failed(
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ));
+    }
+    Ok(())
+}
+
 /// `propagationPolicy` of a delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Propagation {
@@ -118,28 +145,7 @@ impl Inner {
             .store
             .get(&key, scope.ns(), name)
             .ok_or_else(|| ApiError::not_found(&scope.rt.group, &scope.rt.plural, name))?;
-        let meta_str = |k: &str| {
-            existing
-                .pointer(&format!("/metadata/{k}"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        if opts.precondition_uid.is_some() && opts.precondition_uid != meta_str("uid") {
-            return Err(ApiError::conflict(
-                &scope.rt.group,
-                &scope.rt.plural,
-                name,
-                "Precondition failed: UID in precondition does not match the UID in record. The object might have been deleted and then recreated",
-            ));
-        }
-        if opts.precondition_rv.is_some() && opts.precondition_rv != meta_str("resourceVersion") {
-            return Err(ApiError::conflict(
-                &scope.rt.group,
-                &scope.rt.plural,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
-        }
+        check_preconditions(scope, &existing, name, opts)?;
         if opts.dry_run {
             return Ok(scope.present(&existing));
         }
