@@ -5,88 +5,42 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use quiver_tests::cluster::{TestCluster, guest_dir, vm_manifest};
-use quiver_tests::{Kubectl, eventually};
-
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-const BOOT: Duration = Duration::from_secs(120);
-
-/// `phase/host/GuestReady` as kubectl shows them.
-async fn summary(k: &Kubectl, name: &str) -> anyhow::Result<String> {
-    let path = r#"jsonpath={.status.phase}/{.status.host}/{.status.conditions[?(@.type=="GuestReady")].status}"#;
-    k.run(&["get", "mvm", name, "-o", path]).await
-}
-
-async fn wait_for(k: &Kubectl, name: &str, want: &str, timeout: Duration) -> anyhow::Result<()> {
-    eventually(timeout, &format!("mvm {name} to be {want}"), || async {
-        let got = summary(k, name).await?;
-        Ok((got == want).then_some(()).or_else(|| {
-            eprintln!("  {name}: {got}");
-            None
-        }))
-    })
-    .await
-}
-
-async fn apply(k: &Kubectl, manifest: &str) -> anyhow::Result<()> {
-    k.run_with_stdin(&["apply", "-f", "-"], Some(manifest))
-        .await
-        .map(drop)
-}
-
-/// Reasons of the events.k8s.io/v1 Events about `name` (filtered on the client: the dev
-/// control plane's field selectors for that API are in flux).
-async fn event_reasons(k: &Kubectl, name: &str) -> anyhow::Result<String> {
-    let path =
-        format!(r#"jsonpath={{range .items[?(@.regarding.name=="{name}")]}}{{.reason}} {{end}}"#);
-    k.run(&["get", "events.v1.events.k8s.io", "-o", &path])
-        .await
-}
-
-async fn resource_version(k: &Kubectl, name: &str) -> anyhow::Result<String> {
-    k.run(&[
-        "get",
-        "mvm",
-        name,
-        "-o",
-        "jsonpath={.metadata.resourceVersion}",
-    ])
-    .await
-}
+use quiver_tests::cluster::{TestCluster, guest_dir};
+use quiver_tests::eventually;
+use quiver_tests::vm::{BOOT, qemu_lock};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applied_vm_boots_shows_its_host_and_delete_removes_qemu_and_object() -> anyhow::Result<()>
 {
-    let _serial = SERIAL.lock().await;
+    let _serial = qemu_lock().await;
     let Some(guest) = guest_dir() else {
         return Ok(());
     };
     let cluster = TestCluster::start(1).await?;
     let k = cluster.kubectl();
-    apply(&k, &vm_manifest(&guest, "web", "")).await?;
-    wait_for(&k, "web", "Running/agent-0/True", BOOT).await?;
+    cluster.apply_vm(&guest, "web", "").await?;
+    let web = k.wait_ready("web", BOOT).await?;
+    assert_eq!(web.host, "agent-0");
 
-    let table = k.run(&["get", "mvm"]).await?;
-    let row = table
-        .lines()
-        .find(|l| l.starts_with("web"))
-        .context("web row")?;
+    let row = k.vm_row("web").await?;
     assert!(
         row.contains("Running") && row.contains("agent-0") && row.contains("True"),
-        "{table}"
+        "{row}"
     );
 
-    let before = resource_version(&k, "web").await?;
+    let rv = || {
+        k.run(&[
+            "get",
+            "mvm",
+            "web",
+            "-o=jsonpath={.metadata.resourceVersion}",
+        ])
+    };
+    let before = rv().await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(
-        resource_version(&k, "web").await?,
-        before,
-        "an unchanged VM was written to"
-    );
+    assert_eq!(rv().await?, before, "an unchanged VM was written to");
 
-    let reasons = event_reasons(&k, "web").await?;
+    let reasons = k.event_reasons("web").await?;
     for reason in ["Scheduled", "Started", "GuestReady"] {
         assert!(reasons.contains(reason), "no {reason} event in: {reasons}");
     }
@@ -109,38 +63,32 @@ async fn applied_vm_boots_shows_its_host_and_delete_removes_qemu_and_object() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn halted_stops_the_vm_and_always_starts_it_again() -> anyhow::Result<()> {
-    let _serial = SERIAL.lock().await;
+    let _serial = qemu_lock().await;
     let Some(guest) = guest_dir() else {
         return Ok(());
     };
     let cluster = TestCluster::start(1).await?;
     let k = cluster.kubectl();
-    apply(&k, &vm_manifest(&guest, "toggle", "")).await?;
-    wait_for(&k, "toggle", "Running/agent-0/True", BOOT).await?;
+    cluster.apply_vm(&guest, "toggle", "").await?;
+    k.wait_ready("toggle", BOOT).await?;
 
     let halt = r#"{"spec":{"runStrategy":"Halted"}}"#;
     k.run(&["patch", "mvm", "toggle", "--type=merge", "-p", halt])
         .await?;
-    wait_for(
-        &k,
-        "toggle",
-        "Stopped/agent-0/False",
-        Duration::from_secs(60),
-    )
-    .await?;
+    let stopped = k
+        .wait_vm_phase("toggle", "Stopped", Duration::from_secs(60))
+        .await?;
+    assert_eq!(stopped.guest_ready.0, "False");
+    assert!(stopped.message.contains("Halted"), "{}", stopped.message);
     eventually(Duration::from_secs(10), "QEMU to exit", || async {
         Ok(cluster.qemu_pids().is_empty().then_some(()))
     })
     .await?;
-    let message = k
-        .run(&["get", "mvm", "toggle", "-o", "jsonpath={.status.message}"])
-        .await?;
-    assert!(message.contains("Halted"), "{message}");
 
     let run = r#"{"spec":{"runStrategy":"Always"}}"#;
     k.run(&["patch", "mvm", "toggle", "--type=merge", "-p", run])
         .await?;
-    wait_for(&k, "toggle", "Running/agent-0/True", BOOT).await?;
+    k.wait_ready("toggle", BOOT).await?;
     assert_eq!(cluster.qemu_pids().len(), 1);
     k.run(&["delete", "mvm", "toggle", "--timeout=60s"]).await?;
     cluster.shutdown().await;
@@ -149,29 +97,22 @@ async fn halted_stops_the_vm_and_always_starts_it_again() -> anyhow::Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_restart_mid_boot_runs_no_duplicate_and_status_converges() -> anyhow::Result<()> {
-    let _serial = SERIAL.lock().await;
+    let _serial = qemu_lock().await;
     let Some(guest) = guest_dir() else {
         return Ok(());
     };
     let mut cluster = TestCluster::start(1).await?;
     let k = cluster.kubectl();
-    apply(&k, &vm_manifest(&guest, "survivor", "")).await?;
-    eventually(Duration::from_secs(30), "the VM to be placed", || async {
-        let s = summary(&k, "survivor").await?;
-        Ok(s.contains("/agent-0/").then_some(()))
+    cluster.apply_vm(&guest, "survivor", "").await?;
+    k.wait_vm("survivor", "placed", Duration::from_secs(30), |v| {
+        v.host == "agent-0"
     })
     .await?;
     cluster.kill_operator();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // The Lease of the killed replica must expire before the new one leads.
+    // The same identity takes its own lease back at once.
     cluster.start_operator();
-    wait_for(
-        &k,
-        "survivor",
-        "Running/agent-0/True",
-        BOOT + Duration::from_secs(20),
-    )
-    .await?;
+    k.wait_ready("survivor", BOOT + Duration::from_secs(20))
+        .await?;
     assert_eq!(cluster.qemu_pids().len(), 1, "a second QEMU was started");
     let agent = cluster.agent_client(0).await?;
     assert_eq!(agent.list_vms().await?.len(), 1);
@@ -183,28 +124,34 @@ async fn operator_restart_mid_boot_runs_no_duplicate_and_status_converges() -> a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_restart_keeps_the_vm_running_and_a_silent_host_is_surfaced() -> anyhow::Result<()> {
-    let _serial = SERIAL.lock().await;
+    let _serial = qemu_lock().await;
     let Some(guest) = guest_dir() else {
         return Ok(());
     };
     let mut cluster = TestCluster::start(1).await?;
     let k = cluster.kubectl();
-    apply(&k, &vm_manifest(&guest, "steady", "")).await?;
-    wait_for(&k, "steady", "Running/agent-0/True", BOOT).await?;
+    cluster.apply_vm(&guest, "steady", "").await?;
+    k.wait_ready("steady", BOOT).await?;
     let pids = cluster.qemu_pids();
 
     cluster.agents[0].stop().await;
-    let ready = r#"jsonpath={.status.conditions[?(@.type=="Ready")].reason}"#;
-    eventually(
-        Duration::from_secs(30),
-        "HostNotReady on the VM",
-        || async {
-            let reason = k.run(&["get", "mvm", "steady", "-o", ready]).await?;
-            Ok((reason == "HostNotReady").then_some(()))
-        },
-    )
-    .await?;
-    let hosts = k
+    let lost = k
+        .wait_vm("steady", "HostNotReady", Duration::from_secs(30), |v| {
+            v.ready.1 == "HostNotReady"
+        })
+        .await?;
+    assert_eq!(lost.ready.0, "False");
+    assert_eq!(lost.guest_ready.0, "Unknown", "READY must not stay True");
+    assert_eq!(
+        lost.phase, "Running",
+        "the VM may still run: the phase stays"
+    );
+    assert!(
+        lost.message.contains("may still be running"),
+        "{}",
+        lost.message
+    );
+    let host_ready = k
         .run(&[
             "get",
             "qh",
@@ -213,21 +160,13 @@ async fn agent_restart_keeps_the_vm_running_and_a_silent_host_is_surfaced() -> a
             r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
         ])
         .await?;
-    assert_eq!(hosts, "False");
+    assert_eq!(host_ready, "False");
     assert_eq!(cluster.qemu_pids(), pids, "QEMU must outlive its agent");
 
     let options = cluster.agents[0].options.clone();
     cluster.agents[0] = quiver_operator::agents::AgentProcess::start(options).await?;
-    wait_for(
-        &k,
-        "steady",
-        "Running/agent-0/True",
-        Duration::from_secs(60),
-    )
-    .await?;
-    eventually(Duration::from_secs(30), "Ready=True again", || async {
-        let reason = k.run(&["get", "mvm", "steady", "-o", ready]).await?;
-        Ok((reason == "Running").then_some(()))
+    k.wait_vm("steady", "Ready again", Duration::from_secs(60), |v| {
+        v.is_ready() && v.ready == ("True".into(), "Running".into())
     })
     .await?;
     assert_eq!(
@@ -242,7 +181,7 @@ async fn agent_restart_keeps_the_vm_running_and_a_silent_host_is_surfaced() -> a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_vms_applied_at_once_all_reach_guest_ready() -> anyhow::Result<()> {
-    let _serial = SERIAL.lock().await;
+    let _serial = qemu_lock().await;
     let Some(guest) = guest_dir() else {
         return Ok(());
     };
@@ -251,20 +190,13 @@ async fn ten_vms_applied_at_once_all_reach_guest_ready() -> anyhow::Result<()> {
     let names: Vec<String> = (0..10).map(|i| format!("fleet-{i}")).collect();
     let all = names
         .iter()
-        .map(|n| vm_manifest(&guest, n, ""))
+        .map(|n| quiver_tests::cluster::vm_manifest(&guest, n, ""))
         .collect::<Vec<_>>()
         .join("---\n");
-    apply(&k, &all).await?;
-    eventually(Duration::from_secs(400), "10 VMs GuestReady", || async {
-        let out = k.run(&["get", "mvm", "--no-headers"]).await?;
-        let ready = out
-            .lines()
-            .filter(|l| l.contains("Running") && l.contains("True"))
-            .count();
-        eprintln!("  {ready}/10 ready");
-        Ok((ready == 10).then_some(()))
-    })
-    .await?;
+    k.apply(&all).await?;
+    for name in &names {
+        k.wait_ready(name, Duration::from_secs(400)).await?;
+    }
     assert_eq!(cluster.qemu_pids().len(), 10);
     k.run(&["delete", "mvm", "--all", "--timeout=120s"]).await?;
     eventually(Duration::from_secs(30), "every QEMU gone", || async {
@@ -278,47 +210,43 @@ async fn ten_vms_applied_at_once_all_reach_guest_ready() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unschedulable_vms_wait_pending_with_a_reason_and_run_once_a_fitting_host_appears()
 -> anyhow::Result<()> {
-    let _serial = SERIAL.lock().await;
+    let _serial = qemu_lock().await;
     let Some(guest) = guest_dir() else {
         return Ok(());
     };
     let mut cluster = TestCluster::start(0).await?;
     cluster.add_agent("small", Some(512)).await?;
     let k = cluster.kubectl();
-    apply(
-        &k,
-        &vm_manifest(&guest, "big", "").replace("memoryMiB: 256", "memoryMiB: 2048"),
-    )
-    .await?;
-    apply(
-        &k,
-        &vm_manifest(&guest, "picky", "  nodeSelector:\n    gpu: \"true\"\n"),
-    )
-    .await?;
-    let scheduled = r#"jsonpath={.status.phase}/{.status.conditions[?(@.type=="Scheduled")].status}/{.status.conditions[?(@.type=="Scheduled")].reason}"#;
+    let big = quiver_tests::cluster::vm_manifest(&guest, "big", "")
+        .replace("memoryMiB: 256", "memoryMiB: 2048");
+    k.apply(&big).await?;
+    cluster
+        .apply_vm(&guest, "picky", "  nodeSelector:\n    gpu: \"true\"\n")
+        .await?;
     for (vm, reason) in [("big", "InsufficientMemory"), ("picky", "NoMatchingHost")] {
-        let want = format!("Pending/False/{reason}");
-        eventually(Duration::from_secs(30), &format!("{vm} {want}"), || async {
-            let got = k.run(&["get", "mvm", vm, "-o", scheduled]).await?;
-            Ok((got == want).then_some(()))
-        })
-        .await?;
+        let waiting = k
+            .wait_vm(vm, reason, Duration::from_secs(30), |v| {
+                v.scheduled.1 == reason
+            })
+            .await?;
+        assert_eq!(waiting.phase, "Pending");
+        assert_eq!(waiting.scheduled.0, "False");
     }
-    let message = k
-        .run(&["get", "mvm", "big", "-o", "jsonpath={.status.message}"])
-        .await?;
-    assert!(message.contains("spec.memoryMiB 2048"), "{message}");
-    let reasons = event_reasons(&k, "picky").await?;
+    let big_view = k.vm("big").await?;
+    assert!(
+        big_view.message.contains("spec.memoryMiB 2048"),
+        "{}",
+        big_view.message
+    );
+    let reasons = k.event_reasons("picky").await?;
     assert!(reasons.contains("FailedScheduling"), "{reasons}");
 
     cluster.add_agent("roomy", Some(8192)).await?;
-    wait_for(&k, "big", "Running/roomy/True", BOOT).await?;
+    assert_eq!(k.wait_ready("big", BOOT).await?.host, "roomy");
     k.run(&["label", "qh", "small", "gpu=true"]).await?;
-    wait_for(&k, "picky", "Running/small/True", BOOT).await?;
+    assert_eq!(k.wait_ready("picky", BOOT).await?.host, "small");
     k.run(&["delete", "mvm", "--all", "--timeout=120s"]).await?;
-    if !cluster.qemu_pids().is_empty() {
-        bail!("QEMU left after delete");
-    }
+    assert!(cluster.qemu_pids().is_empty(), "QEMU left after delete");
     cluster.shutdown().await;
     Ok(())
 }

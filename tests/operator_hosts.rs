@@ -1,9 +1,9 @@
-//! Agents register their own Host; the operator heartbeats it.
+//! Agents register their own Host; the operator heartbeats it, and forgets the agent of a
+//! Host that is deleted.
 
 use std::time::Duration;
 
-use quiver_tests::cluster::TestCluster;
-use quiver_tests::eventually;
+use quiver_tests::cluster::{TestCluster, guest_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_register_their_host_and_the_operator_marks_it_ready() -> anyhow::Result<()> {
@@ -33,23 +33,57 @@ async fn agents_register_their_host_and_the_operator_marks_it_ready() -> anyhow:
         .filter_map(|m| m["manager"].as_str())
         .collect();
     assert_eq!(managers, ["quiver-agent"], "the agent owns its Host's spec");
-    eventually(
-        Duration::from_secs(20),
-        "Host Ready from the operator's heartbeat",
-        || async {
-            let ready = k
-                .run(&[
-                    "get",
-                    "qh",
-                    "agent-0",
-                    "-o",
-                    r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
-                ])
-                .await?;
-            Ok((ready == "True").then_some(()))
-        },
-    )
-    .await?;
+    cluster.wait_host_ready("agent-0").await?;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// Runs on the simulated driver: what is under test is the operator's set of agents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_host_takes_no_new_vms_and_its_vms_say_their_host_is_gone() -> anyhow::Result<()>
+{
+    let Some(guest) = guest_dir() else {
+        return Ok(());
+    };
+    let cluster = TestCluster::start_simulated(1).await?;
+    let k = cluster.kubectl();
+    cluster.apply_vm(&guest, "before", "").await?;
+    let before = k
+        .wait_vm_phase("before", "Running", Duration::from_secs(60))
+        .await?;
+    assert_eq!(before.host, "agent-0");
+
+    k.run(&["delete", "qh", "agent-0"]).await?;
+    let orphan = k
+        .wait_vm("before", "HostNotReady", Duration::from_secs(30), |v| {
+            v.ready.1 == "HostNotReady"
+        })
+        .await?;
+    assert_eq!(orphan.ready.0, "False");
+    assert!(
+        orphan.message.contains("may still be running"),
+        "{}",
+        orphan.message
+    );
+
+    cluster.apply_vm(&guest, "after", "").await?;
+    let waiting = k
+        .wait_vm(
+            "after",
+            "waiting for a host",
+            Duration::from_secs(30),
+            |v| !v.phase.is_empty(),
+        )
+        .await?;
+    assert_eq!(waiting.phase, "Pending");
+    assert_eq!(waiting.scheduled, ("False".into(), "NoHosts".into()));
+    assert!(!waiting.message.is_empty());
+    let reasons = k.event_reasons("after").await?;
+    assert!(reasons.contains("FailedScheduling"), "{reasons}");
+    assert!(
+        cluster.agent_client(0).await?.list_vms().await?.len() == 1,
+        "the deleted Host's agent got a new VM"
+    );
     cluster.shutdown().await;
     Ok(())
 }

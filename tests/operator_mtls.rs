@@ -10,12 +10,10 @@ use quiver_agent::client::AgentClient;
 use quiver_agent::config::{AgentConfig, DriverKind};
 use quiver_agent::proto::health_client::HealthClient;
 use quiver_agent::tls::TlsFiles;
-use quiver_crds::Host;
-use quiver_crds::condition::READY;
 use quiver_operator::agent_client::connect_agent;
 use quiver_operator::pki::{ClusterPki, SECRET_NAME, SECRET_NAMESPACE};
+use quiver_tests::ControlPlane;
 use quiver_tests::cluster::TestCluster;
-use quiver_tests::eventually;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 /// Whether a connection made by `connect` answers Health.
@@ -35,13 +33,7 @@ async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Resul
     // The operator's client certificate: direct calls and the operator's heartbeat both work.
     let client = cluster.agent_client(0).await?;
     assert!(client.list_vms().await?.is_empty());
-    let hosts: Api<Host> = Api::all(cluster.client.clone());
-    eventually(Duration::from_secs(20), "agent-0 Ready", || async {
-        let host = hosts.get("agent-0").await?;
-        let ready = host.status.and_then(|s| s.condition(READY).cloned());
-        Ok(ready.filter(|c| c.status == "True"))
-    })
-    .await?;
+    cluster.wait_host_ready("agent-0").await?;
 
     // The CA is in the Secret, and a CA loaded back from it issues certificates agents accept.
     let secret = Api::<Secret>::namespaced(cluster.client.clone(), SECRET_NAMESPACE)
@@ -109,10 +101,11 @@ async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Resul
     let addr_file = foreign_data
         .path()
         .join(quiver_agent::runtime::GRPC_ADDR_FILE);
-    let foreign_address = eventually(Duration::from_secs(10), "foreign agent up", || async {
-        Ok(std::fs::read_to_string(&addr_file).ok())
-    })
-    .await?;
+    let foreign_address =
+        quiver_tests::eventually(Duration::from_secs(10), "foreign agent up", || async {
+            Ok(std::fs::read_to_string(&addr_file).ok())
+        })
+        .await?;
     let to_foreign = connect_agent(operator_tls, "agent-0", foreign_address.trim());
     assert!(
         !answers(to_foreign).await,
@@ -122,5 +115,36 @@ async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Resul
     foreign.await??;
 
     cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_agree_on_one_cluster_ca() -> anyhow::Result<()> {
+    let cp = ControlPlane::start().await?;
+    let client = cp.client().await?;
+    let secrets = Api::<Secret>::namespaced(client.clone(), SECRET_NAMESPACE);
+    for round in 0..5 {
+        let dirs = (0..4)
+            .map(|_| tempfile::tempdir())
+            .collect::<Result<Vec<_>, _>>()?;
+        // Every replica reads "no Secret" before any creates one: all of them race to create.
+        let replicas = dirs.iter().map(|d| ClusterPki::ensure(&client, d.path()));
+        let results = futures::future::join_all(replicas).await;
+        let stored = secrets.get(SECRET_NAME).await?;
+        let stored = stored
+            .data
+            .and_then(|d| d.get("tls.crt").map(|b| b.0.clone()))
+            .unwrap_or_default();
+        for (pki, dir) in results.into_iter().zip(&dirs) {
+            let pki = pki?;
+            assert_eq!(
+                pki.ca().cert_pem().as_bytes(),
+                stored,
+                "round {round}: a replica uses a CA other than the stored one"
+            );
+            assert_eq!(std::fs::read(dir.path().join("ca.pem"))?, stored);
+        }
+        secrets.delete(SECRET_NAME, &Default::default()).await?;
+    }
     Ok(())
 }

@@ -364,3 +364,35 @@ async fn follow(inner: &Inner, host: &str, address: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_agent_of_a_deleted_host_is_dropped_and_placement_is_woken() {
+        let (cluster, mut wakeups) = AgentCluster::new(None);
+        cluster.set_agent("a", "127.0.0.1:1");
+        cluster.set_agent("b", "127.0.0.1:2");
+        // Without a client certificate no agent is reachable: both end up Unreachable.
+        for host in ["a", "b"] {
+            while !matches!(cluster.reach(host), Some(Reach::Unreachable(_))) {
+                wakeups
+                    .agents
+                    .recv()
+                    .await
+                    .expect("reach changes are reported");
+            }
+        }
+        while wakeups.agents.try_recv().is_ok() {}
+        let kept = BTreeSet::from(["b".to_owned()]);
+        assert_eq!(cluster.retain(&kept), ["a"]);
+        assert_eq!(cluster.hosts(), ["b"]);
+        assert_eq!(cluster.reach("a"), None);
+        assert!(
+            wakeups.agents.try_recv().is_ok(),
+            "dropping an agent wakes placement"
+        );
+        assert!(cluster.retain(&kept).is_empty(), "dropping is idempotent");
+    }
+}

@@ -99,7 +99,8 @@ async fn run(
     stop: watch::Receiver<bool>,
 ) {
     let mut leading = leading_tx.subscribe();
-    let election = tokio::spawn(elector.run(leading_tx, stop.clone()));
+    // Aborted with this task (a crash, see `Operator::kill`): a dead replica renews nothing.
+    let election = AbortOnDrop(tokio::spawn(elector.run(leading_tx, stop.clone())));
     loop {
         let mut stop_wait = stop.clone();
         tokio::select! {
@@ -132,7 +133,7 @@ async fn run(
         }
     }
     // The elector sees `stop` too and releases the lease before it returns.
-    let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), wait(election)).await;
 }
 
 struct AbortOnDrop(JoinHandle<()>);

@@ -49,6 +49,11 @@ pub enum Placement {
     },
 }
 
+/// The reason when the only hosts that fit are ones whose agent the operator is still
+/// connecting to for the first time (a connect attempt is bounded): the VM is placed as soon
+/// as one has listed, so the controller waits without reporting a failure.
+pub const CONNECTING: &str = "HostsConnecting";
+
 /// Picks the ready, reachable host, matching `spec.nodeSelector`, with room for the VM and the
 /// most free memory (ties broken by name, so the choice is deterministic).
 #[must_use]
@@ -119,6 +124,13 @@ pub fn place(spec: &MicroVMSpec, hosts: &[HostView]) -> Placement {
         .copied()
         .filter(|h| h.reach == Some(Reach::Listed))
         .collect();
+    let connecting = |h: &&HostView| matches!(h.reach, None | Some(Reach::Connecting));
+    if reachable.is_empty() && !fitting.is_empty() && fitting.iter().all(connecting) {
+        return unschedulable(
+            CONNECTING,
+            "waiting for a host: connecting to its agent".to_owned(),
+        );
+    }
     if reachable.is_empty() && !fitting.is_empty() {
         let why = fitting
             .iter()
@@ -217,6 +229,20 @@ mod tests {
             ),
             "{message}"
         );
+    }
+
+    #[test]
+    fn hosts_still_connecting_make_the_vm_wait_without_a_failure() {
+        let vm = MicroVM::test("a");
+        let mut connecting = host("a", 8192, 0);
+        connecting.reach = Some(Reach::Connecting);
+        assert!(matches!(
+            place(&vm.spec, &[connecting]),
+            Placement::Unschedulable {
+                reason: CONNECTING,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -83,7 +83,11 @@ pub fn desired_status(vm: &MicroVM, obs: &Observation<'_>) -> MicroVMStatus {
         (Assignment::Unschedulable { reason, message }, None) => {
             status.phase = Some(MicroVMPhase::Pending);
             status.observed_generation = generation;
-            status.message = Some(format!("cannot be scheduled: {message}"));
+            status.message = Some(if message.starts_with("waiting for") {
+                message.clone()
+            } else {
+                format!("cannot be scheduled: {message}")
+            });
             conds.set(SCHEDULED, "False", reason, message);
             conds.set(READY, "False", "NotScheduled", "no host runs the VM");
             conds.set(GUEST_READY, "False", "NotScheduled", "no host runs the VM");

@@ -193,13 +193,50 @@ impl TestCluster {
         pids
     }
 
-    /// Waits until the operator and agents removed every MicroVM, then stops everything.
+    /// Stops the operator, asks each live agent to remove its VMs, stops the agents, then
+    /// stops any QEMU left in their run dirs (the VMs of agents a test killed).
     pub async fn shutdown(mut self) {
         self.stop_operator().await;
         for agent in &mut self.agents {
-            let _ = agent.delete_all_vms(Duration::from_secs(20)).await;
+            if agent.running() {
+                let _ = agent.delete_all_vms(Duration::from_secs(20)).await;
+            }
             agent.stop().await;
         }
+        for agent in &self.agents {
+            quiver_operator::leftovers::stop_all(&agent.options.data_dir).await;
+        }
+    }
+
+    /// Kills agent `name` as a crash would; its VMs keep running.
+    pub async fn kill_agent(&mut self, name: &str) -> anyhow::Result<()> {
+        let agent = self
+            .agents
+            .iter_mut()
+            .find(|a| a.options.name == name)
+            .with_context(|| format!("no agent {name}"))?;
+        agent.kill().await;
+        Ok(())
+    }
+
+    /// Waits until the operator's heartbeat marks Host `name` Ready.
+    pub async fn wait_host_ready(&self, name: &str) -> anyhow::Result<()> {
+        let k = self.kubectl();
+        let ready = r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#;
+        crate::eventually(
+            Duration::from_secs(20),
+            &format!("Host {name} Ready"),
+            || async {
+                let status = k.run(&["get", "qh", name, "-o", ready]).await?;
+                Ok((status == "True").then_some(()))
+            },
+        )
+        .await
+    }
+
+    /// Applies a MicroVM booting the test guest from `guest` (see [`vm_manifest`]).
+    pub async fn apply_vm(&self, guest: &Path, name: &str, extra: &str) -> anyhow::Result<()> {
+        self.kubectl().apply(&vm_manifest(guest, name, extra)).await
     }
 }
 
@@ -208,25 +245,43 @@ impl Drop for TestCluster {
         let mut pids = self.qemu_pids();
         // Also any QEMU whose command line names this cluster's state dir (its pid file may
         // not be written yet, or already removed).
-        let marker = self.state.path().to_string_lossy().into_owned();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains("qemu-system") && cmdline.contains(&marker) {
-                pids.push(pid);
-            }
+        pids.extend(qemus_naming(self.state.path()));
+        kill_now(&pids);
+    }
+}
+
+/// Pids of the live QEMU processes whose command line names `dir` (a cluster's state dir).
+#[must_use]
+pub fn qemus_naming(dir: &Path) -> Vec<i32> {
+    let marker = dir.to_string_lossy().into_owned();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state == "Z");
+        if !zombie && cmdline.contains("qemu-system") && cmdline.contains(&marker) {
+            pids.push(pid);
         }
-        for pid in pids {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
-        }
+    }
+    pids
+}
+
+/// SIGKILL, for clean-up after a failed test (never as the behaviour under test).
+pub fn kill_now(pids: &[i32]) {
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
     }
 }

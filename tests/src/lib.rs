@@ -4,9 +4,15 @@
 //! Layout: [`ControlPlane`] starts the embedded Kubernetes-compatible API server on a free
 //! loopback port and writes a kubeconfig; [`Kubectl`] runs the real kubectl against it with a
 //! private discovery cache; [`eventually`] polls a condition with a deadline.
+//! [`cluster::TestCluster`] adds agents (processes) and the operator (in-process);
+//! [`dev::DevTestCluster`] is `quiver-operator dev`'s own cluster, stop included;
+//! [`vm`] reads MicroVMs as kubectl shows them and waits on them (`wait_ready`,
+//! `wait_vm_phase`).
 
 pub mod cluster;
+pub mod dev;
 pub mod kube_helpers;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

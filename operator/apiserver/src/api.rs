@@ -36,8 +36,10 @@ impl Scope {
         }
         let want = self.rt.api_version(&self.version);
         let mut out = obj.clone();
-        if out.get("apiVersion").and_then(Value::as_str) != Some(want.as_str()) {
-            out["apiVersion"] = Value::String(want);
+        if out.get("apiVersion").and_then(Value::as_str) != Some(want.as_str())
+            && let Some(m) = out.as_object_mut()
+        {
+            m.insert("apiVersion".into(), Value::String(want));
         }
         out
     }
@@ -280,11 +282,10 @@ impl Api {
 }
 
 fn list_meta(rv: u64, cont: Option<String>) -> Value {
-    let mut meta = json!({"resourceVersion": rv.to_string()});
-    if let Some(c) = cont {
-        meta["continue"] = Value::String(c);
+    match cont {
+        Some(c) => json!({"resourceVersion": rv.to_string(), "continue": c}),
+        None => json!({"resourceVersion": rv.to_string()}),
     }
-    meta
 }
 
 fn encode_continue(key: &(String, String), rv: u64) -> String {

@@ -35,12 +35,26 @@ impl std::fmt::Debug for Rule {
     }
 }
 
+/// Most operators (and calls, member accesses, indexes) a rule may have. The CEL parser and
+/// interpreter recurse once per nesting level, so an expression like `1+1+...+1` with a few
+/// thousand terms would overflow the stack and abort the whole server; real rules use a few.
+const MAX_RULE_OPERATORS: usize = 256;
+
 impl Rule {
     pub fn compile(raw: &Value) -> Result<Self, String> {
         let source = raw
             .get("rule")
             .and_then(Value::as_str)
             .ok_or("Required value: rule")?;
+        let operators = source
+            .chars()
+            .filter(|c| "+-*/%!&|<>=?:.[(,".contains(*c))
+            .count();
+        if operators > MAX_RULE_OPERATORS {
+            return Err(format!(
+                "Invalid value: the rule has {operators} operators; at most {MAX_RULE_OPERATORS} are allowed"
+            ));
+        }
         let program = Program::compile(source)
             .map_err(|e| format!("Invalid value: {source:?}: compilation failed: {e}"))?;
         let text = |k: &str| {
@@ -199,6 +213,29 @@ mod tests {
         assert!(s.validate(&json!({"spec": {"n": 1}}), None).is_empty());
         let causes = s.validate(&json!({"spec": {"n": 1}}), Some(&json!({"spec": {"n": 2}})));
         assert_eq!(causes.len(), 1);
+    }
+
+    #[test]
+    fn rule_nested_thousands_deep_is_refused_not_overflowing_the_stack() {
+        for source in [
+            format!("1{}", "+1".repeat(5000)),
+            format!("{}true", "!".repeat(5000)),
+            format!("self{}", ".a".repeat(5000)),
+        ] {
+            let err = Rule::compile(&json!({"rule": source})).expect_err("too deep");
+            assert!(err.contains("operators"), "{err}");
+        }
+        let long_but_flat = format!("self.n < {}", "9".repeat(10));
+        Rule::compile(&json!({"rule": long_but_flat})).expect("a plain rule compiles");
+    }
+
+    #[test]
+    fn rules_at_the_operator_limit_compile_and_run() {
+        let source = format!("1{} > 0", "+1".repeat(MAX_RULE_OPERATORS - 2));
+        let rule = Rule::compile(&json!({"rule": source})).expect("within the limit");
+        let mut causes = Vec::new();
+        rule.check(&Schema::default(), &json!({}), None, "", &mut causes);
+        assert!(causes.is_empty(), "{causes:?}");
     }
 
     #[test]

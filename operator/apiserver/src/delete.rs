@@ -1,6 +1,7 @@
 //! Deletion: finalizers and deletionTimestamp, ownerReference garbage collection, namespace
 //! termination and CRD removal.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -8,7 +9,35 @@ use serde_json::{Value, json};
 use crate::api::{Api, Inner, ListOptions, ObjRef, Scope};
 use crate::error::{ApiError, Result};
 use crate::registry::Behavior;
+use crate::untrusted;
 use crate::write::now;
+
+/// A delete's preconditions: the object's uid and resourceVersion, when given, must match.
+fn check_preconditions(
+    scope: &Scope,
+    existing: &Value,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<()> {
+    let meta_str = |k: &str| {
+        existing
+            .pointer(&format!("/metadata/{k}"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let failed = |why: &str| ApiError::conflict(&scope.rt.group, &scope.rt.plural, name, why);
+    if opts.precondition_uid.is_some() && opts.precondition_uid != meta_str("uid") {
+        return Err(failed(
+            "Precondition failed: UID in precondition does not match the UID in record. The object might have been deleted and then recreated",
+        ));
+    }
+    if opts.precondition_rv.is_some() && opts.precondition_rv != meta_str("resourceVersion") {
+        return Err(failed(
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ));
+    }
+    Ok(())
+}
 
 /// `propagationPolicy` of a delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,6 +65,7 @@ impl DeleteOptions {
             serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions body: {e}")))?
         };
+        crate::shape::check_delete_options(&v)?;
         let policy = v
             .get("propagationPolicy")
             .and_then(Value::as_str)
@@ -115,28 +145,7 @@ impl Inner {
             .store
             .get(&key, scope.ns(), name)
             .ok_or_else(|| ApiError::not_found(&scope.rt.group, &scope.rt.plural, name))?;
-        let meta_str = |k: &str| {
-            existing
-                .pointer(&format!("/metadata/{k}"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        if opts.precondition_uid.is_some() && opts.precondition_uid != meta_str("uid") {
-            return Err(ApiError::conflict(
-                &scope.rt.group,
-                &scope.rt.plural,
-                name,
-                "Precondition failed: UID in precondition does not match the UID in record. The object might have been deleted and then recreated",
-            ));
-        }
-        if opts.precondition_rv.is_some() && opts.precondition_rv != meta_str("resourceVersion") {
-            return Err(ApiError::conflict(
-                &scope.rt.group,
-                &scope.rt.plural,
-                name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
-        }
+        check_preconditions(scope, &existing, name, opts)?;
         if opts.dry_run {
             return Ok(scope.present(&existing));
         }
@@ -168,20 +177,21 @@ impl Inner {
             return Ok(scope.present(&existing));
         }
         let mut obj = (*existing).clone();
-        obj["metadata"]["finalizers"] = Value::Array(finalizers);
-        if obj.pointer("/metadata/deletionTimestamp").is_none() {
-            obj["metadata"]["deletionTimestamp"] = Value::String(now());
-            obj["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        let generation = obj
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let meta = untrusted::object_at(&mut obj, &["metadata"])?;
+        meta.insert("finalizers".into(), Value::Array(finalizers));
+        if !meta.contains_key("deletionTimestamp") {
+            meta.insert("deletionTimestamp".into(), Value::String(now()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
             if scope.rt.has_generation() {
-                let g = obj
-                    .pointer("/metadata/generation")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
-                obj["metadata"]["generation"] = json!(g + 1);
+                meta.insert("generation".into(), json!(generation.saturating_add(1)));
             }
         }
         if terminating_ns {
-            obj["status"]["phase"] = json!("Terminating");
+            untrusted::set(&mut obj, &["status", "phase"], json!("Terminating"))?;
         }
         let stored = self.commit(scope, obj);
         Ok(scope.present(&stored))
@@ -261,10 +271,13 @@ impl Inner {
                 .filter(|u| !self.exists_uid(u))
                 .cloned()
                 .collect();
-            for owner in dead_owners {
-                for (r, ns, n) in self.dependents.remove(&owner).unwrap_or_default() {
-                    changed |= self.collect_dependent(&r, &ns, &n);
-                }
+            // Each orphan once, however many of its owners are gone.
+            let orphans: BTreeSet<ObjRef> = dead_owners
+                .iter()
+                .flat_map(|owner| self.dependents.remove(owner).unwrap_or_default())
+                .collect();
+            for (r, ns, n) in orphans {
+                changed |= self.collect_dependent(&r, &ns, &n);
             }
             changed |= self.finish_foreground_deletions();
             changed |= self.finish_namespaces();
@@ -290,6 +303,9 @@ impl Inner {
         let Some(obj) = self.store.get(resource, ns, name) else {
             return false;
         };
+        if obj.pointer("/metadata/deletionTimestamp").is_some() {
+            return false;
+        }
         let live_owner = obj
             .pointer("/metadata/ownerReferences")
             .and_then(Value::as_array)
@@ -297,7 +313,7 @@ impl Inner {
             .flatten()
             .filter_map(|o| o.get("uid").and_then(Value::as_str))
             .any(|u| self.exists_uid(u));
-        if live_owner || obj.pointer("/metadata/deletionTimestamp").is_some() {
+        if live_owner {
             return false;
         }
         let Some(scope) = self.scope_for(resource, ns) else {

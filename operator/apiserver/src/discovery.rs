@@ -52,8 +52,10 @@ pub fn api_group_list(registry: &Registry) -> Value {
 pub fn api_group(registry: &Registry, group: &str) -> Option<Value> {
     let (g, vs) = groups(registry).into_iter().find(|(g, _)| g == group)?;
     let mut entry = group_entry(&g, &vs);
-    entry["kind"] = json!("APIGroup");
-    entry["apiVersion"] = json!("v1");
+    if let Some(m) = entry.as_object_mut() {
+        m.insert("kind".into(), json!("APIGroup"));
+        m.insert("apiVersion".into(), json!("v1"));
+    }
     Some(entry)
 }
 
@@ -69,20 +71,24 @@ const VERBS: &[&str] = &[
 ];
 
 fn resource_entries(t: &ResourceType, version: &str) -> Vec<Value> {
-    let mut main = json!({
-        "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced, "kind": t.kind,
-        "verbs": VERBS, "storageVersionHash": "",
-    });
+    let mut main = serde_json::Map::new();
+    main.insert("name".into(), json!(t.plural));
+    main.insert("singularName".into(), json!(t.singular));
+    main.insert("namespaced".into(), json!(t.namespaced));
+    main.insert("kind".into(), json!(t.kind));
+    main.insert("verbs".into(), json!(VERBS));
+    main.insert("storageVersionHash".into(), json!(""));
     if !t.short_names.is_empty() {
-        main["shortNames"] = json!(t.short_names);
+        main.insert("shortNames".into(), json!(t.short_names));
     }
     let mut categories = t.categories.clone();
     if t.behavior == Behavior::Crd {
         categories.push("api-extensions".into());
     }
     if !categories.is_empty() {
-        main["categories"] = json!(categories);
+        main.insert("categories".into(), json!(categories));
     }
+    let main = Value::Object(main);
     let mut out = vec![main];
     if t.has_status(version) {
         out.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));

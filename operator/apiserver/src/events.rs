@@ -39,8 +39,9 @@ pub fn to_core(v1: Value) -> Value {
     let mut core = rename(v1, "v1", true);
     if core.get("source").is_none()
         && let Some(c) = core.get("reportingComponent").cloned()
+        && let Some(m) = core.as_object_mut()
     {
-        core["source"] = serde_json::json!({"component": c});
+        m.insert("source".into(), serde_json::json!({"component": c}));
     }
     core
 }

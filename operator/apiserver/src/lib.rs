@@ -2,15 +2,16 @@
 //! tests, so that the real `kubectl` and the real kube-rs client work with no cluster.
 //!
 //! Layout: `store` (versions, history, journal in `persist`), `registry` (built-in kinds and
-//! CRDs), `schema` + `cel` (structural schemas), `api` / `write` / `delete` / `watch`
-//! (semantics), `fields` (managedFields and server-side apply), `patch`, `table`,
-//! `discovery`, `openapi`, `server` (HTTP).
+//! CRDs), `schema` + `cel` (structural schemas), `api` / `write` (one file per verb) /
+//! `delete` / `watch` (semantics), `fields` (managedFields and server-side apply), `patch`,
+//! `shape` + `untrusted` (type checks, checked writes and limits for request bodies),
+//! `protobuf` (k8s-pb decoding), `table`, `discovery`, `openapi`, `server` (HTTP).
 //!
 //! Goals: faithful semantics for what kubectl and controllers use (resourceVersions, 409s,
 //! 410 Gone, finalizers, status subresource, server-side apply, Table output), clear
-//! `Status` errors, bounded memory. Non-goals: production use (that is a real cluster via
-//! Helm), protobuf encoding, RBAC, admission webhooks, CRD conversion webhooks,
-//! consistent-snapshot pagination (pages read the current state).
+//! `Status` errors for any body (never a panic), bounded memory. Non-goals: production use
+//! (that is a real cluster via Helm), protobuf responses, RBAC, admission webhooks, CRD
+//! conversion webhooks, consistent-snapshot pagination (pages read the current state).
 
 mod api;
 mod cel;
@@ -28,9 +29,11 @@ mod registry;
 mod schema;
 mod selector;
 mod server;
+mod shape;
 mod store;
 mod table;
 mod tls;
+mod untrusted;
 mod watch;
 mod write;
 
@@ -114,7 +117,8 @@ impl DevApiServer {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config()?);
         let app = axum::Router::new()
             .fallback(server::handle)
-            .with_state(state);
+            .with_state(state)
+            .layer(server::catch_panics());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(listener, acceptor, app, rx));
         tracing::info!(%addr, "dev control plane listening");

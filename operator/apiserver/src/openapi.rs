@@ -69,16 +69,20 @@ fn object_meta() -> Value {
 fn resource_schema(t: &ResourceType, version: &str) -> Value {
     let raw = t.version(version).and_then(|v| v.raw_schema.clone());
     let mut schema = raw
+        .filter(Value::is_object)
         .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
-    schema["x-kubernetes-group-version-kind"] =
-        json!([{"group": t.group, "version": version, "kind": t.kind}]);
-    let props = schema
-        .as_object_mut()
-        .map(|m| m.entry("properties").or_insert_with(|| json!({})));
-    if let Some(props) = props {
-        props["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."});
-        props["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."});
-        props["metadata"] = json!({"allOf": [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}], "description": "Standard object's metadata."});
+    let Some(root) = schema.as_object_mut() else {
+        return schema;
+    };
+    root.insert(
+        "x-kubernetes-group-version-kind".into(),
+        json!([{"group": t.group, "version": version, "kind": t.kind}]),
+    );
+    let props = root.entry("properties").or_insert_with(|| json!({}));
+    if let Some(props) = props.as_object_mut() {
+        props.insert("apiVersion".into(), json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
+        props.insert("kind".into(), json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+        props.insert("metadata".into(), json!({"allOf": [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}], "description": "Standard object's metadata."}));
     }
     schema
 }

@@ -1,8 +1,11 @@
 //! PATCH bodies: JSON merge patch, JSON patch and strategic merge patch.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, Result};
+use crate::untrusted;
 
 /// The patch formats, by request `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +47,9 @@ pub fn apply_patch(target: &mut Value, kind: PatchType, body: &[u8]) -> Result<(
         PatchType::Json => {
             let patch: json_patch::Patch = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            let mut growth = GrowthBound::new(target)?;
             for op in patch.0 {
+                growth.admit(target, &op)?;
                 // As in Kubernetes, testing that a missing path is null succeeds.
                 if let json_patch::PatchOperation::Test(t) = &op
                     && t.value.is_null()
@@ -77,6 +82,36 @@ pub fn apply_patch(target: &mut Value, kind: PatchType, body: &[u8]) -> Result<(
         PatchType::Apply => Err(ApiError::internal(
             "apply patches go through server-side apply",
         )),
+    }
+}
+
+/// An upper bound of the size a JSON patch can make its target: the operations that add
+/// (`add`, `replace`, `copy`, `move`) count what they bring. `copy` can double an object with
+/// each operation, so a patch of a few kilobytes could otherwise ask for terabytes.
+struct GrowthBound(usize);
+
+impl GrowthBound {
+    fn new(target: &Value) -> Result<Self> {
+        untrusted::size_within(target, untrusted::MAX_OBJECT_BYTES)
+            .map(Self)
+            .ok_or_else(untrusted::too_large)
+    }
+
+    fn admit(&mut self, target: &Value, op: &json_patch::PatchOperation) -> Result<()> {
+        use json_patch::PatchOperation as Op;
+        let added = match op {
+            Op::Add(o) => Some(&o.value),
+            Op::Replace(o) => Some(&o.value),
+            Op::Copy(o) => target.pointer(o.from.as_str()),
+            Op::Move(_) | Op::Remove(_) | Op::Test(_) => None,
+        };
+        let room = untrusted::MAX_OBJECT_BYTES.saturating_sub(self.0);
+        let size = match added {
+            None => 0,
+            Some(v) => untrusted::size_within(v, room).ok_or_else(untrusted::too_large)?,
+        };
+        self.0 += size;
+        Ok(())
     }
 }
 
@@ -130,7 +165,8 @@ fn strategic_object(target: &mut Value, patch: &Map<String, Value>) {
             if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/")
                 && let (Some(Value::Array(items)), Some(remove)) = (t.get_mut(field), pv.as_array())
             {
-                items.retain(|i| !remove.contains(i));
+                let remove = item_set(remove);
+                items.retain(|i| !remove.contains(&i.to_string()));
             }
             // $setElementOrder and $retainKeys only order or prune lists kubectl already sends whole.
             continue;
@@ -143,8 +179,9 @@ fn strategic_object(target: &mut Value, patch: &Map<String, Value>) {
             Value::Array(items) => match (merge_key(k), t.get_mut(k)) {
                 (Some(key), Some(Value::Array(existing))) => merge_keyed(existing, items, key),
                 (None, Some(Value::Array(existing))) if is_set_list(k) => {
+                    let mut present = item_set(existing);
                     for i in items {
-                        if !existing.contains(i) {
+                        if present.insert(i.to_string()) {
                             existing.push(i.clone());
                         }
                     }
@@ -163,20 +200,50 @@ fn strategic_object(target: &mut Value, patch: &Map<String, Value>) {
     }
 }
 
+/// Merges a keyed list item by item; items are found through an index of the list, so the
+/// cost stays linear in the lists' lengths.
 fn merge_keyed(existing: &mut Vec<Value>, patch: &[Value], key: &str) {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, e) in existing.iter().enumerate() {
+        if let Some(id) = e.get(key) {
+            index.entry(id.to_string()).or_insert(i);
+        }
+    }
+    let mut deleted = HashSet::new();
     for item in patch {
-        let Some(id) = item.get(key) else { continue };
-        let pos = existing.iter().position(|e| e.get(key) == Some(id));
+        let Some(id) = item.get(key).map(Value::to_string) else {
+            continue;
+        };
+        let pos = index.get(&id).copied().filter(|i| !deleted.contains(i));
         let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
         match (pos, delete, item.as_object()) {
             (Some(i), true, _) => {
-                existing.remove(i);
+                deleted.insert(i);
             }
-            (Some(i), false, Some(po)) => strategic_object(&mut existing[i], po),
-            (None, false, _) => existing.push(strip_directives(item)),
+            (Some(i), false, Some(po)) => {
+                if let Some(target) = existing.get_mut(i) {
+                    strategic_object(target, po);
+                }
+            }
+            (None, false, _) => {
+                index.insert(id, existing.len());
+                existing.push(strip_directives(item));
+            }
             _ => {}
         }
     }
+    if !deleted.is_empty() {
+        let mut i = 0;
+        existing.retain(|_| {
+            i += 1;
+            !deleted.contains(&(i - 1))
+        });
+    }
+}
+
+/// The items of a list as strings, for set membership in linear time.
+fn item_set(items: &[Value]) -> HashSet<String> {
+    items.iter().map(Value::to_string).collect()
 }
 
 fn strip_directives(v: &Value) -> Value {

@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::persist::Journal;
+use crate::untrusted;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -38,7 +39,13 @@ pub struct Event {
     pub object: Arc<Value>,
     /// The object before this change (for selector transitions in watches).
     pub prev: Option<Arc<Value>>,
+    /// Estimated serialized size of `object`, counted against the history's byte budget.
+    size: usize,
 }
+
+/// Bytes of objects the change history may hold. Without it, the count limit alone would let
+/// repeated writes of 3 MiB objects pin hundreds of gigabytes.
+const HISTORY_BYTES: usize = 512 * 1024 * 1024;
 
 /// `(namespace, name)`; the namespace is empty for cluster-scoped objects.
 pub type ObjKey = (String, String);
@@ -48,6 +55,8 @@ pub struct Store {
     objects: BTreeMap<String, BTreeMap<ObjKey, Arc<Value>>>,
     history: VecDeque<Arc<Event>>,
     history_limit: usize,
+    history_bytes: usize,
+    history_byte_budget: usize,
     compacted_rv: u64,
     tx: broadcast::Sender<Arc<Event>>,
     journal: Option<Journal>,
@@ -70,8 +79,23 @@ pub fn rv_of(obj: &Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// Objects reach the store only through admission, which makes `metadata` an object; an
+/// object without one is stored without a version rather than taking the server down.
+fn set_resource_version(obj: &mut Value, rv: u64) {
+    match obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        Some(meta) => {
+            meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+        }
+        None => tracing::error!("stored an object without metadata"),
+    }
+}
+
 impl Store {
     pub fn new(history_limit: usize) -> Self {
+        Self::with_byte_budget(history_limit, HISTORY_BYTES)
+    }
+
+    fn with_byte_budget(history_limit: usize, history_byte_budget: usize) -> Self {
         // A watcher that falls further behind than the history window is closed: it could not
         // resume from where it was anyway.
         let (tx, _) = broadcast::channel(history_limit.clamp(16, 16_384));
@@ -80,6 +104,8 @@ impl Store {
             objects: BTreeMap::new(),
             history: VecDeque::new(),
             history_limit: history_limit.max(1),
+            history_bytes: 0,
+            history_byte_budget,
             compacted_rv: 0,
             tx,
             journal: None,
@@ -110,6 +136,7 @@ impl Store {
     /// Forgets all history: any watch from an older version now gets `410 Gone`.
     pub fn compact(&mut self) {
         self.history.clear();
+        self.history_bytes = 0;
         self.compacted_rv = self.rv;
     }
 
@@ -140,7 +167,7 @@ impl Store {
     /// Stores `obj` under the next resourceVersion and returns the stored copy.
     pub fn put(&mut self, resource: &str, mut obj: Value) -> Arc<Value> {
         self.rv += 1;
-        obj["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
+        set_resource_version(&mut obj, self.rv);
         let obj = Arc::new(obj);
         let key = key_of(&obj);
         let prev = self
@@ -168,7 +195,7 @@ impl Store {
             .remove(&(ns.to_string(), name.to_string()))?;
         self.rv += 1;
         let mut gone = (*prev).clone();
-        gone["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
+        set_resource_version(&mut gone, self.rv);
         let gone = Arc::new(gone);
         if let Some(j) = &mut self.journal {
             j.remove(self.rv, resource, ns, name);
@@ -184,18 +211,24 @@ impl Store {
         object: Arc<Value>,
         prev: Option<Arc<Value>>,
     ) {
+        let budget = self.history_byte_budget;
+        let size = untrusted::size_within(&object, budget).unwrap_or(budget);
         let event = Arc::new(Event {
             rv: self.rv,
             resource: resource.to_string(),
             type_,
             object,
             prev,
+            size,
         });
-        if self.history.len() >= self.history_limit
-            && let Some(old) = self.history.pop_front()
-        {
+        while self.history.len() >= self.history_limit || self.history_bytes + size > budget {
+            let Some(old) = self.history.pop_front() else {
+                break;
+            };
+            self.history_bytes -= old.size;
             self.compacted_rv = old.rv;
         }
+        self.history_bytes += size;
         self.history.push_back(event.clone());
         // No receivers is fine: nobody is watching.
         let _ = self.tx.send(event);
@@ -259,6 +292,22 @@ mod tests {
             s.since(s.current_rv()).expect("current rv is fine").len(),
             0
         );
+    }
+
+    #[test]
+    fn history_of_large_objects_is_bounded_in_bytes() {
+        let mut s = Store::with_byte_budget(1000, 10_000);
+        let big = |name: &str| json!({"metadata": {"name": name, "namespace": "default"}, "data": "x".repeat(3000)});
+        let first = rv_of(&s.put("/configmaps", big("a")));
+        for i in 0..10 {
+            s.put("/configmaps", big(&format!("b{i}")));
+        }
+        assert!(s.history_bytes <= 10_000, "{} bytes kept", s.history_bytes);
+        assert!(
+            s.since(first).is_none(),
+            "the oldest change was dropped for room"
+        );
+        assert_eq!(s.since(s.current_rv() - 1).map(|e| e.len()), Some(1));
     }
 
     #[test]

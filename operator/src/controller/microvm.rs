@@ -23,7 +23,7 @@ use quiver_crds::{API_VERSION, MicroVM, MicroVMPhase, MicroVMStatus, VM_FINALIZE
 
 use super::{Context, FIELD_MANAGER};
 use crate::convert::put_request;
-use crate::placement::{HostView, Placement, place};
+use crate::placement::{self, HostView, Placement, place};
 use crate::status::{Assignment, Observation, desired_status, now, transitions};
 use crate::{Error, Result};
 
@@ -95,6 +95,13 @@ async fn apply(vm: &MicroVM, ctx: &Context, api: &Api<MicroVM>) -> Result<Action
                 };
                 current = Some(publish(vm, current, assignment, None, ctx, api).await?);
                 (host, epoch)
+            }
+            Placement::Unschedulable {
+                reason: placement::CONNECTING,
+                ..
+            } => {
+                // Bounded by the connect timeout; the agent's first list wakes this VM.
+                return Ok(Action::requeue(Duration::from_millis(250)));
             }
             Placement::Unschedulable { reason, message } => {
                 let waiting = Assignment::Unschedulable { reason, message };

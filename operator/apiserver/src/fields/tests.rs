@@ -93,3 +93,18 @@ fn keyed_lists_merge_by_key() {
         Some(2)
     );
 }
+
+#[test]
+fn deep_objects_with_many_leaves_stay_within_the_path_budget() {
+    let wide: serde_json::Map<String, Value> =
+        (0..20_000).map(|i| (format!("k{i}"), json!(1))).collect();
+    let mut deep = Value::Object(wide);
+    for _ in 0..95 {
+        deep = json!({"d": deep});
+    }
+    let obj = json!({"spec": deep});
+    let leaves = super::paths::leaves(&obj, None);
+    let segments: usize = leaves.keys().map(Vec::len).sum();
+    assert!(segments <= (1 << 20) + 1000, "{segments} path segments");
+    assert!(!leaves.is_empty());
+}

@@ -1,0 +1,196 @@
+//! Every resource the server serves, with a valid object of each to mutate.
+
+use serde_json::{Value, json};
+
+/// Namespace of the objects the run writes to.
+pub const TARGETS: &str = "fuzz";
+/// Namespace of the objects the run must leave alone.
+pub const BYSTANDERS: &str = "bystanders";
+/// Name of the one object per resource that the run updates, patches and deletes.
+pub const TARGET: &str = "fuzz-target";
+
+/// A served resource.
+pub struct Resource {
+    /// `/api/v1` or `/apis/{group}/{version}`.
+    pub prefix: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
+    pub status: bool,
+    /// Has a protobuf form (built-in kinds).
+    pub builtin: bool,
+    /// A valid object named `name`.
+    pub fixture: fn(&str) -> Value,
+}
+
+impl Resource {
+    pub fn collection(&self, ns: &str) -> String {
+        if self.namespaced {
+            format!("{}/namespaces/{ns}/{}", self.prefix, self.plural)
+        } else {
+            format!("{}/{}", self.prefix, self.plural)
+        }
+    }
+
+    /// The path of an object; cluster-scoped bystanders are told apart by name.
+    pub fn object(&self, ns: &str, name: &str) -> String {
+        format!("{}/{name}", self.collection(ns))
+    }
+
+    /// The name of this resource's bystander.
+    pub fn bystander_name(&self) -> String {
+        match self.plural {
+            "customresourcedefinitions" => "bystanders.fuzz.example".into(),
+            _ => format!("bystander{}", self.suffix()),
+        }
+    }
+
+    /// The name of this resource's target.
+    pub fn target_name(&self) -> String {
+        match self.plural {
+            "customresourcedefinitions" => "targets.fuzz.example".into(),
+            _ => format!("{TARGET}{}", self.suffix()),
+        }
+    }
+
+    /// Both Event APIs store into one place: their objects need distinct names.
+    fn suffix(&self) -> &'static str {
+        if self.prefix.contains("events.k8s.io") {
+            "-v1"
+        } else {
+            ""
+        }
+    }
+}
+
+/// Objects the run itself creates or writes to (so they may change).
+pub fn run_owned(name: &str) -> bool {
+    name.starts_with("fuzz-") || name == "targets.fuzz.example"
+}
+
+const REFERENCE: fn() -> Value =
+    || json!({"kind": "ConfigMap", "name": "x", "namespace": TARGETS, "apiVersion": "v1"});
+
+pub fn resources() -> Vec<Resource> {
+    let r = |prefix, plural, namespaced, status, builtin, fixture| Resource {
+        prefix,
+        plural,
+        namespaced,
+        status,
+        builtin,
+        fixture,
+    };
+    vec![
+        r(
+            "/api/v1",
+            "namespaces",
+            false,
+            true,
+            true,
+            |n| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n, "labels": {"a": "b"}}}),
+        ),
+        r("/api/v1", "configmaps", true, false, true, |n| {
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n, "labels": {"a": "b"}, "annotations": {"c": "d"}},
+                "data": {"k": "v"}, "binaryData": {"b": "AAEC"}})
+        }),
+        r("/api/v1", "secrets", true, false, true, |n| {
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": n}, "type": "Opaque",
+                "data": {"k": "dg=="}, "stringData": {"s": "t"}})
+        }),
+        r("/api/v1", "serviceaccounts", true, false, true, |n| {
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": n},
+                "automountServiceAccountToken": false, "secrets": [{"name": "s"}], "imagePullSecrets": [{"name": "p"}]})
+        }),
+        r("/api/v1", "events", true, false, true, |n| {
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": n}, "involvedObject": REFERENCE(),
+                "reason": "Tested", "message": "m", "type": "Normal", "count": 1,
+                "source": {"component": "fuzz"}, "firstTimestamp": "2026-01-01T00:00:00Z"})
+        }),
+        r("/apis/events.k8s.io/v1", "events", true, false, true, |n| {
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": n},
+                "eventTime": "2026-01-01T00:00:00.000000Z", "regarding": REFERENCE(), "note": "n",
+                "reason": "Tested", "type": "Normal", "action": "Test", "reportingController": "fuzz",
+                "reportingInstance": "fuzz-1"})
+        }),
+        r(
+            "/apis/coordination.k8s.io/v1",
+            "leases",
+            true,
+            false,
+            true,
+            |n| {
+                json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": n},
+                "spec": {"holderIdentity": "h", "leaseDurationSeconds": 15, "renewTime": "2026-01-01T00:00:00.000000Z"}})
+            },
+        ),
+        r(
+            "/apis/apiextensions.k8s.io/v1",
+            "customresourcedefinitions",
+            false,
+            true,
+            true,
+            crd,
+        ),
+        r(
+            "/apis/quiver.dev/v1alpha1",
+            "microvms",
+            true,
+            true,
+            false,
+            |n| {
+                json!({"apiVersion": "quiver.dev/v1alpha1", "kind": "MicroVM", "metadata": {"name": n, "finalizers": ["quiver.dev/test"]},
+                "spec": {"runStrategy": "Always", "cpus": 1, "memoryMiB": 256, "kernel": "/k", "cmdline": "console=ttyS0",
+                    "disks": [{"name": "root", "image": "/i", "readOnly": true}], "nodeSelector": {"a": "b"},
+                    "readiness": {"serialMarker": "READY", "timeoutSeconds": 60}},
+                "status": {"phase": "Running", "host": "h", "epoch": 1, "observedGeneration": 1,
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "R", "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+            },
+        ),
+        r(
+            "/apis/quiver.dev/v1alpha1",
+            "rollouts",
+            true,
+            true,
+            false,
+            |n| {
+                json!({"apiVersion": "quiver.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": n},
+                "spec": {"hostSelector": {"matchLabels": {}}, "target": {"default": "iroh"},
+                    "steps": [{"setWeight": 5}, {"pause": {"duration": "1m"}}, {"setWeight": 100}],
+                    "analysis": {"interval": "30s", "failureLimit": 3}},
+                "status": {"phase": "Progressing"}})
+            },
+        ),
+        r(
+            "/apis/quiver.dev/v1alpha1",
+            "hosts",
+            false,
+            true,
+            false,
+            |n| {
+                json!({"apiVersion": "quiver.dev/v1alpha1", "kind": "Host", "metadata": {"name": n},
+                "spec": {"endpointId": "ab".repeat(32), "grpcAddress": "127.0.0.1:1", "capacity": {"cpus": 1, "memoryMiB": 1}},
+                "status": {"capacity": {"cpus": 1, "memoryMiB": 1}, "raft": {"role": "Leader"}}})
+            },
+        ),
+    ]
+}
+
+/// A CustomResourceDefinition named `{plural}.fuzz.example` (or as given, when it already
+/// has that form), with a small structural schema.
+fn crd(name: &str) -> Value {
+    let plural = name.strip_suffix(".fuzz.example").unwrap_or(name);
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.fuzz.example")},
+        "spec": {"group": "fuzz.example", "scope": "Namespaced",
+            "names": {"plural": plural, "kind": "Fuzz", "singular": "fuzz", "shortNames": ["fz"]},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [{"name": "N", "type": "integer", "jsonPath": ".spec.n"}],
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {
+                        "n": {"type": "integer", "minimum": 0, "default": 1},
+                        "items": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                            "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}},
+                        "any": {"x-kubernetes-preserve-unknown-fields": true, "type": "object"}},
+                        "x-kubernetes-validations": [{"rule": "self.n < 1000", "message": "n too big"}]},
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}})
+}

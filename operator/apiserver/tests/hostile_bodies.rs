@@ -1,0 +1,359 @@
+//! Property test: mutated bodies (wrong JSON types at every path of valid objects, nulls,
+//! deep nesting, huge strings, invalid UTF-8, wrong kinds and apiVersions, random protobuf)
+//! sent to every served resource (the built-in kinds and the Quiver CRDs) with every verb
+//! (create, update, status update, each patch type, server-side apply, delete with
+//! DeleteOptions) and content type, over HTTP/2 and HTTP/1.1.
+//!
+//! Every answer must be a success or a Kubernetes `Status` with a 4xx code: never a 5xx, a
+//! reset stream or a dropped connection. Afterwards the server still serves, and every object
+//! that existed before the run and that no request named is exactly as it was.
+//!
+//! `QUIVER_FUZZ_CASES` sets the number of requests (default 3000, a few seconds in a debug
+//! build); `QUIVER_FUZZ_SEED` replays a run (the seed is printed, and named on failure).
+
+mod common;
+mod hostile;
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, bail};
+use common::{Answer, Client, Proto, install_crds, start};
+use hostile::fixtures::{BYSTANDERS, Resource, TARGETS, resources, run_owned};
+use hostile::mutate;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+/// One request of the run.
+struct Request {
+    proto: Proto,
+    method: &'static str,
+    path: String,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body: String = String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(300)
+            .collect();
+        write!(
+            f,
+            "{:?} {} {} ({:?}, {} bytes): {body}",
+            self.proto,
+            self.method,
+            self.path,
+            self.content_type,
+            self.body.len()
+        )
+    }
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bodies_get_4xx_statuses_and_change_no_bystander() -> anyhow::Result<()> {
+    let cases = env_number("QUIVER_FUZZ_CASES").unwrap_or(3000);
+    let seed = env_number("QUIVER_FUZZ_SEED").unwrap_or_else(rand::random);
+    eprintln!("hostile bodies: QUIVER_FUZZ_SEED={seed} QUIVER_FUZZ_CASES={cases}");
+    let server = start().await?;
+    let mut client = Client::new(&server)?;
+    let resources = resources();
+    set_up(&mut client, &resources).await?;
+    let before = snapshot(&mut client, &resources).await?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
+    for case in 0..cases {
+        let resource = &resources[rng.random_range(0..resources.len())];
+        let request = request(&mut client, &mut rng, resource, case).await?;
+        let answer = client
+            .send(
+                request.proto,
+                request.method,
+                &request.path,
+                request.content_type,
+                request.body.clone(),
+            )
+            .await;
+        let verdict = match answer {
+            Ok(answer) => {
+                *codes.entry(answer.code).or_default() += 1;
+                judge(&answer)
+            }
+            Err(e) => Err(e.context("transport failure")),
+        };
+        verdict.with_context(|| {
+            format!("case {case} of QUIVER_FUZZ_SEED={seed} QUIVER_FUZZ_CASES={cases}: {request}")
+        })?;
+        if request.method == "DELETE" {
+            ensure_target(&mut client, resource).await?;
+        }
+    }
+    eprintln!("hostile bodies: answers by code {codes:?}");
+    for proto in [Proto::Http1, Proto::Http2] {
+        let health = client
+            .send(proto, "GET", "/healthz", None, Vec::new())
+            .await?;
+        assert_eq!(
+            health.code, 200,
+            "the server stopped serving (QUIVER_FUZZ_SEED={seed})"
+        );
+    }
+    let after = snapshot(&mut client, &resources).await?;
+    for (path, obj) in &before {
+        let now = after.get(path);
+        assert_eq!(now, Some(obj), "{path} changed (QUIVER_FUZZ_SEED={seed})");
+    }
+    Ok(())
+}
+
+/// A success, or a `Status` with a 4xx code.
+fn judge(answer: &Answer) -> anyhow::Result<()> {
+    match answer.code {
+        200..=299 => Ok(()),
+        400..=499 if answer.status().is_some() => Ok(()),
+        code => bail!(
+            "answered {code}: {}",
+            String::from_utf8_lossy(&answer.body)
+                .chars()
+                .take(500)
+                .collect::<String>()
+        ),
+    }
+}
+
+/// Namespaces, the Quiver CRDs, and per resource a target and a bystander.
+async fn set_up(client: &mut Client, resources: &[Resource]) -> anyhow::Result<()> {
+    install_crds(client).await?;
+    for ns in [TARGETS, BYSTANDERS] {
+        create(
+            client,
+            "/api/v1/namespaces",
+            &json!({"metadata": {"name": ns}}),
+        )
+        .await?;
+    }
+    for r in resources {
+        let bystander = (r.fixture)(&r.bystander_name());
+        create(client, &r.collection(BYSTANDERS), &bystander).await?;
+        ensure_target(client, r).await?;
+    }
+    Ok(())
+}
+
+async fn create(client: &mut Client, path: &str, obj: &Value) -> anyhow::Result<()> {
+    let answer = client.json(Proto::Http2, "POST", path, obj).await?;
+    if answer.code != 201 {
+        bail!(
+            "creating in {path}: {} {}",
+            answer.code,
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    Ok(())
+}
+
+/// Re-creates the target after the run deleted it.
+async fn ensure_target(client: &mut Client, r: &Resource) -> anyhow::Result<()> {
+    let path = r.object(TARGETS, &r.target_name());
+    let answer = client
+        .send(Proto::Http2, "GET", &path, None, Vec::new())
+        .await?;
+    if answer.code == 404 {
+        create(
+            client,
+            &r.collection(TARGETS),
+            &(r.fixture)(&r.target_name()),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Every object that exists now and that no request of the run names, by path.
+async fn snapshot(
+    client: &mut Client,
+    resources: &[Resource],
+) -> anyhow::Result<BTreeMap<String, Value>> {
+    let mut out = BTreeMap::new();
+    for r in resources {
+        let list = client.get(&format!("{}/{}", r.prefix, r.plural)).await?;
+        for item in list["items"].as_array().into_iter().flatten() {
+            let name = item["metadata"]["name"].as_str().unwrap_or_default();
+            let ns = item["metadata"]["namespace"].as_str().unwrap_or_default();
+            if run_owned(name) {
+                continue;
+            }
+            out.insert(r.object(ns, name), item.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn proto(rng: &mut StdRng) -> Proto {
+    if rng.random_bool(0.5) {
+        Proto::Http2
+    } else {
+        Proto::Http1
+    }
+}
+
+/// Query parameters a request may carry.
+fn query(rng: &mut StdRng) -> &'static str {
+    [
+        "",
+        "",
+        "",
+        "?fieldValidation=Strict",
+        "?dryRun=All",
+        "?fieldManager=fuzz",
+        "?fieldValidation=Bogus",
+    ][rng.random_range(0..7)]
+}
+
+/// A body for a create or update in a random content type.
+fn object_body(rng: &mut StdRng, r: &Resource, base: Value) -> (Option<&'static str>, Vec<u8>) {
+    let obj = mutate::mutate(rng, base);
+    match rng.random_range(0..10) {
+        0 | 1 => {
+            let yaml = serde_yaml_ng::to_string(&obj).unwrap_or_default();
+            (
+                Some("application/yaml"),
+                mutate::damage(rng, yaml.into_bytes()),
+            )
+        }
+        2 if r.builtin => (
+            Some("application/vnd.kubernetes.protobuf"),
+            mutate::protobuf(rng, PROTOBUF_KINDS),
+        ),
+        3 => (
+            [
+                None,
+                Some("text/plain"),
+                Some("application/vnd.kubernetes.protobuf"),
+            ][rng.random_range(0..3)],
+            serde_json::to_vec(&obj).unwrap_or_default(),
+        ),
+        _ => (
+            Some("application/json"),
+            mutate::damage(rng, serde_json::to_vec(&obj).unwrap_or_default()),
+        ),
+    }
+}
+
+const PROTOBUF_KINDS: &[(&str, &str)] = &[
+    ("v1", "Namespace"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "ServiceAccount"),
+    ("v1", "Event"),
+    ("events.k8s.io/v1", "Event"),
+    ("coordination.k8s.io/v1", "Lease"),
+    ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+    ("quiver.dev/v1alpha1", "MicroVM"),
+    ("v1", "Pod"),
+];
+
+/// The target as stored now (the base of updates), or its fixture when it is gone.
+async fn current_target(client: &mut Client, r: &Resource) -> anyhow::Result<Value> {
+    let path = r.object(TARGETS, &r.target_name());
+    let answer = client
+        .send(Proto::Http2, "GET", &path, None, Vec::new())
+        .await?;
+    Ok(answer
+        .json()
+        .filter(|_| answer.code == 200)
+        .unwrap_or_else(|| (r.fixture)(&r.target_name())))
+}
+
+async fn request(
+    client: &mut Client,
+    rng: &mut StdRng,
+    r: &Resource,
+    case: u64,
+) -> anyhow::Result<Request> {
+    let target = r.object(TARGETS, &r.target_name());
+    let sub = if r.status && rng.random_bool(0.3) {
+        "/status"
+    } else {
+        ""
+    };
+    let q = query(rng);
+    let (method, path, content_type, body) = match rng.random_range(0..8) {
+        0 | 1 => {
+            let name = match r.plural {
+                "customresourcedefinitions" => format!("fuzz-c{case}.fuzz.example"),
+                _ => format!("fuzz-c{case}"),
+            };
+            let (ct, body) = object_body(rng, r, (r.fixture)(&name));
+            ("POST", format!("{}{q}", r.collection(TARGETS)), ct, body)
+        }
+        2 | 3 => {
+            let base = current_target(client, r).await?;
+            let (ct, body) = object_body(rng, r, base);
+            ("PUT", format!("{target}{sub}{q}"), ct, body)
+        }
+        4 => {
+            let ct = [
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+            ][rng.random_range(0..2)];
+            let base = (r.fixture)(&r.target_name());
+            let patch = serde_json::to_vec(&mutate::mutate(rng, base))?;
+            let body = mutate::damage(rng, patch);
+            ("PATCH", format!("{target}{sub}{q}"), Some(ct), body)
+        }
+        5 => {
+            let base = current_target(client, r).await?;
+            let body = serde_json::to_vec(&mutate::json_patch(rng, &base))?;
+            (
+                "PATCH",
+                format!("{target}{sub}{q}"),
+                Some("application/json-patch+json"),
+                body,
+            )
+        }
+        6 => {
+            let applied = mutate::mutate(rng, (r.fixture)(&r.target_name()));
+            let force = if rng.random_bool(0.5) {
+                "&force=true"
+            } else {
+                ""
+            };
+            let (ct, body) = if rng.random_bool(0.7) {
+                (
+                    "application/apply-patch+yaml",
+                    serde_yaml_ng::to_string(&applied)?.into_bytes(),
+                )
+            } else {
+                (
+                    "application/apply-patch+json",
+                    serde_json::to_vec(&applied)?,
+                )
+            };
+            let path = format!("{target}{sub}?fieldManager=fuzz-apply{force}");
+            ("PATCH", path, Some(ct), mutate::damage(rng, body))
+        }
+        _ => {
+            let options = serde_json::to_vec(&mutate::delete_options(rng))?;
+            let body = mutate::damage(rng, options);
+            (
+                "DELETE",
+                format!("{target}{q}"),
+                Some("application/json"),
+                body,
+            )
+        }
+    };
+    Ok(Request {
+        proto: proto(rng),
+        method,
+        path,
+        content_type,
+        body,
+    })
+}
