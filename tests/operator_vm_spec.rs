@@ -7,21 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use quiver_tests::cluster::{TestCluster, guest_dir, vm_manifest};
+use quiver_tests::vm::{BOOT, qemu_lock};
 use quiver_tests::{Kubectl, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const BOOT: Duration = Duration::from_secs(120);
 
 async fn get(k: &Kubectl, name: &str, jsonpath: &str) -> anyhow::Result<String> {
     k.run(&["get", "mvm", name, "-o", &format!("jsonpath={jsonpath}")])
         .await
-}
-
-async fn wait_for(k: &Kubectl, name: &str, jsonpath: &str, want: &str) -> anyhow::Result<()> {
-    eventually(BOOT, &format!("mvm {name} {jsonpath} = {want}"), || async {
-        Ok((get(k, name, jsonpath).await? == want).then_some(()))
-    })
-    .await
 }
 
 /// `GET /` on 127.0.0.1:`port`, the whole response.
@@ -36,28 +28,25 @@ async fn http_get(port: u16) -> anyhow::Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_forwards_readiness_timeouts_and_image_roots_show_in_microvm_status()
 -> anyhow::Result<()> {
+    let _qemu = qemu_lock().await;
     let Some(guest) = guest_dir() else {
         return Ok(());
     };
     let cluster = TestCluster::start(1).await?;
     let k = cluster.kubectl();
-    let web = vm_manifest(
-        &guest,
-        "web",
-        "  network:\n    mode: user\n    portForwards:\n    - name: http\n      guestPort: 80\n",
-    );
+    let forward =
+        "  network:\n    mode: user\n    portForwards:\n    - name: http\n      guestPort: 80\n";
+    cluster.apply_vm(&guest, "web", forward).await?;
     let late = vm_manifest(&guest, "late", "").replace(
         "serialMarker: QUIVER_GUEST_READY",
         "serialMarker: NEVER_PRINTED\n    timeoutSeconds: 2",
     );
     let stray = "apiVersion: quiver.dev/v1alpha1\nkind: MicroVM\nmetadata:\n  name: stray\n  \
                  namespace: default\nspec:\n  kernel: /etc/passwd\n";
-    for manifest in [web.as_str(), late.as_str(), stray] {
-        k.run_with_stdin(&["apply", "-f", "-"], Some(manifest))
-            .await?;
-    }
+    k.apply(&late).await?;
+    k.apply(stray).await?;
 
-    wait_for(&k, "web", "{.status.phase}", "Running").await?;
+    k.wait_vm_phase("web", "Running", BOOT).await?;
     let port: u16 = eventually(BOOT, "web's forwarded port in status", || async {
         let port = get(&k, "web", "{.status.portForwards[0].hostPort}").await?;
         Ok(port.parse().ok().filter(|p| *p != 0))
@@ -76,9 +65,15 @@ async fn port_forwards_readiness_timeouts_and_image_roots_show_in_microvm_status
     .await?;
     assert!(body.starts_with("HTTP/1."), "{body}");
 
-    let reason = r#"{.status.conditions[?(@.type=="GuestReady")].reason}"#;
-    wait_for(&k, "late", reason, "ReadinessTimeout").await?;
-    assert_eq!(get(&k, "late", "{.status.phase}").await?, "Running");
+    let late = k
+        .wait_vm("late", "to time out waiting for its marker", BOOT, |v| {
+            v.guest_ready.1 == "ReadinessTimeout"
+        })
+        .await?;
+    assert_eq!(
+        (late.phase.as_str(), late.guest_ready.0.as_str()),
+        ("Running", "False")
+    );
     let message = get(
         &k,
         "late",
@@ -96,8 +91,7 @@ async fn port_forwards_readiness_timeouts_and_image_roots_show_in_microvm_status
         .await?;
     assert!(events.contains("ReadinessTimeout/Warning"), "{events}");
 
-    wait_for(&k, "stray", "{.status.phase}", "Failed").await?;
-    let refused = get(&k, "stray", "{.status.message}").await?;
+    let refused = k.wait_vm_phase("stray", "Failed", BOOT).await?.message;
     assert!(
         refused.contains("spec.kernel") && refused.contains("outside the image roots"),
         "{refused}"
