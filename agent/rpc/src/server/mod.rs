@@ -7,17 +7,16 @@
 //! bytes) plus `reply_buffer` reply frames queued.
 
 mod call;
+mod connection;
 mod stream;
 
-use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::FutureExt as _;
-use iroh::endpoint::{Connection, VarInt};
+use iroh::endpoint::{Accepting, Connection, VarInt};
 use iroh::protocol::{AcceptError, ProtocolHandler};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -47,6 +46,12 @@ pub struct ServerConfig {
     pub priorities: bool,
     /// How long a graceful shutdown waits for running calls before dropping them.
     pub shutdown_grace: Duration,
+    /// Take streams a client sends in 0-RTT data before the handshake completes. Their calls
+    /// still wait for the handshake and the allowlist, and state-changing ones are refused; the
+    /// gain is only that their bytes are read early. Off by default: without it, 0-RTT data is
+    /// served as ordinary 1-RTT streams once the handshake is complete (which a replayed
+    /// handshake never is).
+    pub accept_0rtt: bool,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +63,7 @@ impl Default for ServerConfig {
             reply_buffer: 8,
             priorities: true,
             shutdown_grace: Duration::from_secs(10),
+            accept_0rtt: false,
         }
     }
 }
@@ -127,6 +133,9 @@ struct Shared<D> {
     /// Drop running calls (the grace period is over).
     abort: CancellationToken,
     tasks: TaskTracker,
+    /// Limits of connections whose early streams were taken before the handshake, by
+    /// `Connection::stable_id`, until `accept` takes them over.
+    early: Mutex<HashMap<usize, connection::Limits>>,
 }
 
 /// The `quiver/rpc/1` protocol handler: register it with
@@ -163,6 +172,7 @@ impl<D: Dispatch> RpcServer<D> {
                 shutdown: CancellationToken::new(),
                 abort: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                early: Mutex::default(),
             }),
         }
     }
@@ -171,51 +181,21 @@ impl<D: Dispatch> RpcServer<D> {
     pub fn stats(&self) -> ServerCounts {
         self.shared.stats.snapshot()
     }
-
-    /// Serves the streams of one connection until it closes or the server shuts down.
-    async fn serve(&self, conn: Connection) {
-        let shared = &self.shared;
-        ServerStats::bump(&shared.stats.connections);
-        let max_streams = shared.config.max_streams;
-        conn.set_max_concurrent_bi_streams(VarInt::from_u32(
-            u32::try_from(max_streams).unwrap_or(u32::MAX),
-        ));
-        let streams = Arc::new(Semaphore::new(max_streams));
-        let calls = Arc::new(Semaphore::new(shared.config.max_calls));
-        let peer = conn.remote_id();
-        loop {
-            let permit = tokio::select! {
-                () = shared.shutdown.cancelled() => return,
-                permit = Arc::clone(&streams).acquire_owned() => permit,
-            };
-            let Ok(permit) = permit else { return };
-            let (send, recv) = tokio::select! {
-                () = shared.shutdown.cancelled() => return,
-                accepted = conn.accept_bi() => match accepted {
-                    Ok(pair) => pair,
-                    Err(error) => {
-                        tracing::debug!(%peer, "connection ended: {error}");
-                        return;
-                    }
-                },
-            };
-            ServerStats::bump(&shared.stats.streams);
-            let task = stream::serve(Arc::clone(shared), peer, Arc::clone(&calls), send, recv);
-            let shared_for_task = Arc::clone(shared);
-            shared.tasks.spawn(async move {
-                let _permit = permit;
-                if AssertUnwindSafe(task).catch_unwind().await.is_err() {
-                    ServerStats::bump(&shared_for_task.stats.panics);
-                    tracing::error!(%peer, "a stream task panicked");
-                }
-            });
-        }
-    }
 }
 
 impl<D: Dispatch> ProtocolHandler for RpcServer<D> {
+    /// With `accept_0rtt`, serves the streams that come before the handshake completes (their
+    /// calls wait for it, and for the allowlist) until it does.
+    async fn on_accepting(&self, accepting: Accepting) -> Result<Connection, AcceptError> {
+        if self.shared.config.accept_0rtt {
+            connection::accept_early(&self.shared, accepting).await
+        } else {
+            Ok(accepting.await?)
+        }
+    }
+
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
-        self.serve(conn).await;
+        connection::serve(&self.shared, conn).await;
         Ok(())
     }
 

@@ -9,3 +9,4 @@ mod common;
 mod priority;
 mod reconnect;
 mod robustness;
+mod zero_rtt;
