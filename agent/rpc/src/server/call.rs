@@ -12,20 +12,13 @@ use crate::dispatch::{CallContext, Dispatch, Reply};
 use crate::error::{Code, RpcError};
 use crate::frame::{Frame, FrameType, Header};
 
-/// A running call (or a queued refusal) on one stream.
+/// A running call on one stream.
 pub(super) type CallFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Queues a frame for the stream's writer. A closed queue means the writer is gone: the reply
 /// has nowhere to go, and the call ends with it.
 pub(super) async fn send_reply(replies: &mpsc::Sender<Frame>, frame: Frame) -> bool {
     replies.send(frame).await.is_ok()
-}
-
-/// A call whose whole answer is one frame (a heartbeat echo, a refusal).
-pub(super) fn queue(replies: &mpsc::Sender<Frame>, frame: Frame) -> CallFuture<'_> {
-    Box::pin(async move {
-        send_reply(replies, frame).await;
-    })
 }
 
 /// Runs the call to its last frame, or to its deadline: then the call is dropped (cancelling

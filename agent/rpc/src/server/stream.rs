@@ -21,7 +21,7 @@ use super::{STOP_MALFORMED, STOP_SHUTDOWN, ServerStats, Shared};
 use crate::codec::{CodecError, FrameCodec};
 use crate::dispatch::{CallContext, Dispatch};
 use crate::error::{Code, RpcError};
-use crate::frame::{Frame, FrameType, Header, Priority};
+use crate::frame::{Frame, FrameError, FrameType, Header, Priority};
 
 pub(super) async fn serve<D: Dispatch>(
     shared: Arc<Shared<D>>,
@@ -54,13 +54,27 @@ struct Reader<'a, D> {
     replies: mpsc::Sender<Frame>,
 }
 
+/// What a frame read from the stream leads to.
+enum Next<'a> {
+    /// A call, running until it has answered.
+    Call(CallFuture<'a>),
+    /// A reply of one frame, sent at once (a heartbeat echo, a refused call).
+    Reply(Frame),
+    /// A reply of one frame, after which the stream is read no more (a malformed frame).
+    Last(Frame),
+}
+
 impl<D: Dispatch> Reader<'_, D> {
+    /// Reads frames and drives the calls they start. One-frame replies go straight to the reply
+    /// queue; when it is full, reading pauses until the writer makes room, so a peer that sends
+    /// without reading cannot make the server hold more than the queue and one frame.
     async fn run(self, recv: RecvStream, writer_gone: &CancellationToken) {
         let shared = self.shared;
         let mut frames = FramedRead::new(recv, FrameCodec::new(shared.config.max_payload));
         let mut running: FuturesUnordered<CallFuture<'_>> = FuturesUnordered::new();
+        let mut waiting: Option<Frame> = None;
         let mut reading = true;
-        while reading || !running.is_empty() {
+        while reading || waiting.is_some() || !running.is_empty() {
             tokio::select! {
                 () = writer_gone.cancelled() => return,
                 () = shared.abort.cancelled() => return,
@@ -70,66 +84,88 @@ impl<D: Dispatch> Reader<'_, D> {
                     let _ = frames.get_mut().stop(STOP_SHUTDOWN);
                 }
                 Some(()) = running.next(), if !running.is_empty() => {}
-                item = frames.next(), if reading => match item {
-                    Some(Ok(frame)) => match self.start(frame) {
-                        Ok(call) => running.push(call),
-                        Err(refusal) => {
+                room = self.replies.reserve(), if waiting.is_some() => {
+                    let (Ok(room), Some(frame)) = (room, waiting.take()) else { return };
+                    room.send(frame);
+                }
+                item = frames.next(), if reading && waiting.is_none() => {
+                    let next = match item {
+                        Some(Ok(frame)) => self.start(frame),
+                        Some(Err(CodecError::Frame { error, request_id })) => {
+                            self.malformed(&error, request_id)
+                        }
+                        // Reset by the peer, the connection is gone, or the stream ended
+                        // inside a frame.
+                        Some(Err(CodecError::Io(_))) | None => {
+                            reading = false;
+                            continue;
+                        }
+                    };
+                    let reply = match next {
+                        Some(Next::Call(call)) => {
+                            running.push(call);
+                            continue;
+                        }
+                        Some(Next::Reply(frame)) => Some(frame),
+                        Some(Next::Last(frame)) => {
                             reading = false;
                             let _ = frames.get_mut().stop(STOP_MALFORMED);
-                            running.push(call::queue(&self.replies, refusal));
+                            Some(frame)
                         }
-                    },
-                    Some(Err(CodecError::Frame { error, request_id })) => {
-                        reading = false;
-                        ServerStats::bump(&shared.stats.malformed);
-                        tracing::debug!(peer = %self.peer, ?request_id, "malformed frame: {error}");
-                        let _ = frames.get_mut().stop(STOP_MALFORMED);
-                        if let Some(request_id) = request_id {
-                            let code = match error {
-                                crate::FrameError::TooLarge { .. } => Code::ResourceExhausted,
-                                _ => Code::InvalidArgument,
-                            };
-                            let reply = error_frame(request_id, &RpcError::new(code, error.to_string()));
-                            running.push(call::queue(&self.replies, reply));
+                        None => {
+                            reading = false;
+                            let _ = frames.get_mut().stop(STOP_MALFORMED);
+                            None
                         }
+                    };
+                    match reply.map(|frame| self.replies.try_send(frame)) {
+                        Some(Err(mpsc::error::TrySendError::Full(frame))) => waiting = Some(frame),
+                        Some(Err(mpsc::error::TrySendError::Closed(_))) => return,
+                        Some(Ok(())) | None => {}
                     }
-                    // Reset by the peer, or the connection is gone.
-                    Some(Err(CodecError::Io(_))) | None => reading = false,
-                },
+                }
             }
         }
     }
 
-    /// The call a frame starts, or the frame that refuses it and ends the stream.
-    fn start(&self, frame: Frame) -> Result<CallFuture<'_>, Frame> {
+    /// The answer to a malformed frame: an Error frame if its request is known.
+    fn malformed(&self, error: &FrameError, request_id: Option<u64>) -> Option<Next<'_>> {
+        ServerStats::bump(&self.shared.stats.malformed);
+        tracing::debug!(peer = %self.peer, ?request_id, "malformed frame: {error}");
+        let code = match error {
+            FrameError::TooLarge { .. } => Code::ResourceExhausted,
+            _ => Code::InvalidArgument,
+        };
+        let error = RpcError::new(code, error.to_string());
+        request_id.map(|id| Next::Last(error_frame(id, &error)))
+    }
+
+    /// What a well-formed frame from a client leads to.
+    fn start(&self, frame: Frame) -> Option<Next<'_>> {
         let Frame { header, payload } = frame;
         let shared = self.shared;
-        match header.frame_type {
+        Some(match header.frame_type {
             FrameType::Heartbeat => {
                 ServerStats::bump(&shared.stats.heartbeats);
-                let echo = Frame::new(header.reply(FrameType::Heartbeat), payload);
-                Ok(call::queue(&self.replies, echo))
+                Next::Reply(Frame::new(header.reply(FrameType::Heartbeat), payload))
             }
-            FrameType::Request => Ok(self.request(header, payload)),
+            FrameType::Request => self.request(header, payload),
             other => {
                 ServerStats::bump(&shared.stats.malformed);
                 let error = RpcError::new(
                     Code::InvalidArgument,
                     format!("type: a client sends Request and Heartbeat frames, not {other:?}"),
                 );
-                Err(error_frame(header.request_id, &error))
+                Next::Last(error_frame(header.request_id, &error))
             }
-        }
+        })
     }
 
-    fn request(&self, header: Header, payload: Bytes) -> CallFuture<'_> {
+    fn request(&self, header: Header, payload: Bytes) -> Next<'_> {
         let shared = self.shared;
         let (service, method) = (header.service, header.method);
-        let refuse = |error: RpcError| -> CallFuture<'_> {
-            call::queue(
-                &self.replies,
-                Frame::new(header.reply(FrameType::Error), error.encode()),
-            )
+        let refuse = |error: RpcError| {
+            Next::Reply(Frame::new(header.reply(FrameType::Error), error.encode()))
         };
         if self.zero_rtt && shared.dispatch.changes_state(service, method) {
             ServerStats::bump(&shared.stats.refused_0rtt);
@@ -155,14 +191,14 @@ impl<D: Dispatch> Reader<'_, D> {
             zero_rtt: self.zero_rtt,
             priority: header.priority,
         };
-        Box::pin(call::run(
+        Next::Call(Box::pin(call::run(
             shared,
             header,
             payload,
             context,
             &self.replies,
             permit,
-        ))
+        )))
     }
 }
 

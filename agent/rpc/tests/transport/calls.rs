@@ -242,3 +242,34 @@ async fn graceful_shutdown_lets_a_running_call_finish() {
         "{after:?}"
     );
 }
+
+#[tokio::test]
+async fn calls_beyond_the_connection_limit_are_refused_and_every_request_is_answered() {
+    let (server, client) = pair(ServerConfig {
+        max_calls: 2,
+        reply_buffer: 1,
+        ..ServerConfig::default()
+    })
+    .await;
+    let conn = client
+        .endpoint()
+        .connect(server.addr.clone(), quiver_rpc::ALPN)
+        .await
+        .expect("connect");
+    // Gated calls run until the test lets them go: the first two hold both slots meanwhile.
+    let frames = (0..50).map(|id| request(GATED, id, 0, "")).collect();
+    let exchanged = tokio::spawn(async move { exchange(&conn, frames).await });
+    let stats = server.server.clone();
+    eventually("48 calls refused", || stats.stats().overloaded == 48).await;
+    server.service.gate.add_permits(2);
+    let (replies, error) = exchanged.await.expect("exchange task");
+    assert_eq!(error, None);
+    assert_eq!(replies.len(), 50, "one answer per request");
+    let refused = replies
+        .iter()
+        .filter(|f| f.header.frame_type == FrameType::Error)
+        .inspect(|f| assert_eq!(rpc_error(f).code, Code::ResourceExhausted))
+        .count();
+    assert_eq!(refused, 48, "two calls ran, the rest were refused");
+    assert_eq!(server.server.stats().overloaded, 48);
+}
