@@ -170,3 +170,27 @@ impl EndpointHooks for AllowlistHook {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use iroh::SecretKey;
+
+    use super::*;
+
+    #[test]
+    fn the_list_is_shared_by_its_clones_and_replace_sets_it_exactly() {
+        let [a, b, c] = [0, 1, 2].map(|_| SecretKey::generate().public());
+        let list = Allowlist::new([a, b]);
+        let same = list.clone();
+        assert!(same.contains(&a) && same.contains(&b) && !same.contains(&c));
+        list.replace([b, c]);
+        assert!(!same.contains(&a) && same.contains(&b) && same.contains(&c));
+        assert!(same.remove(&c));
+        assert!(!list.remove(&c), "already gone");
+        assert_eq!(
+            list.stats(),
+            AccessCounts::default(),
+            "no connection was touched"
+        );
+    }
+}

@@ -66,3 +66,43 @@ async fn the_client_reconnects_after_the_server_restarts() {
     assert!(stats.dials >= 2, "a new connection was dialed: {stats:?}");
     assert_eq!(second.server.stats().connections, 1);
 }
+
+#[tokio::test]
+async fn a_failing_peer_is_redialed_only_after_the_backoff() {
+    let endpoint = client().await.endpoint().clone();
+    let client = quiver_rpc::RpcClient::new(
+        endpoint,
+        quiver_rpc::ClientConfig {
+            backoff: quiver_rpc::BackoffPolicy {
+                initial: Duration::from_secs(600),
+                max: Duration::from_secs(600),
+            },
+            ..quiver_rpc::ClientConfig::default()
+        },
+    );
+    // The server refuses this client: every attempt fails.
+    let server = TestServer::start(&[], ServerConfig::default()).await;
+    let call = |deadline: Duration| {
+        client.unary(
+            &server.addr,
+            SERVICE,
+            ECHO,
+            Bytes::new(),
+            Priority::Normal,
+            Some(deadline),
+        )
+    };
+    let first = call(Duration::from_secs(20)).await;
+    assert!(
+        matches!(first, Err(ClientError::Refused { .. })),
+        "{first:?}"
+    );
+    // The next call waits out the backoff, past its own deadline, without dialing.
+    let second = call(Duration::from_millis(300)).await;
+    assert!(
+        matches!(second, Err(ClientError::DeadlineExceeded)),
+        "{second:?}"
+    );
+    assert_eq!(client.stats().dials, 1);
+    assert_eq!(client.stats().failures, 1);
+}
