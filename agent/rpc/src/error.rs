@@ -135,8 +135,9 @@ pub enum ClientError {
     /// The peer ran the call and it failed.
     #[error("remote error {code}: {message}")]
     Remote { code: Code, message: String },
-    /// The peer refused this endpoint at the handshake, or revoked its access since.
-    #[error("{peer} refused this endpoint: {reason}")]
+    /// Access refused at the handshake (by the peer's allowlist, or by this endpoint's own for
+    /// the peer), or revoked since.
+    #[error("access between this endpoint and {peer} refused: {reason}")]
     Refused { peer: EndpointId, reason: String },
     /// The call's deadline passed before its reply arrived.
     #[error("deadline exceeded")]

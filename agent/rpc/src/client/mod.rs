@@ -207,6 +207,16 @@ pub(crate) fn connection_error(peer: EndpointId, error: ConnectionError) -> Clie
 }
 
 fn connect_error(peer: EndpointId, error: ConnectError) -> ClientError {
+    if let ConnectError::Connecting {
+        source: ConnectingError::LocallyRejected { .. },
+        ..
+    } = &error
+    {
+        return ClientError::Refused {
+            peer,
+            reason: "the peer is not on this endpoint's allowlist".to_owned(),
+        };
+    }
     let closed = match &error {
         ConnectError::Connection { source, .. }
         | ConnectError::Connecting {

@@ -129,3 +129,39 @@ async fn removing_a_peer_closes_its_connection_and_refuses_it_afterwards() {
         "refused at the handshake"
     );
 }
+
+#[tokio::test]
+async fn a_client_with_an_allowlist_refuses_a_server_not_on_it() {
+    let server_key = SecretKey::generate();
+    let guarded = quiver_rpc::RpcClient::new(
+        crate::common::endpoint(
+            SecretKey::generate(),
+            crate::common::loopback(),
+            Some(quiver_rpc::Allowlist::new([])),
+        )
+        .await,
+        quiver_rpc::ClientConfig::default(),
+    );
+    let server = TestServer::start_at(
+        server_key,
+        crate::common::loopback(),
+        &[guarded.endpoint().id()],
+        ServerConfig::default(),
+    )
+    .await;
+    let result = guarded
+        .unary(
+            &server.addr,
+            SERVICE,
+            ECHO,
+            Bytes::new(),
+            Priority::Normal,
+            DEADLINE,
+        )
+        .await;
+    assert!(
+        matches!(result, Err(ClientError::Refused { .. })),
+        "{result:?}"
+    );
+    assert_eq!(server.service.calls.load(Ordering::SeqCst), 0);
+}
