@@ -12,6 +12,9 @@ use crate::dispatch::{CallContext, Dispatch, Reply};
 use crate::error::{Code, RpcError};
 use crate::frame::{Frame, FrameType, Header};
 
+/// Longest error message sent; gRPC's trailers hold about as much.
+const MAX_ERROR_MESSAGE: usize = 8 * 1024;
+
 /// A running call on one stream.
 pub(super) type CallFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
@@ -90,7 +93,18 @@ impl Replier<'_> {
         }
     }
 
-    async fn error(&self, error: RpcError) {
+    async fn error(&self, mut error: RpcError) {
+        // A message too long for a frame would cost the caller its answer: cut it instead.
+        let room = (self.max_payload as usize)
+            .saturating_sub(16)
+            .min(MAX_ERROR_MESSAGE);
+        if error.message.len() > room {
+            let mut end = room;
+            while !error.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            error.message.truncate(end);
+        }
         let frame = Frame::new(self.header.reply(FrameType::Error), error.encode());
         send_reply(self.replies, frame).await;
     }

@@ -75,6 +75,34 @@ async fn remote_errors_keep_their_code_and_message() {
 }
 
 #[tokio::test]
+async fn an_overlong_error_message_is_cut_not_the_answer() {
+    let (server, client) = pair(ServerConfig::default()).await;
+    let verbose = client
+        .unary(
+            &server.addr,
+            SERVICE,
+            crate::common::VERBOSE,
+            Bytes::new(),
+            Priority::Normal,
+            DEADLINE,
+        )
+        .await;
+    match verbose {
+        Err(ClientError::Remote {
+            code: Code::Internal,
+            message,
+        }) => {
+            assert!(
+                message.len() <= 8 * 1024 && message.len() > 8 * 1024 - 2,
+                "{}",
+                message.len()
+            );
+        }
+        other => panic!("expected the server's error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn server_stream_yields_every_message_then_ends() {
     let (server, client) = pair(ServerConfig::default()).await;
     let mut stream = client

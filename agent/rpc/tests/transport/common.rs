@@ -33,6 +33,8 @@ pub const BULK: u16 = 5;
 pub const MISSING: u16 = 6;
 /// Unary: waits for a permit of [`TestService::gate`], then replies "done".
 pub const GATED: u16 = 7;
+/// Unary: fails with INTERNAL and a 100 KiB message.
+pub const VERBOSE: u16 = 8;
 
 /// What the test service saw.
 #[derive(Debug)]
@@ -118,13 +120,18 @@ impl Dispatch for TestDispatch {
                 }
                 Reply::Unary(Ok(Bytes::from_static(b"done")))
             }
+            VERBOSE => Reply::Unary(Err(RpcError::new(Code::Internal, "é".repeat(50 * 1024)))),
             _ => Reply::Unary(Err(RpcError::new(Code::Unimplemented, "no such method"))),
         }
     }
 
     fn changes_state(&self, service: u16, method: u16) -> bool {
         // Unknown methods count as state-changing: the safe default.
-        !(service == SERVICE && matches!(method, ECHO | SLEEP | COUNT | BULK | MISSING | GATED))
+        !(service == SERVICE
+            && matches!(
+                method,
+                ECHO | SLEEP | COUNT | BULK | MISSING | GATED | VERBOSE
+            ))
     }
 }
 
