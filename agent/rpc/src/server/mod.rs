@@ -181,6 +181,12 @@ impl<D: Dispatch> RpcServer<D> {
     pub fn stats(&self) -> ServerCounts {
         self.shared.stats.snapshot()
     }
+
+    /// Whether a shutdown has begun: no new streams or calls are taken.
+    #[must_use]
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutdown.is_cancelled()
+    }
 }
 
 impl<D: Dispatch> ProtocolHandler for RpcServer<D> {

@@ -236,12 +236,8 @@ async fn graceful_shutdown_lets_a_running_call_finish() {
     .await;
     let router = server.router.clone();
     let shutdown = tokio::spawn(async move { router.shutdown().await });
-    let stats = server.server.clone();
-    // The server has stopped taking calls before the running one is let go.
-    eventually("shutdown began", || {
-        stats.stats().connections == 1 && server.router.is_shutdown()
-    })
-    .await;
+    let handler = server.server.clone();
+    eventually("the server is shutting down", || handler.is_shutting_down()).await;
     server.service.gate.add_permits(1);
     let reply = call.await.expect("call task");
     assert_eq!(
@@ -300,4 +296,41 @@ async fn calls_beyond_the_connection_limit_are_refused_and_every_request_is_answ
         .count();
     assert_eq!(refused, 48, "two calls ran, the rest were refused");
     assert_eq!(server.server.stats().overloaded, 48);
+}
+
+#[tokio::test]
+async fn shutdown_drops_calls_still_running_after_the_grace_period() {
+    let (server, client) = pair(ServerConfig {
+        shutdown_grace: Duration::from_millis(200),
+        ..ServerConfig::default()
+    })
+    .await;
+    let call = tokio::spawn({
+        let client = client.clone();
+        let addr = server.addr.clone();
+        async move {
+            client
+                .unary(
+                    &addr,
+                    SERVICE,
+                    GATED,
+                    Bytes::new(),
+                    Priority::Normal,
+                    DEADLINE,
+                )
+                .await
+        }
+    });
+    let service = server.service.clone();
+    eventually("the call is running", || {
+        service.gated_waiting.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The gate never opens: shutdown completes anyway, and the caller learns the server left.
+    server.router.shutdown().await.expect("router shut down");
+    let dropped = call.await.expect("call task");
+    assert!(
+        matches!(dropped, Err(ClientError::Unreachable { .. })),
+        "{dropped:?}"
+    );
 }
