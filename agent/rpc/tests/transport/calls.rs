@@ -334,3 +334,30 @@ async fn shutdown_drops_calls_still_running_after_the_grace_period() {
         "{dropped:?}"
     );
 }
+
+#[tokio::test]
+async fn a_deadline_covers_a_whole_server_stream() {
+    let (server, client) = pair(ServerConfig::default()).await;
+    let endless = Bytes::copy_from_slice(&u32::MAX.to_be_bytes());
+    let mut stream = client
+        .server_stream(
+            &server.addr,
+            SERVICE,
+            COUNT,
+            endless,
+            Priority::Normal,
+            Some(Duration::from_millis(300)),
+        )
+        .await
+        .expect("stream");
+    let mut messages = 0u64;
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(_)) => messages += 1,
+            other => break other,
+        }
+    };
+    assert!(matches!(end, Err(ClientError::DeadlineExceeded)), "{end:?}");
+    assert!(messages > 0, "messages flowed until the deadline");
+    assert_eq!(stream.message().await.expect("ended"), None);
+}
