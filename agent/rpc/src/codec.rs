@@ -41,10 +41,26 @@ impl Default for FrameCodec {
 /// A codec failure: the stream broke, or the peer sent a malformed frame.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("frame: {0}")]
-    Frame(#[from] FrameError),
+    /// A malformed frame. `request_id` is the id its header carries when the header is of a
+    /// version this peer reads (whatever else is wrong with it), so that the call it belongs to
+    /// can be failed with an Error frame; `None` when even the layout is unknown.
+    #[error("frame: {error}")]
+    Frame {
+        #[source]
+        error: FrameError,
+        request_id: Option<u64>,
+    },
     #[error("stream: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<FrameError> for CodecError {
+    fn from(error: FrameError) -> Self {
+        Self::Frame {
+            error,
+            request_id: None,
+        }
+    }
 }
 
 impl Decoder for FrameCodec {
@@ -60,7 +76,11 @@ impl Decoder for FrameCodec {
                 };
                 let mut bytes = [0u8; HEADER_LEN];
                 bytes.copy_from_slice(head);
-                let (header, len) = Header::parse(&bytes, self.max_payload)?;
+                let (header, len) =
+                    Header::parse(&bytes, self.max_payload).map_err(|error| CodecError::Frame {
+                        error,
+                        request_id: Header::request_id_of(&bytes),
+                    })?;
                 src.advance(HEADER_LEN);
                 // `len <= max_payload <= u32::MAX` fits a usize on every supported target.
                 let len = usize::try_from(len).unwrap_or(usize::MAX);
@@ -93,7 +113,11 @@ impl Encoder<&Frame> for FrameCodec {
 
     fn encode(&mut self, frame: &Frame, dst: &mut BytesMut) -> Result<(), CodecError> {
         dst.reserve(frame.encoded_len());
-        frame.encode(dst, self.max_payload)?;
-        Ok(())
+        frame
+            .encode(dst, self.max_payload)
+            .map_err(|error| CodecError::Frame {
+                error,
+                request_id: Some(frame.header.request_id),
+            })
     }
 }

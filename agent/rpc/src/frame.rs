@@ -193,6 +193,13 @@ impl Header {
         Ok((header, len))
     }
 
+    /// The request id of a header in this version's layout, even one that fails [`Header::parse`]:
+    /// what an Error frame answering a malformed frame refers to. `None` for another version.
+    #[must_use]
+    pub fn request_id_of(bytes: &[u8; HEADER_LEN]) -> Option<u64> {
+        (bytes[0] == VERSION).then(|| be_u64(bytes, 8))
+    }
+
     /// The rules between fields: end-of-stream follows the type, only requests have deadlines,
     /// heartbeats name no method.
     fn check(&self, end_of_stream: bool) -> Result<(), FrameError> {

@@ -209,6 +209,6 @@ async fn framed_read_over_a_byte_stream_yields_frames_then_the_error() {
         .await
         .expect("an item")
         .expect_err("version 9 is malformed");
-    assert!(matches!(error, CodecError::Frame(_)), "{error}");
+    assert!(matches!(error, CodecError::Frame { .. }), "{error}");
     writing.await.expect("writer");
 }

@@ -133,7 +133,7 @@ fn outcome(bytes: &[u8]) -> String {
         Ok(Some(frame)) if buf.is_empty() => frame.to_string(),
         Ok(Some(frame)) => format!("{frame}, then {} bytes", buf.len()),
         Ok(None) => "need more bytes".to_owned(),
-        Err(CodecError::Frame(e)) => format!("malformed: {e}"),
+        Err(CodecError::Frame { error: e, .. }) => format!("malformed: {e}"),
         Err(e) => format!("stream error: {e}"),
     }
 }

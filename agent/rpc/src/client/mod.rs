@@ -1,0 +1,235 @@
+//! The client side: calls to peers over one reused connection each.
+//!
+//! A peer's connection is dialed on first use and shared by every call until it closes; the
+//! next call then redials, after a capped exponential backoff if the peer keeps failing.
+//! Each call opens its own stream (no head-of-line blocking between calls). Every failure is a
+//! [`ClientError`], the same domain error the gRPC client returns.
+
+mod backoff;
+mod call;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use iroh::endpoint::{ConnectError, ConnectingError, Connection, ConnectionError};
+use iroh::{Endpoint, EndpointAddr, EndpointId};
+use tokio::time::Instant;
+
+use backoff::Backoff;
+pub use backoff::BackoffPolicy;
+pub use call::ServerStream;
+
+use crate::access::CLOSE_REFUSED;
+use crate::error::ClientError;
+use crate::frame::DEFAULT_MAX_PAYLOAD;
+use crate::server::ALPN;
+
+/// Client limits and behaviour.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientConfig {
+    /// Largest payload sent or accepted in a reply (default 16 MiB).
+    pub max_payload: u32,
+    pub backoff: BackoffPolicy,
+    /// Set QUIC stream priorities on requests (off only to measure their effect).
+    pub priorities: bool,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            backoff: BackoffPolicy::default(),
+            priorities: true,
+        }
+    }
+}
+
+/// Counters of the client's connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientCounts {
+    /// Connection attempts.
+    pub dials: u64,
+    /// Attempts that failed, and connections that broke under a call.
+    pub failures: u64,
+}
+
+/// A peer's connection and its backoff.
+struct Peer {
+    /// Held while dialing, so concurrent calls share one dial.
+    conn: tokio::sync::Mutex<Option<Connection>>,
+    backoff: Mutex<Backoff>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    config: ClientConfig,
+    peers: Mutex<HashMap<EndpointId, Arc<Peer>>>,
+    next_request_id: AtomicU64,
+    dials: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// Calls peers over an iroh endpoint. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct RpcClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("endpoint", &self.inner.endpoint.id())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RpcClient {
+    #[must_use]
+    pub fn new(endpoint: Endpoint, config: ClientConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                endpoint,
+                config,
+                peers: Mutex::default(),
+                next_request_id: AtomicU64::new(1),
+                dials: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    #[must_use]
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    #[must_use]
+    pub fn stats(&self) -> ClientCounts {
+        ClientCounts {
+            dials: self.inner.dials.load(Ordering::Relaxed),
+            failures: self.inner.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    fn request_id(&self) -> u64 {
+        self.inner.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn peer(&self, id: EndpointId) -> Arc<Peer> {
+        let mut peers = lock(&self.inner.peers);
+        Arc::clone(peers.entry(id).or_insert_with(|| {
+            Arc::new(Peer {
+                conn: tokio::sync::Mutex::new(None),
+                backoff: Mutex::new(Backoff::new(self.inner.config.backoff)),
+            })
+        }))
+    }
+
+    /// The open connection to `addr`, dialing it (after any backoff) if there is none.
+    async fn connection(&self, addr: &EndpointAddr) -> Result<Connection, ClientError> {
+        let peer = self.peer(addr.id);
+        let mut slot = peer.conn.lock().await;
+        if let Some(conn) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Ok(conn.clone());
+        }
+        *slot = None;
+        let not_before = lock(&peer.backoff).not_before();
+        if let Some(at) = not_before {
+            tokio::time::sleep_until(at).await;
+        }
+        self.inner.dials.fetch_add(1, Ordering::Relaxed);
+        match self.inner.endpoint.connect(addr.clone(), ALPN).await {
+            Ok(conn) => {
+                *slot = Some(conn.clone());
+                Ok(conn)
+            }
+            Err(error) => {
+                self.failed(&peer);
+                Err(connect_error(addr.id, error))
+            }
+        }
+    }
+
+    /// A call on `conn` failed with `error`: if the connection is the cause, forget it and
+    /// back off, so the next call redials.
+    async fn broken(&self, id: EndpointId, conn: &Connection, error: &ClientError) {
+        if !matches!(
+            error,
+            ClientError::Unreachable { .. } | ClientError::Refused { .. }
+        ) {
+            return;
+        }
+        let peer = self.peer(id);
+        let mut slot = peer.conn.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            *slot = None;
+            self.failed(&peer);
+        }
+    }
+
+    fn failed(&self, peer: &Peer) {
+        self.inner.failures.fetch_add(1, Ordering::Relaxed);
+        lock(&peer.backoff).failed(Instant::now());
+    }
+
+    /// A reply came back from the peer.
+    fn healthy(&self, id: EndpointId) {
+        lock(&self.peer(id).backoff).succeeded();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; recover the data if something ever does.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The client error for a connection that closed or never opened.
+pub(crate) fn connection_error(peer: EndpointId, error: ConnectionError) -> ClientError {
+    match &error {
+        ConnectionError::ApplicationClosed(close) if close.error_code == CLOSE_REFUSED => {
+            ClientError::Refused {
+                peer,
+                reason: String::from_utf8_lossy(&close.reason).into_owned(),
+            }
+        }
+        _ => ClientError::Unreachable {
+            peer,
+            source: Box::new(error),
+        },
+    }
+}
+
+fn connect_error(peer: EndpointId, error: ConnectError) -> ClientError {
+    if let ConnectError::Connecting {
+        source: ConnectingError::LocallyRejected { .. },
+        ..
+    } = &error
+    {
+        return ClientError::Refused {
+            peer,
+            reason: "the peer is not on this endpoint's allowlist".to_owned(),
+        };
+    }
+    let closed = match &error {
+        ConnectError::Connection { source, .. }
+        | ConnectError::Connecting {
+            source: ConnectingError::ConnectionError { source, .. },
+            ..
+        } => Some(source.clone()),
+        _ => None,
+    };
+    match closed {
+        Some(closed) => connection_error(peer, closed),
+        None => ClientError::Unreachable {
+            peer,
+            source: Box::new(error),
+        },
+    }
+}

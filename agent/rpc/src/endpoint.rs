@@ -1,0 +1,123 @@
+//! Building the iroh [`Endpoint`] that carries `quiver/rpc/1`.
+//!
+//! Offline by default: no relay, no address lookup (no DNS, no pkarr), one UDP socket on the
+//! configured address. Peers dial each other by endpoint id plus the direct addresses a `Host`
+//! object advertises (`EndpointAddr::new(id).with_ip_addr(addr)`), so the cluster needs nothing
+//! outside itself.
+//!
+//! For peers behind NAT, set a [`RelayMode`]: `RelayMode::Custom(map)` with the cluster's own
+//! relay (an `iroh-relay` server) or `RelayMode::Default` for n0's public relays. The endpoint
+//! then keeps a connection to its home relay, peers that include the relay URL in the address
+//! they dial can reach it through the relay, and QUIC hole punching moves the path to a direct
+//! one when it can. Traffic through a relay stays end-to-end encrypted; the relay sees only
+//! endpoint ids. Awaiting `Endpoint::online` makes sense only with a relay: without one it never
+//! completes.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use iroh::endpoint::{BindError, InvalidSocketAddr, QuicTransportConfig, VarInt, presets};
+use iroh::{Endpoint, RelayMode, SecretKey};
+
+use crate::access::Allowlist;
+
+/// Streams a peer may have open at once on one connection, unless configured otherwise. QUIC
+/// enforces it: a peer cannot open more, so the server's per-connection memory stays bounded.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 64;
+
+/// How to build an endpoint.
+#[derive(Clone, Debug)]
+pub struct EndpointOptions {
+    /// The endpoint's identity. Persisting it (so the endpoint id survives restarts) is the
+    /// caller's business.
+    pub secret_key: SecretKey,
+    /// Where the UDP socket binds (default `0.0.0.0:0`).
+    pub bind_addr: SocketAddr,
+    /// Relays for NAT traversal (default: none).
+    pub relay_mode: RelayMode,
+    /// Peers allowed to connect, checked at the handshake (default: everyone, for a client-only
+    /// endpoint such as a CLI's).
+    pub allowlist: Option<Allowlist>,
+    pub max_concurrent_streams: u32,
+}
+
+impl EndpointOptions {
+    #[must_use]
+    pub fn new(secret_key: SecretKey) -> Self {
+        Self {
+            secret_key,
+            bind_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            relay_mode: RelayMode::Disabled,
+            allowlist: None,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+        }
+    }
+
+    #[must_use]
+    pub fn bind_addr(mut self, addr: SocketAddr) -> Self {
+        self.bind_addr = addr;
+        self
+    }
+
+    #[must_use]
+    pub fn relay_mode(mut self, mode: RelayMode) -> Self {
+        self.relay_mode = mode;
+        self
+    }
+
+    #[must_use]
+    pub fn allowlist(mut self, allowlist: Allowlist) -> Self {
+        self.allowlist = Some(allowlist);
+        self
+    }
+
+    #[must_use]
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.max_concurrent_streams = streams;
+        self
+    }
+
+    /// Binds the endpoint.
+    ///
+    /// # Errors
+    /// The bind address is unusable or the socket cannot be bound.
+    pub async fn bind(self) -> Result<Endpoint, EndpointError> {
+        let transport = QuicTransportConfig::builder()
+            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_streams))
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .build();
+        let mut builder = Endpoint::builder(presets::Minimal)
+            .secret_key(self.secret_key)
+            .relay_mode(self.relay_mode)
+            .transport_config(transport)
+            .clear_ip_transports()
+            .bind_addr(self.bind_addr)
+            .map_err(|source| EndpointError::BindAddr {
+                addr: self.bind_addr,
+                source,
+            })?;
+        if let Some(allowlist) = self.allowlist {
+            builder = builder.hooks(allowlist.hook());
+        }
+        builder.bind().await.map_err(|source| EndpointError::Bind {
+            addr: self.bind_addr,
+            source,
+        })
+    }
+}
+
+/// The endpoint could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("bind address {addr}: {source}")]
+    BindAddr {
+        addr: SocketAddr,
+        #[source]
+        source: InvalidSocketAddr,
+    },
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: BindError,
+    },
+}
