@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use quiver_tests::cluster::{TestCluster, guest_dir};
 use quiver_tests::eventually;
 use quiver_tests::vm::{BOOT, qemu_lock};
@@ -112,7 +114,8 @@ async fn operator_restart_mid_boot_runs_no_duplicate_and_status_converges() -> a
     // The same identity takes its own lease back at once.
     cluster.start_operator();
     k.wait_ready("survivor", BOOT + Duration::from_secs(20))
-        .await?;
+        .await
+        .with_context(|| cluster.diagnostics())?;
     assert_eq!(cluster.qemu_pids().len(), 1, "a second QEMU was started");
     let agent = cluster.agent_client(0).await?;
     assert_eq!(agent.list_vms().await?.len(), 1);

@@ -211,15 +211,23 @@ impl AgentCluster {
         Ok(client)
     }
 
-    /// Sends the VM to `host`'s agent and records the status it answers with.
+    /// Sends the VM to `host`'s agent and returns the newest status known for it: the one it
+    /// answers with, unless the status stream has meanwhile delivered a newer one (the reply
+    /// was taken before; recording it would hide a change no later update repeats).
     pub async fn put_vm(&self, host: &str, req: proto::PutVmRequest) -> Result<proto::VmStatus> {
         let client = self.client(host).await?;
         let reply = tokio::time::timeout(CALL_TIMEOUT, client.put_vm(req))
             .await
             .map_err(|_| Error::Unreachable(format!("{host}: PutVm timed out")))??;
         let status = reply.status.unwrap_or_default();
-        record(&self.inner, status.clone());
-        Ok(status)
+        let streamed = self.vm(&status.uid);
+        match newest(status, streamed) {
+            Newest::Reply(status) => {
+                record(&self.inner, status.clone());
+                Ok(status)
+            }
+            Newest::Streamed(status) => Ok(status),
+        }
     }
 
     /// Asks every agent, in order, to delete `uid`.
@@ -271,6 +279,23 @@ pub async fn connect_agent(
         ))
     })?;
     Ok(AgentClient::connect_tls(format!("https://{address}"), tls, host).await?)
+}
+
+/// Which of a PutVm reply and the last streamed status of the same VM is newer.
+#[derive(Debug, PartialEq)]
+enum Newest {
+    Reply(proto::VmStatus),
+    Streamed(proto::VmStatus),
+}
+
+/// Agents stamp each VM's reports with a strictly increasing `updated_at_ms`.
+fn newest(reply: proto::VmStatus, streamed: Option<proto::VmStatus>) -> Newest {
+    match streamed {
+        Some(streamed) if streamed.updated_at_ms > reply.updated_at_ms => {
+            Newest::Streamed(streamed)
+        }
+        _ => Newest::Reply(reply),
+    }
 }
 
 fn record(inner: &Inner, status: proto::VmStatus) {
@@ -368,6 +393,35 @@ async fn follow(inner: &Inner, host: &str, address: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reported(updated_at_ms: i64, guest_ready: bool) -> proto::VmStatus {
+        proto::VmStatus {
+            uid: "u".into(),
+            updated_at_ms,
+            guest_ready,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_put_reply_overtaken_by_the_status_stream_does_not_hide_the_newer_status() {
+        let ready = reported(20, true);
+        let booting = reported(10, false);
+        assert_eq!(
+            newest(booting, Some(ready.clone())),
+            Newest::Streamed(ready)
+        );
+    }
+
+    #[test]
+    fn a_put_reply_newer_than_the_stream_is_kept() {
+        let changed = reported(30, false);
+        assert_eq!(
+            newest(changed.clone(), Some(reported(20, true))),
+            Newest::Reply(changed.clone())
+        );
+        assert_eq!(newest(changed.clone(), None), Newest::Reply(changed));
+    }
 
     #[tokio::test]
     async fn the_agent_of_a_deleted_host_is_dropped_and_placement_is_woken() {

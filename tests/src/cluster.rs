@@ -93,6 +93,12 @@ impl TestCluster {
     }
 
     async fn start_with(agents: usize, simulated: bool) -> anyhow::Result<Self> {
+        // The operator's and control plane's logs, shown with a failing test's output
+        // (`RUST_LOG=quiver_operator=debug` for more).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let control_plane = ControlPlane::start().await?;
         let client = control_plane.client().await?;
         quiver_operator::dev::install_crds(&client).await?;
@@ -191,6 +197,30 @@ impl TestCluster {
             }
         }
         pids
+    }
+
+    /// What the agents' run dirs say about each VM (state and the console's last lines), for
+    /// the message of a test that timed out waiting on one.
+    pub fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        for agent in &self.agents {
+            let Ok(dirs) = std::fs::read_dir(agent.options.data_dir.join("vms")) else {
+                continue;
+            };
+            for dir in dirs.flatten() {
+                let read =
+                    |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+                let console = read("console.log");
+                let tail: Vec<&str> = console.lines().rev().take(8).collect();
+                out.push_str(&format!(
+                    "\n{}: state {}\n  console tail:\n    {}",
+                    dir.path().display(),
+                    read("state.json").trim(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n    ")
+                ));
+            }
+        }
+        out
     }
 
     /// Stops the operator, asks each live agent to remove its VMs, stops the agents, then

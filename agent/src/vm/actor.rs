@@ -154,7 +154,9 @@ impl Actor {
                 return true;
             }
         }
-        self.state.updated_at_ms = now_ms();
+        // Strictly increasing per VM: readers order a VM's reports by it (a PutVm reply that a
+        // streamed update overtook is recognised as older).
+        self.state.updated_at_ms = now_ms().max(self.state.updated_at_ms + 1);
         if let Err(e) = self.dir.write_json(&self.dir.state_file(), &self.state) {
             tracing::error!(uid = %self.meta.uid, error = %e, "cannot persist state");
         }

@@ -89,7 +89,7 @@ impl Shared {
         self.vms().remove(&meta.uid);
         let mut last = status(meta, state, &self.host);
         last.deleted = true;
-        last.updated_at_ms = now_ms();
+        last.updated_at_ms = now_ms().max(state.updated_at_ms + 1);
         let _ = self.updates.send(last);
     }
 

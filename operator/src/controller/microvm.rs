@@ -65,7 +65,7 @@ fn uid(vm: &MicroVM) -> Result<String> {
 
 async fn apply(vm: &MicroVM, ctx: &Context, api: &Api<MicroVM>) -> Result<Action> {
     // Until the Host store has listed, "no Host" and "Host gone" would both be wrong.
-    if ctx.hosts.wait_until_ready().await.is_err() {
+    if ctx.hosts_listed().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     ctx.sync_agents();

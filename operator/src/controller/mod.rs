@@ -15,13 +15,15 @@ use std::time::Duration;
 use futures::FutureExt as _;
 
 use futures::StreamExt;
+use kube::runtime::WatchStreamExt as _;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector;
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use quiver_agent::tls::TlsFiles;
 use quiver_crds::{Host, MicroVM};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::agent_client::AgentCluster;
@@ -56,6 +58,8 @@ pub struct Context {
     pub cluster: AgentCluster,
     pub recorder: Recorder,
     pub hosts: Store<Host>,
+    /// Becomes true once the Host store holds its first full list.
+    hosts_listed: watch::Receiver<bool>,
     pub vms: Store<MicroVM>,
     pub config: ControllerConfig,
     /// uid → host the operator sent the VM to (survives until the VM is cleaned up).
@@ -86,6 +90,18 @@ impl Context {
 
     pub(crate) fn forget(&self, uid: &str) {
         lock(&self.assignments).remove(uid);
+    }
+
+    /// Waits until the Host store holds its first full list ("no Host" means none exists).
+    ///
+    /// # Errors
+    /// The Host watch ended (the controllers are stopping).
+    pub(crate) async fn hosts_listed(&self) -> Result<(), watch::error::RecvError> {
+        self.hosts_listed
+            .clone()
+            .wait_for(|listed| *listed)
+            .await
+            .map(|_| ())
     }
 
     /// Makes the agent cluster follow exactly the registered Hosts' agents: new ones are
@@ -135,7 +151,21 @@ pub async fn run(
 ) {
     let (cluster, wakeups) = AgentCluster::new(config.agent_tls.clone());
     let (hosts_changed, hosts_rx) = mpsc::unbounded_channel();
-    let host_ctl = Controller::new(Api::<Host>::all(client.clone()), watcher::Config::default());
+    // The Host reflector is built here, not by `Controller::new`, to learn when its first list
+    // is in: kube's `Store::wait_until_ready` wakes only its last waiter, and the Host
+    // controller itself already waits on it, so a reconcile waiting too could sleep forever.
+    let (host_store, host_writer) = reflector::store::<Host>();
+    let (hosts_listed_tx, hosts_listed) = watch::channel(false);
+    let host_events = watcher(Api::<Host>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(host_writer)
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                hosts_listed_tx.send_replace(true);
+            }
+        })
+        .applied_objects();
+    let host_ctl = Controller::for_stream(host_events, host_store);
     // Placement reads Hosts and agents' reach: a change of either may place a waiting VM.
     let placement_changed = futures::stream::select(
         UnboundedReceiverStream::new(hosts_rx),
@@ -156,6 +186,7 @@ pub async fn run(
         client,
         cluster,
         hosts: host_ctl.store(),
+        hosts_listed,
         vms: vm_ctl.store(),
         config,
         assignments: Mutex::new(HashMap::new()),
