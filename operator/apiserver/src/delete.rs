@@ -104,7 +104,7 @@ impl Api {
         let mut inner = self.lock();
         let out = inner.delete(scope, name, opts)?;
         inner.collect_garbage();
-        Ok(out)
+        Ok(deleted_answer(scope, out))
     }
 
     pub fn delete_collection(
@@ -136,6 +136,30 @@ impl Api {
             None,
         ))
     }
+}
+
+/// What a DELETE answers. An object that is gone at once is answered with a `Success`
+/// Status naming it (`details.kind` is the resource, as Kubernetes fills it), except for kinds
+/// whose registry sets `ReturnDeletedObject`, which answer with the object; an object that
+/// only got a deletionTimestamp (finalizers pending) is always answered with itself.
+fn deleted_answer(scope: &Scope, object: Value) -> Value {
+    if scope.rt.returns_deleted_object() || object.pointer("/metadata/deletionTimestamp").is_some()
+    {
+        return object;
+    }
+    let text = |ptr: &str| object.pointer(ptr).cloned().unwrap_or(json!(""));
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": text("/metadata/name"),
+            "group": scope.rt.group,
+            "kind": scope.rt.plural,
+            "uid": text("/metadata/uid"),
+        },
+    })
 }
 
 impl Inner {

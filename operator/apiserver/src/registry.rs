@@ -18,6 +18,8 @@ pub enum Behavior {
     Custom,
     /// events.k8s.io/v1 Event, stored as core/v1 Event.
     EventsV1,
+    /// A create-only review (TokenReview, SelfSubjectAccessReview...): answered, never stored.
+    Review,
 }
 
 /// A printer column (`additionalPrinterColumns`).
@@ -40,6 +42,17 @@ pub struct Version {
     pub raw_schema: Option<Value>,
     pub columns: Vec<Column>,
     pub status_subresource: bool,
+    /// `subresources.scale`, when the version declares it.
+    pub scale: Option<ScalePaths>,
+}
+
+/// Where a custom resource keeps what its `/scale` subresource shows (`.spec.replicas` style
+/// JSON paths from `subresources.scale`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalePaths {
+    pub spec_replicas: String,
+    pub status_replicas: String,
+    pub label_selector: Option<String>,
 }
 
 /// A resource type such as `microvms.quiver.dev` or `configmaps`.
@@ -98,6 +111,46 @@ impl ResourceType {
         }
     }
 
+    /// Kinds whose Kubernetes registry sets `ReturnDeletedObject` answer a DELETE with the
+    /// object; the others with a `Success` Status. Namespaces and CRDs always pass through
+    /// a finalizer, so Kubernetes answers with the object for them too.
+    pub fn returns_deleted_object(&self) -> bool {
+        match self.behavior {
+            Behavior::Namespace | Behavior::Crd => true,
+            Behavior::Plain => {
+                self.group.is_empty()
+                    && matches!(
+                        self.plural.as_str(),
+                        "serviceaccounts" | "pods" | "services"
+                    )
+            }
+            Behavior::Secret | Behavior::Custom | Behavior::EventsV1 | Behavior::Review => false,
+        }
+    }
+
+    pub fn scale(&self, version: &str) -> Option<&ScalePaths> {
+        match self.behavior {
+            Behavior::Custom => self.version(version).and_then(|v| v.scale.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// Subresources served at `version`, with their verbs, as discovery lists them.
+    pub fn subresources(&self, version: &str) -> Vec<(&'static str, &'static [&'static str])> {
+        const GET_UPDATE: &[&str] = &["get", "patch", "update"];
+        let mut out = Vec::new();
+        if self.has_status(version) {
+            out.push(("status", GET_UPDATE));
+        }
+        if self.scale(version).is_some() {
+            out.push(("scale", GET_UPDATE));
+        }
+        if self.group.is_empty() && self.plural == "serviceaccounts" {
+            out.push(("token", &["create"][..]));
+        }
+        out
+    }
+
     pub fn group_kind(&self) -> String {
         if self.group.is_empty() {
             self.kind.clone()
@@ -123,6 +176,7 @@ impl ResourceType {
                 raw_schema: None,
                 columns: Vec::new(),
                 status_subresource: false,
+                scale: None,
             }],
             behavior: Behavior::Plain,
         }
@@ -308,6 +362,14 @@ fn crd_version(v: &Value, path: &str, causes: &mut Vec<Cause>) -> Version {
         raw_schema,
         columns,
         status_subresource: v.pointer("/subresources/status").is_some(),
+        scale: v.pointer("/subresources/scale").and_then(|s| {
+            let text = |k: &str| s.get(k).and_then(Value::as_str).map(str::to_string);
+            Some(ScalePaths {
+                spec_replicas: text("specReplicasPath")?,
+                status_replicas: text("statusReplicasPath")?,
+                label_selector: text("labelSelectorPath"),
+            })
+        }),
     }
 }
 

@@ -1,8 +1,8 @@
 //! Property test: mutated bodies (wrong JSON types at every path of valid objects, nulls,
 //! deep nesting, huge strings, invalid UTF-8, wrong kinds and apiVersions, random protobuf)
 //! sent to every served resource (the built-in kinds and the Quiver CRDs) with every verb
-//! (create, update, status update, each patch type, server-side apply, delete with
-//! DeleteOptions) and content type, over HTTP/2 and HTTP/1.1.
+//! (create, update, status and scale updates, each patch type, server-side apply, delete
+//! with DeleteOptions) and content type, over HTTP/2 and HTTP/1.1.
 //!
 //! Every answer must be a success or a Kubernetes `Status` with a 4xx code: never a 5xx, a
 //! reset stream or a dropped connection. Afterwards the server still serves, and every object
@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, bail};
 use common::{Answer, Client, Proto, install_crds, start};
-use hostile::fixtures::{BYSTANDERS, Resource, TARGETS, resources, run_owned};
+use hostile::fixtures::{
+    BYSTANDERS, Resource, TARGETS, resources, run_owned, scale_fixture, scaler_crd,
+};
 use hostile::mutate;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -129,6 +131,12 @@ fn judge(answer: &Answer) -> anyhow::Result<()> {
 /// Namespaces, the Quiver CRDs, and per resource a target and a bystander.
 async fn set_up(client: &mut Client, resources: &[Resource]) -> anyhow::Result<()> {
     install_crds(client).await?;
+    create(
+        client,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        &scaler_crd(),
+    )
+    .await?;
     for ns in [TARGETS, BYSTANDERS] {
         create(
             client,
@@ -258,16 +266,21 @@ const PROTOBUF_KINDS: &[(&str, &str)] = &[
     ("v1", "Pod"),
 ];
 
-/// The target as stored now (the base of updates), or its fixture when it is gone.
-async fn current_target(client: &mut Client, r: &Resource) -> anyhow::Result<Value> {
-    let path = r.object(TARGETS, &r.target_name());
+/// The target (or its Scale, for `/scale`) as stored now (the base of updates), or its
+/// fixture when it is gone.
+async fn current_target(client: &mut Client, r: &Resource, sub: &str) -> anyhow::Result<Value> {
+    let sub = if sub == "/scale" { sub } else { "" };
+    let path = format!("{}{sub}", r.object(TARGETS, &r.target_name()));
     let answer = client
         .send(Proto::Http2, "GET", &path, None, Vec::new())
         .await?;
     Ok(answer
         .json()
         .filter(|_| answer.code == 200)
-        .unwrap_or_else(|| (r.fixture)(&r.target_name())))
+        .unwrap_or_else(|| match sub {
+            "/scale" => scale_fixture(&r.target_name()),
+            _ => (r.fixture)(&r.target_name()),
+        }))
 }
 
 async fn request(
@@ -277,10 +290,20 @@ async fn request(
     case: u64,
 ) -> anyhow::Result<Request> {
     let target = r.object(TARGETS, &r.target_name());
-    let sub = if r.status && rng.random_bool(0.3) {
+    let sub = if r.scale && rng.random_bool(0.3) {
+        "/scale"
+    } else if r.status && rng.random_bool(0.3) {
         "/status"
     } else {
         ""
+    };
+    // The object a write to `sub` carries: a Scale for `/scale`, else the resource's own.
+    let fixture = |name: &str| {
+        if sub == "/scale" {
+            scale_fixture(name)
+        } else {
+            (r.fixture)(name)
+        }
     };
     let q = query(rng);
     let (method, path, content_type, body) = match rng.random_range(0..8) {
@@ -293,7 +316,7 @@ async fn request(
             ("POST", format!("{}{q}", r.collection(TARGETS)), ct, body)
         }
         2 | 3 => {
-            let base = current_target(client, r).await?;
+            let base = current_target(client, r, sub).await?;
             let (ct, body) = object_body(rng, r, base);
             ("PUT", format!("{target}{sub}{q}"), ct, body)
         }
@@ -302,13 +325,13 @@ async fn request(
                 "application/merge-patch+json",
                 "application/strategic-merge-patch+json",
             ][rng.random_range(0..2)];
-            let base = (r.fixture)(&r.target_name());
+            let base = fixture(&r.target_name());
             let patch = serde_json::to_vec(&mutate::mutate(rng, base))?;
             let body = mutate::damage(rng, patch);
             ("PATCH", format!("{target}{sub}{q}"), Some(ct), body)
         }
         5 => {
-            let base = current_target(client, r).await?;
+            let base = current_target(client, r, sub).await?;
             let body = serde_json::to_vec(&mutate::json_patch(rng, &base))?;
             (
                 "PATCH",
@@ -318,7 +341,7 @@ async fn request(
             )
         }
         6 => {
-            let applied = mutate::mutate(rng, (r.fixture)(&r.target_name()));
+            let applied = mutate::mutate(rng, fixture(&r.target_name()));
             let force = if rng.random_bool(0.5) {
                 "&force=true"
             } else {

@@ -40,6 +40,8 @@ enum Reply {
     Bytes(Vec<u8>),
     Stream(tokio::sync::mpsc::Receiver<Bytes>),
     Text(&'static str),
+    /// JSON under another media type (aggregated discovery).
+    Typed(&'static str, Value),
 }
 
 /// The parts of a request that routing reads.
@@ -94,6 +96,13 @@ fn render(reply: Reply) -> Response {
             with_json_type(Response::new(Body::from_stream(stream)))
         }
         Reply::Text(t) => t.into_response(),
+        Reply::Typed(media, v) => {
+            let mut resp =
+                (StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()).into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+            resp
+        }
     }
 }
 

@@ -16,6 +16,8 @@ pub struct Resource {
     pub plural: &'static str,
     pub namespaced: bool,
     pub status: bool,
+    /// Has a `/scale` subresource (an `autoscaling/v1 Scale`).
+    pub scale: bool,
     /// Has a protobuf form (built-in kinds).
     pub builtin: bool,
     /// A valid object named `name`.
@@ -76,6 +78,7 @@ pub fn resources() -> Vec<Resource> {
         plural,
         namespaced,
         status,
+        scale: false,
         builtin,
         fixture,
     };
@@ -171,7 +174,36 @@ pub fn resources() -> Vec<Resource> {
                 "status": {"capacity": {"cpus": 1, "memoryMiB": 1}, "raft": {"role": "Leader"}}})
             },
         ),
+        Resource {
+            scale: true,
+            ..r("/apis/fuzz.example/v1", "scalers", true, true, false, |n| {
+                json!({"apiVersion": "fuzz.example/v1", "kind": "Scaler", "metadata": {"name": n},
+                    "spec": {"replicas": 2}, "status": {"replicas": 1, "selector": "a=b"}})
+            })
+        },
     ]
+}
+
+/// The CRD of `scalers.fuzz.example`, which declares `/status` and `/scale`; installed once,
+/// never named by a request of the run.
+pub fn scaler_crd() -> Value {
+    let int = json!({"type": "integer", "minimum": 0, "maximum": 100});
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "scalers.fuzz.example"},
+        "spec": {"group": "fuzz.example", "scope": "Namespaced",
+            "names": {"plural": "scalers", "kind": "Scaler", "singular": "scaler"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas",
+                    "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"replicas": int}},
+                    "status": {"type": "object", "properties": {"replicas": int, "selector": {"type": "string"}}}}}}}]}})
+}
+
+/// A Scale body for `name`.
+pub fn scale_fixture(name: &str) -> Value {
+    json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": name, "namespace": TARGETS},
+        "spec": {"replicas": 3}})
 }
 
 /// A CustomResourceDefinition named `{plural}.fuzz.example` (or as given, when it already
