@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     pub dependents: HashMap<String, BTreeSet<ObjRef>>,
     /// Objects that carried the `foregroundDeletion` finalizer when last written.
     pub foreground: BTreeSet<ObjRef>,
+    /// The RBAC index, rebuilt whenever an RBAC object changes.
+    pub policy: Arc<crate::rbac::Policy>,
 }
 
 /// The dev control plane's API: thread-safe, shared by all request handlers.
@@ -133,6 +135,7 @@ impl Api {
             uids: HashMap::new(),
             dependents: HashMap::new(),
             foreground: BTreeSet::new(),
+            policy: Arc::default(),
         };
         if let Some(r) = journal {
             inner.store.restore(r.rv, r.objects, r.journal);
@@ -342,6 +345,7 @@ impl Inner {
                 self.index(&key, &obj);
             }
         }
+        self.rebuild_policy();
     }
 
     pub fn index(&mut self, resource: &str, obj: &Value) {

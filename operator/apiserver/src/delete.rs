@@ -231,6 +231,7 @@ impl Inner {
         if let Some(uid) = gone.pointer("/metadata/uid").and_then(Value::as_str) {
             self.uids.remove(uid);
         }
+        self.rbac_changed(&key);
         if scope.rt.behavior == Behavior::Crd {
             let group = gone
                 .pointer("/spec/group")

@@ -13,6 +13,7 @@
 //! (that is a real cluster via Helm), protobuf responses, RBAC, admission webhooks, CRD
 //! conversion webhooks, consistent-snapshot pagination (pages read the current state).
 
+mod access;
 mod api;
 mod cel;
 mod delete;
@@ -25,6 +26,7 @@ mod openapi;
 mod patch;
 mod persist;
 mod protobuf;
+mod rbac;
 mod registry;
 mod schema;
 mod selector;
@@ -106,6 +108,7 @@ impl DevApiServer {
         let state = Arc::new(server::AppState {
             api: api.clone(),
             token: token.clone(),
+            signer: rbac::token::Signer::new(token.as_bytes()),
             address: addr.to_string(),
             max_body_bytes: config.max_body_bytes,
             bookmark_interval: config.bookmark_interval,

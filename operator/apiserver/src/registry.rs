@@ -216,7 +216,55 @@ pub fn builtins() -> Vec<ResourceType> {
         )
         .short(&["crd", "crds"])
         .behave(Behavior::Crd),
+        ResourceType::builtin(crate::rbac::GROUP, "v1", "Role", "roles", true),
+        ResourceType::builtin(
+            crate::rbac::GROUP,
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+        ),
+        ResourceType::builtin(
+            crate::rbac::GROUP,
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+        ),
+        ResourceType::builtin(
+            crate::rbac::GROUP,
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+        ),
+        review("authentication.k8s.io", "TokenReview", "tokenreviews"),
+        review(
+            "authentication.k8s.io",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+        ),
+        review(
+            "authorization.k8s.io",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+        ),
+        review(
+            "authorization.k8s.io",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+        ),
+        review(
+            "authorization.k8s.io",
+            "SubjectAccessReview",
+            "subjectaccessreviews",
+        ),
     ]
+}
+
+/// A cluster-scoped, create-only review kind.
+fn review(group: &str, kind: &str, plural: &str) -> ResourceType {
+    ResourceType::builtin(group, "v1", kind, plural, false).behave(Behavior::Review)
 }
 
 /// Builds the resource type that a CustomResourceDefinition object describes, checking the

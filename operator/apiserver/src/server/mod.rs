@@ -1,9 +1,12 @@
 //! HTTP: authentication, body limits, path routing and content negotiation.
 //!
-//! Layout: this file takes a request apart and renders the reply; `body` reads the body
-//! within the limit and decodes it; `route` resolves the path and dispatches by verb;
+//! Layout: this file takes a request apart and renders the reply; `access` authenticates
+//! (admin token, ServiceAccount tokens), authorizes (RBAC) and serves TokenRequest and the
+//! reviews; `body` reads the body within the limit and decodes it; `route` resolves the
+//! path and dispatches by verb;
 //! `panic` is the last-resort layer that turns a panicking handler into a `500` Status.
 
+mod access;
 mod body;
 mod panic;
 mod route;
@@ -21,13 +24,15 @@ use serde_json::Value;
 use tokio_stream::StreamExt as _;
 
 use crate::api::Api;
-use crate::error::{ApiError, Result};
+use crate::error::ApiError;
 
 pub use self::panic::catch_panics;
 
 pub struct AppState {
     pub api: Arc<Api>,
     pub token: String,
+    /// Signs and checks ServiceAccount tokens.
+    pub signer: crate::rbac::token::Signer,
     pub address: String,
     pub max_body_bytes: usize,
     pub bookmark_interval: Duration,
@@ -46,6 +51,7 @@ enum Reply {
 
 /// The parts of a request that routing reads.
 struct Call<'a> {
+    user: &'a crate::rbac::User,
     method: &'a http::Method,
     path: &'a str,
     query: &'a HashMap<String, String>,
@@ -66,7 +72,20 @@ pub async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
         serde_urlencoded::from_str::<Vec<(String, String)>>(parts.uri.query().unwrap_or_default())
             .map(|v| v.into_iter().collect())
             .unwrap_or_default();
-    if let Err(e) = authorize(&st, &parts.headers, &path) {
+    // Health and version answer anyone (Kubernetes grants them to anonymous users through
+    // `system:public-info-viewer`); every other path needs a token and RBAC's consent.
+    let public = matches!(
+        path.as_str(),
+        "/healthz" | "/livez" | "/readyz" | "/version"
+    );
+    let user = match access::authenticate(&st, &parts.headers) {
+        Ok(user) => user,
+        Err(_) if public => crate::rbac::User::anonymous(),
+        Err(e) => return error_response(&parts.method, &path, &e),
+    };
+    let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let attrs = crate::rbac::attributes::of_request(&parts.method, &path, watch);
+    if !public && let Err(e) = access::authorize(&st, &user, &attrs) {
         return error_response(&parts.method, &path, &e);
     }
     let bytes = match body::read(body, parts.version, &parts.headers, st.max_body_bytes).await {
@@ -74,6 +93,7 @@ pub async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
         Err(answer) => return answer,
     };
     let call = Call {
+        user: &user,
         method: &parts.method,
         path: &path,
         query: &query,
@@ -136,26 +156,4 @@ fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
         }
     }
     resp
-}
-
-fn authorize(st: &AppState, headers: &HeaderMap, path: &str) -> Result<()> {
-    if matches!(path, "/healthz" | "/livez" | "/readyz" | "/version") {
-        return Ok(());
-    }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let same = given.len() == st.token.len()
-        && given
-            .bytes()
-            .zip(st.token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
-    }
 }

@@ -8,12 +8,12 @@ use std::time::Duration;
 use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::{AppState, Call, Reply, body};
+use super::{AppState, Call, Reply, access, body};
 use crate::api::{Api, ListOptions, Scope};
 use crate::delete::DeleteOptions;
 use crate::error::{ApiError, Result};
 use crate::patch::PatchType;
-use crate::registry::{Registry, ResourceType};
+use crate::registry::{Behavior, Registry, ResourceType};
 use crate::table::{self, IncludeObject};
 use crate::watch::WatchParams;
 use crate::write::{FieldValidation, ScaleBody, WriteOptions, Written};
@@ -38,6 +38,23 @@ pub(super) fn route(st: &AppState, call: &Call<'_>) -> Result<Reply> {
     let target = resolve(&registry, &segs).ok_or_else(|| ApiError::not_found_path(call.path))?;
     if target.sub == "scale" {
         return scale(st, call, &target);
+    }
+    let create_only = target.sub == "token" || target.scope.rt.behavior == Behavior::Review;
+    if create_only && call.method != Method::POST {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({} {})",
+            call.method, call.path
+        )));
+    }
+    if target.sub == "token" {
+        let name = target.name.unwrap_or_default();
+        return access::token_request(st, call, &target.scope, name);
+    }
+    if target.scope.rt.behavior == Behavior::Review {
+        if target.name.is_some() {
+            return Err(ApiError::not_found_path(call.path));
+        }
+        return access::review(st, call, call.user, &target.scope);
     }
     match (call.method, target.name) {
         (&Method::GET, None) => list_or_watch(st, call, &target.scope),
@@ -182,6 +199,7 @@ fn resolve<'a>(registry: &Registry, segs: &[&'a str]) -> Option<Target<'a>> {
         None => "",
         Some("status") if rt.has_status(version) => "status",
         Some("scale") if rt.scale(version).is_some() => "scale",
+        Some("token") if rt.group.is_empty() && rt.plural == "serviceaccounts" => "token",
         Some("finalize") if rt.plural == "namespaces" => "",
         Some(_) => return None,
     };

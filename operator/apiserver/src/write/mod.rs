@@ -136,6 +136,7 @@ impl Inner {
     pub(crate) fn commit(&mut self, scope: &Scope, obj: Value) -> Arc<Value> {
         let stored = self.store.put(&scope.rt.key(), obj);
         self.index(&scope.rt.key(), &stored);
+        self.rbac_changed(&scope.rt.key());
         if scope.rt.behavior == Behavior::Crd
             && let Ok(t) = from_crd(&stored)
         {
