@@ -2,7 +2,8 @@
 //! deep nesting, huge strings, invalid UTF-8, wrong kinds and apiVersions, random protobuf)
 //! sent to every served resource (the built-in kinds and the Quiver CRDs) with every verb
 //! (create, update, status and scale updates, each patch type, server-side apply, delete
-//! with DeleteOptions) and content type, over HTTP/2 and HTTP/1.1.
+//! with DeleteOptions), and to the endpoints that only answer POSTs (TokenRequest and the
+//! authentication and authorization reviews) and content type, over HTTP/2 and HTTP/1.1.
 //!
 //! Every answer must be a success or a Kubernetes `Status` with a 4xx code: never a 5xx, a
 //! reset stream or a dropped connection. Afterwards the server still serves, and every object
@@ -19,7 +20,8 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, bail};
 use common::{Answer, Client, Proto, install_crds, start};
 use hostile::fixtures::{
-    BYSTANDERS, Resource, TARGETS, resources, run_owned, scale_fixture, scaler_crd,
+    BYSTANDERS, Endpoint, Resource, TARGETS, create_only, resources, run_owned, scale_fixture,
+    scaler_crd,
 };
 use hostile::mutate;
 use rand::rngs::StdRng;
@@ -68,10 +70,16 @@ async fn hostile_bodies_get_4xx_statuses_and_change_no_bystander() -> anyhow::Re
     set_up(&mut client, &resources).await?;
     let before = snapshot(&mut client, &resources).await?;
     let mut rng = StdRng::seed_from_u64(seed);
+    let endpoints = create_only();
     let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
     for case in 0..cases {
         let resource = &resources[rng.random_range(0..resources.len())];
-        let request = request(&mut client, &mut rng, resource, case).await?;
+        let request = if rng.random_bool(0.1) {
+            let endpoint = &endpoints[rng.random_range(0..endpoints.len())];
+            create_only_request(&mut rng, endpoint)
+        } else {
+            request(&mut client, &mut rng, resource, case).await?
+        };
         let answer = client
             .send(
                 request.proto,
@@ -223,6 +231,29 @@ fn query(rng: &mut StdRng) -> &'static str {
     ][rng.random_range(0..7)]
 }
 
+/// A mutated body for an endpoint that only answers POSTs, or another verb on it.
+fn create_only_request(rng: &mut StdRng, endpoint: &Endpoint) -> Request {
+    let method = ["POST", "POST", "POST", "GET", "PUT", "PATCH", "DELETE"][rng.random_range(0..7)];
+    let (content_type, body) = match rng.random_range(0..4) {
+        0 => (
+            Some("application/vnd.kubernetes.protobuf"),
+            mutate::protobuf(rng, PROTOBUF_KINDS),
+        ),
+        _ => {
+            let obj = mutate::mutate(rng, endpoint.body.clone());
+            let bytes = serde_json::to_vec(&obj).unwrap_or_default();
+            (Some("application/json"), mutate::damage(rng, bytes))
+        }
+    };
+    Request {
+        proto: proto(rng),
+        method,
+        path: endpoint.path.clone(),
+        content_type,
+        body,
+    }
+}
+
 /// A body for a create or update in a random content type.
 fn object_body(rng: &mut StdRng, r: &Resource, base: Value) -> (Option<&'static str>, Vec<u8>) {
     let obj = mutate::mutate(rng, base);
@@ -262,6 +293,15 @@ const PROTOBUF_KINDS: &[(&str, &str)] = &[
     ("events.k8s.io/v1", "Event"),
     ("coordination.k8s.io/v1", "Lease"),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("authentication.k8s.io/v1", "TokenRequest"),
+    ("authentication.k8s.io/v1", "TokenReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
     ("quiver.dev/v1alpha1", "MicroVM"),
     ("v1", "Pod"),
 ];
