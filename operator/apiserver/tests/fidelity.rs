@@ -14,7 +14,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn aggregated_discovery_lists_every_group_for_kube() -> anyhow::Result<()> {
-    let (_server, client) = start().await?;
+    let (server, client) = start().await?;
     let discovery = Discovery::new(client.clone()).run_aggregated().await?;
     for group in ["", "example.dev", "events.k8s.io", "apiextensions.k8s.io"] {
         assert!(discovery.has_group(group), "group {group:?} is discovered");
@@ -38,13 +38,28 @@ async fn aggregated_discovery_lists_every_group_for_kube() -> anyhow::Result<()>
         .find(|(r, _)| r.kind == "ConfigMap")
         .ok_or_else(|| anyhow::anyhow!("ConfigMap is discovered"))?;
     assert_eq!((cm.group.as_str(), cm.version.as_str()), ("", "v1"));
+
+    // kubectl asks for aggregated discovery first, too.
+    let out = kubectl(
+        &server,
+        &["api-resources", "--api-group=example.dev", "-o", "wide"],
+    )
+    .await?;
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("widgets "))
+        .ok_or_else(|| anyhow::anyhow!("widgets listed: {out}"))?;
+    assert!(
+        row.contains("example.dev/v2") && row.contains("Widget"),
+        "{row}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn delete_answers_a_success_status_except_for_kinds_returning_the_object()
 -> anyhow::Result<()> {
-    let (_server, client) = start().await?;
+    let (server, client) = start().await?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let cm = cms
         .create(
@@ -105,6 +120,10 @@ async fn delete_answers_a_success_status_except_for_kinds_returning_the_object()
     .await?;
     let gone = sas.delete("s", &DeleteParams::default()).await?;
     assert!(gone.is_left(), "a ServiceAccount delete answers the object");
+
+    ws.create(&PostParams::default(), &widget("k", 1)).await?;
+    let out = kubectl(&server, &["delete", "widgets.example.dev", "k"]).await?;
+    assert_eq!(out.trim(), "widget.example.dev \"k\" deleted");
     Ok(())
 }
 
@@ -169,7 +188,7 @@ async fn scale_subresource_reads_and_writes_the_declared_paths() -> anyhow::Resu
 #[tokio::test]
 async fn cel_message_expression_reason_and_field_path_show_as_kubernetes_renders_them()
 -> anyhow::Result<()> {
-    let (_server, client) = start().await?;
+    let (server, client) = start().await?;
     let ws = widgets(&client, "v2");
     let mut w = widget("w", 1);
     w.data["spec"]["x"] = json!(12);
@@ -193,6 +212,21 @@ async fn cel_message_expression_reason_and_field_path_show_as_kubernetes_renders
     assert_eq!(
         (cause.reason.as_str(), cause.field.as_str()),
         ("FieldValueForbidden", "spec.x")
+    );
+
+    let manifest =
+        "apiVersion: example.dev/v2\nkind: Widget\nmetadata:\n  name: w\nspec:\n  x: 11\n";
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("w.yaml");
+    std::fs::write(&file, manifest)?;
+    let path = file.to_string_lossy().into_owned();
+    let err = kubectl(&server, &["create", "-f", &path])
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("The Widget \"w\" is invalid: spec.x: Forbidden: x is 11, at most 9"),
+        "{err}"
     );
     Ok(())
 }
