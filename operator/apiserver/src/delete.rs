@@ -148,18 +148,16 @@ fn deleted_answer(scope: &Scope, object: Value) -> Value {
         return object;
     }
     let text = |ptr: &str| object.pointer(ptr).cloned().unwrap_or(json!(""));
-    json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Success",
-        "details": {
-            "name": text("/metadata/name"),
-            "group": scope.rt.group,
-            "kind": scope.rt.plural,
-            "uid": text("/metadata/uid"),
-        },
-    })
+    let mut details = json!({
+        "name": text("/metadata/name"),
+        "kind": scope.rt.plural,
+        "uid": text("/metadata/uid"),
+    });
+    // Go leaves the empty core group out.
+    if !scope.rt.group.is_empty() {
+        details["group"] = json!(scope.rt.group);
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }
 
 impl Inner {

@@ -87,6 +87,22 @@ async fn delete_answers_a_success_status_except_for_kinds_returning_the_object()
         Some(kube::core::response::StatusSummary::Success)
     );
 
+    // The exact body, as a real API server writes it.
+    let raw = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "raw"}}))?,
+        )
+        .await?;
+    let request =
+        http::Request::delete("/api/v1/namespaces/default/configmaps/raw").body(Vec::new())?;
+    let body: serde_json::Value = serde_json::from_str(&client.request_text(request).await?)?;
+    assert_eq!(
+        body,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": {"name": "raw", "kind": "configmaps", "uid": raw.metadata.uid}})
+    );
+
     let ws = widgets(&client, "v2");
     ws.create(&PostParams::default(), &widget("w", 1)).await?;
     let status = ws

@@ -385,3 +385,29 @@ async fn kubectl_auth_can_i_answers_from_the_policy() -> anyhow::Result<()> {
     assert_eq!(admin_says.trim(), "yes");
     Ok(())
 }
+
+#[tokio::test]
+async fn tokens_and_grants_survive_a_restart_that_keeps_the_admin_token() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = quiver_apiserver::Config {
+        token: Some("fixed-admin-token".into()),
+        data_file: Some(dir.path().join("state.jsonl")),
+        ..quiver_apiserver::Config::default()
+    };
+    let server = DevApiServer::start(config.clone()).await?;
+    let admin = client_for(&server, server.token()).await?;
+    let token = service_account_token(&admin).await?;
+    grant(
+        &admin,
+        json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]),
+    )
+    .await?;
+    server.shutdown().await;
+
+    let server = DevApiServer::start(config).await?;
+    let op = client_for(&server, &token).await?;
+    let cms: Api<ConfigMap> = Api::default_namespaced(op);
+    cms.list(&ListParams::default()).await?;
+    assert_eq!(api_status(cms.get("c").await)?.code, 403);
+    Ok(())
+}
