@@ -12,8 +12,8 @@
 //! 410 Gone, finalizers, status and scale subresources, server-side apply, Table output,
 //! aggregated discovery, ServiceAccount tokens and RBAC), clear `Status` errors for any body
 //! (never a panic), bounded memory. Non-goals: production use (that is a real cluster via
-//! Helm), protobuf responses, aggregated ClusterRoles, admission webhooks, CRD conversion
-//! webhooks, consistent-snapshot pagination (pages read the current state).
+//! Helm), protobuf responses, admission webhooks, CRD conversion webhooks,
+//! consistent-snapshot pagination (pages read the current state).
 
 mod access;
 mod api;

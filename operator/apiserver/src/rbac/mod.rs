@@ -6,9 +6,9 @@
 //! message), `token` (ServiceAccount tokens: signed, expiring, bound to the account's uid).
 //!
 //! Goals: the decisions and 403 wording of Kubernetes' RBAC authorizer for ServiceAccount
-//! tokens, cheap enough for every request (watches and discovery included). Non-goals:
-//! aggregated ClusterRoles (`aggregationRule`), impersonation, escalation checks on RBAC
-//! writes, user and group credentials other than the admin token.
+//! tokens, cheap enough for every request (watches and discovery included), aggregated
+//! ClusterRoles. Non-goals: impersonation, escalation checks on RBAC writes, user and group
+//! credentials other than the admin token.
 
 pub mod attributes;
 pub mod authorize;

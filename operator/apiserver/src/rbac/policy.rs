@@ -149,6 +149,18 @@ impl Policy {
                 .cluster_roles
                 .insert(text(role, "/metadata/name").to_string(), rules_of(role));
         }
+        for role in objects.cluster_roles {
+            if let Some(selectors) = role
+                .pointer("/aggregationRule/clusterRoleSelectors")
+                .and_then(Value::as_array)
+            {
+                let name = text(role, "/metadata/name");
+                let rules = aggregate(name, selectors, objects.cluster_roles);
+                policy
+                    .cluster_roles
+                    .insert(name.to_string(), Arc::new(rules));
+            }
+        }
         for binding in objects
             .role_bindings
             .iter()
@@ -160,6 +172,19 @@ impl Policy {
     }
 
     fn add_defaults(&mut self) {
+        // Bound to nobody by default (the admin token passes every check anyway), but
+        // bindings may name it, as charts and users do.
+        let everything = vec![
+            Rule {
+                verbs: vec!["*".into()],
+                api_groups: vec!["*".into()],
+                resources: vec!["*".into()],
+                ..Rule::default()
+            },
+            Rule::non_resource(&["*"], &["*"]),
+        ];
+        self.cluster_roles
+            .insert("cluster-admin".into(), Arc::new(everything));
         let defaults = [
             (
                 "system:discovery",
@@ -298,4 +323,63 @@ impl Policy {
             )
         })
     }
+}
+
+/// The rules of an aggregated ClusterRole: those of every other ClusterRole whose labels
+/// match one of its `clusterRoleSelectors`, in name order without repeats, as Kubernetes'
+/// aggregation controller computes them (here in the index; the stored object keeps its own
+/// `rules`).
+fn aggregate(name: &str, selectors: &[Value], cluster_roles: &[Arc<Value>]) -> Vec<Rule> {
+    let mut sources: Vec<&Arc<Value>> = cluster_roles
+        .iter()
+        .filter(|r| text(r, "/metadata/name") != name)
+        .filter(|r| {
+            let labels = r.pointer("/metadata/labels");
+            selectors.iter().any(|s| selector_matches(s, labels))
+        })
+        .collect();
+    sources.sort_by_key(|r| text(r, "/metadata/name"));
+    let mut rules: Vec<Rule> = Vec::new();
+    for source in sources {
+        for rule in rules_of(source).iter() {
+            if !rules.contains(rule) {
+                rules.push(rule.clone());
+            }
+        }
+    }
+    rules
+}
+
+/// A `LabelSelector` (`matchLabels`, `matchExpressions` with In, NotIn, Exists,
+/// DoesNotExist) against an object's labels. An empty selector matches everything; an
+/// unknown operator matches nothing.
+fn selector_matches(selector: &Value, labels: Option<&Value>) -> bool {
+    let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+    let match_labels = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| label(k) == v.as_str());
+    let expressions = selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let key = text(e, "/key");
+            let values: Vec<&str> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|v| v.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match text(e, "/operator") {
+                "In" => label(key).is_some_and(|v| values.contains(&v)),
+                "NotIn" => label(key).is_none_or(|v| !values.contains(&v)),
+                "Exists" => label(key).is_some(),
+                "DoesNotExist" => label(key).is_none(),
+                _ => false,
+            }
+        });
+    match_labels && expressions
 }

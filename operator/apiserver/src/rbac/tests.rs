@@ -273,3 +273,80 @@ fn rules_review_lists_cluster_and_namespace_rules() {
             .any(|r| r.non_resource_urls.contains(&"/apis".to_string()))
     );
 }
+
+#[test]
+fn aggregated_cluster_roles_take_the_rules_of_matching_roles() {
+    let labelled = |name: &str, labels: Value, rules: Value| {
+        Arc::new(json!({"metadata": {"name": name, "labels": labels}, "rules": rules}))
+    };
+    let roles = [
+        Arc::new(json!({"metadata": {"name": "monitoring"}, "rules": [],
+            "aggregationRule": {"clusterRoleSelectors": [
+                {"matchLabels": {"example.dev/aggregate-to-monitoring": "true"}},
+                {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["metrics"]}]}]}})),
+        labelled(
+            "vms",
+            json!({"example.dev/aggregate-to-monitoring": "true"}),
+            json!([{"apiGroups": ["quiver.dev"], "resources": ["microvms"], "verbs": ["list"]}]),
+        ),
+        labelled(
+            "urls",
+            json!({"tier": "metrics"}),
+            json!([{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]),
+        ),
+        labelled(
+            "other",
+            json!({"tier": "web"}),
+            json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]),
+        ),
+    ];
+    let bindings = [binding(
+        "",
+        "m",
+        "ClusterRole",
+        "monitoring",
+        sa("ops", "op"),
+    )];
+    let policy = Policy::build(&Objects {
+        cluster_roles: &roles,
+        cluster_role_bindings: &bindings,
+        ..Objects::default()
+    });
+    let op = User::service_account("ops", "op", "u");
+    assert!(allowed(&policy, &op, Method::GET, VMS));
+    assert!(allowed(&policy, &op, Method::GET, "/metrics"));
+    assert!(!allowed(
+        &policy,
+        &op,
+        Method::GET,
+        "/api/v1/namespaces/a/secrets/s"
+    ));
+}
+
+#[test]
+fn bindings_may_name_cluster_admin() {
+    let bindings = [binding(
+        "a",
+        "all",
+        "ClusterRole",
+        "cluster-admin",
+        sa("a", "op"),
+    )];
+    let policy = Policy::build(&Objects {
+        role_bindings: &bindings,
+        ..Objects::default()
+    });
+    let op = User::service_account("a", "op", "u");
+    assert!(allowed(
+        &policy,
+        &op,
+        Method::DELETE,
+        "/api/v1/namespaces/a/secrets/s"
+    ));
+    assert!(!allowed(
+        &policy,
+        &op,
+        Method::DELETE,
+        "/api/v1/namespaces/b/secrets/s"
+    ));
+}
