@@ -3,7 +3,8 @@
 //! sent to every served resource (the built-in kinds and the Quiver CRDs) with every verb
 //! (create, update, status and scale updates, each patch type, server-side apply, delete
 //! with DeleteOptions), and to the endpoints that only answer POSTs (TokenRequest and the
-//! authentication and authorization reviews) and content type, over HTTP/2 and HTTP/1.1.
+//! authentication and authorization reviews); a fifth of them with the token of a
+//! ServiceAccount that RBAC allows part of what the run asks and content type, over HTTP/2 and HTTP/1.1.
 //!
 //! Every answer must be a success or a Kubernetes `Status` with a 4xx code: never a 5xx, a
 //! reset stream or a dropped connection. Afterwards the server still serves, and every object
@@ -71,6 +72,7 @@ async fn hostile_bodies_get_4xx_statuses_and_change_no_bystander() -> anyhow::Re
     let before = snapshot(&mut client, &resources).await?;
     let mut rng = StdRng::seed_from_u64(seed);
     let endpoints = create_only();
+    let mut agent = Client::with_token(&server, &service_account(&mut client).await?)?;
     let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
     for case in 0..cases {
         let resource = &resources[rng.random_range(0..resources.len())];
@@ -80,7 +82,13 @@ async fn hostile_bodies_get_4xx_statuses_and_change_no_bystander() -> anyhow::Re
         } else {
             request(&mut client, &mut rng, resource, case).await?
         };
-        let answer = client
+        // A fifth of the requests come from a ServiceAccount that RBAC lets do part of it.
+        let sender = if rng.random_bool(0.2) {
+            &mut agent
+        } else {
+            &mut client
+        };
+        let answer = sender
             .send(
                 request.proto,
                 request.method,
@@ -159,6 +167,48 @@ async fn set_up(client: &mut Client, resources: &[Resource]) -> anyhow::Result<(
         ensure_target(client, r).await?;
     }
     Ok(())
+}
+
+/// ServiceAccount `fuzz-agent` with a Role that allows some verbs on some resources (so its
+/// requests meet both answers), and a token for it.
+async fn service_account(client: &mut Client) -> anyhow::Result<String> {
+    let ns = format!("/api/v1/namespaces/{TARGETS}");
+    let rbac = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{TARGETS}");
+    create(
+        client,
+        &format!("{ns}/serviceaccounts"),
+        &json!({"metadata": {"name": "fuzz-agent"}}),
+    )
+    .await?;
+    create(
+        client,
+        &format!("{rbac}/roles"),
+        &json!({"metadata": {"name": "fuzz-agent"}, "rules": [
+        {"apiGroups": ["", "quiver.dev"], "resources": ["configmaps", "microvms/status", "secrets"],
+            "verbs": ["get", "list", "patch", "update"]},
+        {"apiGroups": ["fuzz.example"], "resources": ["*/scale"], "verbs": ["*"]}]}),
+    )
+    .await?;
+    create(
+        client,
+        &format!("{rbac}/rolebindings"),
+        &json!({"metadata": {"name": "fuzz-agent"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "fuzz-agent"},
+        "subjects": [{"kind": "ServiceAccount", "name": "fuzz-agent", "namespace": TARGETS}]}),
+    )
+    .await?;
+    let answer = client
+        .json(
+            Proto::Http2,
+            "POST",
+            &format!("{ns}/serviceaccounts/fuzz-agent/token"),
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}),
+        )
+        .await?;
+    answer
+        .json()
+        .and_then(|t| t["status"]["token"].as_str().map(str::to_string))
+        .with_context(|| format!("no token: {}", String::from_utf8_lossy(&answer.body)))
 }
 
 async fn create(client: &mut Client, path: &str, obj: &Value) -> anyhow::Result<()> {

@@ -83,15 +83,17 @@ pub async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
         Err(_) if public => crate::rbac::User::anonymous(),
         Err(e) => return error_response(&parts.method, &path, &e),
     };
+    // The body is read (within its limit) before RBAC answers, so that a denial over
+    // HTTP/1.1 never closes a connection the client is still writing to.
+    let bytes = match body::read(body, parts.version, &parts.headers, st.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(answer) => return answer,
+    };
     let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
     let attrs = crate::rbac::attributes::of_request(&parts.method, &path, watch);
     if !public && let Err(e) = access::authorize(&st, &user, &attrs) {
         return error_response(&parts.method, &path, &e);
     }
-    let bytes = match body::read(body, parts.version, &parts.headers, st.max_body_bytes).await {
-        Ok(bytes) => bytes,
-        Err(answer) => return answer,
-    };
     let call = Call {
         user: &user,
         method: &parts.method,
