@@ -296,6 +296,18 @@ async fn multi_version_writes_are_pruned_to_the_written_stored_and_read_schemas(
     assert!(v1.get("w").await?.data["spec"].get("new").is_none());
     let listed = v1.list(&ListParams::default()).await?;
     assert!(listed.items[0].data["spec"].get("new").is_none());
+
+    // An update through v1 drops what only v2 declares (conversion strategy None).
+    v1.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"x": 2}})),
+    )
+    .await?;
+    assert_eq!(
+        v2.get("w").await?.data["spec"],
+        json!({"x": 2, "sub": {"a": "both"}})
+    );
     Ok(())
 }
 
