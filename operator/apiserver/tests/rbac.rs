@@ -375,6 +375,21 @@ async fn kubectl_auth_can_i_answers_from_the_policy() -> anyhow::Result<()> {
             .any(|l| l.starts_with("configmaps ") && l.contains("[list]")),
         "{list}"
     );
+    // `kubectl create token` (a protobuf TokenRequest) gives a token that works the same.
+    let minted = kubectl_as(
+        &server,
+        server.token(),
+        &["create", "token", "op", "--duration=20m"],
+    )
+    .await?;
+    let out = kubectl_as(
+        &server,
+        minted.trim(),
+        &["auth", "can-i", "list", "configmaps"],
+    )
+    .await?;
+    assert_eq!(out.trim(), "yes");
+
     // The admin may do anything.
     let admin_says = kubectl_as(
         &server,
