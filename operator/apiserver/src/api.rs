@@ -40,6 +40,15 @@ impl Scope {
             && let Some(m) = out.as_object_mut()
         {
             m.insert("apiVersion".into(), Value::String(want));
+            // Read at another version than stored: pruned to the read version's schema.
+            if self.rt.behavior == crate::registry::Behavior::Custom
+                && let Some(schema) = self
+                    .rt
+                    .version(&self.version)
+                    .and_then(|v| v.schema.as_ref())
+            {
+                schema.prune(&mut out);
+            }
         }
         out
     }
@@ -69,19 +78,23 @@ impl ListOptions {
                     .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
             ),
         };
-        // events.k8s.io/v1 selects on its own field names; storage holds core/v1 Events.
+        // events.k8s.io/v1 selects on its own field names (checked as such, so an error
+        // names them); storage holds core/v1 Events, so the selector is then translated.
         let fields = match scope.rt.behavior {
-            crate::registry::Behavior::EventsV1 => field
-                .unwrap_or_default()
-                .split(',')
-                .map(crate::events::core_field)
-                .collect::<Vec<_>>()
-                .join(","),
-            _ => field.unwrap_or_default().to_string(),
+            crate::registry::Behavior::EventsV1 => {
+                let text = field.unwrap_or_default();
+                FieldSelector::parse(text, extra_fields(&scope.rt.group, &scope.rt.plural))?;
+                let core: Vec<String> = text.split(',').map(crate::events::core_field).collect();
+                FieldSelector::parse(&core.join(","), extra_fields("", "events"))?
+            }
+            _ => FieldSelector::parse(
+                field.unwrap_or_default(),
+                extra_fields(&scope.rt.group, &scope.rt.plural),
+            )?,
         };
         Ok(Self {
             labels: LabelSelector::parse(label.unwrap_or_default())?,
-            fields: FieldSelector::parse(&fields, extra_fields(&scope.rt.group, &scope.rt.plural))?,
+            fields,
             limit,
             continue_token: cont.filter(|c| !c.is_empty()).map(str::to_string),
         })
@@ -101,6 +114,8 @@ pub(crate) struct Inner {
     pub dependents: HashMap<String, BTreeSet<ObjRef>>,
     /// Objects that carried the `foregroundDeletion` finalizer when last written.
     pub foreground: BTreeSet<ObjRef>,
+    /// The RBAC index, rebuilt whenever an RBAC object changes.
+    pub policy: Arc<crate::rbac::Policy>,
 }
 
 /// The dev control plane's API: thread-safe, shared by all request handlers.
@@ -120,6 +135,7 @@ impl Api {
             uids: HashMap::new(),
             dependents: HashMap::new(),
             foreground: BTreeSet::new(),
+            policy: Arc::default(),
         };
         if let Some(r) = journal {
             inner.store.restore(r.rv, r.objects, r.journal);
@@ -329,6 +345,7 @@ impl Inner {
                 self.index(&key, &obj);
             }
         }
+        self.rebuild_policy();
     }
 
     pub fn index(&mut self, resource: &str, obj: &Value) {

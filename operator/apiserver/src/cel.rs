@@ -21,6 +21,8 @@ pub struct Rule {
     source: String,
     program: Arc<Program>,
     message: String,
+    /// `messageExpression`: a CEL expression whose string result replaces `message`.
+    message_expression: Option<Arc<Program>>,
     field_path: String,
     reason: &'static str,
     transition: bool,
@@ -46,17 +48,11 @@ impl Rule {
             .get("rule")
             .and_then(Value::as_str)
             .ok_or("Required value: rule")?;
-        let operators = source
-            .chars()
-            .filter(|c| "+-*/%!&|<>=?:.[(,".contains(*c))
-            .count();
-        if operators > MAX_RULE_OPERATORS {
-            return Err(format!(
-                "Invalid value: the rule has {operators} operators; at most {MAX_RULE_OPERATORS} are allowed"
-            ));
-        }
-        let program = Program::compile(source)
-            .map_err(|e| format!("Invalid value: {source:?}: compilation failed: {e}"))?;
+        let program = compile_bounded(source)?;
+        let message_expression = match raw.get("messageExpression").and_then(Value::as_str) {
+            Some(e) if !e.trim().is_empty() => Some(Arc::new(compile_bounded(e)?)),
+            _ => None,
+        };
         let text = |k: &str| {
             raw.get(k)
                 .and_then(Value::as_str)
@@ -78,6 +74,7 @@ impl Rule {
             source: source.to_string(),
             program: Arc::new(program),
             message,
+            message_expression,
             field_path: text("fieldPath"),
             reason,
         })
@@ -104,11 +101,20 @@ impl Rule {
         let field = field.trim_start_matches('.').to_string();
         match self.program.execute(&ctx) {
             Ok(Cel::Bool(true)) => {}
-            Ok(Cel::Bool(false)) => causes.push(Cause {
-                reason: self.reason,
-                field,
-                message: format!("Invalid value: {}: {}", describe(value), self.message),
-            }),
+            Ok(Cel::Bool(false)) => {
+                let detail = self.failure_message(&ctx);
+                let message = match self.reason {
+                    "FieldValueForbidden" => format!("Forbidden: {detail}"),
+                    "FieldValueRequired" => format!("Required value: {detail}"),
+                    "FieldValueDuplicate" => format!("Duplicate value: {}", describe(value)),
+                    _ => format!("Invalid value: {}: {detail}", describe(value)),
+                };
+                causes.push(Cause {
+                    reason: self.reason,
+                    field,
+                    message,
+                });
+            }
             Ok(other) => causes.push(Cause::invalid(
                 field,
                 format!(
@@ -127,6 +133,37 @@ impl Rule {
             )),
         }
     }
+}
+
+impl Rule {
+    /// The message of a failed rule: `messageExpression`'s result when it evaluates to a
+    /// non-blank single-line string, otherwise `message` (Kubernetes falls back the same way
+    /// when the expression fails or yields an unusable string).
+    fn failure_message(&self, ctx: &Context) -> String {
+        if let Some(expr) = &self.message_expression
+            && let Ok(Cel::String(text)) = expr.execute(ctx)
+            && !text.trim().is_empty()
+            && !text.contains('\n')
+        {
+            return text.to_string();
+        }
+        self.message.clone()
+    }
+}
+
+/// Compiles a rule or message expression, refusing those over the operator limit.
+fn compile_bounded(source: &str) -> Result<Program, String> {
+    let operators = source
+        .chars()
+        .filter(|c| "+-*/%!&|<>=?:.[(,".contains(*c))
+        .count();
+    if operators > MAX_RULE_OPERATORS {
+        return Err(format!(
+            "Invalid value: the rule has {operators} operators; at most {MAX_RULE_OPERATORS} are allowed"
+        ));
+    }
+    Program::compile(source)
+        .map_err(|e| format!("Invalid value: {source:?}: compilation failed: {e}"))
 }
 
 /// Converts JSON to a CEL value, using the schema to type numbers as Kubernetes does.
@@ -191,6 +228,38 @@ mod tests {
                 .message
                 .contains("exactly one of setWeight or pause")
         );
+    }
+
+    #[test]
+    fn message_expression_and_reason_render_as_kubernetes_does() {
+        let schema = Schema::compile(&json!({
+            "type": "object",
+            "properties": {"spec": {"type": "object",
+                "properties": {"x": {"type": "integer"}},
+                "x-kubernetes-validations": [{
+                    "rule": "self.x < 10",
+                    "messageExpression": "'x is ' + string(self.x) + ', at most 9'",
+                    "reason": "FieldValueForbidden",
+                    "fieldPath": ".x"
+                }]}}
+        }))
+        .expect("schema");
+        let causes = schema.validate(&json!({"spec": {"x": 12}}), None);
+        assert_eq!(causes.len(), 1, "{causes:?}");
+        assert_eq!(causes[0].field, "spec.x");
+        assert_eq!(causes[0].reason, "FieldValueForbidden");
+        assert_eq!(causes[0].message, "Forbidden: x is 12, at most 9");
+    }
+
+    #[test]
+    fn blank_message_expression_falls_back_to_message() {
+        let rule = Rule::compile(
+            &json!({"rule": "false", "message": "static", "messageExpression": "' '"}),
+        )
+        .expect("compiles");
+        let mut causes = Vec::new();
+        rule.check(&Schema::default(), &json!(1), None, "spec", &mut causes);
+        assert_eq!(causes[0].message, "Invalid value: 1: static");
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl Api {
         let mut inner = self.lock();
         let out = inner.delete(scope, name, opts)?;
         inner.collect_garbage();
-        Ok(out)
+        Ok(deleted_answer(scope, out))
     }
 
     pub fn delete_collection(
@@ -136,6 +136,28 @@ impl Api {
             None,
         ))
     }
+}
+
+/// What a DELETE answers. An object that is gone at once is answered with a `Success`
+/// Status naming it (`details.kind` is the resource, as Kubernetes fills it), except for kinds
+/// whose registry sets `ReturnDeletedObject`, which answer with the object; an object that
+/// only got a deletionTimestamp (finalizers pending) is always answered with itself.
+fn deleted_answer(scope: &Scope, object: Value) -> Value {
+    if scope.rt.returns_deleted_object() || object.pointer("/metadata/deletionTimestamp").is_some()
+    {
+        return object;
+    }
+    let text = |ptr: &str| object.pointer(ptr).cloned().unwrap_or(json!(""));
+    let mut details = json!({
+        "name": text("/metadata/name"),
+        "kind": scope.rt.plural,
+        "uid": text("/metadata/uid"),
+    });
+    // Go leaves the empty core group out.
+    if !scope.rt.group.is_empty() {
+        details["group"] = json!(scope.rt.group);
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }
 
 impl Inner {
@@ -207,6 +229,7 @@ impl Inner {
         if let Some(uid) = gone.pointer("/metadata/uid").and_then(Value::as_str) {
             self.uids.remove(uid);
         }
+        self.rbac_changed(&key);
         if scope.rt.behavior == Behavior::Crd {
             let group = gone
                 .pointer("/spec/group")

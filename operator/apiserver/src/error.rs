@@ -99,6 +99,20 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized")
     }
 
+    /// `microvms.quiver.dev "demo" is forbidden: <why>` (`forbidden: <why>` for paths), the
+    /// 403 of Kubernetes' authorizer.
+    pub fn forbidden(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        let message = match (resource, name) {
+            ("", _) => format!("forbidden: {why}"),
+            (_, "") => format!("{} is forbidden: {why}", group_resource(group, resource)),
+            _ => format!(
+                "{} \"{name}\" is forbidden: {why}",
+                group_resource(group, resource)
+            ),
+        };
+        Self::new(403, "Forbidden", message).with_details(name, group, resource, Vec::new())
+    }
+
     pub fn not_found_path(path: &str) -> Self {
         Self::new(
             404,
@@ -205,7 +219,14 @@ impl ApiError {
                 .iter()
                 .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                 .collect();
-            let mut details = json!({"name": d.name, "group": d.group, "kind": d.kind});
+            // Empty fields are left out, as Go's `omitempty` leaves them out.
+            let mut details = serde_json::Map::new();
+            for (key, value) in [("name", &d.name), ("group", &d.group), ("kind", &d.kind)] {
+                if !value.is_empty() {
+                    details.insert(key.into(), json!(value));
+                }
+            }
+            let mut details = Value::Object(details);
             if !causes.is_empty() {
                 details["causes"] = Value::Array(causes);
             }

@@ -53,17 +53,15 @@ pub fn to_v1(core: &Value) -> Value {
 
 /// Field selector names of events.k8s.io/v1 in core/v1 terms.
 pub fn core_field(field: &str) -> String {
-    let (head, rest) = field
-        .split_once('.')
-        .map_or((field, None), |(h, r)| (h, Some(r)));
+    // `field` is a whole requirement (`reportingController=x`): the name ends at `.`, `=`
+    // or `!`.
+    let end = field.find(['.', '=', '!']).unwrap_or(field.len());
+    let (head, rest) = (&field[..end], &field[end..]);
     let head = RENAMES
         .iter()
         .find(|(v1, _)| *v1 == head)
         .map_or(head, |(_, core)| core);
-    match rest {
-        Some(r) => format!("{head}.{r}"),
-        None => head.to_string(),
-    }
+    format!("{head}{rest}")
 }
 
 #[cfg(test)]
@@ -85,5 +83,7 @@ mod tests {
         assert_eq!(back["note"], "booted");
         assert_eq!(core_field("regarding.name"), "involvedObject.name");
         assert_eq!(core_field("reason"), "reason");
+        assert_eq!(core_field("reportingController=a"), "reportingComponent=a");
+        assert_eq!(core_field("regarding.kind!=W"), "involvedObject.kind!=W");
     }
 }

@@ -5,14 +5,17 @@
 //! CRDs), `schema` + `cel` (structural schemas), `api` / `write` (one file per verb) /
 //! `delete` / `watch` (semantics), `fields` (managedFields and server-side apply), `patch`,
 //! `shape` + `untrusted` (type checks, checked writes and limits for request bodies),
-//! `protobuf` (k8s-pb decoding), `table`, `discovery`, `openapi`, `server` (HTTP).
+//! `protobuf` (k8s-pb decoding), `rbac` (identities, ServiceAccount tokens, the RBAC
+//! decision; `access` keeps its index), `table`, `discovery`, `openapi`, `server` (HTTP).
 //!
 //! Goals: faithful semantics for what kubectl and controllers use (resourceVersions, 409s,
-//! 410 Gone, finalizers, status subresource, server-side apply, Table output), clear
-//! `Status` errors for any body (never a panic), bounded memory. Non-goals: production use
-//! (that is a real cluster via Helm), protobuf responses, RBAC, admission webhooks, CRD
-//! conversion webhooks, consistent-snapshot pagination (pages read the current state).
+//! 410 Gone, finalizers, status and scale subresources, server-side apply, Table output,
+//! aggregated discovery, ServiceAccount tokens and RBAC), clear `Status` errors for any body
+//! (never a panic), bounded memory. Non-goals: production use (that is a real cluster via
+//! Helm), protobuf responses, admission webhooks, CRD conversion webhooks,
+//! consistent-snapshot pagination (pages read the current state).
 
+mod access;
 mod api;
 mod cel;
 mod delete;
@@ -25,6 +28,7 @@ mod openapi;
 mod patch;
 mod persist;
 mod protobuf;
+mod rbac;
 mod registry;
 mod schema;
 mod selector;
@@ -106,6 +110,7 @@ impl DevApiServer {
         let state = Arc::new(server::AppState {
             api: api.clone(),
             token: token.clone(),
+            signer: rbac::token::Signer::new(token.as_bytes()),
             address: addr.to_string(),
             max_body_bytes: config.max_body_bytes,
             bookmark_interval: config.bookmark_interval,

@@ -179,11 +179,16 @@ pub fn extra_fields(group: &str, plural: &str) -> &'static [&'static str] {
             "source",
             "type",
         ],
+        // Kubernetes' field label conversions for events.k8s.io/v1 Events.
         ("events.k8s.io", "events") => &[
             "regarding.kind",
             "regarding.name",
             "regarding.namespace",
             "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
+            "reportingController",
             "reason",
             "type",
         ],

@@ -9,6 +9,7 @@
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event as EventV1;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta};
 use serde::de::DeserializeOwned;
@@ -35,6 +36,10 @@ pub fn check(scope: &Scope, obj: &Value) -> Result<()> {
         ("", "events") => decodes::<Event>(obj),
         ("events.k8s.io", "events") => decodes::<EventV1>(obj),
         ("coordination.k8s.io", "leases") => decodes::<Lease>(obj),
+        (crate::rbac::GROUP, "roles") => decodes::<Role>(obj),
+        (crate::rbac::GROUP, "clusterroles") => decodes::<ClusterRole>(obj),
+        (crate::rbac::GROUP, "rolebindings") => decodes::<RoleBinding>(obj),
+        (crate::rbac::GROUP, "clusterrolebindings") => decodes::<ClusterRoleBinding>(obj),
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             decodes::<CustomResourceDefinition>(obj)
         }

@@ -1,8 +1,10 @@
 //! Property test: mutated bodies (wrong JSON types at every path of valid objects, nulls,
 //! deep nesting, huge strings, invalid UTF-8, wrong kinds and apiVersions, random protobuf)
 //! sent to every served resource (the built-in kinds and the Quiver CRDs) with every verb
-//! (create, update, status update, each patch type, server-side apply, delete with
-//! DeleteOptions) and content type, over HTTP/2 and HTTP/1.1.
+//! (create, update, status and scale updates, each patch type, server-side apply, delete
+//! with DeleteOptions), and to the endpoints that only answer POSTs (TokenRequest and the
+//! authentication and authorization reviews); a fifth of them with the token of a
+//! ServiceAccount that RBAC allows part of what the run asks and content type, over HTTP/2 and HTTP/1.1.
 //!
 //! Every answer must be a success or a Kubernetes `Status` with a 4xx code: never a 5xx, a
 //! reset stream or a dropped connection. Afterwards the server still serves, and every object
@@ -18,7 +20,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, bail};
 use common::{Answer, Client, Proto, install_crds, start};
-use hostile::fixtures::{BYSTANDERS, Resource, TARGETS, resources, run_owned};
+use hostile::fixtures::{
+    BYSTANDERS, Endpoint, Resource, TARGETS, create_only, resources, run_owned, scale_fixture,
+    scaler_crd,
+};
 use hostile::mutate;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -66,11 +71,24 @@ async fn hostile_bodies_get_4xx_statuses_and_change_no_bystander() -> anyhow::Re
     set_up(&mut client, &resources).await?;
     let before = snapshot(&mut client, &resources).await?;
     let mut rng = StdRng::seed_from_u64(seed);
+    let endpoints = create_only();
+    let mut agent = Client::with_token(&server, &service_account(&mut client).await?)?;
     let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
     for case in 0..cases {
         let resource = &resources[rng.random_range(0..resources.len())];
-        let request = request(&mut client, &mut rng, resource, case).await?;
-        let answer = client
+        let request = if rng.random_bool(0.1) {
+            let endpoint = &endpoints[rng.random_range(0..endpoints.len())];
+            create_only_request(&mut rng, endpoint)
+        } else {
+            request(&mut client, &mut rng, resource, case).await?
+        };
+        // A fifth of the requests come from a ServiceAccount that RBAC lets do part of it.
+        let sender = if rng.random_bool(0.2) {
+            &mut agent
+        } else {
+            &mut client
+        };
+        let answer = sender
             .send(
                 request.proto,
                 request.method,
@@ -129,6 +147,12 @@ fn judge(answer: &Answer) -> anyhow::Result<()> {
 /// Namespaces, the Quiver CRDs, and per resource a target and a bystander.
 async fn set_up(client: &mut Client, resources: &[Resource]) -> anyhow::Result<()> {
     install_crds(client).await?;
+    create(
+        client,
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        &scaler_crd(),
+    )
+    .await?;
     for ns in [TARGETS, BYSTANDERS] {
         create(
             client,
@@ -143,6 +167,48 @@ async fn set_up(client: &mut Client, resources: &[Resource]) -> anyhow::Result<(
         ensure_target(client, r).await?;
     }
     Ok(())
+}
+
+/// ServiceAccount `fuzz-agent` with a Role that allows some verbs on some resources (so its
+/// requests meet both answers), and a token for it.
+async fn service_account(client: &mut Client) -> anyhow::Result<String> {
+    let ns = format!("/api/v1/namespaces/{TARGETS}");
+    let rbac = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{TARGETS}");
+    create(
+        client,
+        &format!("{ns}/serviceaccounts"),
+        &json!({"metadata": {"name": "fuzz-agent"}}),
+    )
+    .await?;
+    create(
+        client,
+        &format!("{rbac}/roles"),
+        &json!({"metadata": {"name": "fuzz-agent"}, "rules": [
+        {"apiGroups": ["", "quiver.dev"], "resources": ["configmaps", "microvms/status", "secrets"],
+            "verbs": ["get", "list", "patch", "update"]},
+        {"apiGroups": ["fuzz.example"], "resources": ["*/scale"], "verbs": ["*"]}]}),
+    )
+    .await?;
+    create(
+        client,
+        &format!("{rbac}/rolebindings"),
+        &json!({"metadata": {"name": "fuzz-agent"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "fuzz-agent"},
+        "subjects": [{"kind": "ServiceAccount", "name": "fuzz-agent", "namespace": TARGETS}]}),
+    )
+    .await?;
+    let answer = client
+        .json(
+            Proto::Http2,
+            "POST",
+            &format!("{ns}/serviceaccounts/fuzz-agent/token"),
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}),
+        )
+        .await?;
+    answer
+        .json()
+        .and_then(|t| t["status"]["token"].as_str().map(str::to_string))
+        .with_context(|| format!("no token: {}", String::from_utf8_lossy(&answer.body)))
 }
 
 async fn create(client: &mut Client, path: &str, obj: &Value) -> anyhow::Result<()> {
@@ -215,6 +281,29 @@ fn query(rng: &mut StdRng) -> &'static str {
     ][rng.random_range(0..7)]
 }
 
+/// A mutated body for an endpoint that only answers POSTs, or another verb on it.
+fn create_only_request(rng: &mut StdRng, endpoint: &Endpoint) -> Request {
+    let method = ["POST", "POST", "POST", "GET", "PUT", "PATCH", "DELETE"][rng.random_range(0..7)];
+    let (content_type, body) = match rng.random_range(0..4) {
+        0 => (
+            Some("application/vnd.kubernetes.protobuf"),
+            mutate::protobuf(rng, PROTOBUF_KINDS),
+        ),
+        _ => {
+            let obj = mutate::mutate(rng, endpoint.body.clone());
+            let bytes = serde_json::to_vec(&obj).unwrap_or_default();
+            (Some("application/json"), mutate::damage(rng, bytes))
+        }
+    };
+    Request {
+        proto: proto(rng),
+        method,
+        path: endpoint.path.clone(),
+        content_type,
+        body,
+    }
+}
+
 /// A body for a create or update in a random content type.
 fn object_body(rng: &mut StdRng, r: &Resource, base: Value) -> (Option<&'static str>, Vec<u8>) {
     let obj = mutate::mutate(rng, base);
@@ -254,20 +343,34 @@ const PROTOBUF_KINDS: &[(&str, &str)] = &[
     ("events.k8s.io/v1", "Event"),
     ("coordination.k8s.io/v1", "Lease"),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("authentication.k8s.io/v1", "TokenRequest"),
+    ("authentication.k8s.io/v1", "TokenReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SubjectAccessReview"),
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
     ("quiver.dev/v1alpha1", "MicroVM"),
     ("v1", "Pod"),
 ];
 
-/// The target as stored now (the base of updates), or its fixture when it is gone.
-async fn current_target(client: &mut Client, r: &Resource) -> anyhow::Result<Value> {
-    let path = r.object(TARGETS, &r.target_name());
+/// The target (or its Scale, for `/scale`) as stored now (the base of updates), or its
+/// fixture when it is gone.
+async fn current_target(client: &mut Client, r: &Resource, sub: &str) -> anyhow::Result<Value> {
+    let sub = if sub == "/scale" { sub } else { "" };
+    let path = format!("{}{sub}", r.object(TARGETS, &r.target_name()));
     let answer = client
         .send(Proto::Http2, "GET", &path, None, Vec::new())
         .await?;
     Ok(answer
         .json()
         .filter(|_| answer.code == 200)
-        .unwrap_or_else(|| (r.fixture)(&r.target_name())))
+        .unwrap_or_else(|| match sub {
+            "/scale" => scale_fixture(&r.target_name()),
+            _ => (r.fixture)(&r.target_name()),
+        }))
 }
 
 async fn request(
@@ -277,10 +380,20 @@ async fn request(
     case: u64,
 ) -> anyhow::Result<Request> {
     let target = r.object(TARGETS, &r.target_name());
-    let sub = if r.status && rng.random_bool(0.3) {
+    let sub = if r.scale && rng.random_bool(0.3) {
+        "/scale"
+    } else if r.status && rng.random_bool(0.3) {
         "/status"
     } else {
         ""
+    };
+    // The object a write to `sub` carries: a Scale for `/scale`, else the resource's own.
+    let fixture = |name: &str| {
+        if sub == "/scale" {
+            scale_fixture(name)
+        } else {
+            (r.fixture)(name)
+        }
     };
     let q = query(rng);
     let (method, path, content_type, body) = match rng.random_range(0..8) {
@@ -293,7 +406,7 @@ async fn request(
             ("POST", format!("{}{q}", r.collection(TARGETS)), ct, body)
         }
         2 | 3 => {
-            let base = current_target(client, r).await?;
+            let base = current_target(client, r, sub).await?;
             let (ct, body) = object_body(rng, r, base);
             ("PUT", format!("{target}{sub}{q}"), ct, body)
         }
@@ -302,13 +415,13 @@ async fn request(
                 "application/merge-patch+json",
                 "application/strategic-merge-patch+json",
             ][rng.random_range(0..2)];
-            let base = (r.fixture)(&r.target_name());
+            let base = fixture(&r.target_name());
             let patch = serde_json::to_vec(&mutate::mutate(rng, base))?;
             let body = mutate::damage(rng, patch);
             ("PATCH", format!("{target}{sub}{q}"), Some(ct), body)
         }
         5 => {
-            let base = current_target(client, r).await?;
+            let base = current_target(client, r, sub).await?;
             let body = serde_json::to_vec(&mutate::json_patch(rng, &base))?;
             (
                 "PATCH",
@@ -318,7 +431,7 @@ async fn request(
             )
         }
         6 => {
-            let applied = mutate::mutate(rng, (r.fixture)(&r.target_name()));
+            let applied = mutate::mutate(rng, fixture(&r.target_name()));
             let force = if rng.random_bool(0.5) {
                 "&force=true"
             } else {

@@ -13,7 +13,9 @@ mod paths;
 use crate::error::{ApiError, Result};
 use crate::schema::Schema;
 
-use self::paths::{Leaves, from_fields_v1, leaves, merge, remove_all, to_fields_v1};
+use self::paths::{
+    Leaves, from_fields_v1, leaves, merge, remove_all, remove_emptied, to_fields_v1,
+};
 
 type Path = Vec<String>;
 pub type FieldSet = BTreeSet<Path>;
@@ -190,6 +192,8 @@ pub fn server_side_apply(
         .map(Vec::as_slice)
         .collect();
     remove_all(&mut result, &dropped);
+    let owned: FieldSet = applied_set.union(&others).cloned().collect();
+    remove_emptied(&mut result, &dropped, &owned);
     if force {
         take_over(&mut list, &conflicts);
     }

@@ -5,7 +5,7 @@
 //! matched by key through an index, never by scanning the list once per item, so a body of
 //! tens of thousands of list items costs milliseconds, not minutes under the global lock.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -233,6 +233,47 @@ pub fn remove_all(v: &mut Value, paths: &[&[String]]) {
             *items = keep;
         }
         _ => {}
+    }
+}
+
+/// After `remove_all`, removes the objects those removals left empty, deepest first, unless
+/// some manager still owns that object or something under it: structured-merge-diff does the
+/// same, so a manager that stops applying the only field it set in `spec.sub` leaves no
+/// `sub: {}` behind (which could then fail the schema's required fields).
+pub fn remove_emptied(v: &mut Value, dropped: &[&[String]], owned: &FieldSet) {
+    let mut parents: BTreeSet<&[String]> = BTreeSet::new();
+    for path in dropped {
+        for len in 1..path.len() {
+            let prefix = &path[..len];
+            if prefix.iter().all(|s| s.starts_with("f:")) {
+                parents.insert(prefix);
+            }
+        }
+    }
+    // Longest first, so a parent is checked after its emptied children went.
+    let mut parents: Vec<&[String]> = parents.into_iter().collect();
+    parents.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for prefix in parents {
+        let owned_below = owned
+            .range(prefix.to_vec()..)
+            .next()
+            .is_some_and(|p| p.starts_with(prefix));
+        if owned_below {
+            continue;
+        }
+        let Some((last, up)) = prefix.split_last() else {
+            continue;
+        };
+        let parent = up.iter().try_fold(&mut *v, |cur, seg| {
+            cur.as_object_mut()?.get_mut(seg.trim_start_matches("f:"))
+        });
+        let key = last.trim_start_matches("f:");
+        if let Some(m) = parent.and_then(Value::as_object_mut)
+            && m.get(key)
+                .is_some_and(|c| c.as_object().is_some_and(Map::is_empty))
+        {
+            m.remove(key);
+        }
     }
 }
 

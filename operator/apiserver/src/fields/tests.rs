@@ -108,3 +108,27 @@ fn deep_objects_with_many_leaves_stay_within_the_path_budget() {
     assert!(segments <= (1 << 20) + 1000, "{segments} path segments");
     assert!(!leaves.is_empty());
 }
+
+#[test]
+fn dropping_the_only_owned_field_of_a_struct_removes_the_struct() {
+    let first = json!({"apiVersion": "quiver.dev/v1alpha1", "kind": "MicroVM", "metadata": {"name": "a"},
+        "spec": {"kernel": "/k", "sub": {"x": 1}}});
+    let created = server_side_apply(&json!({}), &first, "ops", false, "", None).expect("apply");
+    let second = json!({"apiVersion": "quiver.dev/v1alpha1", "kind": "MicroVM", "metadata": {"name": "a"},
+        "spec": {"kernel": "/k"}});
+    let after = server_side_apply(&created, &second, "ops", false, "", None).expect("apply");
+    assert_eq!(after["spec"], json!({"kernel": "/k"}));
+}
+
+#[test]
+fn a_struct_someone_else_still_owns_under_stays() {
+    let first = json!({"apiVersion": "quiver.dev/v1alpha1", "kind": "MicroVM", "metadata": {"name": "a"},
+        "spec": {"sub": {"x": 1}}});
+    let created = server_side_apply(&json!({}), &first, "ops", false, "", None).expect("apply");
+    let other = json!({"apiVersion": "quiver.dev/v1alpha1", "kind": "MicroVM", "metadata": {"name": "a"},
+        "spec": {"sub": {"y": 2}}});
+    let shared = server_side_apply(&created, &other, "other", false, "", None).expect("apply");
+    let dropped = json!({"apiVersion": "quiver.dev/v1alpha1", "kind": "MicroVM", "metadata": {"name": "a"}, "spec": {}});
+    let after = server_side_apply(&shared, &dropped, "ops", false, "", None).expect("apply");
+    assert_eq!(after["spec"], json!({"sub": {"y": 2}}));
+}

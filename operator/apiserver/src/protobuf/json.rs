@@ -8,9 +8,12 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use k8s_pb::api::authentication::v1 as authn;
+use k8s_pb::api::authorization::v1 as authz;
 use k8s_pb::api::coordination::v1 as coordination;
 use k8s_pb::api::core::v1 as core;
 use k8s_pb::api::events::v1 as events;
+use k8s_pb::api::rbac::v1 as rbac;
 use k8s_pb::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
 use serde_json::{Map, Value};
@@ -166,6 +169,30 @@ message! {
         reason, regarding, related, note, r#type, deprecated_source, deprecated_first_timestamp,
         deprecated_last_timestamp, deprecated_count }
     events::EventSeries { count, last_observed_time }
+
+    rbac::Role { metadata, rules }
+    rbac::ClusterRole { metadata, rules }
+    rbac::PolicyRule { verbs, api_groups, resources, resource_names, non_resource_ur_ls as "nonResourceURLs" }
+    rbac::RoleBinding { metadata, subjects, role_ref }
+    rbac::ClusterRoleBinding { metadata, subjects, role_ref }
+    rbac::Subject { kind, api_group, name, namespace }
+    rbac::RoleRef { api_group, kind, name }
+
+    authn::TokenRequest { metadata, spec }
+    authn::TokenRequestSpec { audiences, expiration_seconds, bound_object_ref }
+    authn::BoundObjectReference { kind, api_version, name, u_id as "uid" }
+    authn::TokenReview { metadata, spec }
+    authn::TokenReviewSpec { token, audiences }
+    authn::SelfSubjectReview { metadata }
+
+    authz::SelfSubjectAccessReview { metadata, spec }
+    authz::SelfSubjectAccessReviewSpec { resource_attributes, non_resource_attributes }
+    authz::SubjectAccessReview { metadata, spec }
+    authz::SubjectAccessReviewSpec { resource_attributes, non_resource_attributes, user, groups, uid }
+    authz::ResourceAttributes { namespace, verb, group, version, resource, subresource, name }
+    authz::NonResourceAttributes { path, verb }
+    authz::SelfSubjectRulesReview { metadata, spec }
+    authz::SelfSubjectRulesReviewSpec { namespace }
 
     coordination::Lease { metadata, spec }
     coordination::LeaseSpec { holder_identity, lease_duration_seconds, acquire_time, renew_time,

@@ -11,9 +11,14 @@
 mod json;
 
 use k8s_pb::Resource;
+use k8s_pb::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenReview};
+use k8s_pb::api::authorization::v1::{
+    SelfSubjectAccessReview, SelfSubjectRulesReview, SubjectAccessReview,
+};
 use k8s_pb::api::coordination::v1::Lease;
 use k8s_pb::api::core::v1::{ConfigMap, Event, Namespace, Secret, ServiceAccount};
 use k8s_pb::api::events::v1::Event as EventV1;
+use k8s_pb::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_pb::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_pb::apimachinery::pkg::runtime::Unknown;
 use prost::Message;
@@ -50,6 +55,24 @@ pub fn decode(body: &[u8]) -> Result<Value> {
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
             object::<CustomResourceDefinition>(&raw)
         }
+        ("rbac.authorization.k8s.io/v1", "Role") => object::<Role>(&raw),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => object::<ClusterRole>(&raw),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => object::<RoleBinding>(&raw),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            object::<ClusterRoleBinding>(&raw)
+        }
+        ("authentication.k8s.io/v1", "TokenRequest") => {
+            object_as::<TokenRequest>(&raw, "authentication.k8s.io/v1", "TokenRequest")
+        }
+        ("authentication.k8s.io/v1", "TokenReview") => object::<TokenReview>(&raw),
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => object::<SelfSubjectReview>(&raw),
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            object::<SelfSubjectAccessReview>(&raw)
+        }
+        ("authorization.k8s.io/v1", "SubjectAccessReview") => object::<SubjectAccessReview>(&raw),
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
+            object::<SelfSubjectRulesReview>(&raw)
+        }
         _ => Err(ApiError::unsupported_media_type(format!(
             "no protobuf form for {api_version:?} {kind:?}: the dev control plane decodes protobuf for its built-in kinds only; send JSON"
         ))),
@@ -57,13 +80,22 @@ pub fn decode(body: &[u8]) -> Result<Value> {
 }
 
 fn object<T: Message + Default + Resource + ToJson>(raw: &[u8]) -> Result<Value> {
+    object_as::<T>(raw, T::API_VERSION, T::KIND)
+}
+
+/// For messages that are not resources of their own (a TokenRequest is a subresource).
+fn object_as<T: Message + Default + ToJson>(
+    raw: &[u8],
+    api_version: &str,
+    kind: &str,
+) -> Result<Value> {
     let message = T::decode(raw).map_err(bad)?;
     let mut obj = match message.to_json()? {
         Some(Value::Object(m)) => m,
         _ => serde_json::Map::new(),
     };
-    obj.insert("apiVersion".into(), Value::String(T::API_VERSION.into()));
-    obj.insert("kind".into(), Value::String(T::KIND.into()));
+    obj.insert("apiVersion".into(), Value::String(api_version.into()));
+    obj.insert("kind".into(), Value::String(kind.into()));
     Ok(Value::Object(obj))
 }
 

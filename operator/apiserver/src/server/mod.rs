@@ -1,9 +1,12 @@
 //! HTTP: authentication, body limits, path routing and content negotiation.
 //!
-//! Layout: this file takes a request apart and renders the reply; `body` reads the body
-//! within the limit and decodes it; `route` resolves the path and dispatches by verb;
+//! Layout: this file takes a request apart and renders the reply; `access` authenticates
+//! (admin token, ServiceAccount tokens), authorizes (RBAC) and serves TokenRequest and the
+//! reviews; `body` reads the body within the limit and decodes it; `route` resolves the
+//! path and dispatches by verb;
 //! `panic` is the last-resort layer that turns a panicking handler into a `500` Status.
 
+mod access;
 mod body;
 mod panic;
 mod route;
@@ -21,13 +24,15 @@ use serde_json::Value;
 use tokio_stream::StreamExt as _;
 
 use crate::api::Api;
-use crate::error::{ApiError, Result};
+use crate::error::ApiError;
 
 pub use self::panic::catch_panics;
 
 pub struct AppState {
     pub api: Arc<Api>,
     pub token: String,
+    /// Signs and checks ServiceAccount tokens.
+    pub signer: crate::rbac::token::Signer,
     pub address: String,
     pub max_body_bytes: usize,
     pub bookmark_interval: Duration,
@@ -40,10 +45,13 @@ enum Reply {
     Bytes(Vec<u8>),
     Stream(tokio::sync::mpsc::Receiver<Bytes>),
     Text(&'static str),
+    /// JSON under another media type (aggregated discovery).
+    Typed(&'static str, Value),
 }
 
 /// The parts of a request that routing reads.
 struct Call<'a> {
+    user: &'a crate::rbac::User,
     method: &'a http::Method,
     path: &'a str,
     query: &'a HashMap<String, String>,
@@ -64,14 +72,30 @@ pub async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
         serde_urlencoded::from_str::<Vec<(String, String)>>(parts.uri.query().unwrap_or_default())
             .map(|v| v.into_iter().collect())
             .unwrap_or_default();
-    if let Err(e) = authorize(&st, &parts.headers, &path) {
-        return error_response(&parts.method, &path, &e);
-    }
+    // Health and version answer anyone (Kubernetes grants them to anonymous users through
+    // `system:public-info-viewer`); every other path needs a token and RBAC's consent.
+    let public = matches!(
+        path.as_str(),
+        "/healthz" | "/livez" | "/readyz" | "/version"
+    );
+    let user = match access::authenticate(&st, &parts.headers) {
+        Ok(user) => user,
+        Err(_) if public => crate::rbac::User::anonymous(),
+        Err(e) => return error_response(&parts.method, &path, &e),
+    };
+    // The body is read (within its limit) before RBAC answers, so that a denial over
+    // HTTP/1.1 never closes a connection the client is still writing to.
     let bytes = match body::read(body, parts.version, &parts.headers, st.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(answer) => return answer,
     };
+    let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let attrs = crate::rbac::attributes::of_request(&parts.method, &path, watch);
+    if !public && let Err(e) = access::authorize(&st, &user, &attrs) {
+        return error_response(&parts.method, &path, &e);
+    }
     let call = Call {
+        user: &user,
         method: &parts.method,
         path: &path,
         query: &query,
@@ -94,6 +118,13 @@ fn render(reply: Reply) -> Response {
             with_json_type(Response::new(Body::from_stream(stream)))
         }
         Reply::Text(t) => t.into_response(),
+        Reply::Typed(media, v) => {
+            let mut resp =
+                (StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default()).into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+            resp
+        }
     }
 }
 
@@ -127,26 +158,4 @@ fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
         }
     }
     resp
-}
-
-fn authorize(st: &AppState, headers: &HeaderMap, path: &str) -> Result<()> {
-    if matches!(path, "/healthz" | "/livez" | "/readyz" | "/version") {
-        return Ok(());
-    }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let same = given.len() == st.token.len()
-        && given
-            .bytes()
-            .zip(st.token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
-    }
 }

@@ -8,22 +8,22 @@ use std::time::Duration;
 use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::{AppState, Call, Reply, body};
+use super::{AppState, Call, Reply, access, body};
 use crate::api::{Api, ListOptions, Scope};
 use crate::delete::DeleteOptions;
 use crate::error::{ApiError, Result};
 use crate::patch::PatchType;
-use crate::registry::{Registry, ResourceType};
+use crate::registry::{Behavior, Registry, ResourceType};
 use crate::table::{self, IncludeObject};
 use crate::watch::WatchParams;
-use crate::write::{FieldValidation, WriteOptions, Written};
+use crate::write::{FieldValidation, ScaleBody, WriteOptions, Written};
 use crate::{discovery, openapi};
 
 /// A resolved resource path.
 struct Target<'a> {
     scope: Scope,
     name: Option<&'a str>,
-    /// `"status"` for the status subresource, empty otherwise.
+    /// `"status"`, `"scale"` or `"token"` for those subresources, empty otherwise.
     sub: &'static str,
 }
 
@@ -31,11 +31,31 @@ pub(super) fn route(st: &AppState, call: &Call<'_>) -> Result<Reply> {
     let segs: Vec<&str> = call.path.split('/').filter(|s| !s.is_empty()).collect();
     let registry = st.api.registry();
     if call.method == Method::GET
-        && let Some(reply) = documents(st, &registry, &segs)
+        && let Some(reply) = documents(st, &registry, &segs, call.headers)
     {
         return reply.ok_or_else(|| ApiError::not_found_path(call.path));
     }
     let target = resolve(&registry, &segs).ok_or_else(|| ApiError::not_found_path(call.path))?;
+    if target.sub == "scale" {
+        return scale(st, call, &target);
+    }
+    let create_only = target.sub == "token" || target.scope.rt.behavior == Behavior::Review;
+    if create_only && call.method != Method::POST {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({} {})",
+            call.method, call.path
+        )));
+    }
+    if target.sub == "token" {
+        let name = target.name.unwrap_or_default();
+        return access::token_request(st, call, &target.scope, name);
+    }
+    if target.scope.rt.behavior == Behavior::Review {
+        if target.name.is_some() {
+            return Err(ApiError::not_found_path(call.path));
+        }
+        return access::review(st, call, call.user, &target.scope);
+    }
     match (call.method, target.name) {
         (&Method::GET, None) => list_or_watch(st, call, &target.scope),
         (&Method::GET, Some(name)) => get(st, call, &target.scope, name),
@@ -78,6 +98,30 @@ pub(super) fn route(st: &AppState, call: &Call<'_>) -> Result<Reply> {
     }
 }
 
+/// GET, PUT and PATCH of `/scale`.
+fn scale(st: &AppState, call: &Call<'_>, target: &Target<'_>) -> Result<Reply> {
+    let name = target.name.unwrap_or_default();
+    let scope = &target.scope;
+    let body = match *call.method {
+        Method::GET => return json_ok(st.api.get_scale(scope, name)?),
+        Method::PUT => ScaleBody::Put(body::parse(call.headers, call.body)?),
+        Method::PATCH => ScaleBody::Patch(
+            PatchType::from_content_type(body::content_type(call.headers))?,
+            call.body,
+        ),
+        _ => {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({} {})",
+                call.method, call.path
+            )));
+        }
+    };
+    written(
+        st.api
+            .write_scale(scope, name, body, &write_options(call)?)?,
+    )
+}
+
 fn json_ok(v: Value) -> Result<Reply> {
     Ok(Reply::Json(StatusCode::OK, v, Vec::new()))
 }
@@ -93,8 +137,22 @@ fn written(w: Written) -> Result<Reply> {
 
 /// Health, version, discovery and OpenAPI: `Some` when the path names one of them (`None`
 /// inside when that document does not exist), `None` for resource paths.
-fn documents(st: &AppState, registry: &Registry, segs: &[&str]) -> Option<Option<Reply>> {
+fn documents(
+    st: &AppState,
+    registry: &Registry,
+    segs: &[&str],
+    headers: &HeaderMap,
+) -> Option<Option<Reply>> {
     let json = |v: Option<Value>| v.map(|v| Reply::Json(StatusCode::OK, v, Vec::new()));
+    let aggregated = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .any(discovery::wants_aggregated);
+    if aggregated && matches!(segs, ["api" | "apis"]) {
+        let doc = discovery::aggregated(registry, segs == ["api"]);
+        return Some(Some(Reply::Typed(discovery::AGGREGATED_TYPE, doc)));
+    }
     Some(match segs {
         ["healthz" | "livez" | "readyz"] => Some(Reply::Text("ok")),
         ["version"] => json(Some(discovery::version())),
@@ -140,6 +198,8 @@ fn resolve<'a>(registry: &Registry, segs: &[&'a str]) -> Option<Target<'a>> {
     let sub = match tail.get(1).copied() {
         None => "",
         Some("status") if rt.has_status(version) => "status",
+        Some("scale") if rt.scale(version).is_some() => "scale",
+        Some("token") if rt.group.is_empty() && rt.plural == "serviceaccounts" => "token",
         Some("finalize") if rt.plural == "namespaces" => "",
         Some(_) => return None,
     };

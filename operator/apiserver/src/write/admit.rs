@@ -120,7 +120,7 @@ impl Inner {
                 from_crd(obj)?;
                 establish_crd(obj)?;
             }
-            Behavior::Plain | Behavior::Custom | Behavior::EventsV1 => {}
+            Behavior::Plain | Behavior::Custom | Behavior::EventsV1 | Behavior::Review => {}
         }
         untrusted::check_limits(obj)?;
         let Some(schema) = schema_of(scope) else {
@@ -132,8 +132,30 @@ impl Inner {
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
         }
+        to_storage_version(scope, obj)?;
         Ok(warnings)
     }
+}
+
+/// Converts a custom resource written at one version to the storage version as Kubernetes
+/// does without a conversion webhook (strategy `None`: only `apiVersion` changes), then
+/// prunes it to the storage version's schema. Reading at any version prunes again to that
+/// version's schema (`Scope::present`), so a field survives only where every schema on its
+/// way (written, stored, read) declares it.
+fn to_storage_version(scope: &Scope, obj: &mut Value) -> Result<()> {
+    let rt = &scope.rt;
+    let storage = rt.storage_version();
+    if rt.behavior != Behavior::Custom || storage.name == scope.version {
+        return Ok(());
+    }
+    if let Some(schema) = &storage.schema {
+        schema.prune(obj);
+    }
+    untrusted::set(
+        obj,
+        &["apiVersion"],
+        Value::String(rt.api_version(&storage.name)),
+    )
 }
 
 /// Prunes fields the schema does not know: an error with `fieldValidation=Strict`, warnings

@@ -1,7 +1,8 @@
 //! Writes, one file per verb: `create`, `update` (PUT, and the shared tail of every update),
 //! `patch` (merge, JSON and strategic merge patches), `apply` (server-side apply), `status`
 //! (the spec/status split of the status subresource), and `admit` (what every write passes:
-//! type checks, limits, kind-specific normalization, structural schemas).
+//! type checks, limits, kind-specific normalization, structural schemas), `scale` (the
+//! `/scale` subresource of custom resources).
 //!
 //! Every body is untrusted: it is type-checked ([`crate::shape`]) and size-checked
 //! ([`crate::untrusted`]) before the server writes into it, and every write into it is a
@@ -11,8 +12,11 @@ mod admit;
 mod apply;
 mod create;
 mod patch;
+mod scale;
 mod status;
 mod update;
+
+pub use scale::ScaleBody;
 
 use std::sync::Arc;
 
@@ -132,6 +136,7 @@ impl Inner {
     pub(crate) fn commit(&mut self, scope: &Scope, obj: Value) -> Arc<Value> {
         let stored = self.store.put(&scope.rt.key(), obj);
         self.index(&scope.rt.key(), &stored);
+        self.rbac_changed(&scope.rt.key());
         if scope.rt.behavior == Behavior::Crd
             && let Ok(t) = from_crd(&stored)
         {

@@ -83,6 +83,14 @@ impl Client {
         })
     }
 
+    /// A client that sends `token` instead of the admin token.
+    pub fn with_token(server: &DevApiServer, token: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            token: token.to_string(),
+            ..Self::new(server)?
+        })
+    }
+
     async fn connect(&self, proto: Proto) -> anyhow::Result<Conn> {
         let alpn: &[u8] = match proto {
             Proto::Http1 => b"http/1.1",

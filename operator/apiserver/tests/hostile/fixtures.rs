@@ -16,6 +16,8 @@ pub struct Resource {
     pub plural: &'static str,
     pub namespaced: bool,
     pub status: bool,
+    /// Has a `/scale` subresource (an `autoscaling/v1 Scale`).
+    pub scale: bool,
     /// Has a protobuf form (built-in kinds).
     pub builtin: bool,
     /// A valid object named `name`.
@@ -76,6 +78,7 @@ pub fn resources() -> Vec<Resource> {
         plural,
         namespaced,
         status,
+        scale: false,
         builtin,
         fixture,
     };
@@ -171,7 +174,82 @@ pub fn resources() -> Vec<Resource> {
                 "status": {"capacity": {"cpus": 1, "memoryMiB": 1}, "raft": {"role": "Leader"}}})
             },
         ),
+        r(
+            "/apis/rbac.authorization.k8s.io/v1",
+            "roles",
+            true,
+            false,
+            true,
+            |n| {
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": n},
+                "rules": [{"apiGroups": [""], "resources": ["configmaps", "pods/status"], "verbs": ["get", "list"], "resourceNames": ["a"]}]})
+            },
+        ),
+        r(
+            "/apis/rbac.authorization.k8s.io/v1",
+            "clusterroles",
+            false,
+            false,
+            true,
+            |n| {
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": n},
+                "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get"]}, {"nonResourceURLs": ["/metrics", "/apis/*"], "verbs": ["get"]}]})
+            },
+        ),
+        r(
+            "/apis/rbac.authorization.k8s.io/v1",
+            "rolebindings",
+            true,
+            false,
+            true,
+            |n| {
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": n},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+                "subjects": [{"kind": "ServiceAccount", "name": "s", "namespace": TARGETS}, {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "g"}]})
+            },
+        ),
+        r(
+            "/apis/rbac.authorization.k8s.io/v1",
+            "clusterrolebindings",
+            false,
+            false,
+            true,
+            |n| {
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": n},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "c"},
+                "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "u"}]})
+            },
+        ),
+        Resource {
+            scale: true,
+            ..r("/apis/fuzz.example/v1", "scalers", true, true, false, |n| {
+                json!({"apiVersion": "fuzz.example/v1", "kind": "Scaler", "metadata": {"name": n},
+                    "spec": {"replicas": 2}, "status": {"replicas": 1, "selector": "a=b"}})
+            })
+        },
     ]
+}
+
+/// The CRD of `scalers.fuzz.example`, which declares `/status` and `/scale`; installed once,
+/// never named by a request of the run.
+pub fn scaler_crd() -> Value {
+    let int = json!({"type": "integer", "minimum": 0, "maximum": 100});
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "scalers.fuzz.example"},
+        "spec": {"group": "fuzz.example", "scope": "Namespaced",
+            "names": {"plural": "scalers", "kind": "Scaler", "singular": "scaler"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas",
+                    "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"replicas": int}},
+                    "status": {"type": "object", "properties": {"replicas": int, "selector": {"type": "string"}}}}}}}]}})
+}
+
+/// A Scale body for `name`.
+pub fn scale_fixture(name: &str) -> Value {
+    json!({"apiVersion": "autoscaling/v1", "kind": "Scale", "metadata": {"name": name, "namespace": TARGETS},
+        "spec": {"replicas": 3}})
 }
 
 /// A CustomResourceDefinition named `{plural}.fuzz.example` (or as given, when it already
@@ -193,4 +271,52 @@ fn crd(name: &str) -> Value {
                         "any": {"x-kubernetes-preserve-unknown-fields": true, "type": "object"}},
                         "x-kubernetes-validations": [{"rule": "self.n < 1000", "message": "n too big"}]},
                     "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}})
+}
+
+/// An endpoint that only answers POSTs and stores nothing: TokenRequest and the reviews.
+pub struct Endpoint {
+    pub path: String,
+    /// A valid body.
+    pub body: Value,
+}
+
+/// TokenRequest (for the bystander ServiceAccount) and every review kind.
+pub fn create_only() -> Vec<Endpoint> {
+    let authn = "/apis/authentication.k8s.io/v1";
+    let authz = "/apis/authorization.k8s.io/v1";
+    let attrs = json!({"namespace": TARGETS, "verb": "get", "group": "quiver.dev", "resource": "microvms",
+        "subresource": "status", "name": "x"});
+    vec![
+        Endpoint {
+            path: format!("/api/v1/namespaces/{BYSTANDERS}/serviceaccounts/bystander/token"),
+            body: json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": ["a"], "expirationSeconds": 3600,
+                    "boundObjectRef": {"kind": "Secret", "apiVersion": "v1", "name": "s", "uid": "u"}}}),
+        },
+        Endpoint {
+            path: format!("{authn}/tokenreviews"),
+            body: json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                "spec": {"token": "a.b.c", "audiences": ["a"]}}),
+        },
+        Endpoint {
+            path: format!("{authn}/selfsubjectreviews"),
+            body: json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}),
+        },
+        Endpoint {
+            path: format!("{authz}/selfsubjectaccessreviews"),
+            body: json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attrs}}),
+        },
+        Endpoint {
+            path: format!("{authz}/subjectaccessreviews"),
+            body: json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                "spec": {"user": "system:serviceaccount:fuzz:s", "groups": ["g"], "uid": "u",
+                    "nonResourceAttributes": {"path": "/apis", "verb": "get"}}}),
+        },
+        Endpoint {
+            path: format!("{authz}/selfsubjectrulesreviews"),
+            body: json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview",
+                "spec": {"namespace": TARGETS}}),
+        },
+    ]
 }
