@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use quiver_agent::client::AgentClient;
 use quiver_agent::config::{AgentConfig, DriverKind};
-use quiver_agent::proto::health_client::HealthClient;
-use quiver_agent::tls::TlsFiles;
 use quiver_operator::agent_client::connect_agent;
 use quiver_operator::pki::{ClusterPki, SECRET_NAME, SECRET_NAMESPACE};
+use quiver_rpc::AgentClient;
+use quiver_rpc::pki::TlsFiles;
+use quiver_rpc::proto::health_client::HealthClient;
 use quiver_tests::ControlPlane;
 use quiver_tests::cluster::TestCluster;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -70,7 +70,7 @@ async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Resul
         .await;
     let health = match channel {
         Ok(channel) => HealthClient::new(channel)
-            .check(quiver_agent::proto::HealthCheckRequest::default())
+            .check(quiver_rpc::proto::HealthCheckRequest::default())
             .await
             .is_ok(),
         Err(_) => false,

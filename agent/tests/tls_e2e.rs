@@ -4,9 +4,9 @@
 mod harness;
 
 use harness::Agent;
-use quiver_agent::Error;
-use quiver_agent::client::AgentClient;
-use quiver_agent::tls::{DEV_SERVER_NAME, TlsFiles, ensure_dev_pki};
+use quiver_rpc::AgentClient;
+use quiver_rpc::ClientError as Error;
+use quiver_rpc::pki::{DEV_SERVER_NAME, TlsFiles, ensure_dev_pki};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_tls_admits_clients_of_the_cluster_ca_only() {
@@ -38,8 +38,20 @@ async fn dev_tls_admits_clients_of_the_cluster_ca_only() {
         Err(e) => Err(e),
     };
     assert!(
-        matches!(refused, Err(Error::Unreachable(_) | Error::Remote { .. })),
+        matches!(refused, Err(Error::Refused(_))),
         "foreign client certificate must be refused, got {refused:?}"
+    );
+
+    // Presents a valid client certificate but trusts another CA: this client refuses the agent.
+    let distrusting = TlsFiles {
+        ca: other.path().join("ca.pem"),
+        ..TlsFiles::dev_client(&pki)
+    };
+    let refused = AgentClient::connect_tls(&https, &distrusting, DEV_SERVER_NAME).await;
+    assert!(
+        matches!(&refused, Err(Error::Refused(m)) if m.contains("certificate") && m.len() < 200),
+        "an untrusted server certificate must be a short refusal, got {:?}",
+        refused.err()
     );
 }
 
