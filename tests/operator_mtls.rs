@@ -83,6 +83,16 @@ async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Resul
     // The operator checks the agent is the Host it dials.
     let operator_tls = Some(&cluster.operator_tls);
     assert!(!answers(connect_agent(operator_tls, "agent-9", &address)).await);
+    // ... and says so in one short line that names the agent and the reason.
+    let Err(wrong_name) = connect_agent(operator_tls, "agent-9", &address).await else {
+        panic!("an agent not named agent-9 was accepted as agent-9");
+    };
+    let said = wrong_name.to_string();
+    assert!(
+        said.contains(&format!("refused: https://{address}: TLS: ")) && said.contains("agent-9"),
+        "{said}"
+    );
+    assert!(said.len() < 400 && !said.contains('{'), "{said}");
 
     // An agent with a certificate from another CA is refused by the operator.
     let foreign_data = tempfile::tempdir()?;

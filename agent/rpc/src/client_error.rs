@@ -14,7 +14,8 @@ pub type ClientResult<T, E = ClientError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum ClientError {
     /// The agent could not be reached: connect failed, the connection dropped, or the agent
-    /// answered that it is unavailable. Another agent (or a retry) may succeed.
+    /// answered that it is unavailable. Another agent (or a retry) may succeed. The message
+    /// is one line: the endpoint and the root cause.
     #[error("unreachable: {0}")]
     Unreachable(String),
 
@@ -23,8 +24,10 @@ pub enum ClientError {
     #[error("{code}: {message}")]
     Remote { code: String, message: String },
 
-    /// The agent (or this client) refused the peer: a TLS handshake that failed on a
-    /// certificate, or an authentication refusal. Retrying with the same credentials fails.
+    /// The peer was refused: a TLS failure this client sees (e.g. a server certificate it does
+    /// not trust), or an authentication refusal. Retrying with the same credentials fails.
+    /// (Under TLS 1.3 an agent refuses a client certificate after the client's half of the
+    /// handshake; the client then sees only a closed connection: `Unreachable`.)
     #[error("refused: {0}")]
     Refused(String),
 
@@ -45,20 +48,25 @@ impl ClientError {
         }
     }
 
-    /// Maps a gRPC status: `UNAVAILABLE` (what tonic also answers when the connection fails)
-    /// is [`ClientError::Unreachable`], a TLS failure underneath it or `UNAUTHENTICATED` /
-    /// `PERMISSION_DENIED` is [`ClientError::Refused`], any other code is
-    /// [`ClientError::Remote`].
+    /// Maps a gRPC status from a call to `endpoint`. A status the client made itself from a
+    /// local failure (it carries that error as its source: the connection closed or could
+    /// not be made, the call never got an answer) is [`ClientError::Unreachable`], or
+    /// [`ClientError::Refused`] when a TLS error is in that chain. Of the statuses the agent
+    /// sent, `UNAVAILABLE` is `Unreachable`, `UNAUTHENTICATED` and `PERMISSION_DENIED` are
+    /// `Refused`, and any other code is [`ClientError::Remote`].
     #[must_use]
-    pub fn from_status(status: &tonic::Status) -> Self {
-        let message = status.message().to_owned();
+    pub fn from_status(endpoint: &str, status: &tonic::Status) -> Self {
         if let Some(tls) = tls_failure(status) {
-            return ClientError::Refused(tls);
+            return ClientError::Refused(format!("{endpoint}: TLS: {tls}"));
         }
+        if let Some(local) = std::error::Error::source(status) {
+            return ClientError::Unreachable(format!("{endpoint}: {}", root_cause(local)));
+        }
+        let message = status.message().to_owned();
         match status.code() {
-            tonic::Code::Unavailable => ClientError::Unreachable(message),
+            tonic::Code::Unavailable => ClientError::Unreachable(format!("{endpoint}: {message}")),
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
-                ClientError::Refused(message)
+                ClientError::Refused(format!("{endpoint}: {message}"))
             }
             code => ClientError::Remote {
                 code: format!("{code:?}"),
@@ -115,16 +123,31 @@ mod tests {
 
     #[test]
     fn status_codes_map_to_the_domain_error() {
-        let unavailable = ClientError::from_status(&tonic::Status::unavailable("shutting down"));
-        assert!(matches!(unavailable, ClientError::Unreachable(m) if m == "shutting down"));
-        let invalid = ClientError::from_status(&tonic::Status::invalid_argument("cpus: 0"));
+        let unavailable =
+            ClientError::from_status("http://a:1", &tonic::Status::unavailable("shutting down"));
+        assert!(
+            matches!(unavailable, ClientError::Unreachable(m) if m == "http://a:1: shutting down")
+        );
+        let invalid =
+            ClientError::from_status("http://a:1", &tonic::Status::invalid_argument("cpus: 0"));
         assert!(matches!(
             invalid,
             ClientError::Remote { ref code, ref message }
                 if code == "InvalidArgument" && message == "cpus: 0"
         ));
-        let denied = ClientError::from_status(&tonic::Status::permission_denied("no"));
+        let denied =
+            ClientError::from_status("http://a:1", &tonic::Status::permission_denied("no"));
         assert_eq!(denied.metric_label(), "refused");
+    }
+
+    #[test]
+    fn a_status_made_from_a_local_failure_is_unreachable_with_its_root_cause() {
+        let closed = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "connection closed");
+        let status = tonic::Status::from_error(Box::new(closed));
+        assert!(matches!(
+            ClientError::from_status("http://a:1", &status),
+            ClientError::Unreachable(m) if m == "http://a:1: connection closed"
+        ));
     }
 
     #[test]
@@ -135,7 +158,7 @@ mod tests {
         );
         let status = tonic::Status::from_error(Box::new(io));
         assert!(matches!(
-            ClientError::from_status(&status),
+            ClientError::from_status("http://a:1", &status),
             ClientError::Refused(m) if m.contains("CertificateRequired")
         ));
     }

@@ -6,8 +6,11 @@
 //! let vms = agent.list_vms().await?;
 //! # Ok(()) }
 //! ```
-//! Errors are [`ClientError`]s: connection failures and `UNAVAILABLE` are `Unreachable`, TLS
-//! failures `Refused`, any other refusal `Remote` with the gRPC code's name.
+//! Errors are [`ClientError`]s naming the endpoint: connection failures and `UNAVAILABLE` are
+//! `Unreachable`, TLS failures `Refused`, any other status the agent sent `Remote` with the
+//! gRPC code's name (see [`ClientError::from_status`]).
+
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
@@ -26,6 +29,8 @@ pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 #[derive(Clone)]
 pub struct AgentClient {
     channel: Channel,
+    /// Named in errors, so that a caller talking to many agents can tell which failed.
+    endpoint: Arc<str>,
 }
 
 impl AgentClient {
@@ -38,7 +43,10 @@ impl AgentClient {
             .connect()
             .await
             .map_err(failed)?;
-        Ok(AgentClient { channel })
+        Ok(AgentClient {
+            channel,
+            endpoint: endpoint.into(),
+        })
     }
 
     /// Connects with mutual TLS (`https://host:port`); `server_name` must be in the server's
@@ -60,7 +68,14 @@ impl AgentClient {
             .connect()
             .await
             .map_err(failed)?;
-        Ok(AgentClient { channel })
+        Ok(AgentClient {
+            channel,
+            endpoint: endpoint.into(),
+        })
+    }
+
+    fn fail(&self, status: &tonic::Status) -> ClientError {
+        ClientError::from_status(&self.endpoint, status)
     }
 
     /// The raw tonic clients, for callers that need gRPC details.
@@ -76,7 +91,7 @@ impl AgentClient {
         c.check(req)
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|s| ClientError::from_status(&s))
+            .map_err(|s| self.fail(&s))
     }
 
     pub async fn status(&self) -> Result<proto::AgentStatus> {
@@ -85,7 +100,7 @@ impl AgentClient {
         c.get_status(req)
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|s| ClientError::from_status(&s))
+            .map_err(|s| self.fail(&s))
     }
 
     /// A request over [`MAX_MESSAGE_BYTES`] is refused here: tonic would abort it mid-stream,
@@ -102,7 +117,7 @@ impl AgentClient {
         }
         let r = self.vm_client().put_vm(req).await;
         r.map(tonic::Response::into_inner)
-            .map_err(|s| ClientError::from_status(&s))
+            .map_err(|s| self.fail(&s))
     }
 
     pub async fn delete_vm(&self, uid: &str) -> Result<bool> {
@@ -110,8 +125,7 @@ impl AgentClient {
             uid: uid.to_owned(),
         };
         let r = self.vm_client().delete_vm(req).await;
-        r.map(|r| r.into_inner().existed)
-            .map_err(|s| ClientError::from_status(&s))
+        r.map(|r| r.into_inner().existed).map_err(|s| self.fail(&s))
     }
 
     pub async fn get_vm(&self, uid: &str) -> Result<proto::VmStatus> {
@@ -120,13 +134,12 @@ impl AgentClient {
         };
         let r = self.vm_client().get_vm(req).await;
         r.map(tonic::Response::into_inner)
-            .map_err(|s| ClientError::from_status(&s))
+            .map_err(|s| self.fail(&s))
     }
 
     pub async fn list_vms(&self) -> Result<Vec<proto::VmStatus>> {
         let r = self.vm_client().list_vms(proto::ListVmsRequest {}).await;
-        r.map(|r| r.into_inner().vms)
-            .map_err(|s| ClientError::from_status(&s))
+        r.map(|r| r.into_inner().vms).map_err(|s| self.fail(&s))
     }
 
     /// Every VM's status, then every change.
@@ -135,8 +148,9 @@ impl AgentClient {
             .vm_client()
             .watch_vm_status(proto::WatchVmStatusRequest {})
             .await;
-        let stream = r.map_err(|s| ClientError::from_status(&s))?.into_inner();
-        Ok(stream.map(|item| item.map_err(|s| ClientError::from_status(&s))))
+        let stream = r.map_err(|s| self.fail(&s))?.into_inner();
+        let endpoint = Arc::clone(&self.endpoint);
+        Ok(stream.map(move |item| item.map_err(|s| ClientError::from_status(&endpoint, &s))))
     }
 
     pub async fn console(
@@ -151,15 +165,16 @@ impl AgentClient {
             follow,
         };
         let r = self.vm_client().stream_console(req).await;
-        let stream = r.map_err(|s| ClientError::from_status(&s))?.into_inner();
-        Ok(stream.map(|item| item.map_err(|s| ClientError::from_status(&s))))
+        let stream = r.map_err(|s| self.fail(&s))?.into_inner();
+        let endpoint = Arc::clone(&self.endpoint);
+        Ok(stream.map(move |item| item.map_err(|s| ClientError::from_status(&endpoint, &s))))
     }
 
     pub async fn metrics(&self) -> Result<proto::MetricsSnapshot> {
         let mut c = MonitoringClient::new(self.channel.clone());
         let r = c.get_metrics(proto::GetMetricsRequest {}).await;
         r.map(tonic::Response::into_inner)
-            .map_err(|s| ClientError::from_status(&s))
+            .map_err(|s| self.fail(&s))
     }
 
     pub async fn resource_summary(&self) -> Result<proto::ResourceSummary> {
@@ -168,6 +183,6 @@ impl AgentClient {
             .get_resource_summary(proto::GetResourceSummaryRequest {})
             .await;
         r.map(tonic::Response::into_inner)
-            .map_err(|s| ClientError::from_status(&s))
+            .map_err(|s| self.fail(&s))
     }
 }
