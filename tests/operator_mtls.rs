@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use quiver_agent::client::AgentClient;
 use quiver_agent::config::{AgentConfig, DriverKind};
-use quiver_agent::proto::health_client::HealthClient;
-use quiver_agent::tls::TlsFiles;
 use quiver_operator::agent_client::connect_agent;
 use quiver_operator::pki::{ClusterPki, SECRET_NAME, SECRET_NAMESPACE};
+use quiver_rpc::AgentClient;
+use quiver_rpc::pki::TlsFiles;
+use quiver_rpc::proto::health_client::HealthClient;
 use quiver_tests::ControlPlane;
 use quiver_tests::cluster::TestCluster;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -70,7 +70,7 @@ async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Resul
         .await;
     let health = match channel {
         Ok(channel) => HealthClient::new(channel)
-            .check(quiver_agent::proto::HealthCheckRequest::default())
+            .check(quiver_rpc::proto::HealthCheckRequest::default())
             .await
             .is_ok(),
         Err(_) => false,
@@ -83,6 +83,16 @@ async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Resul
     // The operator checks the agent is the Host it dials.
     let operator_tls = Some(&cluster.operator_tls);
     assert!(!answers(connect_agent(operator_tls, "agent-9", &address)).await);
+    // ... and says so in one short line that names the agent and the reason.
+    let Err(wrong_name) = connect_agent(operator_tls, "agent-9", &address).await else {
+        panic!("an agent not named agent-9 was accepted as agent-9");
+    };
+    let said = wrong_name.to_string();
+    assert!(
+        said.contains(&format!("refused: https://{address}: TLS: ")) && said.contains("agent-9"),
+        "{said}"
+    );
+    assert!(said.len() < 400 && !said.contains('{'), "{said}");
 
     // An agent with a certificate from another CA is refused by the operator.
     let foreign_data = tempfile::tempdir()?;

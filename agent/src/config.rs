@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::tls::TlsFiles;
 use crate::vm::images::ImageRoots;
 use crate::vm::network::DEFAULT_FORWARD_ADDRESS;
 use crate::{Error, Result};
+use quiver_rpc::pki::TlsFiles;
 
 /// QEMU accelerator. `auto` = KVM when `/dev/kvm` can be opened read-write, else TCG.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -52,13 +52,9 @@ pub enum Error {
     #[error("transport: {0}")]
     Transport(String),
 
-    /// The peer could not be reached (connect failed, connection dropped).
-    #[error("unreachable: {0}")]
-    Unreachable(String),
-
-    /// The remote agent refused a call; `code` is the gRPC code's name (`InvalidArgument`, …).
-    #[error("{code}: {message}")]
-    Remote { code: String, message: String },
+    /// The TLS material could not be made or read.
+    #[error("TLS: {0}")]
+    Pki(#[from] quiver_rpc::pki::PkiError),
 
     #[error("agent is shutting down")]
     ShuttingDown,
@@ -78,8 +74,7 @@ impl Error {
             Error::Json { .. } => "json",
             Error::Config(_) => "config",
             Error::Transport(_) => "transport",
-            Error::Unreachable(_) => "unreachable",
-            Error::Remote { .. } => "remote",
+            Error::Pki(_) => "pki",
             Error::ShuttingDown => "shutting_down",
         }
     }

@@ -8,7 +8,7 @@
 //!   [`vm::network`] validate puts (image roots, port forwards).
 //! - [`services`]: Health, Status, Vm, Monitoring, each implemented once over the proto types.
 //! - [`grpc`]: the tonic adapter (the Iroh adapter will sit next to it and reuse `services`).
-//! - [`client`]: a typed gRPC client for other crates. [`tls`]: mTLS files and a dev CA.
+//!   The proto, the service traits, the client and the mTLS material come from `quiver-rpc`.
 //! - [`metrics`]: per-method RPC metrics and `/metrics` text. [`config`]: the agent's settings.
 //!   [`runtime`]: wiring for the binary. [`advertise`]: the gRPC address put in the Host.
 //!
@@ -21,11 +21,10 @@
 //!
 //! # Non-goals (here)
 //! - Placement, Raft and fencing across hosts (the epoch is only checked per VM); guest
-//!   networking other than QEMU user mode. gRPC is mTLS (`tls`, or `--dev-tls`); plain only
+//!   networking other than QEMU user mode. gRPC is mTLS (`quiver_rpc::pki`, or `--dev-tls`); plain only
 //!   with `insecure_plaintext` on loopback.
 
 pub mod advertise;
-pub mod client;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -33,13 +32,6 @@ pub mod metrics;
 pub mod registration;
 pub mod runtime;
 pub mod services;
-pub mod tls;
 pub mod vm;
 
 pub use error::{Error, Result};
-
-/// Generated `quiver.v1` messages, clients and servers.
-#[allow(clippy::all, clippy::pedantic, missing_docs)]
-pub mod proto {
-    tonic::include_proto!("quiver.v1");
-}

@@ -9,6 +9,8 @@ use quiver_agent::config::{Accel, AgentConfig, DriverKind};
 #[derive(Parser, Debug)]
 #[command(name = "quiver-agent", version, about = "Quiver node agent")]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// YAML (or JSON) config file; flags override it.
     #[arg(long, env = "QUIVER_AGENT_CONFIG")]
     config: Option<PathBuf>,
@@ -63,6 +65,16 @@ struct Args {
     log_json: bool,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Cmd {
+    /// Stops the QEMUs still running in the run dirs of a data dir whose agent is dead, removes
+    /// those run dirs and prints each as a JSON line. Run it only when no agent uses the dir.
+    Sweep {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -74,6 +86,14 @@ fn main() -> anyhow::Result<()> {
         logs.json().init();
     } else {
         logs.init();
+    }
+
+    if let Some(Cmd::Sweep { data_dir }) = args.command {
+        let rt = tokio::runtime::Runtime::new()?;
+        for leftover in rt.block_on(quiver_agent::vm::sweep::stop_all(&data_dir)) {
+            println!("{}", serde_json::to_string(&leftover)?);
+        }
+        return Ok(());
     }
 
     let mut c = AgentConfig::load(args.config.as_deref())?;
@@ -95,7 +115,7 @@ fn main() -> anyhow::Result<()> {
     }
     c.port_forward_address = args.port_forward_address.unwrap_or(c.port_forward_address);
     if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
-        c.tls = Some(quiver_agent::tls::TlsFiles { ca, cert, key });
+        c.tls = Some(quiver_rpc::pki::TlsFiles { ca, cert, key });
     }
 
     let rt = tokio::runtime::Runtime::new()?;

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::proto;
+use quiver_rpc::proto;
 
 /// Upper bounds of the latency buckets, in milliseconds (+Inf is implied).
 pub const BUCKETS_MS: [f64; 12] = [

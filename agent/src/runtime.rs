@@ -9,13 +9,14 @@ use tokio::net::TcpListener;
 use crate::config::{AgentConfig, DriverKind};
 use crate::metrics::{Metrics, render_prometheus};
 use crate::services::{AgentInfo, Services};
-use crate::tls::{TlsFiles, ensure_dev_pki};
 use crate::vm::driver::Driver;
 use crate::vm::qemu::QemuDriver;
 use crate::vm::simulated::SimulatedDriver;
 use crate::vm::spec::Limits;
 use crate::vm::{ImageRoots, ManagerConfig, VmManager, now_ms};
-use crate::{Error, Result, grpc, proto};
+use crate::{Error, Result, grpc};
+use quiver_rpc::pki::{TlsFiles, ensure_dev_pki};
+use quiver_rpc::proto;
 
 /// The file in the data dir holding the bound gRPC address (useful with port 0).
 pub const GRPC_ADDR_FILE: &str = "grpc.addr";

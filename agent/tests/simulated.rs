@@ -5,8 +5,8 @@ mod harness;
 
 use futures::StreamExt;
 use harness::{Agent, is_running_ready, put_request, spec_mut, wait_for, wait_gone};
-use quiver_agent::Error;
-use quiver_agent::proto::RunStrategy;
+use quiver_rpc::ClientError as Error;
+use quiver_rpc::proto::RunStrategy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn free_port() -> u16 {

@@ -4,9 +4,9 @@
 mod harness;
 
 use harness::Agent;
-use quiver_agent::Error;
-use quiver_agent::client::AgentClient;
-use quiver_agent::tls::{DEV_SERVER_NAME, TlsFiles, ensure_dev_pki};
+use quiver_rpc::AgentClient;
+use quiver_rpc::ClientError as Error;
+use quiver_rpc::pki::{DEV_SERVER_NAME, TlsFiles, ensure_dev_pki};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_tls_admits_clients_of_the_cluster_ca_only() {
@@ -37,9 +37,29 @@ async fn dev_tls_admits_clients_of_the_cluster_ca_only() {
         Ok(c) => c.health().await.map(drop),
         Err(e) => Err(e),
     };
+    // TLS 1.3: the agent refuses the certificate after the client's side of the handshake is
+    // done, and the client's HTTP/2 layer then reports only a closed connection.
     assert!(
-        matches!(refused, Err(Error::Unreachable(_) | Error::Remote { .. })),
+        matches!(&refused, Err(Error::Refused(_) | Error::Unreachable(_))),
         "foreign client certificate must be refused, got {refused:?}"
+    );
+    assert!(
+        refused.is_err_and(|e| e
+            .to_string()
+            .starts_with(&format!("{}: {https}", e.metric_label()))),
+        "the error names the agent"
+    );
+
+    // Presents a valid client certificate but trusts another CA: this client refuses the agent.
+    let distrusting = TlsFiles {
+        ca: other.path().join("ca.pem"),
+        ..TlsFiles::dev_client(&pki)
+    };
+    let refused = AgentClient::connect_tls(&https, &distrusting, DEV_SERVER_NAME).await;
+    assert!(
+        matches!(&refused, Err(Error::Refused(m)) if m.contains("certificate") && m.len() < 200),
+        "an untrusted server certificate must be a short refusal, got {:?}",
+        refused.err()
     );
 }
 

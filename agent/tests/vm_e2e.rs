@@ -10,9 +10,9 @@ use futures::StreamExt;
 use harness::{
     Agent, MARKER, guest, is_running_ready, phase, put_request, spec_mut, wait_for, wait_gone,
 };
-use quiver_agent::Error;
-use quiver_agent::proto::{self, Phase, RunStrategy};
 use quiver_agent::vm::process;
+use quiver_rpc::ClientError as Error;
+use quiver_rpc::proto::{self, Phase, RunStrategy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vm_boots_to_guest_ready_then_stops_and_is_deleted_without_traces() {

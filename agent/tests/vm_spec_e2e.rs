@@ -9,9 +9,9 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::{Agent, guest, is_running_ready, phase, put_request, spec_mut, wait_for, wait_gone};
-use quiver_agent::Error;
-use quiver_agent::proto::{self, Phase, RunStrategy};
 use quiver_agent::vm::qmp::QmpClient;
+use quiver_rpc::ClientError as Error;
+use quiver_rpc::proto::{self, Phase, RunStrategy};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -24,10 +24,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
-use quiver_agent::client::AgentClient;
-use quiver_agent::proto;
-use quiver_agent::tls::TlsFiles;
 use quiver_crds::MicroVM;
+use quiver_rpc::AgentClient;
+use quiver_rpc::pki::TlsFiles;
+use quiver_rpc::proto;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 

@@ -8,9 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use kube::{Api, Client};
-use quiver_agent::client::AgentClient;
-use quiver_agent::tls::TlsFiles;
 use quiver_crds::Host;
+use quiver_rpc::AgentClient;
+use quiver_rpc::pki::TlsFiles;
 use tokio::process::{Child, Command};
 
 use crate::agent_client::connect_agent;

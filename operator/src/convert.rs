@@ -1,8 +1,14 @@
-//! MicroVM spec → the agent's `PutVmRequest`.
+//! Every conversion between the CRD types and `quiver.v1`, each once: MicroVM spec → the
+//! agent's `PutVmRequest`, and the agent's reports (phase, forwarded ports) → MicroVM status.
+//!
+//! They live here rather than in `quiver-rpc` so that the RPC crate stays free of Kubernetes
+//! types; conversions between `quiver.v1` and the agent's own types live in the agent.
 
 use kube::ResourceExt;
-use quiver_agent::proto;
-use quiver_crds::{DiskFormat, MicroVM, Network, NetworkMode, Protocol, RunStrategy};
+use quiver_crds::{
+    DiskFormat, ForwardedPort, MicroVM, MicroVMPhase, Network, NetworkMode, Protocol, RunStrategy,
+};
+use quiver_rpc::proto;
 
 fn run_strategy(s: RunStrategy) -> proto::RunStrategy {
     match s {
@@ -10,6 +16,47 @@ fn run_strategy(s: RunStrategy) -> proto::RunStrategy {
         RunStrategy::Halted => proto::RunStrategy::Halted,
         RunStrategy::RerunOnFailure => proto::RunStrategy::RerunOnFailure,
         RunStrategy::Once => proto::RunStrategy::Once,
+    }
+}
+
+fn protocol_to_proto(p: Protocol) -> proto::Protocol {
+    match p {
+        Protocol::Tcp => proto::Protocol::Tcp,
+        Protocol::Udp => proto::Protocol::Udp,
+    }
+}
+
+/// An unknown or unset protocol reads as TCP, the agent's default.
+fn protocol_from_proto(raw: i32) -> Protocol {
+    match proto::Protocol::try_from(raw) {
+        Ok(proto::Protocol::Udp) => Protocol::Udp,
+        Ok(proto::Protocol::Tcp | proto::Protocol::Unspecified) | Err(_) => Protocol::Tcp,
+    }
+}
+
+/// The agent's phase as the MicroVM's; an unknown value reads as Pending.
+#[must_use]
+pub fn phase_from_proto(raw: i32) -> MicroVMPhase {
+    match proto::Phase::try_from(raw).unwrap_or(proto::Phase::Unspecified) {
+        proto::Phase::Unspecified | proto::Phase::Pending => MicroVMPhase::Pending,
+        proto::Phase::Scheduling => MicroVMPhase::Scheduling,
+        proto::Phase::Starting => MicroVMPhase::Starting,
+        proto::Phase::Running => MicroVMPhase::Running,
+        proto::Phase::Stopping => MicroVMPhase::Stopping,
+        proto::Phase::Stopped => MicroVMPhase::Stopped,
+        proto::Phase::Failed => MicroVMPhase::Failed,
+    }
+}
+
+/// A port forward the agent bound, as `status.portForwards` shows it.
+#[must_use]
+pub fn forwarded_port(f: &proto::ForwardedPort) -> ForwardedPort {
+    ForwardedPort {
+        name: (!f.name.is_empty()).then(|| f.name.clone()),
+        protocol: protocol_from_proto(f.protocol),
+        guest_port: f.guest_port,
+        host_ip: f.host_ip.clone(),
+        host_port: f.host_port,
     }
 }
 
@@ -25,10 +72,7 @@ fn network(n: &Network) -> proto::Network {
             .iter()
             .map(|f| proto::PortForward {
                 name: f.name.clone().unwrap_or_default(),
-                protocol: match f.protocol {
-                    Protocol::Tcp => proto::Protocol::Tcp,
-                    Protocol::Udp => proto::Protocol::Udp,
-                } as i32,
+                protocol: protocol_to_proto(f.protocol) as i32,
                 guest_port: f.guest_port,
                 host_port: f.host_port,
             })

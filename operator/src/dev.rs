@@ -221,8 +221,13 @@ impl DevCluster {
             report.agents_stopped.push(name);
         }
         for agent in &self.agents {
-            for qemu in leftovers::stop_all(&agent.options.data_dir).await {
-                report.leftovers.push((agent.options.name.clone(), qemu));
+            let name = &agent.options.name;
+            match leftovers::stop_all(&agent.options.binary, &agent.options.data_dir).await {
+                Ok(stopped) => {
+                    let stopped = stopped.into_iter().map(|qemu| (name.clone(), qemu));
+                    report.leftovers.extend(stopped);
+                }
+                Err(e) => report.warnings.push(format!("{name}: {e}")),
             }
         }
         report
@@ -325,8 +330,7 @@ impl std::fmt::Display for StopReport {
                 writeln!(
                     f,
                     "stopped QEMU pid {} of VM {} left by {agent}",
-                    qemu.pid,
-                    qemu.uid()
+                    qemu.pid, qemu.uid
                 )?;
             }
         }

@@ -14,7 +14,7 @@ pub enum Error {
 
     /// An agent refused a request (bad spec, stale epoch...).
     #[error("agent refused the request: {0}")]
-    Agent(#[source] quiver_agent::Error),
+    Agent(#[source] quiver_rpc::ClientError),
 
     /// The VM is still known to an agent; cleanup waits for it to be gone.
     #[error("vm {uid} is still being removed by its host")]
@@ -38,7 +38,11 @@ pub enum Error {
 
     /// The cluster CA could not be made, loaded or used to issue a certificate.
     #[error("cluster PKI: {0}")]
-    Pki(#[source] quiver_agent::Error),
+    Pki(#[source] quiver_rpc::pki::PkiError),
+
+    /// The Secret holding the cluster CA exists but is not usable (it is never overwritten).
+    #[error("cluster CA Secret: {0}")]
+    CaSecret(String),
 
     /// A child process or the demo did not reach the expected state.
     #[error("{0}")]
@@ -60,7 +64,7 @@ impl Error {
             Error::MissingField(_) => "missing_field",
             Error::Serialize(_) => "serialize",
             Error::Io { .. } => "io",
-            Error::Pki(_) => "pki",
+            Error::Pki(_) | Error::CaSecret(_) => "pki",
             Error::Dev(_) => "dev",
         }
     }
@@ -79,10 +83,15 @@ impl From<kube::Error> for Error {
     }
 }
 
-impl From<quiver_agent::Error> for Error {
-    fn from(e: quiver_agent::Error) -> Self {
+/// An agent that cannot be reached and one whose TLS handshake fails are alike to a
+/// controller: neither takes requests, so both are `Unreachable` (the message tells which).
+impl From<quiver_rpc::ClientError> for Error {
+    fn from(e: quiver_rpc::ClientError) -> Self {
+        use quiver_rpc::ClientError;
         match e {
-            quiver_agent::Error::Unreachable(m) => Error::Unreachable(m),
+            ClientError::Unreachable(m) => Error::Unreachable(m),
+            refused @ ClientError::Refused(_) => Error::Unreachable(refused.to_string()),
+            ClientError::Credentials(pki) => Error::Pki(pki),
             other => Error::Agent(other),
         }
     }

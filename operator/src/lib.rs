@@ -9,9 +9,11 @@
 //!   each agent's status stream.
 //! - [`leader`]: Lease-based leader election; [`operator`]: controllers run only while leading.
 //! - [`dev`], [`agents`]: the one-machine dev cluster and the agent processes it starts;
-//!   [`leftovers`]: QEMUs a dead agent left running, stopped when the cluster stops.
+//!   [`leftovers`]: QEMUs a dead agent left running, stopped (by `quiver-agent sweep`) when
+//!   the cluster stops.
 //! - [`pki`]: the cluster CA (a Secret) and the certificates for mTLS between operator and
-//!   agents.
+//!   agents. The proto, the agent client and certificate generation come from `quiver-rpc`;
+//!   the operator does not depend on the agent.
 //!
 //! # Goals
 //! - Reconciling an unchanged object makes no API write; status is written through the status

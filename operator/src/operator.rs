@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures::FutureExt as _;
 
 use kube::Client;
-use quiver_agent::tls::TlsFiles;
+use quiver_rpc::pki::TlsFiles;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

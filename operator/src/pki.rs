@@ -4,7 +4,8 @@
 //! `kubernetes.io/tls`: `tls.crt`, `tls.key`) and mirrored to a local directory, because tonic
 //! reads PEM files. It issues a server certificate per agent (names: `localhost`, `127.0.0.1`
 //! and the host name, which the operator verifies) and one client certificate for the
-//! operator. Certificate generation itself lives in [`quiver_agent::tls::Ca`].
+//! operator. Certificate generation itself lives in [`quiver_rpc::pki::Ca`]; this module adds only what
+//! is Kubernetes-specific (the Secret).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::{Api, Client};
-use quiver_agent::tls::{Ca, TlsFiles};
+use quiver_rpc::pki::{Ca, TlsFiles};
 
 use crate::{Error, Result};
 
@@ -66,10 +67,10 @@ impl ClusterPki {
     fn from_secret(secret: &Secret, dir: &Path) -> Result<Self> {
         let data = secret.data.clone().unwrap_or_default();
         let (Some(cert), Some(key)) = (data.get(CERT_KEY), data.get(KEY_KEY)) else {
-            return Err(Error::Pki(quiver_agent::Error::Config(format!(
+            return Err(Error::CaSecret(format!(
                 "Secret {SECRET_NAMESPACE}/{SECRET_NAME} exists but lacks {CERT_KEY} or \
                  {KEY_KEY}; it is never overwritten: fix or delete it"
-            ))));
+            )));
         };
         let text = |b: &ByteString| String::from_utf8_lossy(&b.0).into_owned();
         let ca = Ca::from_pem(&text(cert), &text(key)).map_err(Error::Pki)?;

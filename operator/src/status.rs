@@ -6,9 +6,11 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use quiver_agent::proto;
 use quiver_crds::condition::{GUEST_READY, READY, RESTART_REQUIRED, SCHEDULED};
-use quiver_crds::{ForwardedPort, MicroVM, MicroVMPhase, MicroVMStatus, Protocol, RunStrategy};
+use quiver_crds::{MicroVM, MicroVMPhase, MicroVMStatus, RunStrategy};
+use quiver_rpc::proto;
+
+use crate::convert;
 
 /// Where the operator stands on placing the VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,18 +52,6 @@ pub fn time_from_ms(ms: i64) -> Option<Time> {
 pub fn now() -> Time {
     let secs = Timestamp::now().as_second();
     Time(Timestamp::from_second(secs).unwrap_or(Timestamp::UNIX_EPOCH))
-}
-
-fn phase_from_proto(raw: i32) -> MicroVMPhase {
-    match proto::Phase::try_from(raw).unwrap_or(proto::Phase::Unspecified) {
-        proto::Phase::Unspecified | proto::Phase::Pending => MicroVMPhase::Pending,
-        proto::Phase::Scheduling => MicroVMPhase::Scheduling,
-        proto::Phase::Starting => MicroVMPhase::Starting,
-        proto::Phase::Running => MicroVMPhase::Running,
-        proto::Phase::Stopping => MicroVMPhase::Stopping,
-        proto::Phase::Stopped => MicroVMPhase::Stopped,
-        proto::Phase::Failed => MicroVMPhase::Failed,
-    }
 }
 
 /// The status the VM should have given `obs`. Conditions keep their `lastTransitionTime`
@@ -173,7 +163,7 @@ fn from_agent(
     status: &mut MicroVMStatus,
     conds: &mut Conditions<'_>,
 ) {
-    let phase = phase_from_proto(agent.phase);
+    let phase = convert::phase_from_proto(agent.phase);
     let host = agent.host.clone();
     status.phase = Some(phase);
     status.host = Some(host.clone());
@@ -182,7 +172,11 @@ fn from_agent(
     status.restart_count = agent.restart_count;
     status.started_at = time_from_ms(agent.started_at_ms);
     status.guest_ready_at = time_from_ms(agent.guest_ready_at_ms);
-    status.port_forwards = agent.port_forwards.iter().map(forwarded_port).collect();
+    status.port_forwards = agent
+        .port_forwards
+        .iter()
+        .map(convert::forwarded_port)
+        .collect();
     let detail = if agent.message.is_empty() {
         String::new()
     } else {
@@ -267,20 +261,6 @@ fn from_agent(
         conds.set(GUEST_READY, "False", "NotRunning", "the VM is not running");
     }
     status.message = Some(message);
-}
-
-fn forwarded_port(f: &proto::ForwardedPort) -> ForwardedPort {
-    ForwardedPort {
-        name: (!f.name.is_empty()).then(|| f.name.clone()),
-        protocol: if f.protocol == proto::Protocol::Udp as i32 {
-            Protocol::Udp
-        } else {
-            Protocol::Tcp
-        },
-        guest_port: f.guest_port,
-        host_ip: f.host_ip.clone(),
-        host_port: f.host_port,
-    }
 }
 
 /// Builds the condition list, keeping transition times of conditions whose status stays.

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use quiver_agent::client::AgentClient;
-use quiver_agent::tls::TlsFiles;
 use quiver_operator::agents::{AgentOptions, AgentProcess, locate_agent_binary, wait_for_host};
 use quiver_operator::operator::{Operator, OperatorConfig};
 use quiver_operator::pki::ClusterPki;
+use quiver_rpc::AgentClient;
+use quiver_rpc::pki::TlsFiles;
 
 use crate::{ControlPlane, Kubectl};
 
@@ -234,7 +234,12 @@ impl TestCluster {
             agent.stop().await;
         }
         for agent in &self.agents {
-            quiver_operator::leftovers::stop_all(&agent.options.data_dir).await;
+            let options = &agent.options;
+            if let Err(e) =
+                quiver_operator::leftovers::stop_all(&options.binary, &options.data_dir).await
+            {
+                eprintln!("sweeping {}: {e}", options.name);
+            }
         }
     }
 

@@ -15,7 +15,7 @@ use iroh::endpoint::{
 };
 
 /// Application close code of a connection refused at the handshake or revoked later. Clients
-/// read it as [`crate::ClientError::Refused`].
+/// read it as [`crate::error::ClientError::Refused`].
 pub const CLOSE_REFUSED: VarInt = VarInt::from_u32(0x5152_0001);
 
 /// Counters of access decisions, for Monitoring.

@@ -1,9 +1,8 @@
 //! gRPC (tonic) adapters: decode, call the one service implementation, record metrics,
 //! map [`Error`] to `tonic::Status`. No behaviour lives here. Latency runs from the request's
-//! arrival to the reply; for server streams, to the first response ([`timed`]). [`codec`] is
-//! the protobuf codec of the generated clients and servers.
+//! arrival to the reply; for server streams, to the first response ([`timed`]). The generated
+//! servers decode with `quiver_rpc::grpc::codec` (malformed messages are `INVALID_ARGUMENT`).
 
-pub mod codec;
 pub mod timed;
 
 use std::future::Future;
@@ -17,12 +16,13 @@ use tonic::{Request, Response};
 
 use self::timed::{FirstResponse, Timed};
 use crate::metrics::Metrics;
-use crate::proto::health_server::{Health, HealthServer};
-use crate::proto::monitoring_server::{Monitoring, MonitoringServer};
-use crate::proto::status_server::StatusServer;
-use crate::proto::vm_server::{Vm, VmServer};
 use crate::services::Services;
-use crate::{Error, Result, proto};
+use crate::{Error, Result};
+use quiver_rpc::proto;
+use quiver_rpc::proto::health_server::{Health, HealthServer};
+use quiver_rpc::proto::monitoring_server::{Monitoring, MonitoringServer};
+use quiver_rpc::proto::status_server::StatusServer;
+use quiver_rpc::proto::vm_server::{Vm, VmServer};
 
 const TRANSPORT: &str = "grpc";
 
@@ -37,7 +37,7 @@ pub fn status_from(e: &Error) -> tonic::Status {
         Error::NotFound { .. } => tonic::Status::not_found(msg),
         Error::StaleEpoch { .. } => tonic::Status::failed_precondition(msg),
         Error::Conflict(_) => tonic::Status::aborted(msg),
-        Error::Unreachable(_) | Error::ShuttingDown => tonic::Status::unavailable(msg),
+        Error::ShuttingDown => tonic::Status::unavailable(msg),
         _ => tonic::Status::internal(msg),
     }
 }

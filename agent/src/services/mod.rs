@@ -12,7 +12,8 @@ pub use vm::VmService;
 
 use crate::metrics::Metrics;
 use crate::vm::VmManager;
-use crate::{Error, Result, proto};
+use crate::{Error, Result};
+use quiver_rpc::proto;
 
 /// Static facts about this agent, reported by the Status service.
 #[derive(Clone, Debug)]

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::Result;
 use crate::metrics::Metrics;
 use crate::vm::VmManager;
 use crate::vm::now_ms;
-use crate::{Result, proto};
+use quiver_rpc::proto;
 
 #[derive(Clone)]
 pub struct MonitoringService {

@@ -2,8 +2,9 @@
 
 use futures::Stream;
 
+use crate::Result;
 use crate::vm::VmManager;
-use crate::{Result, proto};
+use quiver_rpc::proto;
 
 #[derive(Clone)]
 pub struct VmService {

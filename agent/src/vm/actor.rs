@@ -17,7 +17,7 @@ use super::record::{SpecFile, StateFile, now_ms, status};
 use super::rundir::RunDir;
 use super::shared::Shared;
 use super::spec::{VmMeta, VmSpec, recheck_images};
-use crate::proto;
+use quiver_rpc::proto;
 
 /// Console logs above this are rotated at the next boot.
 const MAX_CONSOLE_BYTES: u64 = 8 << 20;

@@ -17,7 +17,8 @@ use super::record::{SpecFile, StateFile};
 use super::rundir::RunDir;
 use super::shared::{Entry, Settings, Shared};
 use super::spec::{self, Limits, VmSpec};
-use crate::{Error, Result, proto};
+use crate::{Error, Result};
+use quiver_rpc::proto;
 
 /// What the manager needs to know about its host.
 #[derive(Clone, Debug)]

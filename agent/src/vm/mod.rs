@@ -13,6 +13,7 @@ pub mod qmp;
 pub mod rundir;
 pub mod simulated;
 pub mod spec;
+pub mod sweep;
 
 mod actor;
 mod record;

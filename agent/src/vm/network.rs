@@ -11,7 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use serde::{Deserialize, Serialize};
 
 use super::spec::check_label;
-use crate::{Error, Result, proto};
+use crate::{Error, Result};
+use quiver_rpc::proto;
 
 /// More forwards than this is a mistake, not a use case (each is a listening host socket).
 pub const MAX_PORT_FORWARDS: usize = 32;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::lifecycle::{Lifecycle, Phase};
 use super::network::ActiveForward;
 use super::spec::{RunStrategy, VmMeta, VmSpec};
-use crate::proto;
+use quiver_rpc::proto;
 
 /// `spec.json`: written on every accepted put.
 #[derive(Clone, Debug, Serialize, Deserialize)]

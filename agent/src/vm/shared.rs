@@ -15,7 +15,7 @@ use super::driver::Driver;
 use super::images::ImageRoots;
 use super::record::{StateFile, now_ms, status};
 use super::spec::{Limits, VmMeta, VmSpec};
-use crate::proto;
+use quiver_rpc::proto;
 
 /// One known VM: how to reach its actor, what was last accepted for it and its last status.
 pub(crate) struct Entry {

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::images::ImageRoots;
 use super::network::{self, Network};
-use crate::{Error, Result, proto};
+use crate::{Error, Result};
+use quiver_rpc::proto;
 
 /// Hard ceiling on guest memory whatever the host has: a spec above this is a typo.
 pub const MAX_MEMORY_MIB: u64 = 256 * 1024;

@@ -8,7 +8,8 @@ use tokio::sync::broadcast;
 use super::console;
 use super::manager::VmManager;
 use super::rundir::RunDir;
-use crate::{Error, Result, proto};
+use crate::{Error, Result};
+use quiver_rpc::proto;
 
 /// How often a following console stream looks for new bytes.
 const CONSOLE_POLL: Duration = Duration::from_millis(100);

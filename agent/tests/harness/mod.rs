@@ -8,9 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use quiver_agent::client::AgentClient;
-use quiver_agent::proto;
 use quiver_agent::vm::process;
+use quiver_rpc::AgentClient;
+use quiver_rpc::proto;
 
 pub const MARKER: &str = "QUIVER_GUEST_READY";
 /// Under TCG the microvm guest has no HPET/PM timer to calibrate the TSC against; on a busy host

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
-use quiver_agent::client::AgentClient;
 use quiver_agent::config::{Accel, AgentConfig};
-use quiver_agent::proto;
 use quiver_agent::vm::qemu::QemuDriver;
 use quiver_agent::vm::rundir::RunDir;
 use quiver_agent::vm::spec::{RunStrategy, VmSpec};
 use quiver_benches::{Samples, docs_path, fmt_duration, write_section};
+use quiver_rpc::AgentClient;
+use quiver_rpc::proto;
 
 const MARKER: &str = "QUIVER_GUEST_READY";
 const CMDLINE: &str = "console=ttyS0 edd=off quiet panic=-1 reboot=t tsc=reliable tsc_early_khz=2000000 no_timer_check";

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt as _;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
-use quiver_agent::client::AgentClient;
 use quiver_benches::{Samples, docs_path, fmt_duration, write_section};
 use quiver_crds::{MicroVM, MicroVMPhase};
+use quiver_rpc::AgentClient;
 use quiver_tests::cluster::{TestCluster, guest_dir};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -101,7 +101,7 @@ async fn round(
             ready.entry(name).or_insert_with(|| start.elapsed());
         }
     }
-    let reported: HashMap<String, quiver_agent::proto::VmStatus> = agent
+    let reported: HashMap<String, quiver_rpc::proto::VmStatus> = agent
         .list_vms()
         .await?
         .into_iter()

@@ -1,6 +1,6 @@
 //! The Host controller: the operator's side of host registration.
 //!
-//! Registration is split: each agent writes its own Host `spec` (`quiver_agent::registration`,
+//! Registration is split: each agent writes its own Host `spec` (`agent/src/registration.rs`,
 //! from the agent's `--kubeconfig`), and this controller heartbeats it: it polls the agent's Status service every
 //! `heartbeat_interval` and writes `status` (addresses, capacity, allocation, heartbeat,
 //! Ready). After more than three missed intervals the host turns NotReady, which the MicroVM
@@ -13,9 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use quiver_agent::proto;
 use quiver_crds::condition::READY;
 use quiver_crds::{API_VERSION, Host, HostResources, HostSpec, HostStatus};
+use quiver_rpc::proto;
 
 use super::{Context, FIELD_MANAGER};
 use crate::status::{Conditions, now};

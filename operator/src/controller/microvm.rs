@@ -17,9 +17,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Api, Resource, ResourceExt};
-use quiver_agent::proto;
 use quiver_crds::condition::READY;
 use quiver_crds::{API_VERSION, MicroVM, MicroVMPhase, MicroVMStatus, VM_FINALIZER};
+use quiver_rpc::proto;
 
 use super::{Context, FIELD_MANAGER};
 use crate::convert::put_request;

@@ -21,8 +21,8 @@ use kube::runtime::reflector;
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
-use quiver_agent::tls::TlsFiles;
 use quiver_crds::{Host, MicroVM};
+use quiver_rpc::pki::TlsFiles;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 

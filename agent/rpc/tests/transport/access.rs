@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use iroh::SecretKey;
-use quiver_rpc::{ClientError, Priority, ServerConfig};
+use quiver_rpc::error::ClientError;
+use quiver_rpc::{Priority, ServerConfig};
 
 use crate::common::{ECHO, GATED, SERVICE, TestServer, client, eventually, pair};
 

@@ -4,7 +4,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use quiver_rpc::{ClientError, Code, FrameType, Priority, ServerConfig};
+use quiver_rpc::error::ClientError;
+use quiver_rpc::{Code, FrameType, Priority, ServerConfig};
 
 use crate::common::{
     COUNT, ECHO, GATED, MISSING, SERVICE, SLEEP, eventually, exchange, millis, pair, request,

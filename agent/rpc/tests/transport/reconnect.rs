@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use quiver_rpc::{ClientError, Priority, ServerConfig};
+use quiver_rpc::error::ClientError;
+use quiver_rpc::{Priority, ServerConfig};
 use tokio::time::Instant;
 
 use crate::common::{ECHO, SERVICE, TestServer, client};

@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use iroh::endpoint::Connection;
-use quiver_rpc::{
-    ALPN, ClientError, Code, Frame, FrameType, HEADER_LEN, Priority, RpcClient, ServerConfig,
-};
+use quiver_rpc::error::ClientError;
+use quiver_rpc::{ALPN, Code, Frame, FrameType, HEADER_LEN, Priority, RpcClient, ServerConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -1,4 +1,5 @@
 //! Mutual TLS for gRPC: PEM file sets, and the one place certificates are generated.
+//! Nothing here knows Kubernetes: the operator stores the CA in a Secret (`operator/src/pki.rs`).
 //!
 //! [`Ca`] creates a cluster CA and issues server certificates (one per agent) and client
 //! certificates (the operator's). The operator keeps its CA in a Secret and hands each agent
@@ -16,7 +17,41 @@ use rcgen::{
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
-use crate::{Error, Result};
+/// What making, loading or using TLS material can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkiError {
+    #[error("io error on {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// rcgen refused to make or parse a certificate or key.
+    #[error("certificate: {0}")]
+    Certificate(#[source] rcgen::Error),
+}
+
+impl PkiError {
+    /// A short, stable label for metrics.
+    #[must_use]
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            PkiError::Io { .. } => "io",
+            PkiError::Certificate(_) => "certificate",
+        }
+    }
+
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        PkiError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+type Result<T, E = PkiError> = std::result::Result<T, E>;
 
 /// A trust root plus this side's certificate and key, all PEM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +86,7 @@ impl TlsFiles {
     }
 
     fn read(path: &Path) -> Result<Vec<u8>> {
-        std::fs::read(path).map_err(|e| Error::io(path, e))
+        std::fs::read(path).map_err(|e| PkiError::io(path, e))
     }
 
     /// Server config that requires a client certificate signed by `ca`.
@@ -72,16 +107,12 @@ impl TlsFiles {
     }
 }
 
-fn pki_err(e: &rcgen::Error) -> Error {
-    Error::Config(format!("PKI: {e}"))
-}
-
 /// The subject of every Quiver CA. Fixed, because [`Ca::from_pem`] rebuilds the issuer from
 /// it and the key (rcgen parses no certificates without the `x509-parser` feature).
 const CA_NAME: &str = "quiver cluster CA";
 
 fn ca_params() -> Result<CertificateParams> {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| pki_err(&e))?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(PkiError::Certificate)?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name.push(DnType::CommonName, CA_NAME);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -103,9 +134,9 @@ pub struct Leaf {
 impl Ca {
     /// A new CA with a fresh key.
     pub fn generate() -> Result<Ca> {
-        let key = KeyPair::generate().map_err(|e| pki_err(&e))?;
+        let key = KeyPair::generate().map_err(PkiError::Certificate)?;
         let params = ca_params()?;
-        let cert = params.self_signed(&key).map_err(|e| pki_err(&e))?;
+        let cert = params.self_signed(&key).map_err(PkiError::Certificate)?;
         Ok(Ca {
             cert_pem: cert.pem(),
             issuer: Issuer::new(params, key),
@@ -114,7 +145,7 @@ impl Ca {
 
     /// A CA made by [`Ca::generate`] (here or elsewhere), from its certificate and key.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Ca> {
-        let key = KeyPair::from_pem(key_pem).map_err(|e| pki_err(&e))?;
+        let key = KeyPair::from_pem(key_pem).map_err(PkiError::Certificate)?;
         Ok(Ca {
             cert_pem: cert_pem.to_owned(),
             issuer: Issuer::new(ca_params()?, key),
@@ -125,7 +156,7 @@ impl Ca {
     pub fn load_or_create(dir: &Path) -> Result<Ca> {
         let (cert, key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
         if cert.exists() {
-            let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| Error::io(p, e));
+            let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| PkiError::io(p, e));
             return Ca::from_pem(&read(&cert)?, &read(&key)?);
         }
         let ca = Ca::generate()?;
@@ -136,7 +167,7 @@ impl Ca {
     /// Writes `ca.pem` and `ca-key.pem` (0600) into `dir`; the certificate last, as its
     /// presence marks the pair complete.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| PkiError::io(dir, e))?;
         write_private(&dir.join("ca-key.pem"), &self.key_pem())?;
         write_private(&dir.join("ca.pem"), &self.cert_pem)
     }
@@ -169,15 +200,17 @@ impl Ca {
     }
 
     fn issue(&self, names: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose) -> Result<Leaf> {
-        let key = KeyPair::generate().map_err(|e| pki_err(&e))?;
-        let mut p = CertificateParams::new(names).map_err(|e| pki_err(&e))?;
+        let key = KeyPair::generate().map_err(PkiError::Certificate)?;
+        let mut p = CertificateParams::new(names).map_err(PkiError::Certificate)?;
         p.distinguished_name.push(DnType::CommonName, cn);
         p.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
         p.extended_key_usages = vec![usage];
-        let cert = p.signed_by(&key, &self.issuer).map_err(|e| pki_err(&e))?;
+        let cert = p
+            .signed_by(&key, &self.issuer)
+            .map_err(PkiError::Certificate)?;
         Ok(Leaf {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -189,7 +222,7 @@ impl Leaf {
     /// Writes this leaf as `<dir>/<stem>.pem` + `<dir>/<stem>-key.pem` (0600) next to the CA's
     /// certificate (`<dir>/ca.pem`, written when missing) and returns the set.
     pub fn write(&self, ca: &Ca, dir: &Path, stem: &str) -> Result<TlsFiles> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| PkiError::io(dir, e))?;
         let files = TlsFiles::named(dir, stem);
         write_private(&files.key, &self.key_pem)?;
         write_private(&files.cert, &self.cert_pem)?;
@@ -209,10 +242,10 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(|e| Error::io(&tmp, e))?;
+        .map_err(|e| PkiError::io(&tmp, e))?;
     file.write_all(contents.as_bytes())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        .map_err(|e| PkiError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| PkiError::io(path, e))
 }
 
 /// Makes a CA and a server + client certificate in `dir`, unless `ca.pem` already exists.
