@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use quiver_agent::config::{AgentConfig, DriverKind};
-use quiver_operator::agent_client::connect_agent;
+use quiver_operator::agent_client::{AgentAccess, AgentAddress, connect_agent};
 use quiver_operator::pki::{ClusterPki, SECRET_NAME, SECRET_NAMESPACE};
 use quiver_rpc::AgentClient;
 use quiver_rpc::pki::TlsFiles;
@@ -15,6 +15,21 @@ use quiver_rpc::proto::health_client::HealthClient;
 use quiver_tests::ControlPlane;
 use quiver_tests::cluster::TestCluster;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+/// A gRPC client of the agent of `host` at `address`, as the operator with `tls` connects.
+async fn grpc_to(
+    tls: &TlsFiles,
+    host: &str,
+    address: &str,
+) -> quiver_operator::Result<AgentClient> {
+    let access = AgentAccess::grpc(Some(tls.clone()));
+    let address = AgentAddress {
+        grpc: address.to_owned(),
+        endpoint_id: String::new(),
+        iroh: Vec::new(),
+    };
+    connect_agent(&access, host, &address).await
+}
 
 /// Whether a connection made by `connect` answers Health.
 async fn answers<E>(connect: impl Future<Output = Result<AgentClient, E>>) -> bool {
@@ -48,7 +63,7 @@ async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Resul
     let reloaded_dir = tempfile::tempdir()?;
     let reloaded = ClusterPki::ensure(&cluster.client, reloaded_dir.path()).await?;
     let reissued = reloaded.operator_client()?;
-    assert!(answers(connect_agent(Some(&reissued), "agent-0", &address)).await);
+    assert!(answers(grpc_to(&reissued, "agent-0", &address)).await);
 
     // A client certificate from another CA (trusting the right one) is refused.
     let other_dir = tempfile::tempdir()?;
@@ -57,7 +72,7 @@ async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Resul
         ca: cluster.operator_tls.ca.clone(),
         ..other.operator_client()?
     };
-    assert!(!answers(connect_agent(Some(&stranger), "agent-0", &address)).await);
+    assert!(!answers(grpc_to(&stranger, "agent-0", &address)).await);
 
     // TLS without a client certificate is refused.
     let ca = std::fs::read(&cluster.operator_tls.ca)?;
@@ -81,15 +96,15 @@ async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Resul
     assert!(!answers(AgentClient::connect(format!("http://{address}"))).await);
 
     // The operator checks the agent is the Host it dials.
-    let operator_tls = Some(&cluster.operator_tls);
-    assert!(!answers(connect_agent(operator_tls, "agent-9", &address)).await);
+    let operator_tls = &cluster.operator_tls;
+    assert!(!answers(grpc_to(operator_tls, "agent-9", &address)).await);
     // ... and says so in one short line that names the agent and the reason.
-    let Err(wrong_name) = connect_agent(operator_tls, "agent-9", &address).await else {
+    let Err(wrong_name) = grpc_to(operator_tls, "agent-9", &address).await else {
         panic!("an agent not named agent-9 was accepted as agent-9");
     };
     let said = wrong_name.to_string();
     assert!(
-        said.contains(&format!("refused: https://{address}: TLS: ")) && said.contains("agent-9"),
+        said.contains(&format!("https://{address} refused: TLS: ")) && said.contains("agent-9"),
         "{said}"
     );
     assert!(said.len() < 400 && !said.contains('{'), "{said}");
@@ -116,7 +131,7 @@ async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Resul
             Ok(std::fs::read_to_string(&addr_file).ok())
         })
         .await?;
-    let to_foreign = connect_agent(operator_tls, "agent-0", foreign_address.trim());
+    let to_foreign = grpc_to(operator_tls, "agent-0", foreign_address.trim());
     assert!(
         !answers(to_foreign).await,
         "a server from another CA must be refused"

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::vm::images::ImageRoots;
 use crate::vm::network::DEFAULT_FORWARD_ADDRESS;
 use crate::{Error, Result};
+use quiver_rpc::TransportModes;
+use quiver_rpc::iroh::EndpointId;
 use quiver_rpc::pki::TlsFiles;
 
 /// QEMU accelerator. `auto` = KVM when `/dev/kvm` can be opened read-write, else TCG.
@@ -80,6 +82,15 @@ impl Default for SimulatedConfig {
 pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub grpc_listen: SocketAddr,
+    /// UDP address of the Iroh endpoint (ALPN `quiver/rpc/1`).
+    pub iroh_listen: SocketAddr,
+    /// Which transport each service is served on: `grpc`, `iroh` or `dual`, optionally followed
+    /// by per-service overrides (`grpc,vm=dual`). The Admin service changes it at runtime.
+    /// Both listeners always run; the mode decides which services answer on each.
+    pub transport: String,
+    /// Endpoint ids (64 hex digits) admitted over Iroh besides those of registered Hosts:
+    /// the operator's. Every other endpoint id is refused at the handshake.
+    pub trusted_endpoint_ids: Vec<String>,
     /// The address others dial (with `grpc_listen`'s port); see [`crate::advertise`].
     pub advertise_address: Option<std::net::IpAddr>,
     /// Serves `/metrics` (Prometheus text) when set.
@@ -118,6 +129,9 @@ impl Default for AgentConfig {
         AgentConfig {
             data_dir: "/var/lib/quiver/agent".into(),
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            iroh_listen: SocketAddr::from(([127, 0, 0, 1], 7444)),
+            transport: "grpc".into(),
+            trusted_endpoint_ids: Vec::new(),
             advertise_address: None,
             metrics_listen: None,
             host_name: default_host_name(),
@@ -172,6 +186,23 @@ impl AgentConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The transport of each service, from `transport`.
+    pub fn transport_modes(&self) -> Result<TransportModes> {
+        TransportModes::parse_flag(&self.transport)
+            .map_err(|e| Error::Config(format!("transport {:?}: {e}", self.transport)))
+    }
+
+    /// The endpoint ids in `trusted_endpoint_ids`.
+    pub fn trusted_ids(&self) -> Result<Vec<EndpointId>> {
+        self.trusted_endpoint_ids
+            .iter()
+            .map(|id| {
+                id.parse()
+                    .map_err(|e| Error::Config(format!("trusted endpoint id {id:?}: {e}")))
+            })
+            .collect()
     }
 
     /// Refuses settings the VM runtime cannot use.

@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 
+use quiver_rpc::{Code, RpcError, ServiceName, TransportMode};
+
 /// `Result` with the agent's [`Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong inside the agent. Transports map it to their own status codes
-/// at the edge (see `grpc::status_from`).
+/// Everything that can go wrong inside the agent. [`Error::code`] is its status code on either
+/// transport; the adapters (`transport::grpc`, `transport::iroh`) only wrap it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -58,6 +60,15 @@ pub enum Error {
 
     #[error("agent is shutting down")]
     ShuttingDown,
+
+    /// The service is not served on the transport the call came in on (its mode changed, or
+    /// it was configured so); a dual-transport client then uses the other one.
+    #[error("{service} is served over {mode} only on this agent, not over {wire}")]
+    NotServed {
+        service: ServiceName,
+        wire: &'static str,
+        mode: TransportMode,
+    },
 }
 
 impl Error {
@@ -76,7 +87,29 @@ impl Error {
             Error::Transport(_) => "transport",
             Error::Pki(_) => "pki",
             Error::ShuttingDown => "shutting_down",
+            Error::NotServed { .. } => "not_served",
         }
+    }
+
+    /// The status code callers see, on gRPC and Iroh alike.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument { .. } => Code::InvalidArgument,
+            Error::NotFound { .. } => Code::NotFound,
+            Error::StaleEpoch { .. } => Code::FailedPrecondition,
+            Error::Conflict(_) => Code::Aborted,
+            Error::ShuttingDown => Code::Unavailable,
+            Error::NotServed { .. } => Code::Unimplemented,
+            _ => Code::Internal,
+        }
+    }
+
+    /// The error as a call's reply: its code and a message of bounded length. Messages may
+    /// quote the request (a path, a uid), and gRPC sends them in an HTTP/2 header, which a
+    /// peer refuses above its header-size limit (16 KiB by default, percent-encoded): an
+    /// unbounded echo would turn a clean refusal into a reset stream.
+    pub fn to_rpc(&self) -> RpcError {
+        RpcError::new(self.code(), bounded(self.to_string()))
     }
 
     pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
@@ -91,5 +124,34 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// Longest error message sent to a caller, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
+fn bounded(msg: String) -> String {
+    match msg.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}… ({} bytes cut)", &msg[..cut], msg.len() - cut),
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_quoting_huge_input_are_cut_on_a_char_boundary() {
+        let uid = "é".repeat(100_000);
+        let reply = Error::NotFound { uid }.to_rpc();
+        assert_eq!(reply.code, Code::NotFound);
+        assert!(reply.message.chars().count() < MAX_MESSAGE_CHARS + 40);
+        assert!(reply.message.ends_with("bytes cut)"));
+        let short = Error::invalid("spec.cpus", "must be at least 1").to_rpc();
+        assert_eq!(
+            short.message,
+            "invalid argument: spec.cpus: must be at least 1"
+        );
     }
 }

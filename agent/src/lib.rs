@@ -6,11 +6,13 @@
 //!   [`vm::manager`] runs one actor per VM and persists run dirs; after a restart it feeds each
 //!   VM's finding to its lifecycle, which decides re-adoption. [`vm::spec`], [`vm::images`] and
 //!   [`vm::network`] validate puts (image roots, port forwards).
-//! - [`services`]: Health, Status, Vm, Monitoring, each implemented once over the proto types.
-//! - [`grpc`]: the tonic adapter (the Iroh adapter will sit next to it and reuse `services`).
-//!   The proto, the service traits, the client and the mTLS material come from `quiver-rpc`.
+//! - [`services`]: Health, Status, Vm, Monitoring, Admin, each implemented once over the proto
+//!   types; [`services::ServingModes`] says which transport each answers on.
+//! - [`transport`]: the gRPC (tonic, mutual TLS) and Iroh (`quiver/rpc/1`) adapters over the
+//!   same services. The proto, the wire protocol, the clients and the mTLS material come from
+//!   `quiver-rpc`. [`peers`]: the Iroh allowlist, from registered Hosts plus trusted ids.
 //! - [`metrics`]: per-method RPC metrics and `/metrics` text. [`config`]: the agent's settings.
-//!   [`runtime`]: wiring for the binary. [`advertise`]: the gRPC address put in the Host.
+//!   [`runtime`]: wiring for the binary. [`advertise`]: the addresses put in the Host.
 //!
 //! # Goals
 //! - VMs outlive the agent: QEMU runs detached; a restarted agent re-adopts live VMs and
@@ -21,17 +23,21 @@
 //!
 //! # Non-goals (here)
 //! - Placement, Raft and fencing across hosts (the epoch is only checked per VM); guest
-//!   networking other than QEMU user mode. gRPC is mTLS (`quiver_rpc::pki`, or `--dev-tls`); plain only
-//!   with `insecure_plaintext` on loopback.
+//!   networking other than QEMU user mode.
+//!
+//! Security: gRPC is mTLS (`quiver_rpc::pki`, or `--dev-tls`; plain only with
+//! `insecure_plaintext` on loopback); Iroh admits only registered Hosts' and trusted endpoint
+//! ids, at the handshake, and refuses state-changing calls in 0-RTT data.
 
 pub mod advertise;
 pub mod config;
 pub mod error;
-pub mod grpc;
 pub mod metrics;
+pub mod peers;
 pub mod registration;
 pub mod runtime;
 pub mod services;
+pub mod transport;
 pub mod vm;
 
 pub use error::{Error, Result};

@@ -18,6 +18,16 @@ struct Args {
     data_dir: Option<PathBuf>,
     #[arg(long)]
     grpc_listen: Option<SocketAddr>,
+    /// UDP address of the Iroh endpoint (default 127.0.0.1:7444).
+    #[arg(long)]
+    iroh_listen: Option<SocketAddr>,
+    /// Transport of each service: grpc, iroh or dual, then optional overrides
+    /// (`grpc,vm=dual`). Default grpc.
+    #[arg(long)]
+    transport: Option<String>,
+    /// An endpoint id admitted over Iroh besides registered Hosts' (the operator's; repeatable).
+    #[arg(long = "trust-endpoint-id")]
+    trusted_endpoint_ids: Vec<String>,
     /// The IP others dial (default: the --grpc-listen address, or the host's primary
     /// address when that is 0.0.0.0 / ::).
     #[arg(long)]
@@ -99,6 +109,9 @@ fn main() -> anyhow::Result<()> {
     let mut c = AgentConfig::load(args.config.as_deref())?;
     c.data_dir = args.data_dir.unwrap_or(c.data_dir);
     c.grpc_listen = args.grpc_listen.unwrap_or(c.grpc_listen);
+    c.iroh_listen = args.iroh_listen.unwrap_or(c.iroh_listen);
+    c.transport = args.transport.unwrap_or(c.transport);
+    c.trusted_endpoint_ids.extend(args.trusted_endpoint_ids);
     c.advertise_address = args.advertise_address.or(c.advertise_address);
     c.metrics_listen = args.metrics_listen.or(c.metrics_listen);
     c.host_name = args.host_name.unwrap_or(c.host_name);

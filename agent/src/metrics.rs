@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use quiver_rpc::proto;
+use quiver_rpc::{Method, Wire, proto};
 
 /// Upper bounds of the latency buckets, in milliseconds (+Inf is implied).
 pub const BUCKETS_MS: [f64; 12] = [
@@ -35,14 +35,10 @@ impl Metrics {
     }
 
     /// Records one finished call.
-    pub fn observe(
-        &self,
-        transport: &'static str,
-        service: &'static str,
-        method: &'static str,
-        elapsed: Duration,
-        ok: bool,
-    ) {
+    pub fn observe(&self, wire: Wire, method: Method, elapsed: Duration, ok: bool) {
+        let service = method.service().proto_name();
+        let service = service.strip_prefix("quiver.v1.").unwrap_or(service);
+        let (transport, method) = (wire.as_str(), method.name());
         let ms = elapsed.as_secs_f64() * 1000.0;
         let bucket = BUCKETS_MS
             .iter()
@@ -163,9 +159,9 @@ mod tests {
     #[test]
     fn histogram_is_cumulative_and_counts_errors() {
         let m = Metrics::new();
-        m.observe("grpc", "Vm", "PutVm", Duration::from_micros(50), true);
-        m.observe("grpc", "Vm", "PutVm", Duration::from_millis(3), false);
-        m.observe("grpc", "Vm", "PutVm", Duration::from_secs(10), true);
+        m.observe(Wire::Grpc, Method::PutVm, Duration::from_micros(50), true);
+        m.observe(Wire::Grpc, Method::PutVm, Duration::from_millis(3), false);
+        m.observe(Wire::Grpc, Method::PutVm, Duration::from_secs(10), true);
         let methods = m.methods();
         assert_eq!(methods.len(), 1);
         let put = &methods[0];

@@ -1,5 +1,5 @@
 //! Host self-registration: given a kubeconfig, the agent creates or updates its own `Host`
-//! (`spec`: endpoint id, gRPC address, capacity; `metadata.labels` from `--host-label`) by
+//! (`spec`: Iroh endpoint id and addresses, gRPC address, capacity; `metadata.labels` from `--host-label`) by
 //! server-side apply with the field manager [`FIELD_MANAGER`]. The operator's Host controller
 //! writes the `status` from heartbeats; labels others add (`kubectl label qh`) are kept.
 //!
@@ -25,25 +25,12 @@ pub struct Registration {
     pub kubeconfig: PathBuf,
     pub host_name: String,
     pub grpc_address: String,
+    /// The Iroh endpoint id (64 hex digits) and the `ip:port` addresses peers dial.
+    pub endpoint_id: String,
+    pub iroh_addresses: Vec<String>,
     pub cpus: u32,
     pub memory_mib: u64,
     pub labels: BTreeMap<String, String>,
-}
-
-/// A deterministic 64-hex-digit stand-in for the agent's Iroh endpoint id, which agents do not
-/// have yet (the Host schema requires the field).
-#[must_use]
-pub fn placeholder_endpoint_id(name: &str) -> String {
-    let mut out = String::with_capacity(64);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for round in 0u8..4 {
-        for b in name.bytes().chain([round]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        out.push_str(&format!("{h:016x}"));
-    }
-    out
 }
 
 impl Registration {
@@ -59,8 +46,9 @@ impl Registration {
             "kind": "Host",
             "metadata": metadata,
             "spec": {
-                "endpointId": placeholder_endpoint_id(&self.host_name),
+                "endpointId": self.endpoint_id,
                 "grpcAddress": self.grpc_address,
+                "irohAddresses": self.iroh_addresses,
                 "capacity": {"cpus": self.cpus, "memoryMiB": self.memory_mib},
             },
         })
@@ -70,16 +58,7 @@ impl Registration {
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::Transport(format!("registering Host {}: {e}", self.host_name))
         };
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)
-            .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", self.kubeconfig.display())))?;
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .map_err(|e| unreachable(&e))?;
-        let client = kube::Client::try_from(config).map_err(|e| unreachable(&e))?;
-        let api: Api<Host> = Api::all(client);
+        let api: Api<Host> = Api::all(kube_client(&self.kubeconfig).await?);
         api.patch(
             &self.host_name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -112,6 +91,17 @@ impl Registration {
     }
 }
 
+/// A client of the API that `kubeconfig` points at.
+pub(crate) async fn kube_client(kubeconfig: &std::path::Path) -> Result<kube::Client> {
+    let file = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| Error::Config(format!("kubeconfig {}: {e}", kubeconfig.display())))?;
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(file, &options)
+        .await
+        .map_err(|e| Error::Transport(format!("kubeconfig {}: {e}", kubeconfig.display())))?;
+    kube::Client::try_from(config).map_err(|e| Error::Transport(e.to_string()))
+}
+
 /// Parses `key=value` host labels.
 pub fn parse_label(text: &str) -> Result<(String, String)> {
     let (k, v) = text
@@ -133,6 +123,8 @@ mod tests {
             kubeconfig: PathBuf::from("/k"),
             host_name: "node-a".into(),
             grpc_address: "127.0.0.1:7443".into(),
+            endpoint_id: "ab".repeat(32),
+            iroh_addresses: vec!["127.0.0.1:7444".into()],
             cpus: 4,
             memory_mib: 8192,
             labels: [("gpu".to_owned(), "true".to_owned())].into(),
@@ -142,7 +134,8 @@ mod tests {
         assert_eq!(obj["spec"]["grpcAddress"], "127.0.0.1:7443");
         assert_eq!(obj["spec"]["capacity"]["memoryMiB"], 8192);
         assert_eq!(obj["metadata"]["labels"]["gpu"], "true");
-        assert_eq!(obj["spec"]["endpointId"].as_str().map(str::len), Some(64));
+        assert_eq!(obj["spec"]["endpointId"], "ab".repeat(32));
+        assert_eq!(obj["spec"]["irohAddresses"][0], "127.0.0.1:7444");
     }
 
     #[test]

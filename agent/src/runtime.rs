@@ -8,15 +8,18 @@ use tokio::net::TcpListener;
 
 use crate::config::{AgentConfig, DriverKind};
 use crate::metrics::{Metrics, render_prometheus};
-use crate::services::{AgentInfo, Services};
+use crate::services::{AgentInfo, Services, ServingModes};
+use crate::transport::{grpc, iroh::IrohAdapter};
 use crate::vm::driver::Driver;
 use crate::vm::qemu::QemuDriver;
 use crate::vm::simulated::SimulatedDriver;
 use crate::vm::spec::Limits;
 use crate::vm::{ImageRoots, ManagerConfig, VmManager, now_ms};
-use crate::{Error, Result, grpc};
+use crate::{Error, Result};
+use quiver_rpc::identity::{KEY_FILE, load_or_create_key};
+use quiver_rpc::iroh::protocol::Router;
 use quiver_rpc::pki::{TlsFiles, ensure_dev_pki};
-use quiver_rpc::proto;
+use quiver_rpc::{ALPN, Allowlist, EndpointOptions, RpcServer, ServerConfig, proto};
 
 /// The file in the data dir holding the bound gRPC address (useful with port 0).
 pub const GRPC_ADDR_FILE: &str = "grpc.addr";
@@ -31,6 +34,8 @@ pub async fn run(
 ) -> Result<()> {
     config.check_transport()?;
     config.check_vm_settings()?;
+    let modes = config.transport_modes()?;
+    let trusted = config.trusted_ids()?;
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
     let _ = std::fs::remove_file(data_dir.join(GRPC_ADDR_FILE));
@@ -67,13 +72,50 @@ pub async fn run(
         addr,
         crate::advertise::primary_address,
     )?;
+    let key = load_or_create_key(&data_dir.join(KEY_FILE))?;
+    let allowlist = Allowlist::new(trusted.iter().copied());
+    let endpoint = EndpointOptions::new(key)
+        .bind_addr(config.iroh_listen)
+        .allowlist(allowlist.clone())
+        .bind()
+        .await
+        .map_err(|e| Error::Config(format!("iroh endpoint: {e}")))?;
+    let iroh_addresses = endpoint
+        .bound_sockets()
+        .into_iter()
+        .map(|socket| {
+            crate::advertise::advertised_address(
+                config.advertise_address,
+                socket,
+                crate::advertise::primary_address,
+            )
+            .map(|a| a.to_string())
+        })
+        .collect::<Result<Vec<_>>>()?;
     let info = AgentInfo {
         host_name: config.host_name.clone(),
         grpc_endpoint: advertised.to_string(),
+        endpoint_id: endpoint.id().to_string(),
+        iroh_addresses: iroh_addresses.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at_ms: now_ms(),
     };
-    let services = Services::new(manager.clone(), info, Arc::new(Metrics::new()));
+    let services = Services::new(
+        manager.clone(),
+        info,
+        Arc::new(Metrics::new()),
+        ServingModes::new(modes.clone()),
+    );
+    let iroh_server = RpcServer::new(
+        IrohAdapter::new(services.clone()),
+        ServerConfig {
+            shutdown_grace: STREAM_GRACE,
+            ..ServerConfig::default()
+        },
+    );
+    let router = Router::builder(endpoint.clone())
+        .accept(ALPN, iroh_server)
+        .spawn();
     let tls = match (&config.tls, config.dev_tls) {
         (Some(files), _) => Some(files.clone()),
         (None, true) => {
@@ -94,10 +136,13 @@ pub async fn run(
         tokio::spawn(serve_metrics(services.clone(), listener));
     }
     if let Some(kubeconfig) = &config.kubeconfig {
+        crate::peers::spawn(kubeconfig.clone(), allowlist.clone(), trusted.clone());
         crate::registration::Registration {
             kubeconfig: kubeconfig.clone(),
             host_name: config.host_name.clone(),
             grpc_address: advertised.to_string(),
+            endpoint_id: endpoint.id().to_string(),
+            iroh_addresses: iroh_addresses.clone(),
             cpus: config.capacity_cpus,
             memory_mib: config.capacity_memory_mib,
             labels: config.host_labels.clone(),
@@ -109,6 +154,9 @@ pub async fn run(
     std::fs::write(&addr_file, addr.to_string()).map_err(|e| Error::io(&addr_file, e))?;
     tracing::info!(
         grpc = %addr,
+        iroh = ?iroh_addresses,
+        endpoint_id = %endpoint.id(),
+        transport = %modes,
         driver = manager.driver_name(),
         accel = manager.accel(),
         recovered,
@@ -140,6 +188,10 @@ pub async fn run(
     tokio::select! {
         served = serve => served?,
         () = grace => tracing::info!("streams still open after the grace period; exiting"),
+    }
+    // The Iroh server's own shutdown gives running calls the same grace.
+    if let Err(e) = router.shutdown().await {
+        tracing::warn!(error = %e, "iroh server shutdown");
     }
     tracing::info!("quiver-agent stopped; VMs keep running");
     Ok(())

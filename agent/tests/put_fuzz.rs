@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use bytes::{Buf, BufMut};
 use harness::{Agent, put_request, spec_mut, wait_gone};
 use prost::Message;
-use quiver_rpc::grpc::client::MAX_MESSAGE_BYTES;
+use quiver_rpc::grpc::MAX_MESSAGE_BYTES;
 use quiver_rpc::proto::{self, RunStrategy};
 use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -309,7 +309,10 @@ async fn mutated_puts_get_clean_answers_and_leave_no_orphans() {
     let agent = Agent::start_with(&["--driver", "simulated"]).await;
     let paths = Paths::new(&agent);
     let client = agent.client().await;
-    let mut typed = client.vm_client();
+    let channel = client.grpc_route().expect("a gRPC client").channel();
+    let mut typed = quiver_rpc::proto::vm_client::VmClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let channel = tonic::transport::Endpoint::from_shared(agent.endpoint.clone())
         .expect("endpoint")
         .connect()

@@ -69,7 +69,7 @@ async fn simulated_vms_follow_the_same_lifecycle_and_are_labelled() {
     newer.generation = 2;
     assert!(client.put_vm(newer).await.expect("newer epoch").changed);
     match client.put_vm(request("sim-0", 1)).await {
-        Err(Error::Remote { code, .. }) => assert_eq!(code, "FailedPrecondition"),
+        Err(Error::Remote { code, .. }) => assert_eq!(code, quiver_rpc::Code::FailedPrecondition),
         other => panic!("stale epoch accepted: {other:?}"),
     }
     // An older generation in the same epoch is a no-op, not a rollback.

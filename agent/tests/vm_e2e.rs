@@ -12,6 +12,7 @@ use harness::{
 };
 use quiver_agent::vm::process;
 use quiver_rpc::ClientError as Error;
+use quiver_rpc::Code;
 use quiver_rpc::proto::{self, Phase, RunStrategy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,7 +330,7 @@ async fn invalid_specs_are_rejected_naming_the_field_and_leave_nothing_behind() 
         mutate(&mut req);
         match client.put_vm(req).await {
             Err(Error::Remote { code, message }) => {
-                assert_eq!(code, "InvalidArgument", "{field}: {message}");
+                assert_eq!(code, Code::InvalidArgument, "{field}: {message}");
                 assert!(message.contains(field), "{message} does not name {field}");
             }
             other => panic!("{field}: expected InvalidArgument, got {other:?}"),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use harness::{Agent, guest, is_running_ready, phase, put_request, spec_mut, wait_for, wait_gone};
 use quiver_agent::vm::qmp::QmpClient;
 use quiver_rpc::ClientError as Error;
+use quiver_rpc::Code;
 use quiver_rpc::proto::{self, Phase, RunStrategy};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -92,7 +93,7 @@ async fn images_outside_the_roots_or_behind_escaping_symlinks_are_refused_naming
         mutate(spec_mut(&mut req));
         match client.put_vm(req).await {
             Err(Error::Remote { code, message }) => {
-                assert_eq!(code, "InvalidArgument", "{field}: {message}");
+                assert_eq!(code, Code::InvalidArgument, "{field}: {message}");
                 assert!(message.contains(field), "{message} does not name {field}");
                 assert!(message.contains("outside the image roots"), "{message}");
             }
@@ -116,7 +117,7 @@ async fn roots_given_on_the_command_line_replace_the_defaults() {
     spec_mut(&mut req).initrd = String::new();
     let refused = client.put_vm(req.clone()).await;
     assert!(
-        matches!(&refused, Err(Error::Remote { code, .. }) if code == "InvalidArgument"),
+        matches!(&refused, Err(Error::Remote { code, .. }) if *code == Code::InvalidArgument),
         "{refused:?}"
     );
     let kernel = only.path().join("vmlinuz");

@@ -366,6 +366,7 @@ impl Host {
                 cpus: 4,
                 memory_mib: 8192,
             },
+            transport: None,
         };
         let mut host = Host::new(name, spec);
         host.metadata.uid = Some(format!("uid-{name}"));

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{condition_list, kubernetes_compat};
-use crate::transport::{Service, Transport};
+use crate::transport::{Service, Transport, TransportTarget};
 
 /// An agent's registration: how to reach it and what it offers. Selection (MicroVM
 /// `nodeSelector`, Rollout `hostSelector`) uses the Host's `metadata.labels`.
@@ -77,6 +77,13 @@ pub struct HostSpec {
 
     /// What the host offers to VMs; placement never allocates more than this.
     pub capacity: HostResources,
+
+    /// The transport each RPC service should be served on. The operator applies it to the
+    /// agent (Admin service) without dropping calls in flight; `status.transports` shows
+    /// desired and actual per service. Unset: the agent keeps its own `--transport` setting.
+    /// (`raft` takes effect once agents serve the Raft service.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TransportTarget>,
 }
 
 /// CPUs and memory, offered (capacity) or in use (allocated).

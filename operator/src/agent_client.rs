@@ -1,14 +1,18 @@
-//! "The agent cluster" as the operator sees it: one client over every agent's gRPC endpoint,
-//! plus a cache of VM status fed by each agent's `WatchVmStatus` stream.
+//! "The agent cluster" as the operator sees it: one client per agent (gRPC, Iroh or both, as
+//! [`AgentAccess::transport`] says), plus a cache of VM status fed by each agent's
+//! `WatchVmStatus` stream.
 //!
 //! Until the agents form a Raft group, each agent runs only the VMs sent to it, so a put goes
 //! to the host the operator placed the VM on ([`crate::placement`]); deletes and lookups try
 //! every endpoint in order. With Raft, a put will go to the first reachable endpoint (followers
 //! forward to the leader) and nothing above this module changes.
 //!
-//! Every connection is mutual TLS ([`connect_agent`]): the operator presents its client
+//! Every gRPC connection is mutual TLS ([`connect_agent`]): the operator presents its client
 //! certificate from the cluster CA ([`crate::pki`]) and accepts only an agent certificate from
-//! the same CA naming the Host. Without a client certificate no agent is reachable.
+//! the same CA naming the Host. Without a client certificate no agent is reachable over gRPC.
+//! Over Iroh the operator dials the endpoint id the Host registered, at its direct addresses;
+//! QUIC's handshake proves the agent holds that id's key, and the agent admits the operator
+//! only if it trusts the operator's endpoint id.
 //!
 //! Every status an agent reports wakes the MicroVM controller for that VM (see
 //! [`AgentCluster::new`]), so status shows up within milliseconds instead of at the next requeue.
@@ -24,10 +28,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
-use quiver_crds::MicroVM;
-use quiver_rpc::AgentClient;
+use quiver_crds::{Host, MicroVM};
+use quiver_rpc::iroh::{EndpointAddr, EndpointId, SecretKey};
 use quiver_rpc::pki::TlsFiles;
-use quiver_rpc::proto;
+use quiver_rpc::{
+    AgentClient, ClientConfig, EndpointOptions, GrpcRoute, IrohRoute, RpcClient, TransportMode,
+    Wire, proto,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -36,6 +43,97 @@ use crate::{Error, Result};
 /// How long one call to an agent may take before it counts as unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// How the operator reaches agents.
+#[derive(Clone, Debug)]
+pub struct AgentAccess {
+    /// The client certificate for gRPC (mutual TLS); without it no agent answers over gRPC.
+    pub tls: Option<TlsFiles>,
+    /// The operator's Iroh client (its endpoint and identity), when it uses Iroh.
+    pub iroh: Option<RpcClient>,
+    /// `grpc` or `iroh`: that transport only; `dual`: Iroh first, gRPC when Iroh cannot take
+    /// the call.
+    pub transport: TransportMode,
+}
+
+impl AgentAccess {
+    /// gRPC only, with `tls`.
+    #[must_use]
+    pub fn grpc(tls: Option<TlsFiles>) -> Self {
+        AgentAccess {
+            tls,
+            iroh: None,
+            transport: TransportMode::Grpc,
+        }
+    }
+
+    /// Access over `transport`; binds an Iroh endpoint with `key` (on an ephemeral UDP port
+    /// of every interface) when the transport includes Iroh.
+    pub async fn new(
+        tls: Option<TlsFiles>,
+        transport: TransportMode,
+        key: SecretKey,
+    ) -> Result<Self> {
+        let iroh = if transport.serves(Wire::Iroh) {
+            let endpoint = EndpointOptions::new(key)
+                .bind()
+                .await
+                .map_err(|e| Error::Dev(format!("binding the operator's Iroh endpoint: {e}")))?;
+            Some(RpcClient::new(endpoint, ClientConfig::default()))
+        } else {
+            None
+        };
+        Ok(AgentAccess {
+            tls,
+            iroh,
+            transport,
+        })
+    }
+
+    /// The operator's Iroh endpoint id, when it uses Iroh (agents must trust it).
+    #[must_use]
+    pub fn endpoint_id(&self) -> Option<EndpointId> {
+        self.iroh.as_ref().map(|c| c.endpoint().id())
+    }
+}
+
+/// Where an agent listens, as its Host registered it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentAddress {
+    /// `ip:port` of gRPC.
+    pub grpc: String,
+    pub endpoint_id: String,
+    /// `ip:port`s of the Iroh endpoint.
+    pub iroh: Vec<String>,
+}
+
+impl AgentAddress {
+    #[must_use]
+    pub fn of(host: &Host) -> Self {
+        AgentAddress {
+            grpc: host.spec.grpc_address.clone(),
+            endpoint_id: host.spec.endpoint_id.clone(),
+            iroh: host.spec.iroh_addresses.clone(),
+        }
+    }
+
+    /// The Iroh address to dial; malformed direct addresses are skipped (the Host schema
+    /// bounds them but cannot parse them).
+    fn iroh_addr(&self, host: &str) -> Result<EndpointAddr> {
+        let id: EndpointId = self.endpoint_id.parse().map_err(|e| {
+            Error::Unreachable(format!(
+                "{host}: endpoint id {:?} is not valid: {e}",
+                self.endpoint_id
+            ))
+        })?;
+        let addr = self
+            .iroh
+            .iter()
+            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
+            .fold(EndpointAddr::new(id), EndpointAddr::with_ip_addr);
+        Ok(addr)
+    }
+}
 
 /// A VM that changed on some agent: reconcile it.
 pub type VmTrigger = ObjectRef<MicroVM>;
@@ -67,11 +165,11 @@ struct Inner {
     vms: Mutex<HashMap<String, proto::VmStatus>>,
     triggers: mpsc::UnboundedSender<VmTrigger>,
     reach_changed: mpsc::UnboundedSender<()>,
-    tls: Option<TlsFiles>,
+    access: AgentAccess,
 }
 
 struct Agent {
-    address: String,
+    address: AgentAddress,
     client: Option<AgentClient>,
     reach: Reach,
     watch: JoinHandle<()>,
@@ -100,10 +198,10 @@ pub struct DeleteOutcome {
 }
 
 impl AgentCluster {
-    /// An empty cluster that reaches agents with the client certificate `tls`, and the
-    /// wake-ups it sends: VMs an agent reported, and agents whose [`Reach`] changed.
+    /// An empty cluster that reaches agents through `access`, and the wake-ups it sends: VMs
+    /// an agent reported, and agents whose [`Reach`] changed.
     #[must_use]
-    pub fn new(tls: Option<TlsFiles>) -> (Self, Wakeups) {
+    pub fn new(access: AgentAccess) -> (Self, Wakeups) {
         let (triggers, vms) = mpsc::unbounded_channel();
         let (reach_changed, agents) = mpsc::unbounded_channel();
         let inner = Inner {
@@ -111,7 +209,7 @@ impl AgentCluster {
             vms: Mutex::new(HashMap::new()),
             triggers,
             reach_changed,
-            tls,
+            access,
         };
         (
             AgentCluster {
@@ -121,10 +219,10 @@ impl AgentCluster {
         )
     }
 
-    /// Adds the agent of `host` at `address` (`ip:port`), or moves it; a no-op when known.
-    pub fn set_agent(&self, host: &str, address: &str) {
+    /// Adds the agent of `host` at `address`, or moves it; a no-op when known.
+    pub fn set_agent(&self, host: &str, address: &AgentAddress) {
         let mut agents = lock(&self.inner.agents);
-        if agents.get(host).is_some_and(|a| a.address == address) {
+        if agents.get(host).is_some_and(|a| a.address == *address) {
             return;
         }
         if let Some(old) = agents.remove(host) {
@@ -133,10 +231,10 @@ impl AgentCluster {
         let watch = tokio::spawn(watch_agent(
             Arc::downgrade(&self.inner),
             host.to_owned(),
-            address.to_owned(),
+            address.clone(),
         ));
         let agent = Agent {
-            address: address.to_owned(),
+            address: address.clone(),
             client: None,
             reach: Reach::Connecting,
             watch,
@@ -201,10 +299,10 @@ impl AgentCluster {
             }
             agent.address.clone()
         };
-        let connect = connect_agent(self.inner.tls.as_ref(), host, &address);
+        let connect = connect_agent(&self.inner.access, host, &address);
         let client = tokio::time::timeout(CALL_TIMEOUT, connect)
             .await
-            .map_err(|_| Error::Unreachable(format!("{host} ({address}): connect timed out")))??;
+            .map_err(|_| Error::Unreachable(format!("{host}: connect timed out")))??;
         if let Some(agent) = lock(&self.inner.agents).get_mut(host) {
             agent.client = Some(client.clone());
         }
@@ -255,6 +353,21 @@ impl AgentCluster {
         outcome
     }
 
+    /// Asks `host`'s agent to serve `services` on the given transports; returns what it
+    /// serves afterwards.
+    pub async fn set_transports(
+        &self,
+        host: &str,
+        services: Vec<proto::ServiceTransport>,
+        timeout: Duration,
+    ) -> Result<Vec<proto::ServiceTransport>> {
+        let client = self.client(host).await?;
+        tokio::time::timeout(timeout, client.set_transports(services))
+            .await
+            .map_err(|_| Error::Unreachable(format!("{host}: SetTransports timed out")))?
+            .map_err(Error::from)
+    }
+
     /// Asks `host`'s agent for its own status (the Status service).
     pub async fn agent_status(&self, host: &str, timeout: Duration) -> Result<proto::AgentStatus> {
         let client = self.client(host).await?;
@@ -265,20 +378,46 @@ impl AgentCluster {
     }
 }
 
-/// Connects to the agent of `host` at `address` (`ip:port`) with mutual TLS: `tls` is the
-/// operator's client certificate and the cluster CA, and the agent's certificate must name
-/// `host`.
+/// A client of the agent of `host` at `address`, over the transports `access` allows. gRPC is
+/// mutual TLS: `access.tls` is the operator's client certificate and the cluster CA, and the
+/// agent's certificate must name `host`. With both transports the gRPC channel connects on
+/// first use, so an agent serving only Iroh costs nothing.
 pub async fn connect_agent(
-    tls: Option<&TlsFiles>,
+    access: &AgentAccess,
     host: &str,
-    address: &str,
+    address: &AgentAddress,
 ) -> Result<AgentClient> {
-    let tls = tls.ok_or_else(|| {
-        Error::Unreachable(format!(
-            "{host}: the operator has no client certificate for agents (mTLS is required)"
-        ))
-    })?;
-    Ok(AgentClient::connect_tls(format!("https://{address}"), tls, host).await?)
+    let grpc = if access.transport.serves(Wire::Grpc) {
+        let tls = access.tls.as_ref().ok_or_else(|| {
+            Error::Unreachable(format!(
+                "{host}: the operator has no client certificate for agents (mTLS is required)"
+            ))
+        })?;
+        let lazy = access.transport == TransportMode::Dual;
+        let endpoint = format!("https://{}", address.grpc);
+        Some(GrpcRoute::connect(endpoint, Some((tls, host)), lazy).await?)
+    } else {
+        None
+    };
+    let iroh = match (&access.iroh, access.transport.serves(Wire::Iroh)) {
+        (Some(client), true) => Some(IrohRoute::new(client.clone(), address.iroh_addr(host)?)),
+        (None, true) => {
+            return Err(Error::Unreachable(format!(
+                "{host}: the operator has no Iroh endpoint"
+            )));
+        }
+        (_, false) => None,
+    };
+    Ok(match (grpc, iroh) {
+        (Some(grpc), Some(iroh)) => AgentClient::dual(grpc, iroh, Wire::Iroh),
+        (Some(grpc), None) => AgentClient::grpc(grpc),
+        (None, Some(iroh)) => AgentClient::iroh(iroh),
+        (None, None) => {
+            return Err(Error::Unreachable(format!(
+                "{host}: no transport configured"
+            )));
+        }
+    })
 }
 
 /// Which of a PutVm reply and the last streamed status of the same VM is newer.
@@ -330,7 +469,7 @@ fn set_reach(inner: &Inner, host: &str, reach: Reach) {
 /// Follows one agent's status stream for as long as the cluster exists, reconnecting with
 /// backoff. Each (re)connect starts with a full list that replaces what the cache held for
 /// that host, so VMs removed while the stream was down do not linger.
-async fn watch_agent(inner: std::sync::Weak<Inner>, host: String, address: String) {
+async fn watch_agent(inner: std::sync::Weak<Inner>, host: String, address: AgentAddress) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let Some(strong) = inner.upgrade() else {
@@ -356,18 +495,16 @@ async fn watch_agent(inner: std::sync::Weak<Inner>, host: String, address: Strin
     }
 }
 
-async fn follow(inner: &Inner, host: &str, address: &str) -> Result<()> {
+async fn follow(inner: &Inner, host: &str, address: &AgentAddress) -> Result<()> {
     let open = async {
-        let client = connect_agent(inner.tls.as_ref(), host, address).await?;
+        let client = connect_agent(&inner.access, host, address).await?;
         let listed = client.list_vms().await?;
         let stream = client.watch().await?;
         Ok::<_, Error>((listed, stream))
     };
     let (listed, mut stream) = tokio::time::timeout(CALL_TIMEOUT, open)
         .await
-        .map_err(|_| {
-            Error::Unreachable(format!("{address}: no answer within {CALL_TIMEOUT:?}"))
-        })??;
+        .map_err(|_| Error::Unreachable(format!("{host}: no answer within {CALL_TIMEOUT:?}")))??;
     let stale: Vec<proto::VmStatus> = {
         let vms = lock(&inner.vms);
         vms.values()
@@ -383,7 +520,7 @@ async fn follow(inner: &Inner, host: &str, address: &str) -> Result<()> {
         record(inner, status);
     }
     set_reach(inner, host, Reach::Listed);
-    tracing::info!(%host, %address, "following agent status stream");
+    tracing::info!(%host, ?address, "following agent status stream");
     while let Some(item) = stream.next().await {
         record(inner, item?);
     }
@@ -425,9 +562,14 @@ mod tests {
 
     #[tokio::test]
     async fn the_agent_of_a_deleted_host_is_dropped_and_placement_is_woken() {
-        let (cluster, mut wakeups) = AgentCluster::new(None);
-        cluster.set_agent("a", "127.0.0.1:1");
-        cluster.set_agent("b", "127.0.0.1:2");
+        let (cluster, mut wakeups) = AgentCluster::new(AgentAccess::grpc(None));
+        let at = |port: u16| AgentAddress {
+            grpc: format!("127.0.0.1:{port}"),
+            endpoint_id: "ab".repeat(32),
+            iroh: vec![],
+        };
+        cluster.set_agent("a", &at(1));
+        cluster.set_agent("b", &at(2));
         // Without a client certificate no agent is reachable: both end up Unreachable.
         for host in ["a", "b"] {
             while !matches!(cluster.reach(host), Some(Reach::Unreachable(_))) {

@@ -1,7 +1,7 @@
 //! Agent processes on this machine: how the dev cluster (and the tests) start, register and
 //! stop `quiver-agent`s. Every agent serves mutual TLS with its own certificate from the
-//! cluster CA ([`crate::pki`]); whoever starts it talks to it with the operator's client
-//! certificate.
+//! cluster CA ([`crate::pki`]) and Iroh with its own key, trusting the operator's endpoint id;
+//! whoever starts it talks to it through the operator's [`AgentAccess`].
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,10 +10,11 @@ use std::time::Duration;
 use kube::{Api, Client};
 use quiver_crds::Host;
 use quiver_rpc::AgentClient;
+use quiver_rpc::identity::{KEY_FILE, load_or_create_key};
 use quiver_rpc::pki::TlsFiles;
 use tokio::process::{Child, Command};
 
-use crate::agent_client::connect_agent;
+use crate::agent_client::{AgentAccess, AgentAddress, connect_agent};
 use crate::pki::ClusterPki;
 use crate::{Error, Result};
 
@@ -48,13 +49,18 @@ pub struct AgentOptions {
     pub data_dir: PathBuf,
     /// Loopback port for gRPC; kept across restarts so the Host's address stays valid.
     pub port: u16,
+    /// Loopback UDP port for Iroh; kept across restarts likewise.
+    pub iroh_port: u16,
+    /// The agent's Iroh endpoint id (its key is made in the data dir before it starts).
+    pub endpoint_id: String,
     pub accel: String,
     pub capacity_cpus: Option<u32>,
     pub capacity_memory_mib: Option<u64>,
     /// The agent's server certificate (`--tls-ca/--tls-cert/--tls-key`).
     pub tls: TlsFiles,
-    /// The client certificate this process talks to the agent with.
-    pub client_tls: TlsFiles,
+    /// How this process talks to the agent; the agent serves every service on its
+    /// transport and trusts its endpoint id.
+    pub access: AgentAccess,
     /// The agent registers its own Host through the API this kubeconfig points at.
     pub kubeconfig: PathBuf,
     /// Run the `simulated` driver (no QEMU): for control-plane benchmarks only.
@@ -62,27 +68,30 @@ pub struct AgentOptions {
 }
 
 impl AgentOptions {
-    /// Options for the agent `name` with a fresh server certificate from `pki` and the
-    /// operator's client certificate `client_tls`; capacities left to the agent.
+    /// Options for the agent `name` with a fresh server certificate from `pki`, reached
+    /// through the operator's `access`; capacities left to the agent.
     pub fn new(
         binary: PathBuf,
         name: &str,
         data_dir: PathBuf,
         accel: &str,
         pki: &ClusterPki,
-        client_tls: TlsFiles,
+        access: AgentAccess,
         kubeconfig: PathBuf,
     ) -> Result<Self> {
+        let key = load_or_create_key(&data_dir.join(KEY_FILE)).map_err(Error::Pki)?;
         Ok(AgentOptions {
             binary,
             name: name.to_owned(),
             data_dir,
             port: free_port()?,
+            iroh_port: free_udp_port()?,
+            endpoint_id: key.public().to_string(),
             accel: accel.to_owned(),
             capacity_cpus: None,
             capacity_memory_mib: None,
             tls: pki.agent_server(name)?,
-            client_tls,
+            access,
             kubeconfig,
             simulated: false,
         })
@@ -106,9 +115,30 @@ pub fn free_port() -> Result<u16> {
     Ok(port)
 }
 
+/// A free loopback UDP port, likewise.
+pub fn free_udp_port() -> Result<u16> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")
+        .map_err(|e| Error::io("finding a free UDP port", e))?;
+    let port = socket
+        .local_addr()
+        .map_err(|e| Error::io("finding a free UDP port", e))?
+        .port();
+    Ok(port)
+}
+
 impl AgentProcess {
+    /// The gRPC address.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.options.port)
+    }
+
+    /// Every address, as its Host registers them.
+    pub fn agent_address(&self) -> AgentAddress {
+        AgentAddress {
+            grpc: self.address(),
+            endpoint_id: self.options.endpoint_id.clone(),
+            iroh: vec![format!("127.0.0.1:{}", self.options.iroh_port)],
+        }
     }
 
     /// Starts the agent and waits until it answers Health.
@@ -129,6 +159,10 @@ impl AgentProcess {
             .arg(&options.data_dir)
             .arg("--grpc-listen")
             .arg(format!("127.0.0.1:{}", options.port))
+            .arg("--iroh-listen")
+            .arg(format!("127.0.0.1:{}", options.iroh_port))
+            .arg("--transport")
+            .arg(options.access.transport.as_str())
             .arg("--host-name")
             .arg(&options.name)
             .arg("--accel")
@@ -141,6 +175,9 @@ impl AgentProcess {
             .arg(&options.tls.key)
             .arg("--kubeconfig")
             .arg(&options.kubeconfig);
+        if let Some(id) = options.access.endpoint_id() {
+            cmd.arg("--trust-endpoint-id").arg(id.to_string());
+        }
         if let Some(cpus) = options.capacity_cpus {
             cmd.arg("--capacity-cpus").arg(cpus.to_string());
         }
@@ -165,10 +202,10 @@ impl AgentProcess {
         Ok(agent)
     }
 
-    /// A client connected with mutual TLS, as the operator connects.
+    /// A client connected as the operator connects.
     pub async fn client(&self) -> Result<AgentClient> {
-        let tls = Some(&self.options.client_tls);
-        connect_agent(tls, &self.options.name, &self.address()).await
+        let address = self.agent_address();
+        connect_agent(&self.options.access, &self.options.name, &address).await
     }
 
     async fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Every conversion between the CRD types and `quiver.v1`, each once: MicroVM spec → the
-//! agent's `PutVmRequest`, and the agent's reports (phase, forwarded ports) → MicroVM status.
+//! agent's `PutVmRequest`, the agent's reports (phase, forwarded ports) → MicroVM status, and
+//! transports (`Host.spec.transport` → `SetTransports`, the agent's report → `Host.status`).
 //!
 //! They live here rather than in `quiver-rpc` so that the RPC crate stays free of Kubernetes
 //! types; conversions between `quiver.v1` and the agent's own types live in the agent.
@@ -7,8 +8,88 @@
 use kube::ResourceExt;
 use quiver_crds::{
     DiskFormat, ForwardedPort, MicroVM, MicroVMPhase, Network, NetworkMode, Protocol, RunStrategy,
+    Service, ServiceTransportStatus, Transport, TransportTarget,
 };
-use quiver_rpc::proto;
+use quiver_rpc::{ServiceName, TransportMode, proto};
+
+#[must_use]
+pub fn transport_mode(t: Transport) -> TransportMode {
+    match t {
+        Transport::Grpc => TransportMode::Grpc,
+        Transport::Iroh => TransportMode::Iroh,
+        Transport::Dual => TransportMode::Dual,
+    }
+}
+
+fn transport_from_mode(m: TransportMode) -> Transport {
+    match m {
+        TransportMode::Grpc => Transport::Grpc,
+        TransportMode::Iroh => Transport::Iroh,
+        TransportMode::Dual => Transport::Dual,
+    }
+}
+
+/// The agent's service of a CRD service name; `None` for services agents do not serve yet
+/// (Raft).
+fn service_name(s: Service) -> Option<ServiceName> {
+    match s {
+        Service::Health => Some(ServiceName::Health),
+        Service::Status => Some(ServiceName::Status),
+        Service::Vm => Some(ServiceName::Vm),
+        Service::Monitoring => Some(ServiceName::Monitoring),
+        Service::Admin => Some(ServiceName::Admin),
+        Service::Raft => None,
+    }
+}
+
+fn service_from_name(s: ServiceName) -> Service {
+    match s {
+        ServiceName::Health => Service::Health,
+        ServiceName::Status => Service::Status,
+        ServiceName::Vm => Service::Vm,
+        ServiceName::Monitoring => Service::Monitoring,
+        ServiceName::Admin => Service::Admin,
+    }
+}
+
+/// A transport target as a `SetTransports` list of every service the agent serves.
+#[must_use]
+pub fn service_transports(target: &TransportTarget) -> Vec<proto::ServiceTransport> {
+    Service::ALL
+        .into_iter()
+        .filter_map(|s| {
+            let name = service_name(s)?;
+            Some(proto::ServiceTransport {
+                service: name.as_str().to_owned(),
+                mode: transport_mode(target.for_service(s)).to_proto() as i32,
+            })
+        })
+        .collect()
+}
+
+/// `Host.status.transports`: per service, what `desired` asks for (the agent's own setting when
+/// nothing is asked) and what the agent reported serving. Entries the agent sent that do not
+/// parse are skipped.
+#[must_use]
+pub fn transport_status(
+    desired: Option<&TransportTarget>,
+    reported: &[proto::ServiceTransport],
+) -> Vec<ServiceTransportStatus> {
+    reported
+        .iter()
+        .filter_map(|r| {
+            let name: ServiceName = r.service.parse().ok()?;
+            let actual = transport_from_mode(TransportMode::from_proto(r.mode)?);
+            let service = service_from_name(name);
+            let desired = desired.map_or(actual, |t| t.for_service(service));
+            Some(ServiceTransportStatus {
+                service,
+                desired,
+                actual: Some(actual),
+            })
+        })
+        .collect()
+}
 
 fn run_strategy(s: RunStrategy) -> proto::RunStrategy {
     match s {

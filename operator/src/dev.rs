@@ -12,7 +12,10 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use quiver_crds::condition::GUEST_READY;
 use quiver_crds::{Host, MicroVM};
+use quiver_rpc::TransportMode;
+use quiver_rpc::identity::{KEY_FILE, load_or_create_key};
 
+use crate::agent_client::AgentAccess;
 use crate::agents::{AgentOptions, AgentProcess, wait_for_host};
 use crate::leftovers::{self, Leftover};
 use crate::operator::{Operator, OperatorConfig};
@@ -34,6 +37,8 @@ pub struct DevOptions {
     pub accel: String,
     pub demo: bool,
     pub demo_timeout: Duration,
+    /// Transport of the agents' services and of the operator's calls to them.
+    pub transport: TransportMode,
 }
 
 /// A kube client for the dev control plane, from its kubeconfig.
@@ -143,9 +148,10 @@ impl DevCluster {
         install_crds(&client).await?;
         let binary = crate::agents::locate_agent_binary(opts.agent_bin.as_deref())?;
         let pki = ClusterPki::ensure(&client, &opts.state_dir.join("pki")).await?;
-        let operator_tls = pki.operator_client()?;
-        let config =
-            OperatorConfig::new("quiver-operator-dev").with_agent_tls(operator_tls.clone());
+        let key_file = opts.state_dir.join("operator").join(KEY_FILE);
+        let key = load_or_create_key(&key_file).map_err(Error::Pki)?;
+        let access = AgentAccess::new(Some(pki.operator_client()?), opts.transport, key).await?;
+        let config = OperatorConfig::new("quiver-operator-dev").with_agent_access(access.clone());
         let mut cluster = DevCluster {
             client: client.clone(),
             kubeconfig: opts.kubeconfig.clone(),
@@ -161,7 +167,7 @@ impl DevCluster {
                 data_dir,
                 &opts.accel,
                 &pki,
-                operator_tls.clone(),
+                access.clone(),
                 opts.kubeconfig.clone(),
             )?;
             let started = AgentProcess::start(options).await;
@@ -173,8 +179,10 @@ impl DevCluster {
                 }
             };
             println!(
-                "agent {name} listening on {} (data in {})",
+                "agent {name} serving {} on gRPC {} and Iroh {} (data in {})",
+                opts.transport,
                 agent.address(),
+                agent.agent_address().iroh.join(","),
                 agent.options.data_dir.display()
             );
             wait_for_host(&client, &agent, Duration::from_secs(30)).await?;

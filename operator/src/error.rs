@@ -89,8 +89,9 @@ impl From<quiver_rpc::ClientError> for Error {
     fn from(e: quiver_rpc::ClientError) -> Self {
         use quiver_rpc::ClientError;
         match e {
-            ClientError::Unreachable(m) => Error::Unreachable(m),
-            refused @ ClientError::Refused(_) => Error::Unreachable(refused.to_string()),
+            unreachable @ (ClientError::Unreachable { .. }
+            | ClientError::Refused { .. }
+            | ClientError::DeadlineExceeded) => Error::Unreachable(unreachable.to_string()),
             ClientError::Credentials(pki) => Error::Pki(pki),
             other => Error::Agent(other),
         }

@@ -4,9 +4,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use quiver_operator::agent_client::AgentAccess;
 use quiver_operator::dev::{self, DevOptions};
 use quiver_operator::operator::{Operator, OperatorConfig};
 use quiver_operator::pki::ClusterPki;
+use quiver_rpc::TransportMode;
+use quiver_rpc::identity::load_or_create_key;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +35,13 @@ enum Command {
         /// operator's client certificate for agents are written.
         #[arg(long, default_value = "/tmp/quiver-operator/pki")]
         pki_dir: PathBuf,
+        /// How the operator reaches agents: grpc, iroh, or dual (Iroh first, gRPC fallback).
+        #[arg(long, default_value = "grpc", value_parser = parse_transport)]
+        transport: TransportMode,
+        /// The operator's Iroh key (64 hex digits; created when missing). Replicas share one
+        /// key, mounted from a Secret, so that agents trust one endpoint id.
+        #[arg(long, default_value = "/tmp/quiver-operator/iroh.key")]
+        iroh_key: PathBuf,
     },
 }
 
@@ -70,6 +80,14 @@ struct DevArgs {
     /// How long --demo waits for the guest, in seconds.
     #[arg(long, default_value_t = 180)]
     demo_timeout: u64,
+    /// Transport of the agents' services and of the operator's calls to them: grpc, iroh,
+    /// or dual (agents serve both; the operator prefers Iroh).
+    #[arg(long, default_value = "grpc", value_parser = parse_transport)]
+    transport: TransportMode,
+}
+
+fn parse_transport(text: &str) -> Result<TransportMode, String> {
+    text.parse()
 }
 
 #[tokio::main]
@@ -98,15 +116,26 @@ async fn main() -> anyhow::Result<()> {
                 accel: a.accel,
                 demo: a.demo,
                 demo_timeout: Duration::from_secs(a.demo_timeout),
+                transport: a.transport,
             };
             dev::run(options).await?;
         }
-        Command::Run { identity, pki_dir } => {
+        Command::Run {
+            identity,
+            pki_dir,
+            transport,
+            iroh_key,
+        } => {
             let identity =
                 identity.unwrap_or_else(|| format!("quiver-operator-{}", std::process::id()));
             let client = kube::Client::try_default().await?;
             let pki = ClusterPki::ensure(&client, &pki_dir).await?;
-            let config = OperatorConfig::new(&identity).with_agent_tls(pki.operator_client()?);
+            let key = load_or_create_key(&iroh_key)?;
+            let access = AgentAccess::new(Some(pki.operator_client()?), transport, key).await?;
+            if let Some(id) = access.endpoint_id() {
+                tracing::info!(endpoint_id = %id, "agents must trust this Iroh endpoint id");
+            }
+            let config = OperatorConfig::new(&identity).with_agent_access(access);
             let operator = Operator::spawn(client, config);
             quiver_operator::dev::stop_requested().await?;
             operator.shutdown().await;

@@ -9,6 +9,7 @@ use quiver_rpc::pki::TlsFiles;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::agent_client::AgentAccess;
 use crate::controller::{self, ControllerConfig};
 use crate::leader::{ElectionConfig, Elector};
 
@@ -37,10 +38,17 @@ impl OperatorConfig {
         }
     }
 
-    /// Reach agents with this client certificate (see [`crate::pki::ClusterPki`]).
+    /// Reach agents with this client certificate (see [`crate::pki::ClusterPki`]), over gRPC.
     #[must_use]
     pub fn with_agent_tls(mut self, files: TlsFiles) -> Self {
-        self.controllers.agent_tls = Some(files);
+        self.controllers.agents = AgentAccess::grpc(Some(files));
+        self
+    }
+
+    /// Reach agents through `access` (gRPC, Iroh or both).
+    #[must_use]
+    pub fn with_agent_access(mut self, access: AgentAccess) -> Self {
+        self.controllers.agents = access;
         self
     }
 }

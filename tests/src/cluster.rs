@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use quiver_operator::agent_client::AgentAccess;
 use quiver_operator::agents::{AgentOptions, AgentProcess, locate_agent_binary, wait_for_host};
 use quiver_operator::operator::{Operator, OperatorConfig};
 use quiver_operator::pki::ClusterPki;
-use quiver_rpc::AgentClient;
+use quiver_rpc::iroh::SecretKey;
 use quiver_rpc::pki::TlsFiles;
+use quiver_rpc::{AgentClient, TransportMode};
 
 use crate::{ControlPlane, Kubectl};
 
@@ -66,6 +68,18 @@ pub fn agent_binary() -> anyhow::Result<PathBuf> {
     Ok(locate_agent_binary(None)?)
 }
 
+/// The transport of test clusters: `QUIVER_TEST_TRANSPORT` (`grpc`, `iroh` or `dual`; default
+/// `grpc`). The agents serve every service on it and the operator calls them over it, so
+/// the operator's end-to-end tests run unchanged over each transport.
+pub fn test_transport() -> anyhow::Result<TransportMode> {
+    match std::env::var("QUIVER_TEST_TRANSPORT") {
+        Ok(text) => text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("QUIVER_TEST_TRANSPORT: {e}")),
+        Err(_) => Ok(TransportMode::Grpc),
+    }
+}
+
 pub struct TestCluster {
     pub control_plane: ControlPlane,
     pub client: kube::Client,
@@ -73,8 +87,11 @@ pub struct TestCluster {
     operator: Option<Operator>,
     binary: PathBuf,
     pki: ClusterPki,
-    /// The operator's client certificate (also what [`TestCluster::agent_client`] uses).
+    /// The operator's client certificate.
     pub operator_tls: TlsFiles,
+    /// How the operator (and [`TestCluster::agent_client`]) reaches agents: over the
+    /// transport [`test_transport`] names, which the agents serve.
+    pub access: AgentAccess,
     state: tempfile::TempDir,
     /// Agents run the simulated driver (benchmarks of the control plane alone).
     simulated: bool,
@@ -104,13 +121,21 @@ impl TestCluster {
         quiver_operator::dev::install_crds(&client).await?;
         let state = tempfile::tempdir()?;
         let pki = ClusterPki::ensure(&client, &state.path().join("pki")).await?;
+        let operator_tls = pki.operator_client()?;
+        let access = AgentAccess::new(
+            Some(operator_tls.clone()),
+            test_transport()?,
+            SecretKey::generate(),
+        )
+        .await?;
         let mut cluster = TestCluster {
             control_plane,
             client,
             agents: Vec::new(),
             operator: None,
             binary: agent_binary()?,
-            operator_tls: pki.operator_client()?,
+            operator_tls,
+            access,
             pki,
             state,
             simulated,
@@ -138,7 +163,7 @@ impl TestCluster {
                 self.state.path().join(name),
                 "tcg",
                 &self.pki,
-                self.operator_tls.clone(),
+                self.access.clone(),
                 self.control_plane.kubeconfig_path(),
             )?
         };
@@ -148,7 +173,7 @@ impl TestCluster {
         Ok(())
     }
 
-    /// A client of agent `index`, connected as the operator connects (mTLS).
+    /// A client of agent `index`, connected as the operator connects.
     pub async fn agent_client(&self, index: usize) -> anyhow::Result<AgentClient> {
         let agent = self.agents.get(index).context("no such agent")?;
         Ok(agent.client().await?)
@@ -162,7 +187,7 @@ impl TestCluster {
     pub fn start_operator(&mut self) {
         if self.operator.is_none() {
             let config =
-                OperatorConfig::new("test-operator").with_agent_tls(self.operator_tls.clone());
+                OperatorConfig::new("test-operator").with_agent_access(self.access.clone());
             self.operator = Some(Operator::spawn(self.client.clone(), config));
         }
     }

@@ -32,6 +32,7 @@ impl DevTestCluster {
             accel: "tcg".into(),
             demo: false,
             demo_timeout: Duration::from_secs(1),
+            transport: crate::cluster::test_transport()?,
         };
         let kubeconfig = std::fs::read_to_string(control_plane.kubeconfig_path())?;
         let dev = DevCluster::start(&options, &kubeconfig).await?;

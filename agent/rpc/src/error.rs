@@ -4,10 +4,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use iroh::EndpointId;
 use prost::Message as _;
-
-use crate::frame::FrameError;
 
 /// A status code, numbered as gRPC numbers them so that a failure means the same over gRPC and
 /// over Iroh.
@@ -121,33 +118,42 @@ impl RpcError {
     }
 }
 
-/// Why a call failed, as the caller sees it, whichever transport carried it.
+/// Why a call failed, as the caller sees it, whichever transport carried it: the caller decides
+/// from the variant (retry elsewhere, report the refusal, fix the credentials) and never parses
+/// a transport's error text. `peer` names the other end: an endpoint id for Iroh, a URL for gRPC.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// No connection to the peer: it is down, unreachable, or the connection broke mid-call.
+    /// No connection to the peer: it is down, unreachable, the connection broke mid-call, or
+    /// the peer answered that it is unavailable. Another agent (or a retry) may succeed.
     #[error("{peer} is unreachable: {source}")]
     Unreachable {
-        peer: EndpointId,
+        peer: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The peer ran the call and it failed.
-    #[error("remote error {code}: {message}")]
+    #[error("{code}: {message}")]
     Remote { code: Code, message: String },
-    /// Access refused at the handshake (by the peer's allowlist, or by this endpoint's own for
-    /// the peer), or revoked since.
-    #[error("access between this endpoint and {peer} refused: {reason}")]
-    Refused { peer: EndpointId, reason: String },
+    /// Access refused: by the peer's allowlist or this endpoint's own at the Iroh handshake (or
+    /// revoked since), a TLS failure this client sees, or an authentication refusal. Retrying
+    /// with the same credentials fails. (Under TLS 1.3 an agent refuses a client certificate
+    /// after the client's half of the handshake; the client then sees only a closed
+    /// connection: `Unreachable`.)
+    #[error("access between this client and {peer} refused: {reason}")]
+    Refused { peer: String, reason: String },
     /// The call's deadline passed before its reply arrived.
     #[error("deadline exceeded")]
     DeadlineExceeded,
     /// The peer sent something that is not `quiver/rpc/1`.
     #[error("protocol violation by {peer}: {detail}")]
-    Protocol { peer: EndpointId, detail: String },
+    Protocol { peer: String, detail: String },
     /// The request could not be sent as asked (e.g. a payload above the maximum).
     #[error("invalid request: {0}")]
-    InvalidRequest(#[source] FrameError),
+    InvalidRequest(String),
+    /// This client's own credentials (TLS material) could not be read.
+    #[error("client credentials: {0}")]
+    Credentials(#[source] crate::pki::PkiError),
 }
 
 impl ClientError {
@@ -161,9 +167,28 @@ impl ClientError {
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Protocol { .. } => "protocol",
             Self::InvalidRequest(_) => "invalid_request",
+            Self::Credentials(_) => "credentials",
         }
     }
+
+    /// Whether the other transport of a dual-transport peer may succeed where this one failed:
+    /// the peer could not be reached this way, or it does not serve the method on it.
+    #[must_use]
+    pub fn other_transport_may_help(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable { .. }
+                | Self::Refused { .. }
+                | Self::Remote {
+                    code: Code::Unimplemented,
+                    ..
+                }
+        )
+    }
 }
+
+/// `Result` with [`ClientError`] as the default error.
+pub type ClientResult<T, E = ClientError> = std::result::Result<T, E>;
 
 impl From<RpcError> for ClientError {
     /// A server's `DEADLINE_EXCEEDED` is the same failure as the caller's own timer firing.

@@ -3,10 +3,13 @@
 //! Layout:
 //! - [`proto`]: the `quiver.v1` messages and the tonic-generated service traits and clients,
 //!   compiled from `proto/quiver.proto` by `build.rs` (protox, no system `protoc`).
-//! - [`grpc`]: the strict protobuf codec of every generated client and server, and
-//!   [`AgentClient`], the typed gRPC client of an agent.
-//! - [`client_error`]: [`ClientError`], what a call fails with on any transport
-//!   (`Unreachable`, `Remote{code, message}`, `Refused`).
+//! - [`methods`]: every `quiver.v1` method with its (service id, method id) on the wire, its
+//!   gRPC path and whether it changes state. [`modes`]: which transport each service is
+//!   served on (`grpc`, `iroh`, `dual`).
+//! - [`agent_client`]: [`AgentClient`], the typed client of an agent over gRPC, Iroh or both
+//!   (preferring one, falling back to the other).
+//! - [`grpc`]: the strict protobuf codec of every generated client and server, and the mapping
+//!   of tonic's failures to [`ClientError`].
 //! - [`pki`]: mutual-TLS file sets and the cluster CA that issues agents' and clients'
 //!   certificates (no Kubernetes: the operator keeps the CA in a Secret).
 //! - [`frame`]: the frames of the Iroh wire protocol `quiver/rpc/1`: a 24-byte header (version,
@@ -14,14 +17,14 @@
 //!   Parsing checks a header before it allocates for the payload.
 //! - [`codec`]: the same frames as a `tokio_util` codec, for reading and writing QUIC streams.
 //! - [`error`]: [`RpcError`] (gRPC status codes, the payload of an Error frame) and
-//!   [`error::ClientError`], what an Iroh call fails with. It and the gRPC client's
-//!   [`ClientError`] are still two enums; they become one when the services are served over
-//!   Iroh too.
+//!   [`ClientError`], what a call fails with on either transport (`Unreachable`,
+//!   `Remote{code, message}`, `Refused`, `DeadlineExceeded`, ...).
 //! - [`dispatch`]: the [`Dispatch`] trait through which the Iroh server reaches the services.
 //! - [`server`]: [`RpcServer`], the iroh protocol handler on ALPN `quiver/rpc/1`.
 //! - [`client`]: [`RpcClient`], calls over one reused connection per peer.
 //! - [`access`]: the [`Allowlist`] of endpoint ids, enforced at the QUIC handshake.
 //! - [`endpoint`]: building an offline-by-default iroh endpoint ([`EndpointOptions`]).
+//! - [`identity`]: an endpoint's Ed25519 key, kept in a file across restarts.
 //!
 //! The specification, with test vectors that the tests decode, is `docs/protocol.md`.
 //!
@@ -36,29 +39,34 @@
 //! (`operator/src/convert.rs`), conversions between `proto` and the agent's own types in the
 //! agent: this crate stays free of `kube` and `quiver-crds`, which the Raft network and
 //! other peers do not need, and each conversion sits next to the one type that is not ours.
-//! Key persistence and address discovery are the caller's (it passes keys and addresses);
-//! no client streaming (no `quiver.v1` method needs it).
+//! Address discovery is the caller's (it passes addresses, e.g. from `Host` objects); no
+//! client streaming (no `quiver.v1` method needs it).
 
 pub mod access;
+pub mod agent_client;
 pub mod client;
-pub mod client_error;
 pub mod codec;
 pub mod dispatch;
 pub mod endpoint;
 pub mod error;
 pub mod frame;
 pub mod grpc;
+pub mod identity;
+pub mod methods;
+pub mod modes;
 pub mod pki;
 pub mod proto;
 pub mod server;
 
 pub use access::{AccessCounts, Allowlist, CLOSE_REFUSED};
+pub use agent_client::{AgentClient, GrpcRoute, IrohRoute, MessageStream};
 pub use client::{BackoffPolicy, ClientConfig, ClientCounts, RpcClient, ServerStream};
-pub use client_error::{ClientError, ClientResult};
 pub use codec::{CodecError, FrameCodec};
 pub use dispatch::{CallContext, Dispatch, Reply, ReplyStream};
 pub use endpoint::{EndpointError, EndpointOptions};
-pub use error::{Code, RpcError};
+pub use error::{ClientError, ClientResult, Code, RpcError};
 pub use frame::{DEFAULT_MAX_PAYLOAD, Frame, FrameError, FrameType, HEADER_LEN, Header, Priority};
-pub use grpc::client::AgentClient;
+pub use iroh;
+pub use methods::{Method, ServiceName};
+pub use modes::{TransportMode, TransportModes, Wire};
 pub use server::{ALPN, RpcServer, ServerConfig, ServerCounts};

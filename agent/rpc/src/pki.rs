@@ -43,7 +43,7 @@ impl PkiError {
         }
     }
 
-    fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         PkiError::Io {
             path: path.to_owned(),
             source,
@@ -234,7 +234,7 @@ impl Leaf {
 }
 
 /// Replaces `path` with `contents`, readable by the owner only.
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -1,25 +1,30 @@
 //! The agent's RPC services, each implemented once as plain Rust over the `quiver.v1` message
-//! types. Transport adapters (gRPC in `crate::grpc`, Iroh later) translate at the edge and
+//! types. The transport adapters (`crate::transport`: gRPC and Iroh) translate at the edge and
 //! never add behaviour.
 
+mod admin;
 mod monitoring;
 mod vm;
 
 use std::sync::Arc;
 
+pub use admin::{AdminService, ServingModes};
 pub use monitoring::MonitoringService;
 pub use vm::VmService;
 
 use crate::metrics::Metrics;
 use crate::vm::VmManager;
 use crate::{Error, Result};
-use quiver_rpc::proto;
+use quiver_rpc::{ServiceName, proto};
 
 /// Static facts about this agent, reported by the Status service.
 #[derive(Clone, Debug)]
 pub struct AgentInfo {
     pub host_name: String,
     pub grpc_endpoint: String,
+    /// The Iroh endpoint id (64 hex digits) and the socket addresses it is bound to.
+    pub endpoint_id: String,
+    pub iroh_addresses: Vec<String>,
     pub version: String,
     pub started_at_ms: i64,
 }
@@ -31,37 +36,44 @@ pub struct Services {
     pub status: StatusService,
     pub vm: VmService,
     pub monitoring: MonitoringService,
+    pub admin: AdminService,
     pub metrics: Arc<Metrics>,
+    /// Which transport each service answers on (read by the adapters, set by Admin).
+    pub modes: ServingModes,
 }
 
 impl Services {
-    pub fn new(manager: VmManager, info: AgentInfo, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        manager: VmManager,
+        info: AgentInfo,
+        metrics: Arc<Metrics>,
+        modes: ServingModes,
+    ) -> Self {
         Services {
             health: HealthService,
             status: StatusService {
                 manager: manager.clone(),
                 info,
+                modes: modes.clone(),
             },
             vm: VmService::new(manager.clone()),
             monitoring: MonitoringService::new(manager, metrics.clone()),
+            admin: AdminService::new(modes.clone()),
             metrics,
+            modes,
         }
     }
 }
-
-const SERVICE_NAMES: [&str; 4] = [
-    "quiver.v1.Health",
-    "quiver.v1.Status",
-    "quiver.v1.Vm",
-    "quiver.v1.Monitoring",
-];
 
 #[derive(Clone, Copy, Debug)]
 pub struct HealthService;
 
 impl HealthService {
     pub fn check(&self, req: &proto::HealthCheckRequest) -> Result<proto::HealthCheckResponse> {
-        if !req.service.is_empty() && !SERVICE_NAMES.contains(&req.service.as_str()) {
+        let known = ServiceName::ALL
+            .iter()
+            .any(|s| s.proto_name() == req.service);
+        if !req.service.is_empty() && !known {
             return Err(Error::invalid(
                 "service",
                 format!("unknown service {:?}", req.service),
@@ -76,6 +88,7 @@ impl HealthService {
 pub struct StatusService {
     manager: VmManager,
     info: AgentInfo,
+    modes: ServingModes,
 }
 
 impl StatusService {
@@ -101,6 +114,9 @@ impl StatusService {
             }),
             allocated: Some(proto::Resources { cpus, memory_mib }),
             started_at_ms: self.info.started_at_ms,
+            endpoint_id: self.info.endpoint_id.clone(),
+            iroh_addresses: self.info.iroh_addresses.clone(),
+            transports: self.modes.current().to_proto(),
         })
     }
 }

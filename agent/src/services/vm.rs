@@ -43,14 +43,14 @@ impl VmService {
     pub fn watch_vm_status(
         &self,
         _req: &proto::WatchVmStatusRequest,
-    ) -> Result<impl Stream<Item = proto::VmStatus> + Send + 'static> {
+    ) -> Result<impl Stream<Item = proto::VmStatus> + Send + use<>> {
         Ok(self.manager.watch())
     }
 
     pub fn stream_console(
         &self,
         req: &proto::StreamConsoleRequest,
-    ) -> Result<impl Stream<Item = Result<proto::ConsoleChunk>> + Send + 'static> {
+    ) -> Result<impl Stream<Item = Result<proto::ConsoleChunk>> + Send + use<>> {
         self.manager.console(&req.uid, req.offset, req.follow)
     }
 }

@@ -16,7 +16,7 @@ const CONSOLE_POLL: Duration = Duration::from_millis(100);
 
 impl VmManager {
     /// Every VM's current status, then every change. After falling behind, a fresh full list.
-    pub fn watch(&self) -> impl Stream<Item = proto::VmStatus> + Send + 'static {
+    pub fn watch(&self) -> impl Stream<Item = proto::VmStatus> + Send + use<> {
         let mut rx = self.shared.subscribe();
         let initial = self.shared.list();
         let shared = self.shared.clone();
@@ -44,7 +44,7 @@ impl VmManager {
         uid: &str,
         offset: u64,
         follow: bool,
-    ) -> Result<impl Stream<Item = Result<proto::ConsoleChunk>> + Send + 'static> {
+    ) -> Result<impl Stream<Item = Result<proto::ConsoleChunk>> + Send + use<>> {
         self.get(uid)?;
         let path = RunDir::new(&self.shared.data_dir, uid).console_log();
         let (shared, uid) = (self.shared.clone(), uid.to_owned());

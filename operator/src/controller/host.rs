@@ -2,8 +2,9 @@
 //!
 //! Registration is split: each agent writes its own Host `spec` (`agent/src/registration.rs`,
 //! from the agent's `--kubeconfig`), and this controller heartbeats it: it polls the agent's Status service every
-//! `heartbeat_interval` and writes `status` (addresses, capacity, allocation, heartbeat,
-//! Ready). After more than three missed intervals the host turns NotReady, which the MicroVM
+//! `heartbeat_interval` and writes `status` (addresses, endpoint id, capacity, allocation,
+//! transports, heartbeat, Ready). When `spec.transport` differs from what the agent serves, it
+//! asks the agent to switch (Admin service) first. After more than three missed intervals the host turns NotReady, which the MicroVM
 //! controller surfaces on the VMs placed there.
 
 use std::sync::Arc;
@@ -14,10 +15,11 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use quiver_crds::condition::READY;
-use quiver_crds::{API_VERSION, Host, HostResources, HostSpec, HostStatus};
+use quiver_crds::{API_VERSION, Host, HostResources, HostSpec, HostStatus, TransportTarget};
 use quiver_rpc::proto;
 
 use super::{Context, FIELD_MANAGER};
+use crate::convert;
 use crate::status::{Conditions, now};
 use crate::{Error, Result};
 
@@ -28,9 +30,12 @@ pub async fn reconcile(host: Arc<Host>, ctx: Arc<Context>) -> Result<Action> {
     let name = host.name_any();
     let interval = ctx.config.heartbeat_interval;
     ctx.sync_agents();
-    let report = ctx.cluster.agent_status(&name, interval).await;
+    let mut report = ctx.cluster.agent_status(&name, interval).await;
     if let Err(e) = &report {
         tracing::debug!(host = %name, error = %e, "heartbeat failed");
+    }
+    if let (Ok(status), Some(target)) = (&mut report, &host.spec.transport) {
+        apply_transports(&ctx, &name, target, status, interval).await;
     }
     let desired = host_status(
         &host.spec,
@@ -54,6 +59,29 @@ pub async fn reconcile(host: Arc<Host>, ctx: Arc<Context>) -> Result<Action> {
         &format!("{ready:?}/{:?}/{:?}", host.labels(), desired.capacity),
     );
     Ok(Action::requeue(interval))
+}
+
+/// Asks the agent to serve what `target` says when its report differs, and updates `report`
+/// with what it serves afterwards. A failure is logged and retried at the next heartbeat.
+async fn apply_transports(
+    ctx: &Context,
+    host: &str,
+    target: &TransportTarget,
+    report: &mut proto::AgentStatus,
+    timeout: Duration,
+) {
+    let wanted = convert::service_transports(target);
+    let differs = wanted.iter().any(|w| !report.transports.contains(w));
+    if !differs {
+        return;
+    }
+    match ctx.cluster.set_transports(host, wanted, timeout).await {
+        Ok(now) => {
+            tracing::info!(%host, "transports applied");
+            report.transports = now;
+        }
+        Err(e) => tracing::warn!(%host, error = %e, "applying Host.spec.transport failed"),
+    }
 }
 
 // The signature is the one `Controller::run` calls.
@@ -84,6 +112,11 @@ pub fn host_status(
     };
     status.endpoint_id = Some(spec.endpoint_id.clone());
     if let Some(r) = report {
+        if !r.endpoint_id.is_empty() {
+            status.endpoint_id = Some(r.endpoint_id.clone());
+        }
+        status.iroh_addresses.clone_from(&r.iroh_addresses);
+        status.transports = convert::transport_status(spec.transport.as_ref(), &r.transports);
         let res = |r: Option<&proto::Resources>| {
             r.map(|r| HostResources {
                 cpus: r.cpus,
@@ -154,6 +187,7 @@ mod tests {
                 cpus: 2,
                 memory_mib: 4096,
             },
+            transport: None,
         }
     }
 

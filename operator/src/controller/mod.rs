@@ -22,11 +22,10 @@ use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use quiver_crds::{Host, MicroVM};
-use quiver_rpc::pki::TlsFiles;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::agent_client::AgentCluster;
+use crate::agent_client::{AgentAccess, AgentAddress, AgentCluster};
 
 /// The one field manager every status write of the operator uses.
 pub const FIELD_MANAGER: &str = "quiver-operator";
@@ -38,8 +37,8 @@ pub struct ControllerConfig {
     pub heartbeat_interval: Duration,
     /// `reportingInstance` of Events.
     pub instance: String,
-    /// The operator's client certificate for agents (mTLS); without it no agent is reachable.
-    pub agent_tls: Option<TlsFiles>,
+    /// How agents are reached: client certificate, Iroh endpoint, transport.
+    pub agents: AgentAccess,
 }
 
 impl Default for ControllerConfig {
@@ -47,7 +46,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             heartbeat_interval: Duration::from_secs(2),
             instance: "quiver-operator".to_owned(),
-            agent_tls: None,
+            agents: AgentAccess::grpc(None),
         }
     }
 }
@@ -110,7 +109,7 @@ impl Context {
         let hosts = self.hosts.state();
         for host in &hosts {
             self.cluster
-                .set_agent(&host.name_any(), &host.spec.grpc_address);
+                .set_agent(&host.name_any(), &AgentAddress::of(host));
         }
         let names: BTreeSet<String> = hosts.iter().map(|h| h.name_any()).collect();
         for gone in self.cluster.retain(&names) {
@@ -149,7 +148,7 @@ pub async fn run(
     config: ControllerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (cluster, wakeups) = AgentCluster::new(config.agent_tls.clone());
+    let (cluster, wakeups) = AgentCluster::new(config.agents.clone());
     let (hosts_changed, hosts_rx) = mpsc::unbounded_channel();
     // The Host reflector is built here, not by `Controller::new`, to learn when its first list
     // is in: kube's `Store::wait_until_ready` wakes only its last waiter, and the Host

@@ -135,7 +135,7 @@ impl RpcClient {
         let mut wire = BytesMut::with_capacity(frame.encoded_len());
         frame
             .encode(&mut wire, max_payload)
-            .map_err(ClientError::InvalidRequest)?;
+            .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
         let conn = self.connection(addr).await?;
         let peer = addr.id;
         let (mut send, recv) = match conn.open_bi().await {
@@ -179,7 +179,7 @@ impl Call {
             Some(Err(CodecError::Frame { error, .. })) => self.protocol(error.to_string()),
             Some(Err(CodecError::Io(error))) => self.io_error(error),
             None => ClientError::Unreachable {
-                peer: self.peer,
+                peer: self.peer.to_string(),
                 source: "the stream ended before the reply".into(),
             },
         };
@@ -206,7 +206,7 @@ impl Call {
         match lost.or_else(|| self.conn.close_reason()) {
             Some(closed) => connection_error(self.peer, closed),
             None => ClientError::Unreachable {
-                peer: self.peer,
+                peer: self.peer.to_string(),
                 source: Box::new(error),
             },
         }
@@ -221,7 +221,7 @@ impl Call {
 
     fn protocol(&self, detail: String) -> ClientError {
         ClientError::Protocol {
-            peer: self.peer,
+            peer: self.peer.to_string(),
             detail,
         }
     }

@@ -195,12 +195,12 @@ pub(crate) fn connection_error(peer: EndpointId, error: ConnectionError) -> Clie
     match &error {
         ConnectionError::ApplicationClosed(close) if close.error_code == CLOSE_REFUSED => {
             ClientError::Refused {
-                peer,
+                peer: peer.to_string(),
                 reason: String::from_utf8_lossy(&close.reason).into_owned(),
             }
         }
         _ => ClientError::Unreachable {
-            peer,
+            peer: peer.to_string(),
             source: Box::new(error),
         },
     }
@@ -213,7 +213,7 @@ fn connect_error(peer: EndpointId, error: ConnectError) -> ClientError {
     } = &error
     {
         return ClientError::Refused {
-            peer,
+            peer: peer.to_string(),
             reason: "the peer is not on this endpoint's allowlist".to_owned(),
         };
     }
@@ -228,7 +228,7 @@ fn connect_error(peer: EndpointId, error: ConnectError) -> ClientError {
     match closed {
         Some(closed) => connection_error(peer, closed),
         None => ClientError::Unreachable {
-            peer,
+            peer: peer.to_string(),
             source: Box::new(error),
         },
     }

@@ -29,7 +29,7 @@ async fn an_unknown_endpoint_id_is_refused_at_the_handshake() {
         .await;
     match result {
         Err(ClientError::Refused { peer, reason }) => {
-            assert_eq!(peer, server.addr.id);
+            assert_eq!(peer, server.addr.id.to_string());
             assert!(reason.contains("not on the allowlist"), "{reason}");
         }
         other => panic!("expected Refused, got {other:?}"),

@@ -1,9 +1,8 @@
-//! gRPC (tonic) adapters: decode, call the one service implementation, record metrics,
-//! map [`Error`] to `tonic::Status`. No behaviour lives here. Latency runs from the request's
-//! arrival to the reply; for server streams, to the first response ([`timed`]). The generated
-//! servers decode with `quiver_rpc::grpc::codec` (malformed messages are `INVALID_ARGUMENT`).
-
-pub mod timed;
+//! The gRPC (tonic) adapter: decode, check the service is served over gRPC, call the one
+//! service implementation, record metrics, map [`Error`] to `tonic::Status`. No behaviour lives
+//! here. Latency runs from the request's arrival to the reply; for server streams, to the
+//! first response ([`timed`](super::timed)). The generated servers decode with
+//! `quiver_rpc::grpc::codec` (malformed messages are `INVALID_ARGUMENT`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,45 +13,24 @@ use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tonic::{Request, Response};
 
-use self::timed::{FirstResponse, Timed};
+use super::timed::{FirstResponse, Timed};
 use crate::metrics::Metrics;
 use crate::services::Services;
 use crate::{Error, Result};
-use quiver_rpc::proto;
+use quiver_rpc::proto::admin_server::{Admin, AdminServer};
 use quiver_rpc::proto::health_server::{Health, HealthServer};
 use quiver_rpc::proto::monitoring_server::{Monitoring, MonitoringServer};
 use quiver_rpc::proto::status_server::StatusServer;
 use quiver_rpc::proto::vm_server::{Vm, VmServer};
-
-const TRANSPORT: &str = "grpc";
+use quiver_rpc::{Method, Wire, proto};
 
 type GrpcResult<T> = std::result::Result<Response<T>, tonic::Status>;
 type BoxStream<T> = Pin<Box<dyn Stream<Item = std::result::Result<T, tonic::Status>> + Send>>;
 
-/// Maps the agent's error to a gRPC status. Invalid-argument messages keep the field name.
+/// The agent's error as a gRPC status (same code and message as over Iroh).
 pub fn status_from(e: &Error) -> tonic::Status {
-    let msg = bounded(e.to_string());
-    match e {
-        Error::InvalidArgument { .. } => tonic::Status::invalid_argument(msg),
-        Error::NotFound { .. } => tonic::Status::not_found(msg),
-        Error::StaleEpoch { .. } => tonic::Status::failed_precondition(msg),
-        Error::Conflict(_) => tonic::Status::aborted(msg),
-        Error::ShuttingDown => tonic::Status::unavailable(msg),
-        _ => tonic::Status::internal(msg),
-    }
-}
-
-/// Longest error message sent. Messages may quote the request (a path, a uid), and gRPC sends
-/// them in an HTTP/2 header, which a peer refuses above its header-size limit (16 KiB by
-/// default, and the message is percent-encoded): an unbounded echo would turn a clean refusal
-/// into a reset stream.
-const MAX_MESSAGE_CHARS: usize = 1024;
-
-fn bounded(msg: String) -> String {
-    match msg.char_indices().nth(MAX_MESSAGE_CHARS) {
-        Some((cut, _)) => format!("{}… ({} bytes cut)", &msg[..cut], msg.len() - cut),
-        None => msg,
-    }
+    let reply = e.to_rpc();
+    tonic::Status::new(tonic::Code::from_i32(reply.code as i32), reply.message)
 }
 
 /// The adapter for every service: the shared implementations plus metrics.
@@ -70,14 +48,16 @@ impl GrpcAdapter {
 
     async fn unary<T>(
         &self,
-        service: &'static str,
-        method: &'static str,
+        method: Method,
         call: impl Future<Output = Result<T>>,
     ) -> GrpcResult<T> {
         let start = Instant::now();
-        let result = call.await;
+        let result = match self.services.modes.check(method.service(), Wire::Grpc) {
+            Ok(()) => call.await,
+            Err(refused) => Err(refused),
+        };
         self.metrics
-            .observe(TRANSPORT, service, method, start.elapsed(), result.is_ok());
+            .observe(Wire::Grpc, method, start.elapsed(), result.is_ok());
         result.map(Response::new).map_err(|e| status_from(&e))
     }
 
@@ -85,25 +65,30 @@ impl GrpcAdapter {
     /// first response as `rule` defines it, or to the refusal when opening failed.
     fn stream<T, S>(
         &self,
-        method: &'static str,
+        method: Method,
         arrived: Instant,
         rule: FirstResponse,
-        opened: Result<S>,
+        open: impl FnOnce() -> Result<S>,
     ) -> GrpcResult<BoxStream<T>>
     where
         S: Stream<Item = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
+        let opened = self
+            .services
+            .modes
+            .check(method.service(), Wire::Grpc)
+            .and_then(|()| open());
         let stream = match opened {
             Ok(stream) => stream,
             Err(e) => {
                 self.metrics
-                    .observe(TRANSPORT, "Vm", method, arrived.elapsed(), false);
+                    .observe(Wire::Grpc, method, arrived.elapsed(), false);
                 return Err(status_from(&e));
             }
         };
         let metrics = self.metrics.clone();
-        let record = move |latency, ok| metrics.observe(TRANSPORT, "Vm", method, latency, ok);
+        let record = move |latency, ok| metrics.observe(Wire::Grpc, method, latency, ok);
         let mapped = Box::pin(stream.map(|r| r.map_err(|e| status_from(&e))));
         Ok(Response::new(Box::pin(Timed::new(
             mapped, arrived, rule, record,
@@ -117,7 +102,7 @@ impl Health for GrpcAdapter {
         &self,
         req: Request<proto::HealthCheckRequest>,
     ) -> GrpcResult<proto::HealthCheckResponse> {
-        self.unary("Health", "Check", async {
+        self.unary(Method::HealthCheck, async {
             self.services.health.check(req.get_ref())
         })
         .await
@@ -130,7 +115,7 @@ impl proto::status_server::Status for GrpcAdapter {
         &self,
         req: Request<proto::GetStatusRequest>,
     ) -> GrpcResult<proto::AgentStatus> {
-        self.unary("Status", "GetStatus", async {
+        self.unary(Method::GetStatus, async {
             self.services.status.get_status(req.get_ref())
         })
         .await
@@ -140,7 +125,7 @@ impl proto::status_server::Status for GrpcAdapter {
 #[tonic::async_trait]
 impl Vm for GrpcAdapter {
     async fn put_vm(&self, req: Request<proto::PutVmRequest>) -> GrpcResult<proto::PutVmResponse> {
-        self.unary("Vm", "PutVm", self.services.vm.put_vm(req.get_ref()))
+        self.unary(Method::PutVm, self.services.vm.put_vm(req.get_ref()))
             .await
     }
 
@@ -148,14 +133,14 @@ impl Vm for GrpcAdapter {
         &self,
         req: Request<proto::DeleteVmRequest>,
     ) -> GrpcResult<proto::DeleteVmResponse> {
-        self.unary("Vm", "DeleteVm", async {
+        self.unary(Method::DeleteVm, async {
             self.services.vm.delete_vm(req.get_ref())
         })
         .await
     }
 
     async fn get_vm(&self, req: Request<proto::GetVmRequest>) -> GrpcResult<proto::VmStatus> {
-        self.unary("Vm", "GetVm", async {
+        self.unary(Method::GetVm, async {
             self.services.vm.get_vm(req.get_ref())
         })
         .await
@@ -165,7 +150,7 @@ impl Vm for GrpcAdapter {
         &self,
         req: Request<proto::ListVmsRequest>,
     ) -> GrpcResult<proto::ListVmsResponse> {
-        self.unary("Vm", "ListVms", async {
+        self.unary(Method::ListVms, async {
             self.services.vm.list_vms(req.get_ref())
         })
         .await
@@ -178,16 +163,12 @@ impl Vm for GrpcAdapter {
         req: Request<proto::WatchVmStatusRequest>,
     ) -> GrpcResult<Self::WatchVmStatusStream> {
         let arrived = Instant::now();
-        let opened = self
-            .services
-            .vm
-            .watch_vm_status(req.get_ref())
-            .map(|s| s.map(Ok));
+        let vm = &self.services.vm;
         self.stream(
-            "WatchVmStatus",
+            Method::WatchVmStatus,
             arrived,
             FirstResponse::MessageOrIdle,
-            opened,
+            || vm.watch_vm_status(req.get_ref()).map(|s| s.map(Ok)),
         )
     }
 
@@ -198,11 +179,12 @@ impl Vm for GrpcAdapter {
         req: Request<proto::StreamConsoleRequest>,
     ) -> GrpcResult<Self::StreamConsoleStream> {
         let arrived = Instant::now();
+        let vm = &self.services.vm;
         self.stream(
-            "StreamConsole",
+            Method::StreamConsole,
             arrived,
             FirstResponse::Message,
-            self.services.vm.stream_console(req.get_ref()),
+            || vm.stream_console(req.get_ref()),
         )
     }
 }
@@ -213,7 +195,7 @@ impl Monitoring for GrpcAdapter {
         &self,
         req: Request<proto::GetMetricsRequest>,
     ) -> GrpcResult<proto::MetricsSnapshot> {
-        self.unary("Monitoring", "GetMetrics", async {
+        self.unary(Method::GetMetrics, async {
             self.services.monitoring.get_metrics(req.get_ref())
         })
         .await
@@ -223,8 +205,21 @@ impl Monitoring for GrpcAdapter {
         &self,
         req: Request<proto::GetResourceSummaryRequest>,
     ) -> GrpcResult<proto::ResourceSummary> {
-        self.unary("Monitoring", "GetResourceSummary", async {
+        self.unary(Method::GetResourceSummary, async {
             self.services.monitoring.get_resource_summary(req.get_ref())
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for GrpcAdapter {
+    async fn set_transports(
+        &self,
+        req: Request<proto::SetTransportsRequest>,
+    ) -> GrpcResult<proto::SetTransportsResponse> {
+        self.unary(Method::SetTransports, async {
+            self.services.admin.set_transports(req.get_ref())
         })
         .await
     }
@@ -265,30 +260,16 @@ pub async fn serve(
                 .max_encoding_message_size(m),
         )
         .add_service(
-            MonitoringServer::new(a)
+            MonitoringServer::new(a.clone())
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
+        )
+        .add_service(
+            AdminServer::new(a)
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Transport(e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_messages_quoting_huge_input_are_cut_on_a_char_boundary() {
-        let uid = "é".repeat(100_000);
-        let status = status_from(&Error::NotFound { uid });
-        assert_eq!(status.code(), tonic::Code::NotFound);
-        assert!(status.message().chars().count() < MAX_MESSAGE_CHARS + 40);
-        assert!(status.message().ends_with("bytes cut)"));
-        let short = status_from(&Error::invalid("spec.cpus", "must be at least 1"));
-        assert_eq!(
-            short.message(),
-            "invalid argument: spec.cpus: must be at least 1"
-        );
-    }
 }

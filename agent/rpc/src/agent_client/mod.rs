@@ -1,0 +1,315 @@
+//! [`AgentClient`]: the typed client of an agent over gRPC, Iroh, or both (operator, CLI,
+//! tests, benches).
+//!
+//! ```no_run
+//! # async fn demo() -> quiver_rpc::ClientResult<()> {
+//! let agent = quiver_rpc::AgentClient::connect("http://127.0.0.1:7443").await?;
+//! let vms = agent.list_vms().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! With both routes ([`AgentClient::dual`]) every call goes to the preferred transport first and
+//! to the other when the preferred one cannot take it ([`ClientError::other_transport_may_help`]:
+//! unreachable, refused, or `UNIMPLEMENTED` because the agent serves that service on the other
+//! transport only). A retried call may have run on the first transport before its connection
+//! broke: every state-changing method is idempotent (puts per uid + generation, deletes, and
+//! transport settings), so running it twice changes nothing.
+//! Server streams fall back only while opening; a stream that breaks later ends with its error.
+
+mod grpc;
+mod iroh;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+
+pub use self::grpc::GrpcRoute;
+pub use self::iroh::IrohRoute;
+use crate::error::{ClientError, ClientResult as Result};
+use crate::methods::Method;
+use crate::modes::Wire;
+use crate::pki::TlsFiles;
+use crate::proto;
+
+/// A server stream's messages, ending after the first error.
+pub type MessageStream<T> = Pin<Box<dyn Stream<Item = Result<T>> + Send>>;
+
+/// Calls one agent. Cheap to clone; clones share connections.
+#[derive(Clone, Debug)]
+pub struct AgentClient {
+    grpc: Option<GrpcRoute>,
+    iroh: Option<IrohRoute>,
+    prefer: Wire,
+    deadline: Option<Duration>,
+}
+
+impl AgentClient {
+    /// Connects over plain gRPC to `endpoint` (`http://host:port`; agents serve plain gRPC only
+    /// with `--insecure-plaintext` on loopback).
+    ///
+    /// # Errors
+    /// The endpoint is malformed or does not accept the connection.
+    pub async fn connect(endpoint: impl Into<String>) -> Result<Self> {
+        Ok(Self::grpc(GrpcRoute::connect(endpoint, None, false).await?))
+    }
+
+    /// Connects over gRPC with mutual TLS (`https://host:port`); `server_name` must be in the
+    /// agent's certificate (`pki::DEV_SERVER_NAME` for dev certificates).
+    ///
+    /// # Errors
+    /// Unreadable credentials, or the connection or TLS handshake failed.
+    pub async fn connect_tls(
+        endpoint: impl Into<String>,
+        files: &TlsFiles,
+        server_name: &str,
+    ) -> Result<Self> {
+        let route = GrpcRoute::connect(endpoint, Some((files, server_name)), false).await?;
+        Ok(Self::grpc(route))
+    }
+
+    /// Every call over gRPC.
+    #[must_use]
+    pub fn grpc(route: GrpcRoute) -> Self {
+        Self {
+            grpc: Some(route),
+            iroh: None,
+            prefer: Wire::Grpc,
+            deadline: None,
+        }
+    }
+
+    /// Every call over Iroh.
+    #[must_use]
+    pub fn iroh(route: IrohRoute) -> Self {
+        Self {
+            grpc: None,
+            iroh: Some(route),
+            prefer: Wire::Iroh,
+            deadline: None,
+        }
+    }
+
+    /// Both transports, `prefer` first.
+    #[must_use]
+    pub fn dual(grpc: GrpcRoute, iroh: IrohRoute, prefer: Wire) -> Self {
+        Self {
+            grpc: Some(grpc),
+            iroh: Some(iroh),
+            prefer,
+            deadline: None,
+        }
+    }
+
+    /// Unary calls and whole server streams give up after `deadline` (`DeadlineExceeded`); over
+    /// Iroh the agent is told, and drops the call at the same moment.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The transports this client may use, preferred first.
+    #[must_use]
+    pub fn wires(&self) -> Vec<Wire> {
+        let mut wires = Vec::with_capacity(2);
+        for wire in [self.prefer, other(self.prefer)] {
+            let present = match wire {
+                Wire::Grpc => self.grpc.is_some(),
+                Wire::Iroh => self.iroh.is_some(),
+            };
+            if present {
+                wires.push(wire);
+            }
+        }
+        wires
+    }
+
+    #[must_use]
+    pub fn grpc_route(&self) -> Option<&GrpcRoute> {
+        self.grpc.as_ref()
+    }
+
+    #[must_use]
+    pub fn iroh_route(&self) -> Option<&IrohRoute> {
+        self.iroh.as_ref()
+    }
+
+    /// The same client over one transport only (`None` if it has no such route).
+    #[must_use]
+    pub fn only(&self, wire: Wire) -> Option<Self> {
+        let mut only = self.clone();
+        match wire {
+            Wire::Grpc => only.iroh = None,
+            Wire::Iroh => only.grpc = None,
+        }
+        only.prefer = wire;
+        (!only.wires().is_empty()).then_some(only)
+    }
+
+    async fn unary<Req, Resp>(&self, method: Method, req: Req) -> Result<Resp>
+    where
+        Req: prost::Message + Clone + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        let wires = self.wires();
+        let mut failed = None;
+        for (i, wire) in wires.iter().enumerate() {
+            let result = match wire {
+                Wire::Grpc => self.unary_grpc(method, req.clone()).await,
+                Wire::Iroh => self.unary_iroh(method, &req).await,
+            };
+            match result {
+                Err(e) if e.other_transport_may_help() && i + 1 < wires.len() => {
+                    tracing::debug!(%method, transport = wire.as_str(), error = %e, "trying the other transport");
+                    failed = Some(e);
+                }
+                done => return done,
+            }
+        }
+        Err(failed.unwrap_or_else(no_route))
+    }
+
+    async fn unary_grpc<Req, Resp>(&self, method: Method, req: Req) -> Result<Resp>
+    where
+        Req: prost::Message + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        let route = self.grpc.as_ref().ok_or_else(no_route)?;
+        within(self.deadline, route.unary(method, req)).await
+    }
+
+    async fn unary_iroh<Req, Resp>(&self, method: Method, req: &Req) -> Result<Resp>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let route = self.iroh.as_ref().ok_or_else(no_route)?;
+        route.unary(method, req, self.deadline).await
+    }
+
+    async fn server_stream<Req, Resp>(
+        &self,
+        method: Method,
+        req: Req,
+    ) -> Result<MessageStream<Resp>>
+    where
+        Req: prost::Message + Clone + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        let wires = self.wires();
+        let mut failed = None;
+        for (i, wire) in wires.iter().enumerate() {
+            let opened = match (wire, &self.grpc, &self.iroh) {
+                (Wire::Grpc, Some(route), _) => route.server_stream(method, req.clone()).await,
+                (Wire::Iroh, _, Some(route)) => {
+                    route.server_stream(method, &req, self.deadline).await
+                }
+                _ => Err(no_route()),
+            };
+            match opened {
+                Err(e) if e.other_transport_may_help() && i + 1 < wires.len() => failed = Some(e),
+                done => return done,
+            }
+        }
+        Err(failed.unwrap_or_else(no_route))
+    }
+
+    pub async fn health(&self) -> Result<proto::HealthCheckResponse> {
+        let req = proto::HealthCheckRequest::default();
+        self.unary(Method::HealthCheck, req).await
+    }
+
+    pub async fn status(&self) -> Result<proto::AgentStatus> {
+        self.unary(Method::GetStatus, proto::GetStatusRequest {})
+            .await
+    }
+
+    pub async fn put_vm(&self, req: proto::PutVmRequest) -> Result<proto::PutVmResponse> {
+        self.unary(Method::PutVm, req).await
+    }
+
+    /// Whether the agent knew the VM (deleting an unknown VM succeeds).
+    pub async fn delete_vm(&self, uid: &str) -> Result<bool> {
+        let req = proto::DeleteVmRequest {
+            uid: uid.to_owned(),
+        };
+        let reply: proto::DeleteVmResponse = self.unary(Method::DeleteVm, req).await?;
+        Ok(reply.existed)
+    }
+
+    pub async fn get_vm(&self, uid: &str) -> Result<proto::VmStatus> {
+        let req = proto::GetVmRequest {
+            uid: uid.to_owned(),
+        };
+        self.unary(Method::GetVm, req).await
+    }
+
+    pub async fn list_vms(&self) -> Result<Vec<proto::VmStatus>> {
+        let reply: proto::ListVmsResponse = self
+            .unary(Method::ListVms, proto::ListVmsRequest {})
+            .await?;
+        Ok(reply.vms)
+    }
+
+    /// Every VM's status, then every change.
+    pub async fn watch(&self) -> Result<MessageStream<proto::VmStatus>> {
+        self.server_stream(Method::WatchVmStatus, proto::WatchVmStatusRequest {})
+            .await
+    }
+
+    /// Console bytes from `offset`; with `follow`, until the VM is deleted.
+    pub async fn console(
+        &self,
+        uid: &str,
+        offset: u64,
+        follow: bool,
+    ) -> Result<MessageStream<proto::ConsoleChunk>> {
+        let req = proto::StreamConsoleRequest {
+            uid: uid.to_owned(),
+            offset,
+            follow,
+        };
+        self.server_stream(Method::StreamConsole, req).await
+    }
+
+    pub async fn metrics(&self) -> Result<proto::MetricsSnapshot> {
+        self.unary(Method::GetMetrics, proto::GetMetricsRequest {})
+            .await
+    }
+
+    pub async fn resource_summary(&self) -> Result<proto::ResourceSummary> {
+        let req = proto::GetResourceSummaryRequest {};
+        self.unary(Method::GetResourceSummary, req).await
+    }
+
+    /// Changes the transports of the listed services; returns every service's transport.
+    pub async fn set_transports(
+        &self,
+        services: Vec<proto::ServiceTransport>,
+    ) -> Result<Vec<proto::ServiceTransport>> {
+        let req = proto::SetTransportsRequest { services };
+        let reply: proto::SetTransportsResponse = self.unary(Method::SetTransports, req).await?;
+        Ok(reply.services)
+    }
+}
+
+const fn other(wire: Wire) -> Wire {
+    match wire {
+        Wire::Grpc => Wire::Iroh,
+        Wire::Iroh => Wire::Grpc,
+    }
+}
+
+fn no_route() -> ClientError {
+    ClientError::InvalidRequest("the client has no route to the agent".to_owned())
+}
+
+async fn within<T>(deadline: Option<Duration>, call: impl Future<Output = Result<T>>) -> Result<T> {
+    match deadline {
+        Some(d) => tokio::time::timeout(d, call)
+            .await
+            .unwrap_or(Err(ClientError::DeadlineExceeded)),
+        None => call.await,
+    }
+}

@@ -1,0 +1,99 @@
+//! Who may call this agent over Iroh: the endpoint ids of registered `Host`s plus the trusted
+//! ones from the config (the operator's). A Host's registration admits its agent; deleting the
+//! Host removes its id, which closes its open connections at once.
+//!
+//! Without a kubeconfig the agent admits only the trusted ids.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use kube::Api;
+use kube::runtime::{WatchStreamExt as _, reflector, watcher};
+use quiver_crds::Host;
+use quiver_rpc::Allowlist;
+use quiver_rpc::iroh::EndpointId;
+
+/// The allowlist for `hosts` (their `spec.endpointId`s) plus `trusted`. Ids that do not parse
+/// are skipped: the Host schema already refuses them, and one bad object must not lock out
+/// the others.
+pub fn admitted<'a>(
+    hosts: impl IntoIterator<Item = &'a Host>,
+    trusted: &[EndpointId],
+) -> BTreeSet<EndpointId> {
+    hosts
+        .into_iter()
+        .filter_map(|host| host.spec.endpoint_id.parse::<EndpointId>().ok())
+        .chain(trusted.iter().copied())
+        .collect()
+}
+
+/// Follows Hosts through the API at `kubeconfig` and keeps `allowlist` equal to
+/// [`admitted`]; retries with backoff while the API is unreachable (the trusted ids stay
+/// admitted meanwhile).
+pub fn spawn(
+    kubeconfig: PathBuf,
+    allowlist: Allowlist,
+    trusted: Vec<EndpointId>,
+) -> tokio::task::JoinHandle<()> {
+    allowlist.replace(trusted.iter().copied());
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(200);
+        let client = loop {
+            match crate::registration::kube_client(&kubeconfig).await {
+                Ok(client) => break client,
+                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "cannot follow Hosts"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        };
+        let (store, writer) = reflector::store();
+        let events = reflector(
+            writer,
+            watcher(Api::<Host>::all(client), watcher::Config::default()),
+        )
+        .default_backoff();
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "watching Hosts");
+                continue;
+            }
+            let hosts = store.state();
+            let ids = admitted(hosts.iter().map(AsRef::as_ref), &trusted);
+            allowlist.replace(ids);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_crds::{HostResources, HostSpec};
+    use quiver_rpc::iroh::SecretKey;
+
+    fn host(name: &str, endpoint_id: String) -> Host {
+        Host::new(
+            name,
+            HostSpec {
+                endpoint_id,
+                grpc_address: "127.0.0.1:1".into(),
+                iroh_addresses: vec![],
+                capacity: HostResources {
+                    cpus: 1,
+                    memory_mib: 1,
+                },
+                transport: None,
+            },
+        )
+    }
+
+    #[test]
+    fn registered_hosts_and_trusted_ids_are_admitted_and_bad_ids_skipped() {
+        let [a, operator] = [0, 1].map(|_| SecretKey::generate().public());
+        let hosts = [host("a", a.to_string()), host("bad", "zz".repeat(32))];
+        let ids = admitted(&hosts, &[operator]);
+        assert_eq!(ids, BTreeSet::from([a, operator]));
+    }
+}
