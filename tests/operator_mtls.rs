@@ -114,6 +114,7 @@ async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Resul
     let config = AgentConfig {
         data_dir: foreign_data.path().to_path_buf(),
         grpc_listen: "127.0.0.1:0".parse()?,
+        iroh_listen: "127.0.0.1:0".parse()?,
         host_name: "agent-0".into(),
         driver: DriverKind::Simulated,
         tls: Some(other.agent_server("agent-0")?),

@@ -23,6 +23,8 @@ use quiver_rpc::{ALPN, Allowlist, EndpointOptions, RpcServer, ServerConfig, prot
 
 /// The file in the data dir holding the bound gRPC address (useful with port 0).
 pub const GRPC_ADDR_FILE: &str = "grpc.addr";
+/// The file in the data dir holding the Iroh endpoint id, then one bound address per line.
+pub const IROH_ADDR_FILE: &str = "iroh.addr";
 
 /// After the shutdown signal, how long open streams (watches, consoles) may delay the exit.
 const STREAM_GRACE: Duration = Duration::from_secs(2);
@@ -39,6 +41,7 @@ pub async fn run(
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
     let _ = std::fs::remove_file(data_dir.join(GRPC_ADDR_FILE));
+    let _ = std::fs::remove_file(data_dir.join(IROH_ADDR_FILE));
     let driver: Arc<dyn Driver> = match config.driver {
         DriverKind::Qemu => Arc::new(QemuDriver::new(config.accel)),
         DriverKind::Simulated => {
@@ -149,6 +152,14 @@ pub async fn run(
         }
         .spawn();
     }
+    let iroh_file = data_dir.join(IROH_ADDR_FILE);
+    let bound: Vec<String> = endpoint
+        .bound_sockets()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let iroh_text = format!("{}\n{}\n", endpoint.id(), bound.join("\n"));
+    std::fs::write(&iroh_file, iroh_text).map_err(|e| Error::io(&iroh_file, e))?;
     // Written last: once it exists, the agent (and its TLS material) is ready for clients.
     let addr_file = data_dir.join(GRPC_ADDR_FILE);
     std::fs::write(&addr_file, addr.to_string()).map_err(|e| Error::io(&addr_file, e))?;

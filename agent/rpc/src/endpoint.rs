@@ -14,8 +14,11 @@
 //! completes.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
-use iroh::endpoint::{BindError, InvalidSocketAddr, QuicTransportConfig, VarInt, presets};
+use iroh::endpoint::{
+    BindError, IdleTimeout, InvalidSocketAddr, QuicTransportConfig, VarInt, presets,
+};
 use iroh::{Endpoint, RelayMode, SecretKey};
 
 use crate::access::Allowlist;
@@ -23,6 +26,16 @@ use crate::access::Allowlist;
 /// Streams a peer may have open at once on one connection, unless configured otherwise. QUIC
 /// enforces it: a peer cannot open more, so the server's per-connection memory stays bounded.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 64;
+
+/// A connection that has heard nothing from its peer for this long is closed, and its calls
+/// fail `Unreachable`. A process that dies sends nothing over UDP (unlike TCP's reset), so
+/// this is how a dead peer is noticed: within this time, not QUIC's default 30 s. The lower of
+/// the two peers' values applies.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// How often an otherwise idle connection sends a keep-alive (well below the idle timeout, so
+/// that a live but quiet peer is never taken for dead).
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 /// How to build an endpoint.
 #[derive(Clone, Debug)]
@@ -38,6 +51,9 @@ pub struct EndpointOptions {
     /// endpoint such as a CLI's).
     pub allowlist: Option<Allowlist>,
     pub max_concurrent_streams: u32,
+    /// See [`DEFAULT_IDLE_TIMEOUT`] and [`DEFAULT_KEEP_ALIVE`].
+    pub idle_timeout: Duration,
+    pub keep_alive: Duration,
 }
 
 impl EndpointOptions {
@@ -49,6 +65,8 @@ impl EndpointOptions {
             relay_mode: RelayMode::Disabled,
             allowlist: None,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            keep_alive: DEFAULT_KEEP_ALIVE,
         }
     }
 
@@ -76,14 +94,26 @@ impl EndpointOptions {
         self
     }
 
+    /// How soon a silent peer counts as gone, and how often this side speaks up when idle.
+    #[must_use]
+    pub fn liveness(mut self, idle_timeout: Duration, keep_alive: Duration) -> Self {
+        self.idle_timeout = idle_timeout;
+        self.keep_alive = keep_alive;
+        self
+    }
+
     /// Binds the endpoint.
     ///
     /// # Errors
     /// The bind address is unusable or the socket cannot be bound.
     pub async fn bind(self) -> Result<Endpoint, EndpointError> {
+        let idle = IdleTimeout::try_from(self.idle_timeout)
+            .map_err(|_| EndpointError::IdleTimeout(self.idle_timeout))?;
         let transport = QuicTransportConfig::builder()
             .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_streams))
             .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .max_idle_timeout(Some(idle))
+            .keep_alive_interval(self.keep_alive)
             .build();
         let mut builder = Endpoint::builder(presets::Minimal)
             .secret_key(self.secret_key)
@@ -108,6 +138,8 @@ impl EndpointOptions {
 /// The endpoint could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
+    #[error("idle timeout {0:?} is out of QUIC's range")]
+    IdleTimeout(Duration),
     #[error("bind address {addr}: {source}")]
     BindAddr {
         addr: SocketAddr,

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use quiver_agent::vm::process;
-use quiver_rpc::AgentClient;
+use quiver_rpc::iroh::{EndpointAddr, EndpointId, SecretKey};
 use quiver_rpc::proto;
+use quiver_rpc::{AgentClient, ClientConfig, EndpointOptions, IrohRoute, RpcClient};
 
 pub const MARKER: &str = "QUIVER_GUEST_READY";
 /// Under TCG the microvm guest has no HPET/PM timer to calibrate the TSC against; on a busy host
@@ -111,6 +112,8 @@ impl Agent {
             .args([
                 "--grpc-listen",
                 "127.0.0.1:0",
+                "--iroh-listen",
+                "127.0.0.1:0",
                 "--accel",
                 "tcg",
                 "--host-name",
@@ -184,6 +187,30 @@ impl Agent {
         AgentClient::connect(self.endpoint.clone())
             .await
             .expect("connect to agent")
+    }
+
+    /// The agent's Iroh endpoint id and bound address, from its `iroh.addr` file.
+    pub fn iroh_addr(&self) -> EndpointAddr {
+        let text = std::fs::read_to_string(self.data_dir().join("iroh.addr")).expect("iroh.addr");
+        let mut lines = text.lines();
+        let id: EndpointId = lines.next().expect("endpoint id").parse().expect("id");
+        lines
+            .filter_map(|l| l.parse::<std::net::SocketAddr>().ok())
+            .fold(EndpointAddr::new(id), EndpointAddr::with_ip_addr)
+    }
+
+    /// The Iroh route to this agent from a client endpoint with `key` (which the agent admits
+    /// only with `--trust-endpoint-id`).
+    pub async fn iroh_route(&self, key: SecretKey) -> IrohRoute {
+        let endpoint = EndpointOptions::new(key)
+            .bind_addr("127.0.0.1:0".parse().expect("addr"))
+            .bind()
+            .await
+            .expect("client endpoint");
+        IrohRoute::new(
+            RpcClient::new(endpoint, ClientConfig::default()),
+            self.iroh_addr(),
+        )
     }
 
     pub fn log(&self) -> String {

@@ -205,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
     let config = AgentConfig {
         data_dir: data.path().to_path_buf(),
         grpc_listen: "127.0.0.1:0".parse()?,
+        iroh_listen: "127.0.0.1:0".parse()?,
         accel: Accel::Tcg,
         capacity_cpus: 64,
         capacity_memory_mib: 64 * 1024,
