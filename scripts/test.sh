@@ -18,6 +18,12 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The operator's end-to-end tests again, with the operator calling agents over Iroh only.
+echo "== operator end to end over Iroh"
+QUIVER_TEST_TRANSPORT=iroh cargo test --locked -p quiver-tests --test operator_e2e \
+  --test operator_lost_host --test operator_hosts --test operator_vm_spec 2>&1 | tee -a "$log"
+iroh_status=${PIPESTATUS[0]}
+[ "$status" -ne 0 ] || status=$iroh_status
 set -e
 # One closing line over every test binary (cargo prints one result line per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -9,7 +9,7 @@ use kube::Api;
 use quiver_agent::config::{AgentConfig, DriverKind};
 use quiver_operator::agent_client::{AgentAccess, AgentAddress, connect_agent};
 use quiver_operator::pki::{ClusterPki, SECRET_NAME, SECRET_NAMESPACE};
-use quiver_rpc::AgentClient;
+use quiver_rpc::{AgentClient, TransportMode};
 use quiver_rpc::pki::TlsFiles;
 use quiver_rpc::proto::health_client::HealthClient;
 use quiver_tests::ControlPlane;
@@ -32,16 +32,27 @@ async fn grpc_to(
 }
 
 /// Whether a connection made by `connect` answers Health.
-async fn answers<E>(connect: impl Future<Output = Result<AgentClient, E>>) -> bool {
+async fn answers<E: std::fmt::Display>(
+    connect: impl Future<Output = Result<AgentClient, E>>,
+) -> bool {
     match connect.await {
-        Ok(client) => client.health().await.is_ok(),
-        Err(_) => false,
+        Ok(client) => match client.health().await {
+            Ok(_) => true,
+            Err(e) => {
+                eprintln!("health: {e}");
+                false
+            }
+        },
+        Err(e) => {
+            eprintln!("connect: {e}");
+            false
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_cluster_ca_gets_through_in_either_direction() -> anyhow::Result<()> {
-    let cluster = TestCluster::start(1).await?;
+    let cluster = TestCluster::start_over(1, TransportMode::Grpc).await?;
     let agent = &cluster.agents[0];
     let address = agent.address();
 

@@ -100,16 +100,26 @@ pub struct TestCluster {
 impl TestCluster {
     /// Control plane, CRDs, `agents` agents (`agent-0`...) and one operator.
     pub async fn start(agents: usize) -> anyhow::Result<Self> {
-        Self::start_with(agents, false).await
+        Self::start_with(agents, false, test_transport()?).await
+    }
+
+    /// Like [`TestCluster::start`], on `transport` whatever `QUIVER_TEST_TRANSPORT` says (for
+    /// tests of one transport's own properties, such as gRPC's mutual TLS).
+    pub async fn start_over(agents: usize, transport: TransportMode) -> anyhow::Result<Self> {
+        Self::start_with(agents, false, transport).await
     }
 
     /// Like [`TestCluster::start`], with agents on the `simulated` driver (no QEMU): only for
     /// measuring the control plane, and labelled so wherever it is reported.
     pub async fn start_simulated(agents: usize) -> anyhow::Result<Self> {
-        Self::start_with(agents, true).await
+        Self::start_with(agents, true, test_transport()?).await
     }
 
-    async fn start_with(agents: usize, simulated: bool) -> anyhow::Result<Self> {
+    async fn start_with(
+        agents: usize,
+        simulated: bool,
+        transport: TransportMode,
+    ) -> anyhow::Result<Self> {
         // The operator's and control plane's logs, shown with a failing test's output
         // (`RUST_LOG=quiver_operator=debug` for more).
         let _ = tracing_subscriber::fmt()
@@ -124,7 +134,7 @@ impl TestCluster {
         let operator_tls = pki.operator_client()?;
         let access = AgentAccess::new(
             Some(operator_tls.clone()),
-            test_transport()?,
+            transport,
             SecretKey::generate(),
         )
         .await?;
