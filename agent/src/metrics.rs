@@ -135,6 +135,7 @@ pub fn render_prometheus(
     let _ = writeln!(out, "quiver_vm_starts_total {}", snap.vm_starts);
     let _ = writeln!(out, "# TYPE quiver_vm_failures_total counter");
     let _ = writeln!(out, "quiver_vm_failures_total {}", snap.vm_failures);
+    render_iroh(&mut out, snap);
     let _ = writeln!(out, "# TYPE quiver_vms gauge");
     for p in &summary.phases {
         let phase = proto::Phase::try_from(p.phase)
@@ -143,6 +144,48 @@ pub fn render_prometheus(
         let _ = writeln!(out, "quiver_vms{{phase=\"{phase}\"}} {}", p.count);
     }
     out
+}
+
+/// Per Iroh peer: connected (by path), round-trip time, reconnects; and handshake decisions.
+fn render_iroh(out: &mut String, snap: &proto::MetricsSnapshot) {
+    let _ = writeln!(out, "# TYPE quiver_iroh_peer_connected gauge");
+    for p in &snap.iroh_peers {
+        let (peer, path) = (&p.endpoint_id, &p.path);
+        let up = u8::from(p.connected);
+        let _ = writeln!(
+            out,
+            "quiver_iroh_peer_connected{{peer=\"{peer}\",path=\"{path}\"}} {up}"
+        );
+    }
+    let _ = writeln!(out, "# TYPE quiver_iroh_peer_rtt_seconds gauge");
+    for p in snap.iroh_peers.iter().filter(|p| p.connected) {
+        let rtt = p.rtt_ms / 1000.0;
+        let _ = writeln!(
+            out,
+            "quiver_iroh_peer_rtt_seconds{{peer=\"{}\"}} {rtt}",
+            p.endpoint_id
+        );
+    }
+    let _ = writeln!(out, "# TYPE quiver_iroh_peer_reconnects_total counter");
+    for p in &snap.iroh_peers {
+        let _ = writeln!(
+            out,
+            "quiver_iroh_peer_reconnects_total{{peer=\"{}\"}} {}",
+            p.endpoint_id, p.reconnects
+        );
+    }
+    let access = snap.iroh_access.unwrap_or_default();
+    let _ = writeln!(out, "# TYPE quiver_iroh_handshakes_total counter");
+    for (decision, count) in [
+        ("accepted", access.accepted),
+        ("refused", access.refused),
+        ("revoked", access.revoked),
+    ] {
+        let _ = writeln!(
+            out,
+            "quiver_iroh_handshakes_total{{decision=\"{decision}\"}} {count}"
+        );
+    }
 }
 
 fn labels(m: &proto::MethodMetrics) -> String {
@@ -178,5 +221,34 @@ mod tests {
             "quiver_rpc_errors_total{transport=\"grpc\",service=\"Vm\",method=\"PutVm\"} 1"
         ));
         assert!(text.contains("le=\"+Inf\"} 3"));
+    }
+
+    #[test]
+    fn iroh_peers_and_handshakes_are_exposed() {
+        let snap = proto::MetricsSnapshot {
+            iroh_peers: vec![proto::IrohPeer {
+                endpoint_id: "ab".into(),
+                connected: true,
+                path: "direct".into(),
+                remote_address: "ip:127.0.0.1:1".into(),
+                rtt_ms: 2.0,
+                reconnects: 3,
+            }],
+            iroh_access: Some(proto::IrohAccess {
+                accepted: 4,
+                refused: 1,
+                revoked: 0,
+            }),
+            ..Default::default()
+        };
+        let text = render_prometheus(&snap, &proto::ResourceSummary::default());
+        for line in [
+            "quiver_iroh_peer_connected{peer=\"ab\",path=\"direct\"} 1",
+            "quiver_iroh_peer_rtt_seconds{peer=\"ab\"} 0.002",
+            "quiver_iroh_peer_reconnects_total{peer=\"ab\"} 3",
+            "quiver_iroh_handshakes_total{decision=\"refused\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 }

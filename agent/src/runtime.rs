@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{AgentConfig, DriverKind};
 use crate::metrics::{Metrics, render_prometheus};
-use crate::services::{AgentInfo, Services, ServingModes};
+use crate::services::{AgentInfo, IrohHealth, Services, ServingModes};
 use crate::transport::{grpc, iroh::IrohAdapter};
 use crate::vm::driver::Driver;
 use crate::vm::qemu::QemuDriver;
@@ -19,7 +19,7 @@ use crate::{Error, Result};
 use quiver_rpc::identity::{KEY_FILE, load_or_create_key};
 use quiver_rpc::iroh::protocol::Router;
 use quiver_rpc::pki::{TlsFiles, ensure_dev_pki};
-use quiver_rpc::{ALPN, Allowlist, EndpointOptions, RpcServer, ServerConfig, proto};
+use quiver_rpc::{ALPN, Allowlist, EndpointOptions, PeerTable, RpcServer, ServerConfig, proto};
 
 /// The file in the data dir holding the bound gRPC address (useful with port 0).
 pub const GRPC_ADDR_FILE: &str = "grpc.addr";
@@ -103,18 +103,26 @@ pub async fn run(
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at_ms: now_ms(),
     };
+    // The server reads its dispatcher's services and Monitoring reads the server's peers:
+    // the peer table is made first and shared.
+    let peers = PeerTable::default();
     let services = Services::new(
         manager.clone(),
         info,
         Arc::new(Metrics::new()),
         ServingModes::new(modes.clone()),
+        IrohHealth {
+            peers: peers.clone(),
+            access: allowlist.clone(),
+        },
     );
-    let iroh_server = RpcServer::new(
+    let iroh_server = RpcServer::with_peers(
         IrohAdapter::new(services.clone()),
         ServerConfig {
             shutdown_grace: STREAM_GRACE,
             ..ServerConfig::default()
         },
+        peers,
     );
     let router = Router::builder(endpoint.clone())
         .accept(ALPN, iroh_server)

@@ -141,6 +141,20 @@ async fn conformance(setup: Setup) {
         .find(|m| m.method == "PutVm" && m.transport == setup.wire().as_str())
         .unwrap_or_else(|| panic!("no PutVm metrics for {:?}: {metrics:?}", setup.wire()));
     assert!(puts.requests >= 3 && puts.errors >= 2, "{puts:?}");
+    if let Some(route) = client.iroh_route().filter(|_| setup.wire() == Wire::Iroh) {
+        let me = route.client().endpoint().id().to_string();
+        let peer = metrics
+            .iroh_peers
+            .iter()
+            .find(|p| p.endpoint_id == me)
+            .unwrap_or_else(|| panic!("this client is not among the Iroh peers: {metrics:?}"));
+        assert!(peer.connected && peer.path == "direct", "{peer:?}");
+        assert!(peer.remote_address.starts_with("ip:127.0.0.1:"), "{peer:?}");
+        assert!(peer.rtt_ms > 0.0, "{peer:?}");
+        assert_eq!(peer.reconnects, 0);
+        let access = metrics.iroh_access.unwrap_or_default();
+        assert!(access.accepted >= 1 && access.refused == 0, "{access:?}");
+    }
     let summary = client.resource_summary().await.expect("summary");
     assert_eq!(summary.vms_total, 1);
 
@@ -308,4 +322,10 @@ async fn an_unknown_endpoint_id_is_refused() {
         }
         other => panic!("an unknown endpoint id must be refused, got {other:?}"),
     }
+    let access = trusted.metrics().await.expect("metrics").iroh_access;
+    assert_eq!(
+        access.map(|a| (a.accepted, a.refused)),
+        Some((1, 1)),
+        "counted"
+    );
 }

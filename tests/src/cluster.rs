@@ -132,12 +132,8 @@ impl TestCluster {
         let state = tempfile::tempdir()?;
         let pki = ClusterPki::ensure(&client, &state.path().join("pki")).await?;
         let operator_tls = pki.operator_client()?;
-        let access = AgentAccess::new(
-            Some(operator_tls.clone()),
-            transport,
-            SecretKey::generate(),
-        )
-        .await?;
+        let access =
+            AgentAccess::new(Some(operator_tls.clone()), transport, SecretKey::generate()).await?;
         let mut cluster = TestCluster {
             control_plane,
             client,

@@ -69,4 +69,4 @@ pub use frame::{DEFAULT_MAX_PAYLOAD, Frame, FrameError, FrameType, HEADER_LEN, H
 pub use iroh;
 pub use methods::{Method, ServiceName};
 pub use modes::{TransportMode, TransportModes, Wire};
-pub use server::{ALPN, RpcServer, ServerConfig, ServerCounts};
+pub use server::{ALPN, PeerHealth, PeerTable, RpcServer, ServerConfig, ServerCounts};

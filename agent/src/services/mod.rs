@@ -9,7 +9,7 @@ mod vm;
 use std::sync::Arc;
 
 pub use admin::{AdminService, ServingModes};
-pub use monitoring::MonitoringService;
+pub use monitoring::{IrohHealth, MonitoringService};
 pub use vm::VmService;
 
 use crate::metrics::Metrics;
@@ -48,6 +48,7 @@ impl Services {
         info: AgentInfo,
         metrics: Arc<Metrics>,
         modes: ServingModes,
+        iroh: IrohHealth,
     ) -> Self {
         Services {
             health: HealthService,
@@ -57,7 +58,7 @@ impl Services {
                 modes: modes.clone(),
             },
             vm: VmService::new(manager.clone()),
-            monitoring: MonitoringService::new(manager, metrics.clone()),
+            monitoring: MonitoringService::new(manager, metrics.clone(), iroh),
             admin: AdminService::new(modes.clone()),
             metrics,
             modes,

@@ -35,6 +35,7 @@ impl Limits {
 /// Serves the streams of an established connection until it closes or the server shuts down.
 pub(super) async fn serve<D: Dispatch>(shared: &Arc<Shared<D>>, conn: Connection) {
     ServerStats::bump(&shared.stats.connections);
+    shared.peers.connected(&conn);
     let max_streams = u32::try_from(shared.config.max_streams).unwrap_or(u32::MAX);
     conn.set_max_concurrent_bi_streams(VarInt::from_u32(max_streams));
     let limits = shared

@@ -8,7 +8,10 @@
 
 mod call;
 mod connection;
+mod peers;
 mod stream;
+
+pub use peers::{PeerHealth, PeerTable};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,6 +139,7 @@ struct Shared<D> {
     /// Limits of connections whose early streams were taken before the handshake, by
     /// `Connection::stable_id`, until `accept` takes them over.
     early: Mutex<HashMap<usize, connection::Limits>>,
+    peers: PeerTable,
 }
 
 /// The `quiver/rpc/1` protocol handler: register it with
@@ -164,6 +168,13 @@ impl<D> std::fmt::Debug for RpcServer<D> {
 impl<D: Dispatch> RpcServer<D> {
     #[must_use]
     pub fn new(dispatch: D, config: ServerConfig) -> Self {
+        Self::with_peers(dispatch, config, PeerTable::default())
+    }
+
+    /// Like [`RpcServer::new`], recording connections in `peers` (made before the server when
+    /// the dispatcher itself reports them).
+    #[must_use]
+    pub fn with_peers(dispatch: D, config: ServerConfig, peers: PeerTable) -> Self {
         Self {
             shared: Arc::new(Shared {
                 dispatch,
@@ -173,6 +184,7 @@ impl<D: Dispatch> RpcServer<D> {
                 abort: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 early: Mutex::default(),
+                peers,
             }),
         }
     }
@@ -180,6 +192,12 @@ impl<D: Dispatch> RpcServer<D> {
     #[must_use]
     pub fn stats(&self) -> ServerCounts {
         self.shared.stats.snapshot()
+    }
+
+    /// The peers that have connected, and their connections' health.
+    #[must_use]
+    pub fn peers(&self) -> PeerTable {
+        self.shared.peers.clone()
     }
 
     /// Whether a shutdown has begun: no new streams or calls are taken.
