@@ -115,7 +115,9 @@ impl TestCluster {
         Self::start_with(agents, true, test_transport()?).await
     }
 
-    async fn start_with(
+    /// `agents` agents on the simulated driver or QEMU, serving `transport`, which the operator
+    /// uses too.
+    pub async fn start_with(
         agents: usize,
         simulated: bool,
         transport: TransportMode,

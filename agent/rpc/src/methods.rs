@@ -228,6 +228,18 @@ mod tests {
     }
 
     #[test]
+    fn only_reads_may_run_from_0rtt_data() {
+        let writes: Vec<Method> = Method::ALL
+            .into_iter()
+            .filter(|m| m.changes_state())
+            .collect();
+        assert_eq!(
+            writes,
+            [Method::PutVm, Method::DeleteVm, Method::SetTransports]
+        );
+    }
+
+    #[test]
     fn grpc_paths_follow_the_proto() {
         assert_eq!(Method::PutVm.grpc_path(), "/quiver.v1.Vm/PutVm");
         assert_eq!(Method::HealthCheck.grpc_path(), "/quiver.v1.Health/Check");
