@@ -90,6 +90,14 @@ impl AgentAccess {
         })
     }
 
+    /// Closes the Iroh endpoint (telling connected agents), if there is one. Calls made
+    /// afterwards fail.
+    pub async fn close(&self) {
+        if let Some(client) = &self.iroh {
+            client.endpoint().close().await;
+        }
+    }
+
     /// The operator's Iroh endpoint id, when it uses Iroh (agents must trust it).
     #[must_use]
     pub fn endpoint_id(&self) -> Option<EndpointId> {

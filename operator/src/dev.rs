@@ -135,6 +135,8 @@ pub struct DevCluster {
     kubeconfig: PathBuf,
     operator: Option<Operator>,
     pub agents: Vec<AgentProcess>,
+    /// How the operator (and this process) reaches the agents.
+    access: AgentAccess,
 }
 
 /// How long stopping waits for MicroVMs to be deleted through the operator.
@@ -157,6 +159,7 @@ impl DevCluster {
             kubeconfig: opts.kubeconfig.clone(),
             operator: Some(Operator::spawn(client.clone(), config)),
             agents: Vec::new(),
+            access: access.clone(),
         };
         for i in 0..opts.agents {
             let name = format!("agent-{i}");
@@ -238,6 +241,7 @@ impl DevCluster {
                 Err(e) => report.warnings.push(format!("{name}: {e}")),
             }
         }
+        self.access.close().await;
         report
     }
 

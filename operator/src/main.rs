@@ -135,10 +135,11 @@ async fn main() -> anyhow::Result<()> {
             if let Some(id) = access.endpoint_id() {
                 tracing::info!(endpoint_id = %id, "agents must trust this Iroh endpoint id");
             }
-            let config = OperatorConfig::new(&identity).with_agent_access(access);
+            let config = OperatorConfig::new(&identity).with_agent_access(access.clone());
             let operator = Operator::spawn(client, config);
             quiver_operator::dev::stop_requested().await?;
             operator.shutdown().await;
+            access.close().await;
         }
     }
     Ok(())
