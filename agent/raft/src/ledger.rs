@@ -1,0 +1,454 @@
+//! The placement ledger: the replicated state every agent holds, and the one function that
+//! changes it, [`Ledger::apply`].
+//!
+//! Pure and deterministic: the same commands in the same order give the same ledger on every
+//! node. Time enters only inside commands (`now_ms` is the proposing leader's clock, carried in
+//! the log), and placement ([`place`]) depends on nothing but the ledger, so a follower
+//! replaying the log computes the leader's assignments exactly.
+//!
+//! Fencing: every assignment carries an epoch, bumped whenever a VM moves to another host; an
+//! agent refuses puts with a lower epoch than it applied (the agent's per-VM check), so a VM
+//! taken from a host declared down can never be restarted there by a stale command.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A host in the ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub labels: BTreeMap<String, String>,
+    /// The lease runs until this time (leader clock, ms); renewed by the host's heartbeats.
+    pub lease_until_ms: u64,
+    /// Declared down by the leader ([`Command::HostDown`]); no new VMs, its VMs moved away.
+    pub down: bool,
+    /// Draining: no new VMs; its VMs move away.
+    pub cordoned: bool,
+}
+
+/// A VM the operator wants running, with what placement needs to know of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredVm {
+    pub uid: String,
+    pub generation: i64,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub node_selector: BTreeMap<String, String>,
+    /// The agent's `PutVmRequest`, encoded; opaque to the ledger.
+    pub request: Vec<u8>,
+}
+
+/// Where a VM runs, under which fencing epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub host: String,
+    pub epoch: u64,
+    /// The host it last failed on, avoided by the next placement.
+    pub avoid: Option<String>,
+}
+
+/// A replicated command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Adds or updates a host (capacity, labels); a host that was down comes back up.
+    RegisterHost {
+        name: String,
+        cpus: u32,
+        memory_mib: u64,
+        labels: BTreeMap<String, String>,
+    },
+    /// Removes a host; its VMs move away.
+    RemoveHost {
+        name: String,
+    },
+    /// The host is alive at `now_ms` (leader clock): its lease runs `ttl_ms` longer.
+    RenewLease {
+        host: String,
+        now_ms: u64,
+        ttl_ms: u64,
+    },
+    /// The leader saw the host's lease lapse (plus the drift margin) at `now_ms`.
+    HostDown {
+        host: String,
+        now_ms: u64,
+    },
+    /// Cordon (true) or uncordon a host.
+    Cordon {
+        host: String,
+        cordoned: bool,
+    },
+    /// Adds or updates a desired VM and places it if it is not placed. Idempotent per uid +
+    /// generation: an older or equal generation changes nothing.
+    PutVm(DesiredVm),
+    DeleteVm {
+        uid: String,
+    },
+    /// Places every VM that has no host (e.g. after a host came back). Applied on any node, it
+    /// computes the same result.
+    Rebalance,
+}
+
+/// What applying a command did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// VMs whose assignment changed: (uid, new assignment or `None` when unplaced/removed).
+    pub moved: Vec<(String, Option<Assignment>)>,
+    /// Why the command was a no-op or partly refused (stale generation, unknown host, ...).
+    pub note: Option<String>,
+}
+
+/// The replicated state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub hosts: BTreeMap<String, HostEntry>,
+    pub vms: BTreeMap<String, DesiredVm>,
+    pub assignments: BTreeMap<String, Assignment>,
+    /// The highest epoch given to each VM, kept while it waits unplaced so that no epoch is
+    /// ever given twice.
+    pub epochs: BTreeMap<String, u64>,
+}
+
+impl Ledger {
+    /// Applies one command. Never fails: a command that makes no sense (an unknown host) is a
+    /// no-op that says so in [`Outcome::note`], the same on every node.
+    pub fn apply(&mut self, command: &Command) -> Outcome {
+        let mut out = Outcome::default();
+        match command {
+            Command::RegisterHost {
+                name,
+                cpus,
+                memory_mib,
+                labels,
+            } => {
+                let host = self.hosts.entry(name.clone()).or_default();
+                host.cpus = *cpus;
+                host.memory_mib = *memory_mib;
+                host.labels.clone_from(labels);
+                host.down = false;
+                self.place_unassigned(&mut out);
+            }
+            Command::RemoveHost { name } => {
+                if self.hosts.remove(name).is_none() {
+                    out.note = Some(format!("no host {name}"));
+                }
+                self.evacuate(name, &mut out);
+            }
+            Command::RenewLease {
+                host,
+                now_ms,
+                ttl_ms,
+            } => match self.hosts.get_mut(host) {
+                Some(entry) => {
+                    entry.lease_until_ms = entry.lease_until_ms.max(now_ms.saturating_add(*ttl_ms));
+                }
+                None => out.note = Some(format!("no host {host}")),
+            },
+            Command::HostDown { host, now_ms } => match self.hosts.get_mut(host) {
+                Some(entry) if entry.lease_until_ms > *now_ms => {
+                    out.note = Some(format!("host {host} renewed its lease meanwhile"));
+                }
+                Some(entry) => {
+                    entry.down = true;
+                    self.evacuate(host, &mut out);
+                }
+                None => out.note = Some(format!("no host {host}")),
+            },
+            Command::Cordon { host, cordoned } => match self.hosts.get_mut(host) {
+                Some(entry) => {
+                    entry.cordoned = *cordoned;
+                    if *cordoned {
+                        self.evacuate(host, &mut out);
+                    } else {
+                        self.place_unassigned(&mut out);
+                    }
+                }
+                None => out.note = Some(format!("no host {host}")),
+            },
+            Command::PutVm(vm) => {
+                if let Some(known) = self.vms.get(&vm.uid)
+                    && known.generation >= vm.generation
+                {
+                    out.note = Some(format!(
+                        "generation {} already applied for {}",
+                        known.generation, vm.uid
+                    ));
+                    return out;
+                }
+                self.vms.insert(vm.uid.clone(), vm.clone());
+                let fits = self
+                    .assignments
+                    .get(&vm.uid)
+                    .is_some_and(|a| self.fits_where_it_is(vm, &a.host));
+                if !fits {
+                    self.assign(&vm.uid, None, &mut out);
+                }
+            }
+            Command::DeleteVm { uid } => {
+                self.vms.remove(uid);
+                self.epochs.remove(uid);
+                if self.assignments.remove(uid).is_some() {
+                    out.moved.push((uid.clone(), None));
+                }
+            }
+            Command::Rebalance => self.place_unassigned(&mut out),
+        }
+        out
+    }
+
+    /// CPUs and memory assigned on `host`, not counting `except`.
+    fn used(&self, host: &str, except: Option<&str>) -> (u64, u64) {
+        self.assignments
+            .iter()
+            .filter(|(uid, a)| a.host == host && Some(uid.as_str()) != except)
+            .filter_map(|(uid, _)| self.vms.get(uid))
+            .fold((0, 0), |(c, m), vm| {
+                (c + u64::from(vm.cpus), m + vm.memory_mib)
+            })
+    }
+
+    fn fits_where_it_is(&self, vm: &DesiredVm, host: &str) -> bool {
+        self.hosts
+            .get(host)
+            .is_some_and(|h| usable(h) && fits(h, self.used(host, Some(&vm.uid)), vm))
+    }
+
+    /// Moves every VM of `host` elsewhere (or leaves it unplaced), avoiding `host`.
+    fn evacuate(&mut self, host: &str, out: &mut Outcome) {
+        let leaving: Vec<String> = self
+            .assignments
+            .iter()
+            .filter(|(_, a)| a.host == host)
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in leaving {
+            self.assign(&uid, Some(host.to_owned()), out);
+        }
+    }
+
+    fn place_unassigned(&mut self, out: &mut Outcome) {
+        let waiting: Vec<String> = self
+            .vms
+            .keys()
+            .filter(|uid| !self.assignments.contains_key(*uid))
+            .cloned()
+            .collect();
+        for uid in waiting {
+            self.assign(&uid, None, out);
+        }
+    }
+
+    /// (Re)places `uid`: every placement gets the next epoch. Without a fitting host the VM
+    /// waits unassigned.
+    fn assign(&mut self, uid: &str, avoid: Option<String>, out: &mut Outcome) {
+        let Some(vm) = self.vms.get(uid) else {
+            return;
+        };
+        let previous = self.assignments.remove(uid);
+        let avoid = avoid.or_else(|| previous.as_ref().and_then(|p| p.avoid.clone()));
+        match place(self, vm, avoid.as_deref()) {
+            Some(host) => {
+                let epoch = self.epochs.get(uid).map_or(1, |e| e + 1);
+                self.epochs.insert(uid.to_owned(), epoch);
+                let assignment = Assignment { host, epoch, avoid };
+                self.assignments.insert(uid.to_owned(), assignment.clone());
+                out.moved.push((uid.to_owned(), Some(assignment)));
+            }
+            None if previous.is_some() => out.moved.push((uid.to_owned(), None)),
+            None => {}
+        }
+    }
+}
+
+fn usable(host: &HostEntry) -> bool {
+    !host.down && !host.cordoned
+}
+
+fn fits(host: &HostEntry, (cpus, memory): (u64, u64), vm: &DesiredVm) -> bool {
+    cpus + u64::from(vm.cpus) <= u64::from(host.cpus) && memory + vm.memory_mib <= host.memory_mib
+}
+
+/// The host for `vm`: usable, matching its node selector, with room for it, not `avoid` when
+/// another fits; among those, the most free memory (spreading VMs), then the name.
+#[must_use]
+pub fn place(ledger: &Ledger, vm: &DesiredVm, avoid: Option<&str>) -> Option<String> {
+    let candidates: Vec<(&String, u64)> = ledger
+        .hosts
+        .iter()
+        .filter(|(_, h)| usable(h))
+        .filter(|(_, h)| {
+            vm.node_selector
+                .iter()
+                .all(|(k, v)| h.labels.get(k) == Some(v))
+        })
+        .filter_map(|(name, h)| {
+            let used = ledger.used(name, Some(&vm.uid));
+            fits(h, used, vm).then(|| (name, h.memory_mib - used.1))
+        })
+        .collect();
+    let preferred = candidates
+        .iter()
+        .filter(|(name, _)| Some(name.as_str()) != avoid)
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)));
+    preferred
+        .or_else(|| {
+            candidates
+                .iter()
+                .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+        })
+        .map(|(name, _)| (*name).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, memory_mib: u64) -> Command {
+        Command::RegisterHost {
+            name: name.into(),
+            cpus: 8,
+            memory_mib,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn vm(uid: &str, generation: i64, memory_mib: u64) -> Command {
+        Command::PutVm(DesiredVm {
+            uid: uid.into(),
+            generation,
+            cpus: 1,
+            memory_mib,
+            ..DesiredVm::default()
+        })
+    }
+
+    fn at(ledger: &Ledger, uid: &str) -> Option<(String, u64)> {
+        ledger
+            .assignments
+            .get(uid)
+            .map(|a| (a.host.clone(), a.epoch))
+    }
+
+    #[test]
+    fn vms_spread_by_free_memory_and_puts_are_idempotent_per_generation() {
+        let mut l = Ledger::default();
+        l.apply(&host("a", 4096));
+        l.apply(&host("b", 4096));
+        l.apply(&vm("v1", 1, 1024));
+        l.apply(&vm("v2", 1, 1024));
+        assert_eq!(at(&l, "v1"), Some(("a".into(), 1)));
+        assert_eq!(
+            at(&l, "v2"),
+            Some(("b".into(), 1)),
+            "spread to the emptier host"
+        );
+        let again = l.apply(&vm("v1", 1, 1024));
+        assert!(again.moved.is_empty() && again.note.is_some());
+        let newer = l.apply(&vm("v1", 2, 512));
+        assert!(
+            newer.moved.is_empty(),
+            "a VM that still fits stays: {newer:?}"
+        );
+    }
+
+    #[test]
+    fn a_host_declared_down_loses_its_vms_with_a_higher_epoch_unless_it_renewed() {
+        let mut l = Ledger::default();
+        l.apply(&host("a", 4096));
+        l.apply(&vm("v1", 1, 1024));
+        l.apply(&host("b", 4096));
+        assert_eq!(at(&l, "v1"), Some(("a".into(), 1)));
+        l.apply(&Command::RenewLease {
+            host: "a".into(),
+            now_ms: 1_000,
+            ttl_ms: 5_000,
+        });
+        let early = l.apply(&Command::HostDown {
+            host: "a".into(),
+            now_ms: 5_999,
+        });
+        assert!(early.note.is_some(), "a renewed lease wins: {early:?}");
+        assert_eq!(at(&l, "v1"), Some(("a".into(), 1)));
+        l.apply(&Command::HostDown {
+            host: "a".into(),
+            now_ms: 6_000,
+        });
+        assert_eq!(at(&l, "v1"), Some(("b".into(), 2)), "moved, epoch bumped");
+        // Back up: it takes new VMs, but v1 stays where it is now.
+        l.apply(&host("a", 4096));
+        assert_eq!(at(&l, "v1"), Some(("b".into(), 2)));
+    }
+
+    #[test]
+    fn a_vm_with_nowhere_to_go_waits_and_never_reuses_an_epoch() {
+        let mut l = Ledger::default();
+        l.apply(&host("a", 2048));
+        l.apply(&vm("v1", 1, 1024));
+        let down = l.apply(&Command::HostDown {
+            host: "a".into(),
+            now_ms: 1,
+        });
+        assert_eq!(down.moved, [("v1".to_owned(), None)]);
+        assert_eq!(at(&l, "v1"), None);
+        l.apply(&host("c", 2048));
+        assert_eq!(at(&l, "v1"), Some(("c".into(), 2)));
+    }
+
+    #[test]
+    fn node_selectors_capacity_and_cordons_are_respected() {
+        let mut l = Ledger::default();
+        l.apply(&Command::RegisterHost {
+            name: "gpu".into(),
+            cpus: 2,
+            memory_mib: 1024,
+            labels: [("gpu".to_owned(), "true".to_owned())].into(),
+        });
+        l.apply(&host("plain", 8192));
+        let mut wants_gpu = DesiredVm {
+            uid: "g".into(),
+            generation: 1,
+            cpus: 1,
+            memory_mib: 512,
+            ..DesiredVm::default()
+        };
+        wants_gpu.node_selector.insert("gpu".into(), "true".into());
+        l.apply(&Command::PutVm(wants_gpu.clone()));
+        assert_eq!(at(&l, "g").map(|(h, _)| h), Some("gpu".into()));
+        let mut too_big = wants_gpu.clone();
+        too_big.uid = "big".into();
+        too_big.memory_mib = 4096;
+        l.apply(&Command::PutVm(too_big));
+        assert_eq!(at(&l, "big"), None, "does not fit the only matching host");
+        l.apply(&Command::Cordon {
+            host: "gpu".into(),
+            cordoned: true,
+        });
+        assert_eq!(at(&l, "g"), None, "drained, and nowhere else matches");
+    }
+
+    #[test]
+    fn replaying_the_same_commands_gives_the_same_ledger() {
+        let commands = [
+            host("a", 4096),
+            host("b", 2048),
+            vm("v1", 1, 1024),
+            vm("v2", 1, 1024),
+            Command::HostDown {
+                host: "a".into(),
+                now_ms: 10,
+            },
+            vm("v3", 1, 512),
+            Command::DeleteVm { uid: "v2".into() },
+            Command::Rebalance,
+        ];
+        let run = || {
+            let mut l = Ledger::default();
+            for c in &commands {
+                l.apply(c);
+            }
+            l
+        };
+        assert_eq!(run(), run());
+    }
+}

@@ -1,0 +1,39 @@
+//! Quiver's Raft group: the agents' replicated placement ledger.
+//!
+//! - [`ledger`]: the state machine's state and its pure, deterministic `apply` (hosts with
+//!   capacity, labels, leases; desired VMs; assignments with fencing epochs; placement).
+//! - [`log_store`] and [`state_machine`]: openraft 0.9 storage (`storage-v2`) in one redb
+//!   database per agent (`<data-dir>/raft.redb`): the log, the vote and the committed log id
+//!   made durable before openraft is told so; the ledger in memory, rebuilt on start from the
+//!   last snapshot plus the committed log, and snapshots kept in the same database.
+//!   Both pass openraft's storage suite (`tests/storage_suite.rs`).
+//!
+//! Not here yet: the Raft network over the RPC stack, the node in the agent, leases and
+//! self-fencing, membership from Hosts (see the README's status).
+
+pub mod db;
+pub mod ledger;
+pub mod log_store;
+pub mod state_machine;
+
+use std::io::Cursor;
+
+pub use db::RaftDb;
+pub use ledger::{Command, Ledger, Outcome};
+pub use log_store::LogStore;
+pub use state_machine::StateMachine;
+
+openraft::declare_raft_types!(
+    /// The Raft types of the placement ledger.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A storage error as openraft wants it.
+pub type StorageError = openraft::StorageError<u64>;

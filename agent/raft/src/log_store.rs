@@ -1,0 +1,200 @@
+//! The Raft log, the vote and the committed log id, in redb.
+//!
+//! Every write is one redb transaction committed with immediate durability before the call
+//! returns (and, for appends, before openraft's flush callback fires): an acknowledged entry or
+//! vote survives a crash.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote};
+use redb::{ReadableDatabase as _, ReadableTable as _};
+
+use crate::db::{LOG, META, RaftDb, decode, encode};
+use crate::{StorageError, TypeConfig};
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+
+/// The log store; clones share the database (openraft takes one as its reader).
+#[derive(Clone, Debug)]
+pub struct LogStore {
+    db: RaftDb,
+}
+
+impl LogStore {
+    #[must_use]
+    pub fn new(db: RaftDb) -> Self {
+        Self { db }
+    }
+
+    async fn read_meta<T>(&self, key: &'static str) -> Result<Option<T>, StorageError>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        self.db
+            .run(ErrorSubject::Store, ErrorVerb::Read, move |db| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(META)?;
+                table.get(key)?.map(|v| decode(v.value())).transpose()
+            })
+            .await
+    }
+
+    async fn write_meta<T>(&self, key: &'static str, value: &T) -> Result<(), StorageError>
+    where
+        T: serde::Serialize,
+    {
+        let bytes = encode(value).map_err(|e| {
+            StorageError::from(openraft::StorageIOError::write(openraft::AnyError::new(&e)))
+        })?;
+        self.db
+            .run(ErrorSubject::Store, ErrorVerb::Write, move |db| {
+                let txn = db.begin_write()?;
+                txn.open_table(META)?.insert(key, bytes.as_slice())?;
+                txn.commit()?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let start = range.start_bound().cloned();
+        let end = range.end_bound().cloned();
+        self.db
+            .run(ErrorSubject::Logs, ErrorVerb::Read, move |db| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(LOG)?;
+                let mut entries = Vec::new();
+                for item in table.range::<u64>((start, end))? {
+                    let (_, value) = item?;
+                    entries.push(decode(value.value())?);
+                }
+                Ok(entries)
+            })
+            .await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId<u64>> = self.read_meta(LAST_PURGED).await?;
+        let last = self
+            .db
+            .run(ErrorSubject::Logs, ErrorVerb::Read, |db| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(LOG)?;
+                table
+                    .last()?
+                    .map(|(_, v)| decode::<Entry<TypeConfig>>(v.value()))
+                    .transpose()
+            })
+            .await?;
+        let last_log_id = last.map(|e| e.log_id).or(last_purged);
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
+        self.write_meta(VOTE, vote).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
+        self.read_meta(VOTE).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
+        self.write_meta(COMMITTED, &committed).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
+        Ok(self
+            .read_meta::<Option<LogId<u64>>>(COMMITTED)
+            .await?
+            .flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let encoded = entries
+            .into_iter()
+            .map(|e| encode(&e).map(|bytes| (e.log_id.index, bytes)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                StorageError::from(openraft::StorageIOError::write_logs(
+                    openraft::AnyError::new(&e),
+                ))
+            })?;
+        let written = self
+            .db
+            .run(ErrorSubject::Logs, ErrorVerb::Write, move |db| {
+                let txn = db.begin_write()?;
+                {
+                    let mut table = txn.open_table(LOG)?;
+                    for (index, bytes) in &encoded {
+                        table.insert(*index, bytes.as_slice())?;
+                    }
+                }
+                txn.commit()?;
+                Ok(())
+            })
+            .await;
+        // The commit above returned: the entries are on disk.
+        callback.log_io_completed(
+            written
+                .as_ref()
+                .copied()
+                .map_err(|e| std::io::Error::other(e.to_string())),
+        );
+        written
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
+        self.remove_range((Bound::Included(log_id.index), Bound::Unbounded))
+            .await
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
+        // The purge point first: a crash between the two leaves entries that are below it,
+        // which readers never ask for and the next purge removes.
+        self.write_meta(LAST_PURGED, &log_id).await?;
+        self.remove_range((Bound::Unbounded, Bound::Included(log_id.index)))
+            .await
+    }
+}
+
+impl LogStore {
+    async fn remove_range(&self, range: (Bound<u64>, Bound<u64>)) -> Result<(), StorageError> {
+        self.db
+            .run(ErrorSubject::Logs, ErrorVerb::Delete, move |db| {
+                let txn = db.begin_write()?;
+                txn.open_table(LOG)?
+                    .retain_in::<u64, _>(range, |_, _| false)?;
+                txn.commit()?;
+                Ok(())
+            })
+            .await
+    }
+}
