@@ -147,19 +147,16 @@ impl AgentClient {
         (!only.wires().is_empty()).then_some(only)
     }
 
-    async fn unary<Req, Resp>(&self, method: Method, req: Req) -> Result<Resp>
+    /// Runs `call` on the preferred wire, then on the other while the failure says the other
+    /// may take it.
+    async fn on_each_wire<T, Fut>(&self, method: Method, call: impl Fn(Wire) -> Fut) -> Result<T>
     where
-        Req: prost::Message + Clone + Send + 'static,
-        Resp: prost::Message + Default + Send + 'static,
+        Fut: Future<Output = Result<T>>,
     {
         let wires = self.wires();
         let mut failed = None;
         for (i, wire) in wires.iter().enumerate() {
-            let result = match wire {
-                Wire::Grpc => self.unary_grpc(method, req.clone()).await,
-                Wire::Iroh => self.unary_iroh(method, &req).await,
-            };
-            match result {
+            match call(*wire).await {
                 Err(e) if e.other_transport_may_help() && i + 1 < wires.len() => {
                     tracing::debug!(%method, transport = wire.as_str(), error = %e, "trying the other transport");
                     failed = Some(e);
@@ -170,22 +167,24 @@ impl AgentClient {
         Err(failed.unwrap_or_else(no_route))
     }
 
-    async fn unary_grpc<Req, Resp>(&self, method: Method, req: Req) -> Result<Resp>
+    async fn unary<Req, Resp>(&self, method: Method, req: Req) -> Result<Resp>
     where
-        Req: prost::Message + Send + 'static,
+        Req: prost::Message + Clone + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
-        let route = self.grpc.as_ref().ok_or_else(no_route)?;
-        within(self.deadline, route.unary(method, req)).await
-    }
-
-    async fn unary_iroh<Req, Resp>(&self, method: Method, req: &Req) -> Result<Resp>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
-        let route = self.iroh.as_ref().ok_or_else(no_route)?;
-        route.unary(method, req, self.deadline).await
+        self.on_each_wire(method, |wire| {
+            let req = req.clone();
+            async move {
+                match (wire, &self.grpc, &self.iroh) {
+                    (Wire::Grpc, Some(route), _) => {
+                        within(self.deadline, route.unary(method, req)).await
+                    }
+                    (Wire::Iroh, _, Some(route)) => route.unary(method, &req, self.deadline).await,
+                    _ => Err(no_route()),
+                }
+            }
+        })
+        .await
     }
 
     async fn server_stream<Req, Resp>(
@@ -197,22 +196,19 @@ impl AgentClient {
         Req: prost::Message + Clone + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
-        let wires = self.wires();
-        let mut failed = None;
-        for (i, wire) in wires.iter().enumerate() {
-            let opened = match (wire, &self.grpc, &self.iroh) {
-                (Wire::Grpc, Some(route), _) => route.server_stream(method, req.clone()).await,
-                (Wire::Iroh, _, Some(route)) => {
-                    route.server_stream(method, &req, self.deadline).await
+        self.on_each_wire(method, |wire| {
+            let req = req.clone();
+            async move {
+                match (wire, &self.grpc, &self.iroh) {
+                    (Wire::Grpc, Some(route), _) => route.server_stream(method, req).await,
+                    (Wire::Iroh, _, Some(route)) => {
+                        route.server_stream(method, &req, self.deadline).await
+                    }
+                    _ => Err(no_route()),
                 }
-                _ => Err(no_route()),
-            };
-            match opened {
-                Err(e) if e.other_transport_may_help() && i + 1 < wires.len() => failed = Some(e),
-                done => return done,
             }
-        }
-        Err(failed.unwrap_or_else(no_route))
+        })
+        .await
     }
 
     pub async fn health(&self) -> Result<proto::HealthCheckResponse> {
