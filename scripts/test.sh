@@ -13,6 +13,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
+# QEMUs already running belong to someone else; any other QEMU still alive after the tests is a
+# VM a test left without an owner.
+qemus_before="$(pgrep -d ' ' -x 'qemu-system-x86' || true)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
@@ -25,6 +28,15 @@ QUIVER_TEST_TRANSPORT=iroh cargo test --locked -p quiver-tests --test operator_e
 iroh_status=${PIPESTATUS[0]}
 [ "$status" -ne 0 ] || status=$iroh_status
 set -e
+leaked=""
+for pid in $(pgrep -x 'qemu-system-x86' || true); do
+    case " $qemus_before " in *" $pid "*) ;; *) leaked="$leaked $pid" ;; esac
+done
+if [ -n "$leaked" ]; then
+    echo "QEMU processes outlived the tests (no owner):"
+    for pid in $leaked; do tr '\0' ' ' < "/proc/$pid/cmdline" | cut -c1-300; echo; kill -9 "$pid" 2>/dev/null || true; done
+    status=1
+fi
 # One closing line over every test binary (cargo prints one result line per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
