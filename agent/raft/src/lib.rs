@@ -7,13 +7,16 @@
 //!   made durable before openraft is told so; the ledger in memory, rebuilt on start from the
 //!   last snapshot plus the committed log, and snapshots kept in the same database.
 //!   Both pass openraft's storage suite (`tests/storage_suite.rs`).
+//! - [`network`]: the Raft service on `quiver/rpc/1` (server: [`network::RaftDispatch`];
+//!   client: [`network::Network`]) with Raft priorities on the QUIC streams.
 //!
-//! Not here yet: the Raft network over the RPC stack, the node in the agent, leases and
-//! self-fencing, membership from Hosts (see the README's status).
+//! Not here yet: the node in the agent, leases and self-fencing, membership from Hosts (see
+//! the README's status).
 
 pub mod db;
 pub mod ledger;
 pub mod log_store;
+pub mod network;
 pub mod state_machine;
 
 use std::io::Cursor;
