@@ -14,7 +14,7 @@
 //!   certificates (no Kubernetes: the operator keeps the CA in a Secret).
 //! - [`frame`] and [`codec`]: the frames of the Iroh wire protocol `quiver/rpc/1` (a 24-byte
 //!   header and a payload) and their `tokio_util` codec, re-exported from crate `quiver-wire`
-//!   (`wire/`), which builds without the transport so that it can be fuzzed.
+//!   (`wire/`), which builds without the transport so that it can be fuzzed (`fuzz/`).
 //! - [`error`]: [`RpcError`] (gRPC status codes, the payload of an Error frame) and
 //!   [`ClientError`], what a call fails with on either transport (`Unreachable`,
 //!   `Remote{code, message}`, `Refused`, `DeadlineExceeded`, ...).
