@@ -37,6 +37,12 @@ if [ -n "$leaked" ]; then
     for pid in $leaked; do tr '\0' ' ' < "/proc/$pid/cmdline" | cut -c1-300; echo; kill -9 "$pid" 2>/dev/null || true; done
     status=1
 fi
+# The wire decoder under libFuzzer for 30 s (scripts/fuzz.sh runs it longer); a crash fails the run.
+echo "== fuzz: decode_frames, 30 s"
+if ! bash scripts/fuzz.sh 30 -verbosity=0; then
+    echo "fuzz: decode_frames failed; the input is in agent/rpc/fuzz/artifacts/decode_frames/"
+    status=1
+fi
 # One closing line over every test binary (cargo prints one result line per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -12,10 +12,9 @@
 //!   of tonic's failures to [`ClientError`].
 //! - [`pki`]: mutual-TLS file sets and the cluster CA that issues agents' and clients'
 //!   certificates (no Kubernetes: the operator keeps the CA in a Secret).
-//! - [`frame`]: the frames of the Iroh wire protocol `quiver/rpc/1`: a 24-byte header (version,
-//!   flags, type, priority, service, method, request id, payload length, deadline) and a payload.
-//!   Parsing checks a header before it allocates for the payload.
-//! - [`codec`]: the same frames as a `tokio_util` codec, for reading and writing QUIC streams.
+//! - [`frame`] and [`codec`]: the frames of the Iroh wire protocol `quiver/rpc/1` (a 24-byte
+//!   header and a payload) and their `tokio_util` codec, re-exported from crate `quiver-wire`
+//!   (`wire/`), which builds without the transport so that it can be fuzzed (`fuzz/`).
 //! - [`error`]: [`RpcError`] (gRPC status codes, the payload of an Error frame) and
 //!   [`ClientError`], what a call fails with on either transport (`Unreachable`,
 //!   `Remote{code, message}`, `Refused`, `DeadlineExceeded`, ...).
@@ -45,11 +44,9 @@
 pub mod access;
 pub mod agent_client;
 pub mod client;
-pub mod codec;
 pub mod dispatch;
 pub mod endpoint;
 pub mod error;
-pub mod frame;
 pub mod grpc;
 pub mod identity;
 pub mod methods;
@@ -61,12 +58,14 @@ pub mod server;
 pub use access::{AccessCounts, Allowlist, CLOSE_REFUSED};
 pub use agent_client::{AgentClient, GrpcRoute, IrohRoute, MessageStream};
 pub use client::{BackoffPolicy, ClientConfig, ClientCounts, RpcClient, ServerStream};
-pub use codec::{CodecError, FrameCodec};
 pub use dispatch::{CallContext, Dispatch, Reply, ReplyStream};
 pub use endpoint::{EndpointError, EndpointOptions};
 pub use error::{ClientError, ClientResult, Code, RpcError};
-pub use frame::{DEFAULT_MAX_PAYLOAD, Frame, FrameError, FrameType, HEADER_LEN, Header, Priority};
 pub use iroh;
 pub use methods::{Method, ServiceName};
 pub use modes::{TransportMode, TransportModes, Wire};
+pub use quiver_wire::{
+    CodecError, DEFAULT_MAX_PAYLOAD, Frame, FrameCodec, FrameError, FrameType, HEADER_LEN, Header,
+    Priority, codec, frame,
+};
 pub use server::{ALPN, PeerHealth, PeerTable, RpcServer, ServerConfig, ServerCounts};

@@ -98,6 +98,24 @@ impl Decoder for FrameCodec {
             payload: src.split_to(len).freeze(),
         }))
     }
+
+    /// The end of the stream. A frame cut short is an error however much of it arrived, a
+    /// header alone included: `Decoder`'s default looks only at the buffer, which a header
+    /// already taken out leaves empty, and would call that a clean end.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
+        if let Some(frame) = self.decode(src)? {
+            return Ok(Some(frame));
+        }
+        let (have, need) = match self.pending {
+            Some((_, len)) => (HEADER_LEN + src.len(), HEADER_LEN + len),
+            None if src.is_empty() => return Ok(None),
+            None => (src.len(), HEADER_LEN),
+        };
+        Err(CodecError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the stream ended inside a frame ({have} of at least {need} bytes)"),
+        )))
+    }
 }
 
 impl Encoder<Frame> for FrameCodec {
@@ -119,5 +137,73 @@ impl Encoder<&Frame> for FrameCodec {
                 error,
                 request_id: Some(frame.header.request_id),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{FrameType, Priority};
+
+    fn response(payload: &'static [u8]) -> Vec<u8> {
+        let header = Header {
+            frame_type: FrameType::Response,
+            priority: Priority::Normal,
+            service: 3,
+            method: 1,
+            request_id: 1,
+            deadline_ms: 0,
+        };
+        let mut wire = Vec::new();
+        Frame::new(header, payload)
+            .encode(&mut wire, DEFAULT_MAX_PAYLOAD)
+            .expect("valid frame");
+        wire
+    }
+
+    fn decode_to_eof(wire: &[u8]) -> (Vec<Frame>, Result<(), CodecError>) {
+        let mut codec = FrameCodec::default();
+        let mut buf = BytesMut::from(wire);
+        let mut frames = Vec::new();
+        loop {
+            match codec.decode_eof(&mut buf) {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => return (frames, Ok(())),
+                Err(error) => return (frames, Err(error)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_of_whole_frames_ends_cleanly() {
+        let mut wire = response(b"ab");
+        wire.extend(response(b""));
+        let (frames, end) = decode_to_eof(&wire);
+        assert_eq!(frames.len(), 2);
+        assert!(end.is_ok(), "{end:?}");
+    }
+
+    #[test]
+    fn a_stream_ending_inside_a_header_is_an_error() {
+        let wire = response(b"ab");
+        let (frames, end) = decode_to_eof(&wire[..10]);
+        assert!(frames.is_empty());
+        let error = end.expect_err("cut inside the header");
+        assert!(
+            error.to_string().contains("10 of at least 24 bytes"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_stream_ending_right_after_a_header_is_an_error_not_a_clean_end() {
+        let wire = response(b"abc");
+        let (frames, end) = decode_to_eof(&wire[..HEADER_LEN]);
+        assert!(frames.is_empty());
+        let error = end.expect_err("the payload never came");
+        assert!(
+            error.to_string().contains("24 of at least 27 bytes"),
+            "{error}"
+        );
     }
 }
