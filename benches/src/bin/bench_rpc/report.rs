@@ -1,0 +1,257 @@
+//! The `rpc` section of `docs/benchmarks.md`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use quiver_benches::{Samples, fmt_duration};
+
+use crate::codec::{Case, Timing};
+use crate::priority::PriorityRun;
+use crate::{Connects, IN_FLIGHT, REQUEST_BYTES, Sizes, Unary};
+
+pub struct Results {
+    pub sizes: Sizes,
+    pub codec: Vec<(Case, Timing)>,
+    /// (a) to (e), in this order.
+    pub unaries: Vec<Unary>,
+    /// Bytes per second: (a), (d).
+    pub bulk: (f64, f64),
+    pub connects: Connects,
+    pub idle_heartbeats: Samples,
+    pub priorities: Vec<(u32, bool, PriorityRun)>,
+    pub load_before: String,
+    pub load_after: String,
+}
+
+/// The 1-, 5- and 15-minute load averages, as the kernel reports them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {kernel}")
+}
+
+fn ns(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns < 10_000 {
+        format!("{ns} ns")
+    } else {
+        format!("{:.1} µs", d.as_secs_f64() * 1e6)
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { f64::NAN }
+}
+
+fn mb(bytes_per_second: f64) -> String {
+    format!("{:.0} MB/s", bytes_per_second / 1e6)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**missed**" }
+}
+
+pub fn render(r: &Results) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "## RPC transport: `quiver/rpc/1` over Iroh\n\n\
+         Command: `cargo run --release -p quiver-benches --bin bench-rpc` (one process: servers and \
+         clients on loopback share the machine; smoke run without docs: `-- --smoke`). \
+         Machine: {}. Load average before / after the run: {} / {}. Iroh 1.4 (QUIC by noq), relays \
+         off, direct loopback addresses; tonic 0.14 with rustls (ring).\n\n",
+        machine(),
+        r.load_before,
+        r.load_after
+    );
+
+    out.push_str(
+        "### Codec: frame + protobuf, one message\n\n\
+         Serialize = prost-encode the message and frame it (24-byte header) into a write buffer; \
+         deserialize = decode the frame from a read buffer and prost-decode its payload (`bytes` \
+         fields as `Bytes`, no copy). Median of batches, in one thread. openraft is not in the \
+         workspace yet: the messages are plain prost messages shaped like openraft 0.9's (log ids \
+         of term, node id and index; a heartbeat is an append with no entries; entries carry 100 \
+         bytes of payload). The \"published\" columns are the figures published for the original \
+         Iroh design, **not measured here** (other machine, other serializer).\n\n\
+         | message | wire bytes | ser | de | published ser / de | speed-up ser / de | target ≥ 10× |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for (case, t) in &r.codec {
+        let (sx, dx) = (
+            ratio(case.published_ser.as_secs_f64(), t.ser.as_secs_f64()),
+            ratio(case.published_de.as_secs_f64(), t.de.as_secs_f64()),
+        );
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} / {} | {sx:.1}× / {dx:.1}× | {} |",
+            case.name,
+            t.wire_bytes,
+            ns(t.ser),
+            ns(t.de),
+            ns(case.published_ser),
+            ns(case.published_de),
+            verdict(sx >= 10.0 && dx >= 10.0)
+        );
+    }
+
+    let _ = write!(
+        out,
+        "\n### Unary echo, {REQUEST_BYTES}-byte request\n\n\
+         Calls per level: {:?} (after {} warm-up calls). (a) and (d) use one QUIC connection and one \
+         bi-stream per call; (b) one HTTP/2 connection; (e) one TCP connection per call in flight \
+         (TCP has no streams).\n\n\
+         | transport | in flight | p50 | p99 | calls/s | p50 ÷ (d) | calls/s ÷ (d) |\n\
+         |---|---|---|---|---|---|---|\n",
+        r.sizes.calls, r.sizes.warmup
+    );
+    let summary = |tag: &str| -> Vec<(f64, f64)> {
+        r.unaries
+            .iter()
+            .find(|u| u.name.starts_with(tag))
+            .map(|u| {
+                u.levels
+                    .iter()
+                    .map(|l| {
+                        let mut s = l.latencies.clone();
+                        (s.percentile(50.0).as_secs_f64(), l.per_second)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let floor = summary("(d)");
+    for unary in &r.unaries {
+        for (i, level) in unary.levels.iter().enumerate() {
+            let mut s = level.latencies.clone();
+            let (p50, p99) = (s.percentile(50.0), s.percentile(99.0));
+            let (f50, fps) = floor.get(i).copied().unwrap_or((f64::NAN, f64::NAN));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.0} | {:.2}× | {:.2}× |",
+                unary.name,
+                IN_FLIGHT[i],
+                fmt_duration(p50),
+                fmt_duration(p99),
+                level.per_second,
+                ratio(p50.as_secs_f64(), f50),
+                ratio(level.per_second, fps)
+            );
+        }
+    }
+    out.push_str(
+        "| `tonic-iroh-transport` 0.9 | — | not measured | | | | |\n\n\
+         (c) is `irpc-iroh` with a server that answers each request in its own task, over its own \
+         connection from the same client endpoint. `tonic-iroh-transport` 0.9 depends on iroh 0.98, \
+         which cannot share this workspace's lockfile with iroh 1.4: it would need a separate bench \
+         crate with its own lockfile, and is not measured.\n\n\
+         Targets for (a):\n\n| target | in flight | value | verdict |\n|---|---|---|---|\n",
+    );
+    let a = summary("(a)");
+    for (i, n) in IN_FLIGHT.iter().enumerate() {
+        let nan = (f64::NAN, f64::NAN);
+        let (a50, aps) = a.get(i).copied().unwrap_or(nan);
+        let (f50, _) = floor.get(i).copied().unwrap_or(nan);
+        let x = ratio(a50, f50);
+        let _ = writeln!(
+            out,
+            "| p50 ≤ 1.2× (d) | {n} | {x:.2}× | {} |",
+            verdict(x <= 1.2)
+        );
+        for tag in ["(b)", "(c)"] {
+            let (o50, ops) = summary(tag).get(i).copied().unwrap_or(nan);
+            let _ = writeln!(
+                out,
+                "| no slower than {tag}: p50 / calls/s | {n} | {:.2}× / {:.2}× of {tag} | {} |",
+                ratio(a50, o50),
+                ratio(aps, ops),
+                verdict(a50 <= o50 && aps >= ops)
+            );
+        }
+    }
+
+    let (rpc, raw) = r.bulk;
+    let _ = write!(
+        out,
+        "\n### Bulk and connections\n\n\
+         | measure | (a) quiver/rpc/1 | (d) raw Iroh | (a) ÷ (d) |\n|---|---|---|---|\n\
+         | {} MiB server stream (256 KiB messages; median of {} runs) | {} | {} | {:.2}× |\n",
+        r.sizes.bulk_bytes >> 20,
+        r.sizes.bulk_runs,
+        mb(rpc),
+        mb(raw),
+        ratio(rpc, raw)
+    );
+    let mut c = (
+        r.connects.rpc_first_call.clone(),
+        r.connects.raw_connect.clone(),
+        r.connects.reconnect.clone(),
+    );
+    let _ = write!(
+        out,
+        "| connect, p50 / max of {n}: (a) fresh client's first call (dial, handshake, call); (d) bare QUIC connect | {} / {} | {} / {} | {:.2}× |\n\
+         | reconnect after the server restarts (same key and port): restarted server bound → first answered call, p50 / max of {m} | {} / {} | | |\n",
+        fmt_duration(c.0.percentile(50.0)),
+        fmt_duration(c.0.percentile(100.0)),
+        fmt_duration(c.1.percentile(50.0)),
+        fmt_duration(c.1.percentile(100.0)),
+        ratio(
+            c.0.percentile(50.0).as_secs_f64(),
+            c.1.percentile(50.0).as_secs_f64()
+        ),
+        fmt_duration(c.2.percentile(50.0)),
+        fmt_duration(c.2.percentile(100.0)),
+        n = r.sizes.connects,
+        m = r.sizes.reconnects,
+    );
+
+    let mut idle = r.idle_heartbeats.clone();
+    let _ = write!(
+        out,
+        "\n### Priorities: heartbeats while snapshot streams fill the connection\n\n\
+         {} MiB in total over 1 or 4 server streams at Snapshot priority (256 KiB messages); \
+         heartbeats back to back on the same connection from the moment every bulk stream has \
+         delivered data until the last ends. \"on\": QUIC stream priorities from the frame priority \
+         on both sides; \"off\": every stream at the same QUIC priority. Idle heartbeat round trip: \
+         p50 {} / p99 {} ({} samples).\n\n\
+         | bulk streams | priorities | heartbeats | p50 | p99 | max | p99 ÷ idle p99 | bulk throughput |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        r.sizes.bulk_bytes >> 20,
+        fmt_duration(idle.percentile(50.0)),
+        fmt_duration(idle.percentile(99.0)),
+        idle.len()
+    );
+    let idle99 = idle.percentile(99.0).as_secs_f64();
+    for (streams, on, run) in &r.priorities {
+        let mut h = run.heartbeats.clone();
+        let _ = writeln!(
+            out,
+            "| {streams} | {} | {} | {} | {} | {} | {:.1}× | {} |",
+            if *on { "on" } else { "off" },
+            h.len(),
+            fmt_duration(h.percentile(50.0)),
+            fmt_duration(h.percentile(99.0)),
+            fmt_duration(h.percentile(100.0)),
+            ratio(h.percentile(99.0).as_secs_f64(), idle99),
+            mb(run.bulk_per_second)
+        );
+    }
+    out
+}
