@@ -12,6 +12,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== benchmarks at smoke size (benches/run.sh --smoke: every bench binary, nothing written)"
+bash benches/run.sh --smoke
 echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

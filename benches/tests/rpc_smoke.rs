@@ -6,7 +6,8 @@ use std::process::Command;
 #[test]
 fn bench_rpc_smoke_runs_every_part_and_writes_no_docs() {
     let docs = quiver_benches::docs_path();
-    let before = std::fs::read(&docs).ok();
+    let json = quiver_benches::json_path("rpc");
+    let before = (std::fs::read(&docs).ok(), std::fs::read(&json).ok());
     let out = Command::new(env!("CARGO_BIN_EXE_bench-rpc"))
         .arg("--smoke")
         .output()
@@ -27,6 +28,8 @@ fn bench_rpc_smoke_runs_every_part_and_writes_no_docs() {
         "(e) raw TCP, loopback | 64 |",
         "### Bulk and connections",
         "### Priorities",
+        "| 4 | on |",
+        "| 4 | off |",
     ] {
         assert!(
             stdout.contains(part),
@@ -34,8 +37,8 @@ fn bench_rpc_smoke_runs_every_part_and_writes_no_docs() {
         );
     }
     assert_eq!(
-        std::fs::read(&docs).ok(),
+        (std::fs::read(&docs).ok(), std::fs::read(&json).ok()),
         before,
-        "a smoke run rewrote the docs"
+        "a smoke run rewrote the docs or the JSON"
     );
 }

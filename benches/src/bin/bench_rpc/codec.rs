@@ -5,12 +5,15 @@
 //! last log id; an append carries entries of about 100 bytes of payload; a heartbeat is an append
 //! with no entries; a snapshot chunk carries its metadata, an offset and the data.
 
+use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
-use quiver_rpc::{Frame, FrameCodec, FrameType, Header, Priority};
+use quiver_rpc::{Frame, FrameCodec, FrameType, HEADER_LEN, Header, Priority};
 use tokio_util::codec::{Decoder as _, Encoder as _};
+
+use crate::Sizes;
 
 #[derive(Clone, PartialEq, Message)]
 pub struct LogId {
@@ -95,12 +98,17 @@ fn append(entries: u64) -> AppendEntries {
     }
 }
 
+type EncodeInto = Box<dyn Fn(&mut BytesMut) -> anyhow::Result<()>>;
+
 /// One message to time: its name, how it is encoded, and how it is decoded.
 pub struct Case {
     pub name: &'static str,
     pub published_ser: Duration,
     pub published_de: Duration,
+    /// Protobuf-encodes into a new buffer, as a caller building a frame does.
     encode: Box<dyn Fn() -> Bytes>,
+    /// Protobuf-encodes into the end of a buffer the caller reuses.
+    encode_into: EncodeInto,
     decode: fn(Bytes) -> anyhow::Result<()>,
     priority: Priority,
 }
@@ -111,13 +119,15 @@ fn case<M: Message + Default + Clone + 'static>(
     priority: Priority,
     message: M,
 ) -> Case {
+    let reused = message.clone();
     Case {
         name,
         published_ser: Duration::from_nanos(published_ns.0),
         published_de: Duration::from_nanos(published_ns.1),
         encode: Box::new(move || Bytes::from(message.encode_to_vec())),
+        encode_into: Box::new(move |dst| Ok(reused.encode(dst)?)),
         decode: |payload| {
-            M::decode(payload)?;
+            black_box(M::decode(payload)?);
             Ok(())
         },
         priority,
@@ -178,72 +188,126 @@ fn header(priority: Priority) -> Header {
     }
 }
 
-/// Median time per operation over `batches` batches (each about `batch_time` long).
+/// Median times per operation over the batches.
 pub struct Timing {
+    /// Frame + protobuf, as the transport does it.
     pub ser: Duration,
     pub de: Duration,
+    /// Protobuf alone with no allocation on the encoding side: the floor of any protobuf codec.
+    pub prost_ser: Duration,
+    pub prost_de: Duration,
     pub wire_bytes: usize,
 }
 
-/// Serialization: protobuf-encode the message, then frame it into a write buffer.
-/// Deserialization: decode the frame from a read buffer, then protobuf-decode its payload.
-/// Buffers are filled outside the timed region (as the socket would fill them).
+/// Times every case.
+pub fn all(sizes: Sizes) -> anyhow::Result<Vec<(Case, Timing)>> {
+    let mut rows = Vec::new();
+    for case in cases() {
+        let timing = time(&case, sizes.codec_batches, sizes.codec_batch_time)?;
+        println!(
+            "codec {}: ser {:?} de {:?} (protobuf alone {:?} / {:?})",
+            case.name, timing.ser, timing.de, timing.prost_ser, timing.prost_de
+        );
+        rows.push((case, timing));
+    }
+    Ok(rows)
+}
+
+/// Median time of one `op` over `batches` batches of `per_batch` calls, after one uncounted
+/// batch that warms caches and the allocator. `prepare` runs before each batch, off the clock.
+fn median_of(
+    batches: usize,
+    per_batch: usize,
+    mut prepare: impl FnMut(),
+    mut op: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Duration> {
+    let mut times = Vec::with_capacity(batches);
+    for batch in 0..=batches {
+        prepare();
+        let started = Instant::now();
+        for _ in 0..per_batch {
+            op()?;
+        }
+        if batch > 0 {
+            times.push(started.elapsed() / u32::try_from(per_batch)?);
+        }
+    }
+    times.sort_unstable();
+    Ok(times.get(times.len() / 2).copied().unwrap_or_default())
+}
+
+/// Serialization: protobuf-encode the message, then frame it into a new write buffer (the
+/// client's path: one buffer per request). Deserialization: decode the frame from a read buffer
+/// and protobuf-decode its payload; the read buffers are filled outside the timed region (as
+/// the socket would fill them). Every result is dropped inside the timed region.
 pub fn time(case: &Case, batches: usize, batch_time: Duration) -> anyhow::Result<Timing> {
     let mut codec = FrameCodec::default();
-    let encode_one = |codec: &mut FrameCodec, dst: &mut BytesMut| -> anyhow::Result<()> {
+    let mut encode_one = |dst: &mut BytesMut| -> anyhow::Result<()> {
         let frame = Frame::new(header(case.priority), (case.encode)());
         codec.encode(frame, dst)?;
         Ok(())
     };
     let mut wire = BytesMut::new();
-    encode_one(&mut codec, &mut wire)?;
+    encode_one(&mut wire)?;
     let wire = wire.freeze();
-    let decode_one = |codec: &mut FrameCodec, src: &mut BytesMut| -> anyhow::Result<()> {
-        let frame = codec
+    let payload = wire.slice(HEADER_LEN..);
+    let mut decoder = FrameCodec::default();
+    let mut decode_one = |src: &mut BytesMut| -> anyhow::Result<()> {
+        let frame = decoder
             .decode(src)?
             .ok_or_else(|| anyhow::anyhow!("{}: an incomplete frame", case.name))?;
         (case.decode)(frame.payload)
     };
-    decode_one(&mut codec, &mut BytesMut::from(&wire[..]))?;
+    decode_one(&mut BytesMut::from(&wire[..]))?;
 
-    // Calibrate the batch size on one timed operation of each kind.
+    // Calibrate the batch size on one operation of each kind.
     let started = Instant::now();
-    encode_one(&mut codec, &mut BytesMut::new())?;
-    decode_one(&mut codec, &mut BytesMut::from(&wire[..]))?;
+    encode_one(&mut BytesMut::new())?;
+    decode_one(&mut BytesMut::from(&wire[..]))?;
     let one = started.elapsed().max(Duration::from_nanos(50));
     let per_batch = usize::try_from(batch_time.as_nanos() / one.as_nanos())
         .unwrap_or(usize::MAX)
         .clamp(1, 100_000);
 
-    let (mut ser, mut de) = (Vec::new(), Vec::new());
-    // The first batch warms caches and the allocator and is not counted.
-    for batch in 0..=batches {
-        let mut outputs: Vec<BytesMut> = (0..per_batch).map(|_| BytesMut::new()).collect();
-        let started = Instant::now();
-        for dst in &mut outputs {
-            encode_one(&mut codec, dst)?;
-        }
-        let ser_batch = started.elapsed();
-        drop(outputs);
-        let mut inputs: Vec<BytesMut> = (0..per_batch).map(|_| BytesMut::from(&wire[..])).collect();
-        let started = Instant::now();
-        for src in &mut inputs {
-            decode_one(&mut codec, src)?;
-        }
-        let de_batch = started.elapsed();
-        if batch > 0 {
-            ser.push(ser_batch / per_batch as u32);
-            de.push(de_batch / per_batch as u32);
-        }
-    }
+    let ser = median_of(
+        batches,
+        per_batch,
+        || {},
+        || {
+            let mut dst = BytesMut::new();
+            encode_one(&mut dst)?;
+            black_box(dst);
+            Ok(())
+        },
+    )?;
+    let inputs = std::cell::RefCell::new(Vec::new());
+    let de = median_of(
+        batches,
+        per_batch,
+        || *inputs.borrow_mut() = (0..per_batch).map(|_| BytesMut::from(&wire[..])).collect(),
+        || {
+            let mut src = inputs.borrow_mut().pop().unwrap_or_default();
+            decode_one(&mut src)
+        },
+    )?;
+    let mut reused = BytesMut::with_capacity(wire.len());
+    let prost_ser = median_of(
+        batches,
+        per_batch,
+        || {},
+        || {
+            reused.clear();
+            (case.encode_into)(&mut reused)?;
+            black_box(&reused);
+            Ok(())
+        },
+    )?;
+    let prost_de = median_of(batches, per_batch, || {}, || (case.decode)(payload.clone()))?;
     Ok(Timing {
-        ser: median(&mut ser),
-        de: median(&mut de),
+        ser,
+        de,
+        prost_ser,
+        prost_de,
         wire_bytes: wire.len(),
     })
-}
-
-fn median(values: &mut [Duration]) -> Duration {
-    values.sort_unstable();
-    values.get(values.len() / 2).copied().unwrap_or_default()
 }

@@ -1,8 +1,6 @@
 //! (b) tonic over TCP with mutual TLS: a one-method echo service, certificates from a CA made
 //! for the run (the same shape as the agent's gRPC PKI).
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -77,7 +75,6 @@ fn pki() -> anyhow::Result<Pki> {
 /// A running echo server and a client channel (one HTTP/2 connection) to it.
 pub struct Grpc {
     pub client: EchoClient<Channel>,
-    pub addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -109,7 +106,6 @@ impl Grpc {
             .await?;
         Ok(Self {
             client: EchoClient::new(channel),
-            addr,
             server,
         })
     }

@@ -12,10 +12,23 @@ pub trait Echo: Send + Sync + 'static {
     fn echo(&self, payload: Bytes) -> impl Future<Output = anyhow::Result<Bytes>> + Send;
 }
 
-/// Latencies of every call, and calls per second over the whole run.
+/// Latencies of every call, and how long the calls took together.
+#[derive(Clone, Default)]
 pub struct LoadResult {
     pub latencies: Samples,
-    pub per_second: f64,
+    pub elapsed: Duration,
+}
+
+impl LoadResult {
+    /// Adds another run at the same level (runs of several rounds are pooled).
+    pub fn merge(&mut self, other: &LoadResult) {
+        self.latencies.extend(&other.latencies);
+        self.elapsed += other.elapsed;
+    }
+
+    pub fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
 }
 
 /// Runs `calls` echo calls of `payload`, `in_flight` at a time (each of `in_flight` tasks
@@ -52,10 +65,9 @@ pub async fn run<E: Echo>(
     for task in tasks {
         latencies.extend(&task.await??);
     }
-    let elapsed = started.elapsed().max(Duration::from_nanos(1));
     Ok(LoadResult {
-        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
         latencies,
+        elapsed: started.elapsed(),
     })
 }
 

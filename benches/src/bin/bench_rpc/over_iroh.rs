@@ -21,12 +21,16 @@ pub const ECHO: u16 = 1;
 /// Server stream: payload `chunks`, `size` (u32 BE each) → `chunks` messages of `size` bytes.
 pub const BULK: u16 = 2;
 
-/// The raw baseline's protocol: a request is the whole stream; a request starting with `BULK_TAG`
-/// asks for `u64 BE` bytes back, anything else is echoed.
+/// The raw baseline's protocol: a request starts with a kind byte. `ECHO_TAG`, a u32 BE length
+/// and that many bytes: the server sends the bytes back as soon as it has them (the client knows
+/// how many to read, so neither side waits for the other's end of stream, just as a
+/// `quiver/rpc/1` call needs only its frames). `BULK_TAG` and a u64 BE count: that many bytes
+/// back, then the end of the stream.
 pub const RAW_ALPN: &[u8] = b"quiver-bench/raw-echo/1";
+const ECHO_TAG: u8 = 0xec;
 const BULK_TAG: u8 = 0xb0;
-/// Largest raw echo request read.
-const RAW_MAX: usize = 1 << 20;
+/// Largest raw echo request served.
+const RAW_MAX: u32 = 1 << 20;
 
 #[derive(Clone, Debug)]
 pub struct BenchDispatch;
@@ -51,7 +55,7 @@ impl Dispatch for BenchDispatch {
     }
 }
 
-/// The raw echo: read the request to its end, answer, finish.
+/// The raw echo: read a request, answer, finish.
 #[derive(Clone, Debug)]
 pub struct RawEcho;
 
@@ -59,22 +63,44 @@ impl ProtocolHandler for RawEcho {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         while let Ok((mut send, mut recv)) = conn.accept_bi().await {
             tokio::spawn(async move {
-                let Ok(request) = recv.read_to_end(RAW_MAX).await else {
+                let mut kind = [0u8; 1];
+                if recv.read_exact(&mut kind).await.is_err() {
                     return;
-                };
-                if let [BULK_TAG, rest @ ..] = request.as_slice() {
-                    let total = rest.try_into().map_or(0, u64::from_be_bytes);
-                    let chunk = Bytes::from(vec![0xab; 256 * 1024]);
-                    let mut sent = 0u64;
-                    while sent < total {
-                        let n = (total - sent).min(chunk.len() as u64);
-                        if send.write_chunk(chunk.slice(..n as usize)).await.is_err() {
+                }
+                match kind[0] {
+                    ECHO_TAG => {
+                        let mut len = [0u8; 4];
+                        if recv.read_exact(&mut len).await.is_err() {
                             return;
                         }
-                        sent += n;
+                        let len = u32::from_be_bytes(len);
+                        if len > RAW_MAX {
+                            return;
+                        }
+                        let mut request = vec![0u8; len as usize];
+                        if recv.read_exact(&mut request).await.is_err()
+                            || send.write_all(&request).await.is_err()
+                        {
+                            return;
+                        }
                     }
-                } else if send.write_all(&request).await.is_err() {
-                    return;
+                    BULK_TAG => {
+                        let mut total = [0u8; 8];
+                        if recv.read_exact(&mut total).await.is_err() {
+                            return;
+                        }
+                        let total = u64::from_be_bytes(total);
+                        let chunk = Bytes::from(vec![0xab; 256 * 1024]);
+                        let mut sent = 0u64;
+                        while sent < total {
+                            let n = (total - sent).min(chunk.len() as u64);
+                            if send.write_chunk(chunk.slice(..n as usize)).await.is_err() {
+                                return;
+                            }
+                            sent += n;
+                        }
+                    }
+                    _ => return,
                 }
                 let _ = send.finish();
             });
@@ -154,6 +180,49 @@ impl Server {
     }
 }
 
+/// A [`Server`] on a runtime of its own, as a server in another process would be: its tasks
+/// do not queue behind the client's in one scheduler (the OS still shares the cores).
+pub struct RemoteServer {
+    runtime: Option<tokio::runtime::Runtime>,
+    pub server: Server,
+}
+
+impl RemoteServer {
+    pub async fn start(allowed: &[EndpointId], priorities: bool) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let allowed = allowed.to_vec();
+        let server = runtime
+            .spawn(async move { Server::start(&allowed, priorities).await })
+            .await??;
+        Ok(Self {
+            runtime: Some(runtime),
+            server,
+        })
+    }
+
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let router = self.server.router.clone();
+        if let Some(runtime) = self.runtime.take() {
+            runtime
+                .spawn(async move { router.shutdown().await })
+                .await??;
+            runtime.shutdown_background();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RemoteServer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 pub async fn client_endpoint() -> anyhow::Result<Endpoint> {
     Ok(EndpointOptions::new(SecretKey::generate())
         .bind_addr(loopback())
@@ -187,7 +256,8 @@ impl Echo for RpcEcho {
                 ECHO,
                 payload,
                 Priority::Normal,
-                Some(Duration::from_secs(30)),
+                // No deadline, like the baselines' calls: a deadline adds a timer on each side.
+                None,
             )
             .await?)
     }
@@ -201,9 +271,15 @@ pub struct RawEchoClient {
 impl Echo for RawEchoClient {
     async fn echo(&self, payload: Bytes) -> anyhow::Result<Bytes> {
         let (mut send, mut recv) = self.conn.open_bi().await?;
-        send.write_chunk(payload).await?;
+        let mut request = BytesMut::with_capacity(5 + payload.len());
+        request.put_u8(ECHO_TAG);
+        request.put_u32(u32::try_from(payload.len())?);
+        request.put_slice(&payload);
+        send.write_all(&request).await?;
         send.finish()?;
-        Ok(Bytes::from(recv.read_to_end(RAW_MAX).await?))
+        let mut reply = vec![0u8; payload.len()];
+        recv.read_exact(&mut reply).await?;
+        Ok(Bytes::from(reply))
     }
 }
 

@@ -8,7 +8,7 @@ use quiver_benches::Samples;
 use quiver_rpc::Priority;
 use tokio::sync::Notify;
 
-use crate::over_iroh::{BULK, SERVICE, Server, bulk_request, client_endpoint, rpc_client};
+use crate::over_iroh::{BULK, RemoteServer, SERVICE, bulk_request, client_endpoint, rpc_client};
 
 const CHUNK: u32 = 256 * 1024;
 
@@ -21,7 +21,8 @@ pub struct PriorityRun {
 /// Heartbeat round trips on an idle connection.
 pub async fn idle(priorities: bool, count: usize) -> anyhow::Result<Samples> {
     let client = rpc_client(client_endpoint().await?, priorities);
-    let server = Server::start(&[client.endpoint().id()], priorities).await?;
+    let remote = RemoteServer::start(&[client.endpoint().id()], priorities).await?;
+    let server = &remote.server;
     let mut samples = Samples::default();
     for _ in 0..count {
         samples.push(
@@ -30,8 +31,24 @@ pub async fn idle(priorities: bool, count: usize) -> anyhow::Result<Samples> {
                 .await?,
         );
     }
-    server.router.shutdown().await?;
+    remote.shutdown().await?;
     Ok(samples)
+}
+
+/// Heartbeats under 1 and then 4 bulk streams, priorities on then off: (streams, on, run).
+pub async fn all(total: u64) -> anyhow::Result<Vec<(u32, bool, PriorityRun)>> {
+    let mut rows = Vec::new();
+    for streams in [1, 4] {
+        for priorities in [true, false] {
+            let run = under_bulk(priorities, streams, total).await?;
+            println!(
+                "heartbeats under {streams} bulk stream(s), priorities {priorities}: {} samples",
+                run.heartbeats.len()
+            );
+            rows.push((streams, priorities, run));
+        }
+    }
+    Ok(rows)
 }
 
 /// `streams` server streams at snapshot priority, `total` bytes over all of them, and back to
@@ -39,7 +56,8 @@ pub async fn idle(priorities: bool, count: usize) -> anyhow::Result<Samples> {
 /// stream ends. `priorities` switches QUIC stream priorities on both client and server.
 pub async fn under_bulk(priorities: bool, streams: u32, total: u64) -> anyhow::Result<PriorityRun> {
     let client = rpc_client(client_endpoint().await?, priorities);
-    let server = Server::start(&[client.endpoint().id()], priorities).await?;
+    let remote = RemoteServer::start(&[client.endpoint().id()], priorities).await?;
+    let server = &remote.server;
     client
         .heartbeat(&server.addr, Duration::from_secs(30))
         .await?;
@@ -98,7 +116,7 @@ pub async fn under_bulk(priorities: bool, streams: u32, total: u64) -> anyhow::R
         bytes == u64::from(chunks) * u64::from(CHUNK) * u64::from(streams),
         "bulk streams delivered {bytes} bytes"
     );
-    server.router.shutdown().await?;
+    remote.shutdown().await?;
     Ok(PriorityRun {
         heartbeats,
         bulk_per_second: bytes as f64 / elapsed.as_secs_f64(),
