@@ -37,17 +37,21 @@ guest="${QUIVER_GUEST_DIR:-/var/lib/quiver/guest}"
 have_guest=0
 [ -f "$guest/vmlinuz" ] && [ -f "$guest/initrd.gz" ] && have_guest=1
 
+failed=()
 needs_agent=0
 for name in "${names[@]}"; do
     case "$name" in agent | e2e) needs_agent=1 ;; esac
 done
 
-echo "== build ($profile)"
-cargo build --locked "${build[@]}" -p quiver-benches --bins
+# One cargo invocation, so that shared dependencies (iroh, tonic...) build once with one
+# feature set.
+packages=(-p quiver-benches)
 if [ "$needs_agent" = 1 ]; then
-    cargo build --locked "${build[@]}" -p quiver-agent --bin quiver-agent
+    packages+=(-p quiver-agent)
     export QUIVER_AGENT_BIN="$target/$profile/quiver-agent"
 fi
+echo "== build ($profile)"
+cargo build --locked "${build[@]}" "${packages[@]}" --bins
 
 for name in "${names[@]}"; do
     case "$name" in
@@ -64,6 +68,15 @@ for name in "${names[@]}"; do
     esac
     echo "== bench-$name ${flags[*]}"
     started=$SECONDS
-    "$target/$profile/bench-$name" "${flags[@]}"
-    echo "== bench-$name: $((SECONDS - started)) s"
+    # A failed benchmark leaves its section as it was; the others still run.
+    if "$target/$profile/bench-$name" "${flags[@]}"; then
+        echo "== bench-$name: $((SECONDS - started)) s"
+    else
+        echo "== bench-$name: FAILED after $((SECONDS - started)) s" >&2
+        failed+=("$name")
+    fi
 done
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "failed: ${failed[*]}" >&2
+    exit 1
+fi

@@ -239,13 +239,16 @@ fn unary(out: &mut String, r: &Results) {
         }
     }
     out.push_str(
-        "\nWhat (a) adds to the floor (d) per call: the 24-byte header and its checks on both \
-         sides, a frame buffer per request and per reply, the dispatch through the `Dispatch` \
-         trait in a task of its own, the client's lookup of the peer's shared connection (behind \
-         a lock per peer), the per-connection limits on streams and calls, and QUIC \
-         stream priorities set on both streams. At 1 in flight that is a few µs on a round trip \
-         of tens of µs; at 16 and 64 in flight the machine is CPU-bound and every µs of CPU per \
-         call shows in the ratio.\n",
+        "\nWhat (a) does per call beyond the floor (d): the 24-byte header and its checks on both \
+         sides; a frame buffer per request and per reply; on the client, a lookup of the peer's \
+         shared connection behind a per-peer lock and backoff bookkeeping on each reply; on the \
+         server, per stream a reader and a writer joined by a bounded reply queue (so that \
+         several calls may share a stream and a peer that stops reading cannot make the server \
+         buffer without bound), a cancellation token, the stream and call limits (semaphores), \
+         the dispatch through the `Dispatch` trait, and QUIC stream priorities on both streams. \
+         (c) reads one request and writes one reply per stream. At 1 in flight this is a few µs \
+         on a round trip of tens of µs; at 16 and 64 in flight the machine is CPU-bound and every \
+         µs of CPU per call shows in the ratios.\n",
     );
 }
 
