@@ -45,7 +45,7 @@ const FULL: Sizes = Sizes {
     codec_batches: 31,
     codec_batch_time: Duration::from_millis(5),
     calls: [6_000, 24_000, 48_000],
-    rounds: 3,
+    rounds: 5,
     warmup: 200,
     bulk_bytes: 256 << 20,
     bulk_runs: 3,

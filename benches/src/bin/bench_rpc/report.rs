@@ -161,12 +161,16 @@ fn codec(out: &mut String, r: &Results) {
         "\nWhere the codec time goes. Serializing allocates twice per message (prost's `Vec`, then \
          the frame buffer) and copies the payload into the frame: for small messages the two \
          allocations are most of the time (compare \"protobuf alone\"). A 1 MiB snapshot chunk is \
-         copied twice (into prost's `Vec`, then into the frame) into freshly allocated memory; 10× \
+         copied twice (into prost's `Vec`, then into the frame), each time into a new 1 MiB buffer: \
+         whether malloc serves those from pages already mapped or maps fresh ones (glibc's mmap \
+         threshold and heap trimming) moves that row by an order of magnitude from run to run, \
+         and a write path that reused its buffers would remove the difference. 10× \
          the published 83.9 µs is 8.4 µs, less than one copy of 1 MiB takes here, so that target \
          needs a zero-copy write path (header and protobuf prefix in one small buffer, the data \
          handed to QUIC as its own `Bytes` chunk), which the transport's framed writer does not \
          have. Deserializing never copies a payload: the frame and its `bytes` fields are slices \
-         of the read buffer.\n",
+         of the read buffer; for the 1 MiB chunk, most of the time is freeing that buffer, which \
+         the timing includes.\n",
     );
 }
 
