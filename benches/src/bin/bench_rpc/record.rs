@@ -51,6 +51,10 @@ pub fn json(r: &Results) -> Value {
                     "p99_us": us(s.percentile(99.0)),
                     "calls_per_s": level.per_second(),
                     "p50_over_raw_iroh": floor.get(i).map(|f| ratio(p50.as_secs_f64(), f.0)),
+                    "rounds": u.rounds.get(i).map(|rounds| rounds
+                        .iter()
+                        .map(|(p50, per_second)| json!({"p50_us": p50 * 1e6, "calls_per_s": per_second}))
+                        .collect::<Vec<_>>()),
                 })
             })
         })

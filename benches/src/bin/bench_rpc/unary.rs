@@ -14,7 +14,11 @@ use crate::{IN_FLIGHT, REQUEST_BYTES, Sizes, grpc, over_irpc, tcp};
 /// Unary results of one transport, one per in-flight level.
 pub struct Unary {
     pub name: &'static str,
+    /// All rounds of a level pooled.
     pub levels: Vec<LoadResult>,
+    /// Per level, each round's p50 (seconds) and calls per second: their spread is the run's
+    /// own measure of its noise.
+    pub rounds: Vec<Vec<(f64, f64)>>,
 }
 
 /// The transports under test, each with a client ready to call.
@@ -90,6 +94,7 @@ pub async fn all(sizes: Sizes) -> anyhow::Result<Vec<Unary>> {
         .map(|t| Unary {
             name: t.name(),
             levels: vec![LoadResult::default(); IN_FLIGHT.len()],
+            rounds: vec![Vec::new(); IN_FLIGHT.len()],
         })
         .collect();
     for (level, (in_flight, calls)) in IN_FLIGHT.into_iter().zip(sizes.calls).enumerate() {
@@ -101,6 +106,8 @@ pub async fn all(sizes: Sizes) -> anyhow::Result<Vec<Unary>> {
                     .await
                     .map_err(|e| e.context(format!("{}, {in_flight} in flight", result.name)))?;
                 result.levels[level].merge(&run);
+                let p50 = run.latencies.clone().percentile(50.0).as_secs_f64();
+                result.rounds[level].push((p50, run.per_second()));
             }
         }
         for result in &results {
