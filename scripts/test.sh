@@ -12,6 +12,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== benchmarks at smoke size (benches/run.sh --smoke: every bench binary, nothing written)"
+bash benches/run.sh --smoke
 echo "== cargo test"
 # QEMUs already running belong to someone else; any other QEMU still alive after the tests is a
 # VM a test left without an owner.

@@ -55,6 +55,24 @@ pub fn docs_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md")
 }
 
+/// Where a bench binary writes its results as JSON: `docs/benchmarks/<name>.json`, beside the
+/// markdown, for tools that compare runs.
+pub fn json_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/benchmarks")
+        .join(format!("{name}.json"))
+}
+
+/// Writes `value` as pretty JSON with a trailing newline, creating the directory.
+pub fn write_json(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    std::fs::write(path, text)
+}
+
 /// Replaces (or appends) the section between `<!-- BEGIN name -->` and `<!-- END name -->`.
 pub fn write_section(path: &Path, name: &str, body: &str) -> std::io::Result<()> {
     let (begin, end) = (
@@ -85,6 +103,17 @@ mod tests {
         assert_eq!(s.percentile(50.0), Duration::from_millis(50));
         assert_eq!(s.percentile(99.0), Duration::from_millis(99));
         assert_eq!(s.percentile(100.0), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn json_is_written_beside_the_docs_creating_its_directory() -> std::io::Result<()> {
+        assert!(json_path("rpc").ends_with("docs/benchmarks/rpc.json"));
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("benchmarks/x.json");
+        write_json(&path, &serde_json::json!({"p50_us": 12.5}))?;
+        let back: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+        assert_eq!(back["p50_us"], 12.5);
+        Ok(())
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! Needs the guest image (`scripts/guest-image.sh`; `QUIVER_GUEST_DIR`).
 //! Run: `cargo run --release -p quiver-benches --bin bench-agent` (`-- --no-write` to leave
-//! docs/benchmarks.md alone).
+//! docs/benchmarks.md alone, `-- --smoke` to boot one VM each way and write nothing).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -195,7 +195,10 @@ fn row(label: &str, agent: &mut Samples, raw: &mut Samples) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let write = !std::env::args().any(|a| a == "--no-write");
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let write = !smoke && !std::env::args().any(|a| a == "--no-write");
+    // (VMs at once, rounds); a smoke run boots one VM each way and writes nothing.
+    let levels: &[(usize, usize)] = if smoke { &[(1, 1)] } else { &[(1, 5), (10, 2)] };
     let guest = guest_dir();
     anyhow::ensure!(
         guest.join("vmlinuz").is_file(),
@@ -223,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
     let client = AgentClient::connect(format!("http://{}", addr.trim())).await?;
 
     let mut table = String::new();
-    for (n, rounds) in [(1usize, 5usize), (10, 2)] {
+    for &(n, rounds) in levels {
         let (mut agent_run, mut raw_run) = (Run::default(), Run::default());
         for round in 0..rounds {
             let r = raw(&guest, n).await?;

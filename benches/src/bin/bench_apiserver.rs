@@ -2,7 +2,8 @@
 //! with 10 watchers — each next to a baseline measured in the same run.
 //!
 //! Run: `cargo run --release -p quiver-benches --bin bench-apiserver` (add `-- --no-write`
-//! to leave docs/benchmarks.md alone).
+//! to leave docs/benchmarks.md alone, `-- --smoke` for a few-second run at tiny sizes that
+//! writes nothing).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,10 +15,33 @@ use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use quiver_apiserver::{Config, DevApiServer};
 use quiver_benches::{Samples, docs_path, fmt_duration, write_section};
 
-const OBJECTS: usize = 10_000;
 const IN_FLIGHT: usize = 64;
-const WATCHERS: usize = 10;
-const WATCHED_WRITES: usize = 500;
+
+/// How much to run: the full sizes, or `--smoke` (a few seconds, nothing written).
+#[derive(Clone, Copy)]
+struct Sizes {
+    objects: usize,
+    warmup: usize,
+    list_runs: usize,
+    watchers: usize,
+    watched_writes: usize,
+}
+
+const FULL: Sizes = Sizes {
+    objects: 10_000,
+    warmup: 500,
+    list_runs: 20,
+    watchers: 10,
+    watched_writes: 500,
+};
+
+const SMOKE: Sizes = Sizes {
+    objects: 100,
+    warmup: 10,
+    list_runs: 2,
+    watchers: 2,
+    watched_writes: 5,
+};
 
 fn config_map(name: &str) -> ConfigMap {
     serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": {"bench": "yes"}}, "data": {"key": "value"}})).unwrap_or_default()
@@ -92,7 +116,11 @@ fn list_serde_baseline(items: &[ConfigMap], runs: usize) -> anyhow::Result<Sampl
 }
 
 /// Each write's creation time → each watcher's receive time.
-async fn watch_latency(api: &Api<ConfigMap>) -> anyhow::Result<(Samples, Samples)> {
+async fn watch_latency(
+    api: &Api<ConfigMap>,
+    watchers: usize,
+    writes: usize,
+) -> anyhow::Result<(Samples, Samples)> {
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let rv = api
         .list(&ListParams::default().limit(1))
@@ -101,13 +129,13 @@ async fn watch_latency(api: &Api<ConfigMap>) -> anyhow::Result<(Samples, Samples
         .resource_version
         .unwrap_or_default();
     let mut tasks = Vec::new();
-    for _ in 0..WATCHERS {
+    for _ in 0..watchers {
         let (api, sent, rv) = (api.clone(), sent.clone(), rv.clone());
         let params = WatchParams::default().labels("bench=watch");
         let mut stream = api.watch(&params, &rv).await?.boxed();
         tasks.push(tokio::spawn(async move {
             let mut samples = Samples::default();
-            while samples.len() < WATCHED_WRITES {
+            while samples.len() < writes {
                 match stream.next().await {
                     Some(Ok(WatchEvent::Added(cm))) => {
                         let name = cm.metadata.name.unwrap_or_default();
@@ -124,7 +152,7 @@ async fn watch_latency(api: &Api<ConfigMap>) -> anyhow::Result<(Samples, Samples
         }));
     }
     let mut write_rtt = Samples::default();
-    for i in 0..WATCHED_WRITES {
+    for i in 0..writes {
         let name = format!("watched-{i}");
         let mut cm = config_map(&name);
         cm.metadata.labels = Some([("bench".to_string(), "watch".to_string())].into());
@@ -146,7 +174,9 @@ async fn watch_latency(api: &Api<ConfigMap>) -> anyhow::Result<(Samples, Samples
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let write = !std::env::args().any(|a| a == "--no-write");
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let write = !smoke && !std::env::args().any(|a| a == "--no-write");
+    let sizes = if smoke { SMOKE } else { FULL };
     let server = DevApiServer::start(Config::default()).await?;
     let client = client(&server).await?;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
@@ -154,23 +184,23 @@ async fn main() -> anyhow::Result<()> {
     creates(
         &Api::namespaced(client.clone(), "kube-system"),
         "warmup",
-        500,
+        sizes.warmup,
     )
     .await?;
-    let baseline_rps = version_round_trips(&client, OBJECTS).await?;
-    let create_rps = creates(&api, "cm", OBJECTS).await?;
+    let baseline_rps = version_round_trips(&client, sizes.objects).await?;
+    let create_rps = creates(&api, "cm", sizes.objects).await?;
     println!("creates: {create_rps:.0}/s (GET /version baseline {baseline_rps:.0}/s)");
 
-    let (mut list, count) = list_latency(&api, 20).await?;
+    let (mut list, count) = list_latency(&api, sizes.list_runs).await?;
     let items = api.list(&ListParams::default()).await?.items;
-    let mut serde = list_serde_baseline(&items, 20)?;
+    let mut serde = list_serde_baseline(&items, sizes.list_runs)?;
     println!(
         "list of {count}: p50 {} (serde baseline {})",
         fmt_duration(list.percentile(50.0)),
         fmt_duration(serde.percentile(50.0))
     );
 
-    let (mut delivery, mut rtt) = watch_latency(&api).await?;
+    let (mut delivery, mut rtt) = watch_latency(&api, sizes.watchers, sizes.watched_writes).await?;
     println!(
         "watch delivery ({} samples): p50 {} p99 {}",
         delivery.len(),
@@ -183,14 +213,17 @@ async fn main() -> anyhow::Result<()> {
         "## Dev control plane\n\n\
          Command: `cargo run --release -p quiver-benches --bin bench-apiserver` (in-process server, kube-rs client over HTTPS on loopback, {IN_FLIGHT} requests in flight, 2 cores).\n\n\
          | measure | result | baseline (same run) | ratio | target |\n|---|---|---|---|---|\n\
-         | small creates (ConfigMap), {OBJECTS} objects | {create_rps:.0}/s | `GET /version` round trips: {baseline_rps:.0}/s | {:.2}× of baseline throughput | ≥ 5,000/s |\n\
+         | small creates (ConfigMap), {} objects | {create_rps:.0}/s | `GET /version` round trips: {baseline_rps:.0}/s | {:.2}× of baseline throughput | ≥ 5,000/s |\n\
          | list {count} objects, p50 / p99 | {} / {} | JSON encode+decode of the same list in-process: {} | {:.2}× | ≤ 200 ms |\n\
-         | watch delivery, {WATCHERS} watchers × {WATCHED_WRITES} writes, p50 / p99 | {} / {} | create round trip p50 / p99: {} / {} | {:.2}× (p99) | p99 ≤ 5 ms |\n",
+         | watch delivery, {} watchers × {} writes, p50 / p99 | {} / {} | create round trip p50 / p99: {} / {} | {:.2}× (p99) | p99 ≤ 5 ms |\n",
+        sizes.objects,
         create_rps / baseline_rps,
         fmt_duration(list.percentile(50.0)),
         fmt_duration(list.percentile(99.0)),
         fmt_duration(serde.percentile(50.0)),
         ratio(list.percentile(50.0), serde.percentile(50.0)),
+        sizes.watchers,
+        sizes.watched_writes,
         fmt_duration(delivery.percentile(50.0)),
         fmt_duration(delivery.percentile(99.0)),
         fmt_duration(rtt.percentile(50.0)),

@@ -10,7 +10,8 @@
 //! - control-plane overhead: total minus guest boot.
 //!
 //! Needs the guest image. Run: `cargo build --release -p quiver-agent && cargo run --release
-//! -p quiver-benches --bin bench-e2e` (`-- --no-write` to leave docs/benchmarks.md alone).
+//! -p quiver-benches --bin bench-e2e` (`-- --no-write` to leave docs/benchmarks.md alone,
+//! `-- --smoke` for one VM once each way, writing nothing).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,9 @@ use quiver_rpc::AgentClient;
 use quiver_tests::cluster::{TestCluster, guest_dir};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// (VMs started at once, rounds) for each level measured.
+type Levels = &'static [(usize, usize)];
 
 #[derive(Default)]
 struct Stages {
@@ -205,7 +209,7 @@ fn row(label: &str, s: &mut Samples) -> String {
 
 /// The same path with agents on the simulated driver (no QEMU, so no CPU spent on guests):
 /// what the control plane costs when it has the cores to itself.
-async fn simulated_section(guest: &std::path::Path) -> anyhow::Result<String> {
+async fn simulated_section(guest: &std::path::Path, levels: Levels) -> anyhow::Result<String> {
     let cluster = TestCluster::start_simulated(1).await?;
     let vms: Api<MicroVM> = Api::namespaced(cluster.client.clone(), "default");
     let agent = cluster.agent_client(0).await?;
@@ -216,7 +220,7 @@ async fn simulated_section(guest: &std::path::Path) -> anyhow::Result<String> {
          control plane costs.\n\n\
          | VMs at once | samples | create → process launched p50 / p99 | control-plane overhead p50 / p99 |\n|---|---|---|---|\n",
     );
-    for (n, rounds) in [(1usize, 8usize), (10, 3)] {
+    for &(n, rounds) in levels {
         let mut stages = Stages::default();
         for r in 0..rounds {
             round(&vms, &agent, guest, n, &format!("s{n}-{r}"), &mut stages).await?;
@@ -236,7 +240,15 @@ async fn simulated_section(guest: &std::path::Path) -> anyhow::Result<String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let write = !std::env::args().any(|a| a == "--no-write");
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let write = !smoke && !std::env::args().any(|a| a == "--no-write");
+    // (VMs at once, rounds) with real guests, then on the simulated driver; a smoke run does
+    // one VM once each way and writes nothing.
+    let (real, simulated): (Levels, Levels) = if smoke {
+        (&[(1, 1)], &[(1, 1)])
+    } else {
+        (&[(1, 8), (10, 2)], &[(1, 8), (10, 3)])
+    };
     let guest =
         guest_dir().ok_or_else(|| anyhow::anyhow!("no guest image: run scripts/guest-image.sh"))?;
     let cluster = TestCluster::start(1).await?;
@@ -248,7 +260,7 @@ async fn main() -> anyhow::Result<()> {
          (dev control plane + operator in-process, one real agent, QEMU `microvm` under TCG, 2 cores). \
          Control-plane overhead is everything but the guest's own boot (QEMU spawn → readiness marker, as the agent saw it).\n",
     );
-    for (n, rounds) in [(1usize, 8usize), (10, 2)] {
+    for &(n, rounds) in real {
         let mut raw = Samples::default();
         for _ in 0..rounds {
             raw.extend(&raw_boots(&guest, n).await?);
@@ -275,7 +287,7 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     cluster.shutdown().await;
-    body.push_str(&simulated_section(&guest).await?);
+    body.push_str(&simulated_section(&guest, simulated).await?);
     println!("{body}");
     if write {
         write_section(&docs_path(), "e2e", &body)?;
