@@ -7,6 +7,8 @@
 //! at its new address on the same connection.
 //!
 //! Run (as root; SKIPPED otherwise): `cargo test -p quiver-tests --test netns_address_change`.
+//! With `RUST_LOG=iroh=debug` (and `-- --nocapture`) iroh logs the change: the old path is
+//! abandoned (`UnusableAfterNetworkChange`) and a new one opens from the new address.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -6,7 +6,8 @@
 //! outside itself.
 //!
 //! For peers behind NAT, set a [`RelayMode`]: `RelayMode::Custom(map)` with the cluster's own
-//! relay (an `iroh-relay` server) or `RelayMode::Default` for n0's public relays. The endpoint
+//! relay (an `iroh-relay` server; with [`EndpointOptions::relay_ca()`] when its certificate comes
+//! from a private CA) or `RelayMode::Default` for n0's public relays. The endpoint
 //! then keeps a connection to its home relay, peers that include the relay URL in the address
 //! they dial can reach it through the relay, and QUIC hole punching moves the path to a direct
 //! one when it can. Traffic through a relay stays end-to-end encrypted; the relay sees only

@@ -68,6 +68,11 @@ fn row(run: &Run) -> String {
 }
 
 fn table(runs: &[Run], calls: usize) -> String {
+    let profile = if cfg!(debug_assertions) {
+        ""
+    } else {
+        " --release"
+    };
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -75,13 +80,13 @@ fn table(runs: &[Run], calls: usize) -> String {
     );
     let _ = writeln!(
         out,
-        "`sudo cargo run --release -p quiver-benches --bin bench-netns -- --calls {calls}`: a real \
+        "As root, `cargo run{profile} -p quiver-benches --bin bench-netns -- --calls {calls}`: a real \
          `quiver-agent --transport dual --dev-tls` (simulated driver) in one network namespace, \
          the client in another, joined by a veth pair; nftables drops the given share of packets \
          each way at random (`numgen random mod 100 < N drop`: this kernel has no netem). \
          {calls} calls per row, one at a time (Health, Status, ListVms, GetResourceSummary in \
-         turn), 30 s deadline each; the connection is made under the same loss. Latency of the \
-         calls that succeeded.\n"
+         turn), 30 s deadline each, after one untimed call that opens the connection under the \
+         same loss. Latency of the calls that succeeded.\n"
     );
     let _ = writeln!(
         out,
