@@ -6,6 +6,8 @@
 //! both endpoints homed on that relay. The client knows the server only by endpoint id and
 //! relay URL. Its calls succeed, and the relay is its only active path to the server; a client
 //! without the relay, dialing the server's direct address, gets nowhere (the block is real).
+//! One namespace holds all three because the test relay listens on 127.0.0.1 only; the
+//! namespace is what confines the UDP block to the test.
 //!
 //! Run (as root; SKIPPED otherwise): `cargo test -p quiver-tests --test netns_relay`.
 
