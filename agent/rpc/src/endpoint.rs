@@ -6,7 +6,8 @@
 //! outside itself.
 //!
 //! For peers behind NAT, set a [`RelayMode`]: `RelayMode::Custom(map)` with the cluster's own
-//! relay (an `iroh-relay` server) or `RelayMode::Default` for n0's public relays. The endpoint
+//! relay (an `iroh-relay` server; with [`EndpointOptions::relay_ca()`] when its certificate comes
+//! from a private CA) or `RelayMode::Default` for n0's public relays. The endpoint
 //! then keeps a connection to its home relay, peers that include the relay URL in the address
 //! they dial can reach it through the relay, and QUIC hole punching moves the path to a direct
 //! one when it can. Traffic through a relay stays end-to-end encrypted; the relay sees only
@@ -19,6 +20,7 @@ use std::time::Duration;
 use iroh::endpoint::{
     BindError, IdleTimeout, InvalidSocketAddr, QuicTransportConfig, VarInt, presets,
 };
+use iroh::tls::CaTlsConfig;
 use iroh::{Endpoint, RelayMode, SecretKey};
 
 use crate::access::Allowlist;
@@ -47,6 +49,10 @@ pub struct EndpointOptions {
     pub bind_addr: SocketAddr,
     /// Relays for NAT traversal (default: none).
     pub relay_mode: RelayMode,
+    /// Trust anchors for the relays' TLS certificates (default: the web PKI roots built into
+    /// iroh). A cluster whose own relay has a certificate from a private CA sets them
+    /// (`CaTlsConfig::custom_roots`).
+    pub relay_ca: Option<CaTlsConfig>,
     /// Peers allowed to connect, checked at the handshake (default: everyone, for a client-only
     /// endpoint such as a CLI's).
     pub allowlist: Option<Allowlist>,
@@ -63,6 +69,7 @@ impl EndpointOptions {
             secret_key,
             bind_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
             relay_mode: RelayMode::Disabled,
+            relay_ca: None,
             allowlist: None,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
@@ -79,6 +86,12 @@ impl EndpointOptions {
     #[must_use]
     pub fn relay_mode(mut self, mode: RelayMode) -> Self {
         self.relay_mode = mode;
+        self
+    }
+
+    #[must_use]
+    pub fn relay_ca(mut self, ca: CaTlsConfig) -> Self {
+        self.relay_ca = Some(ca);
         self
     }
 
@@ -125,6 +138,9 @@ impl EndpointOptions {
                 addr: self.bind_addr,
                 source,
             })?;
+        if let Some(ca) = self.relay_ca {
+            builder = builder.ca_tls_config(ca);
+        }
         if let Some(allowlist) = self.allowlist {
             builder = builder.hooks(allowlist.hook());
         }
