@@ -65,6 +65,8 @@ pub struct AgentOptions {
     pub kubeconfig: PathBuf,
     /// Run the `simulated` driver (no QEMU): for control-plane benchmarks only.
     pub simulated: bool,
+    /// Join the fleet's Raft group (`--raft`).
+    pub raft: bool,
 }
 
 impl AgentOptions {
@@ -94,6 +96,7 @@ impl AgentOptions {
             access,
             kubeconfig,
             simulated: false,
+            raft: false,
         })
     }
 }
@@ -183,6 +186,9 @@ impl AgentProcess {
         }
         if options.simulated {
             cmd.arg("--driver").arg("simulated");
+        }
+        if options.raft {
+            cmd.arg("--raft");
         }
         if let Some(mem) = options.capacity_memory_mib {
             cmd.arg("--capacity-memory-mib").arg(mem.to_string());
