@@ -9,7 +9,8 @@
 //!
 //! The watchdog kills only what `quiver-agent sweep` would (live processes whose command line
 //! names their run dir's QMP socket), and exits once nothing is left to guard: its data dir is
-//! gone, or the lease has lapsed and no QEMU runs (the next agent starts a new one).
+//! gone, or no agent runs on it (`<data-dir>/agent.pid`), the lease has lapsed and no QEMU
+//! runs (the next agent starts a new watchdog).
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,8 @@ use crate::{Error, Result};
 /// The lease deadline file in the data dir.
 pub const LEASE_FILE: &str = "lease";
 const PID_FILE: &str = "watchdog.pid";
+/// The running agent's pid, written by the agent at start.
+pub const AGENT_PID_FILE: &str = "agent.pid";
 const LOG_FILE: &str = "watchdog.log";
 /// How often the watchdog looks at the deadline: part of the fencing margin.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -55,11 +58,14 @@ pub fn write_deadline(data_dir: &Path, deadline_ms: u64) -> Result<()> {
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
 }
 
-/// Starts the watchdog of `data_dir` unless one already runs.
+/// Records this agent's pid and starts the watchdog of `data_dir` unless one already runs.
 ///
 /// # Errors
 /// The agent's own executable cannot be found or started.
 pub fn ensure_running(data_dir: &Path) -> Result<()> {
+    let agent_pid = data_dir.join(AGENT_PID_FILE);
+    std::fs::write(&agent_pid, std::process::id().to_string())
+        .map_err(|e| Error::io(&agent_pid, e))?;
     if let Some(pid) = running(data_dir) {
         tracing::debug!(pid, "lease watchdog already running");
         return Ok(());
@@ -92,16 +98,23 @@ pub fn ensure_running(data_dir: &Path) -> Result<()> {
 
 /// The pid of `data_dir`'s live watchdog, if any.
 fn running(data_dir: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(data_dir.join(PID_FILE))
+    live_pid(data_dir, PID_FILE, "watchdog")
+}
+
+/// Whether an agent runs on `data_dir`.
+fn agent_alive(data_dir: &Path) -> bool {
+    live_pid(data_dir, AGENT_PID_FILE, "quiver-agent").is_some()
+}
+
+/// The pid in `data_dir/file` if that process lives and its command line names `needle`
+/// (a pid file may outlive its process, and the pid be reused).
+fn live_pid(data_dir: &Path, file: &str, needle: &str) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(data_dir.join(file))
         .ok()?
         .trim()
         .parse()
         .ok()?;
-    let marker = data_dir.display().to_string();
-    (process::alive(pid)
-        && process::cmdline_contains(pid, "watchdog")
-        && process::cmdline_contains(pid, &marker))
-    .then_some(pid)
+    (process::alive(pid) && process::cmdline_contains(pid, needle)).then_some(pid)
 }
 
 /// What one look at the deadline decided.
@@ -115,19 +128,30 @@ pub enum Verdict {
     Exit,
 }
 
-/// Decides from the deadline, the clock and the live QEMUs.
+/// What the watchdog sees at one look.
+#[derive(Debug)]
+pub struct Sight {
+    pub dir_exists: bool,
+    pub agent_alive: bool,
+    pub deadline_ms: u64,
+    pub now_ms: u64,
+    /// Live QEMUs (looked for only once the lease has lapsed).
+    pub qemus: Vec<u32>,
+}
+
+/// Decides from what the watchdog sees.
 #[must_use]
-pub fn judge(dir_exists: bool, deadline_ms: u64, now_ms: u64, qemus: Vec<u32>) -> Verdict {
-    if !dir_exists {
+pub fn judge(sight: Sight) -> Verdict {
+    if !sight.dir_exists {
         return Verdict::Exit;
     }
-    if now_ms < deadline_ms {
+    if sight.now_ms < sight.deadline_ms {
         return Verdict::Hold;
     }
-    if qemus.is_empty() {
-        Verdict::Exit
-    } else {
-        Verdict::Kill(qemus)
+    match (sight.qemus.is_empty(), sight.agent_alive) {
+        (false, _) => Verdict::Kill(sight.qemus),
+        (true, true) => Verdict::Hold,
+        (true, false) => Verdict::Exit,
     }
 }
 
@@ -140,7 +164,14 @@ pub fn run(data_dir: &Path) {
         let now = boottime_ms();
         // Looking for QEMUs costs a directory walk: only once the lease has lapsed.
         let found = if now >= deadline { qemus() } else { Vec::new() };
-        match judge(data_dir.is_dir(), deadline, now, found) {
+        let sight = Sight {
+            dir_exists: data_dir.is_dir(),
+            agent_alive: agent_alive(&data_dir),
+            deadline_ms: deadline,
+            now_ms: now,
+            qemus: found,
+        };
+        match judge(sight) {
             Verdict::Hold => {}
             Verdict::Kill(pids) => {
                 for pid in pids {
@@ -158,12 +189,39 @@ pub fn run(data_dir: &Path) {
 mod tests {
     use super::*;
 
+    fn sight(agent_alive: bool, deadline_ms: u64, now_ms: u64, qemus: &[u32]) -> Sight {
+        Sight {
+            dir_exists: true,
+            agent_alive,
+            deadline_ms,
+            now_ms,
+            qemus: qemus.to_vec(),
+        }
+    }
+
     #[test]
     fn the_watchdog_kills_only_after_the_deadline_and_exits_when_nothing_is_left() {
-        assert_eq!(judge(true, 1_000, 999, vec![7]), Verdict::Hold);
-        assert_eq!(judge(true, 1_000, 1_000, vec![7]), Verdict::Kill(vec![7]));
-        assert_eq!(judge(true, 1_000, 5_000, vec![]), Verdict::Exit);
-        assert_eq!(judge(false, 9_000, 1_000, vec![7]), Verdict::Exit);
+        assert_eq!(judge(sight(false, 1_000, 999, &[7])), Verdict::Hold);
+        assert_eq!(
+            judge(sight(false, 1_000, 1_000, &[7])),
+            Verdict::Kill(vec![7])
+        );
+        assert_eq!(
+            judge(sight(true, 1_000, 1_000, &[7])),
+            Verdict::Kill(vec![7])
+        );
+        assert_eq!(judge(sight(false, 1_000, 5_000, &[])), Verdict::Exit);
+        let gone = Sight {
+            dir_exists: false,
+            ..sight(true, 9_000, 1_000, &[7])
+        };
+        assert_eq!(judge(gone), Verdict::Exit);
+    }
+
+    #[test]
+    fn a_watchdog_started_before_the_first_lease_waits_for_its_agent() {
+        // No lease file yet (deadline 0), no QEMU, the agent alive: keep guarding.
+        assert_eq!(judge(sight(true, 0, 5_000, &[])), Verdict::Hold);
     }
 
     #[test]

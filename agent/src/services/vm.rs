@@ -44,16 +44,27 @@ impl VmService {
             request: req.encode_to_vec(),
         };
         let outcome = cluster.put(desired).await?;
+        // What this command placed; this agent's own ledger may not have applied it yet.
+        let placed = outcome
+            .moved
+            .iter()
+            .find(|(uid, _)| *uid == req.uid)
+            .map(|(_, a)| a.clone());
         Ok(proto::PutVmResponse {
-            status: Some(self.placed(cluster, req)),
+            status: Some(self.placed(cluster, req, placed)),
             changed: outcome.note.is_none(),
         })
     }
 
     /// The VM as the ledger places it: this host's own status when it runs here, else a
     /// Scheduling status naming the host and epoch (Pending while no host fits).
-    fn placed(&self, cluster: &Cluster, req: &proto::PutVmRequest) -> proto::VmStatus {
-        let assignment = cluster.assignment(&req.uid);
+    fn placed(
+        &self,
+        cluster: &Cluster,
+        req: &proto::PutVmRequest,
+        placed: Option<Option<quiver_raft::ledger::Assignment>>,
+    ) -> proto::VmStatus {
+        let assignment = placed.unwrap_or_else(|| cluster.assignment(&req.uid));
         if let Some(a) = &assignment
             && a.host == cluster.host()
             && let Ok(status) = self.manager.get(&req.uid)
