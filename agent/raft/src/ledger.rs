@@ -167,7 +167,7 @@ impl Ledger {
                     out.note = Some(format!("host {host} renewed its lease meanwhile"));
                 }
                 Some(entry) if entry.down => {
-                    out.note = Some(format!("host {host} is down already"))
+                    out.note = Some(format!("host {host} is down already"));
                 }
                 Some(entry) => {
                     entry.down = true;

@@ -219,7 +219,7 @@ impl Duties {
             };
             match quiver_raft::node::write(&self.node.raft, command).await {
                 Ok(outcome) => {
-                    tracing::warn!(%host, moved = outcome.moved.len(), note = ?outcome.note, "host down")
+                    tracing::warn!(%host, moved = outcome.moved.len(), note = ?outcome.note, "host down");
                 }
                 Err(e) => tracing::warn!(%host, error = %e, "cannot declare the host down"),
             }
