@@ -17,8 +17,9 @@ const FORMED: Duration = Duration::from_secs(60);
 /// Lease ttl (4 s) + margin (2 s) + an election + a boot, with room for a loaded machine.
 const FAILOVER: Duration = Duration::from_secs(60);
 
+/// A put of the test guest with 256 MiB (hosts offer 8 GiB each).
 fn put(name: &str) -> proto::PutVmRequest {
-    let vm = MicroVM::test(name);
+    let vm = MicroVM::test(name).memory_mib(256);
     let uid = vm.metadata.uid.clone().expect("uid");
     quiver_operator::convert::put_request(&vm, &uid, 0)
 }
@@ -80,15 +81,37 @@ async fn wait_running_once(
     uid: &str,
     not_on: Option<&str>,
 ) -> anyhow::Result<(String, proto::VmStatus)> {
-    eventually(FAILOVER, "the VM running on exactly one host", || async {
+    let what = format!("{uid} running on exactly one host");
+    eventually(FAILOVER, &what, || async {
         let copies = running(cluster, uid).await;
         anyhow::ensure!(copies.len() <= 1, "two running copies: {copies:?}");
-        Ok(copies
+        let found = copies
             .into_iter()
             .next()
-            .filter(|(h, _)| Some(h.as_str()) != not_on))
+            .filter(|(h, _)| Some(h.as_str()) != not_on);
+        if found.is_none() {
+            anyhow::bail!(
+                "not running; agents report {:?}",
+                reports(cluster, uid).await
+            );
+        }
+        Ok(found)
     })
     .await
+}
+
+/// Every live agent's report of `uid`, whatever its phase (for failure messages).
+async fn reports(cluster: &TestCluster, uid: &str) -> Vec<(String, i32, u64, String)> {
+    let mut found = Vec::new();
+    for agent in &cluster.agents {
+        let Ok(client) = agent.client().await else {
+            continue;
+        };
+        if let Ok(vm) = client.get_vm(uid).await {
+            found.push((agent.options.name.clone(), vm.phase, vm.epoch, vm.message));
+        }
+    }
+    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,5 +260,112 @@ async fn a_microvm_fails_over_by_itself_when_its_host_dies() -> anyhow::Result<(
     assert!(moved.ends_with(" 2"), "moved under epoch 2: {moved}");
     k.run(&["delete", "mvm", "ha", "--wait=true"]).await?;
     cluster.shutdown().await;
+    Ok(())
+}
+
+/// Every agent killed at once and started again: the group re-forms from disk within the
+/// lease, the ledger is what it was, and no guest was restarted (same QEMU, same epoch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_every_agent_recovers_the_ledger_and_disturbs_no_guest() -> anyhow::Result<()> {
+    if guest_dir().is_none() {
+        return Ok(());
+    }
+    let _qemu = quiver_tests::vm::qemu_lock().await;
+    let mut cluster = TestCluster::start_fleet(3, false).await?;
+    let names = ["agent-0", "agent-1", "agent-2"];
+    wait_formed(&cluster, &names).await?;
+    let reqs = [put("keep-a"), put("keep-b")];
+    for req in &reqs {
+        cluster.agent_client(1).await?.put_vm(req.clone()).await?;
+    }
+    let mut before = BTreeMap::new();
+    for req in &reqs {
+        let (host, status) = wait_running_once(&cluster, &req.uid, None).await?;
+        before.insert(req.uid.clone(), (host, status.epoch, status.pid));
+    }
+    for agent in &mut cluster.agents {
+        agent.kill().await;
+    }
+    let restarts = cluster.agents.iter_mut().map(|a| a.restart());
+    for restarted in futures::future::join_all(restarts).await {
+        restarted?;
+    }
+    wait_formed(&cluster, &names).await?;
+    for (uid, was) in &before {
+        let (host, status) = wait_running_once(&cluster, uid, None).await?;
+        assert_eq!(
+            &(host, status.epoch, status.pid),
+            was,
+            "{uid} was restarted or moved"
+        );
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// The leader is killed while VMs are being created through another agent: every put that
+/// was acknowledged runs afterwards, exactly once (simulated driver: placement only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_during_creates_loses_no_acknowledged_put() -> anyhow::Result<()> {
+    if guest_dir().is_none() {
+        return Ok(());
+    }
+    let mut cluster = TestCluster::start_fleet(3, true).await?;
+    let names = ["agent-0", "agent-1", "agent-2"];
+    let leader = wait_formed(&cluster, &names).await?;
+    let writer = names
+        .iter()
+        .copied()
+        .find(|n| *n != leader)
+        .context("a follower")?;
+    let index = names.iter().position(|n| *n == writer).context("index")?;
+    let client = cluster.agent_client(index).await?;
+    let puts = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for i in 0..30 {
+            let req = put(&format!("burst-{i}"));
+            if client.put_vm(req.clone()).await.is_ok() {
+                acknowledged.push(req.uid);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        acknowledged
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.kill_agent(&leader).await?;
+    let acknowledged = puts.await?;
+    assert!(
+        acknowledged.len() >= 15,
+        "most puts are taken: {acknowledged:?}"
+    );
+    for uid in &acknowledged {
+        wait_running_once(&cluster, uid, Some(&leader)).await?;
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// A Raft database that is not one (overwritten) or was cut short: the agent refuses to start
+/// and says which file, instead of serving a ledger it does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_with_a_corrupt_or_truncated_raft_database_refuses_to_start() -> anyhow::Result<()>
+{
+    let mut cluster = TestCluster::start_fleet(1, true).await?;
+    wait_formed(&cluster, &["agent-0"]).await?;
+    let db = cluster.agents[0].options.data_dir.join("raft.redb");
+    let good = std::fs::read(&db)?;
+    cluster.agents[0].stop().await;
+    for (what, bytes) in [
+        ("overwritten", b"not a database at all".repeat(100)),
+        ("truncated", good[..good.len() / 2].to_vec()),
+    ] {
+        std::fs::write(&db, &bytes)?;
+        let err = cluster.restart_agent("agent-0").await.expect_err(what);
+        let log = std::fs::read_to_string(cluster.agents[0].options.data_dir.join("agent.log"))?;
+        assert!(
+            log.contains("Raft database") && log.contains("raft.redb"),
+            "{what}: {err:#}\n{log}"
+        );
+    }
     Ok(())
 }

@@ -281,11 +281,13 @@ impl TestCluster {
     }
 
     /// Stops the operator, asks each live agent to remove its VMs, stops the agents, then
-    /// stops any QEMU left in their run dirs (the VMs of agents a test killed).
+    /// stops any QEMU left in their run dirs (the VMs of agents a test killed). A Raft fleet's
+    /// agents are only stopped: deletes would wait for a quorum a test may have taken away,
+    /// and the sweep stops their QEMUs all the same.
     pub async fn shutdown(mut self) {
         self.stop_operator().await;
         for agent in &mut self.agents {
-            if agent.running() {
+            if agent.running() && !self.raft {
                 let _ = agent.delete_all_vms(Duration::from_secs(20)).await;
             }
             agent.stop().await;

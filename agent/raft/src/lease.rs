@@ -32,7 +32,7 @@ pub struct LeaseConfig {
 impl Default for LeaseConfig {
     fn default() -> Self {
         Self {
-            ttl: Duration::from_secs(4),
+            ttl: Duration::from_secs(6),
             renew_every: Duration::from_secs(1),
             margin: Duration::from_secs(2),
         }

@@ -304,8 +304,10 @@ fn usable(host: &HostEntry) -> bool {
     !host.down && !host.cordoned
 }
 
-fn fits(host: &HostEntry, (cpus, memory): (u64, u64), vm: &DesiredVm) -> bool {
-    cpus + u64::from(vm.cpus) <= u64::from(host.cpus) && memory + vm.memory_mib <= host.memory_mib
+/// Memory is never overcommitted; vCPUs are (as the operator's placement does): a VM may not
+/// ask for more vCPUs than its host has, but VMs that mostly idle share them.
+fn fits(host: &HostEntry, (_, memory): (u64, u64), vm: &DesiredVm) -> bool {
+    vm.cpus <= host.cpus && memory + vm.memory_mib <= host.memory_mib
 }
 
 /// The host for `vm`: usable, matching its node selector, with room for it, not `avoid` when
@@ -473,6 +475,29 @@ mod tests {
             cordoned: true,
         });
         assert_eq!(at(&l, "g"), None, "drained, and nowhere else matches");
+    }
+
+    #[test]
+    fn vcpus_are_shared_but_never_more_than_the_host_has_per_vm() {
+        let mut l = Ledger::default();
+        l.apply(&Command::RegisterHost {
+            name: "small".into(),
+            cpus: 2,
+            memory_mib: 4096,
+            labels: BTreeMap::new(),
+        });
+        for uid in ["a", "b", "c"] {
+            l.apply(&vm(uid, 1, 512));
+            assert_eq!(at(&l, uid).map(|(h, _)| h), Some("small".into()), "{uid}");
+        }
+        l.apply(&Command::PutVm(DesiredVm {
+            uid: "wide".into(),
+            generation: 1,
+            cpus: 4,
+            memory_mib: 512,
+            ..DesiredVm::default()
+        }));
+        assert_eq!(at(&l, "wide"), None, "more vCPUs than the host has");
     }
 
     #[test]
