@@ -52,9 +52,17 @@ async fn with_one_agent_killed_new_vms_boot_on_the_other_and_stop_leaks_no_qemu(
     };
     assert_eq!(third.host, survivor);
 
-    // A VM only the lost host could take waits, and says so. (Over Iroh a killed agent is
-    // noticed when its connection goes silent, within the QUIC idle timeout; until then the
-    // operator may try to send it there, so the VM reads Scheduling first.)
+    // A VM only the lost host could take waits, and says so, once the loss is noticed. (Over
+    // Iroh a killed agent is noticed when its connection goes silent, within the QUIC idle
+    // timeout; a VM placed before that stays assigned to the lost host: the operator does not
+    // move VMs, which is what the agents' Raft group is for, see `raft_fleet.rs`.)
+    let ready = r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#;
+    quiver_tests::eventually(
+        Duration::from_secs(60),
+        "the lost host not Ready",
+        || async { Ok((k.run(&["get", "qh", &lost, "-o", ready]).await? != "True").then_some(())) },
+    )
+    .await?;
     k.run(&["label", "qh", &lost, "only=lost"]).await?;
     k.apply(&vm_manifest(
         &guest,

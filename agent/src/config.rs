@@ -77,6 +77,63 @@ impl Default for SimulatedConfig {
     }
 }
 
+/// The Raft group and its leases (the same values on every agent of a fleet).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RaftSettings {
+    /// Join the fleet's Raft group (needs `kubeconfig`: membership follows the Hosts). Puts
+    /// and deletes then go to the placement ledger, and this host runs what it assigns.
+    pub enabled: bool,
+    /// How long one lease renewal lets this host's VMs run.
+    pub lease_ttl_ms: u64,
+    /// How often the lease is renewed (at most half the ttl).
+    pub lease_renew_ms: u64,
+    /// What the leader waits beyond the ttl before declaring a host down: clock-rate drift
+    /// plus the time a fenced host takes to kill its VMs (at least 500).
+    pub lease_margin_ms: u64,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Namespace of the `quiver-raft` ConfigMap that decides which agent bootstraps the group.
+    pub namespace: String,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        let lease = quiver_raft::lease::LeaseConfig::default();
+        let timing = quiver_raft::Timing::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        RaftSettings {
+            enabled: false,
+            lease_ttl_ms: ms(lease.ttl),
+            lease_renew_ms: ms(lease.renew_every),
+            lease_margin_ms: ms(lease.margin),
+            heartbeat_ms: ms(timing.heartbeat),
+            election_timeout_min_ms: ms(timing.election_min),
+            election_timeout_max_ms: ms(timing.election_max),
+            namespace: "default".into(),
+        }
+    }
+}
+
+impl RaftSettings {
+    pub fn cluster_config(&self) -> crate::cluster::ClusterConfig {
+        crate::cluster::ClusterConfig {
+            lease: quiver_raft::lease::LeaseConfig {
+                ttl: Duration::from_millis(self.lease_ttl_ms),
+                renew_every: Duration::from_millis(self.lease_renew_ms),
+                margin: Duration::from_millis(self.lease_margin_ms),
+            },
+            timing: quiver_raft::Timing {
+                heartbeat: Duration::from_millis(self.heartbeat_ms),
+                election_min: Duration::from_millis(self.election_timeout_min_ms),
+                election_max: Duration::from_millis(self.election_timeout_max_ms),
+            },
+            namespace: self.namespace.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct AgentConfig {
@@ -122,6 +179,7 @@ pub struct AgentConfig {
     /// The host address user-network port forwards listen on (IPv4). Default 127.0.0.1: a
     /// forward is reachable from this host only unless the administrator widens it.
     pub port_forward_address: IpAddr,
+    pub raft: RaftSettings,
 }
 
 impl Default for AgentConfig {
@@ -151,6 +209,7 @@ impl Default for AgentConfig {
             host_labels: std::collections::BTreeMap::new(),
             image_roots: ImageRoots::default_roots(),
             port_forward_address: DEFAULT_FORWARD_ADDRESS,
+            raft: RaftSettings::default(),
         }
     }
 }

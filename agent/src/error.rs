@@ -61,6 +61,10 @@ pub enum Error {
     #[error("agent is shutting down")]
     ShuttingDown,
 
+    /// The Raft group could not commit the request (no leader, no quorum); retry later.
+    #[error("placement unavailable: {0}")]
+    Unavailable(String),
+
     /// The service is not served on the transport the call came in on (its mode changed, or
     /// it was configured so); a dual-transport client then uses the other one.
     #[error("{service} is served over {mode} only on this agent, not over {wire}")]
@@ -87,6 +91,7 @@ impl Error {
             Error::Transport(_) => "transport",
             Error::Pki(_) => "pki",
             Error::ShuttingDown => "shutting_down",
+            Error::Unavailable(_) => "unavailable",
             Error::NotServed { .. } => "not_served",
         }
     }
@@ -98,7 +103,7 @@ impl Error {
             Error::NotFound { .. } => Code::NotFound,
             Error::StaleEpoch { .. } => Code::FailedPrecondition,
             Error::Conflict(_) => Code::Aborted,
-            Error::ShuttingDown => Code::Unavailable,
+            Error::ShuttingDown | Error::Unavailable(_) => Code::Unavailable,
             Error::NotServed { .. } => Code::Unimplemented,
             _ => Code::Internal,
         }

@@ -30,6 +30,7 @@
 //! ids, at the handshake, and refuses state-changing calls in 0-RTT data.
 
 pub mod advertise;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod metrics;

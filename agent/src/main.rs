@@ -70,6 +70,9 @@ struct Args {
     /// Host address user-network port forwards listen on (default 127.0.0.1).
     #[arg(long)]
     port_forward_address: Option<std::net::IpAddr>,
+    /// Join the fleet's Raft group (needs --kubeconfig): placement, leases and failover.
+    #[arg(long)]
+    raft: bool,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -80,6 +83,12 @@ enum Cmd {
     /// Stops the QEMUs still running in the run dirs of a data dir whose agent is dead, removes
     /// those run dirs and prints each as a JSON line. Run it only when no agent uses the dir.
     Sweep {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Holds this host's lease deadline (`<data-dir>/lease`) and kills its QEMUs once it
+    /// passes. Started by the agent in Raft mode; outlives it on purpose.
+    Watchdog {
         #[arg(long)]
         data_dir: PathBuf,
     },
@@ -98,12 +107,19 @@ fn main() -> anyhow::Result<()> {
         logs.init();
     }
 
-    if let Some(Cmd::Sweep { data_dir }) = args.command {
-        let rt = tokio::runtime::Runtime::new()?;
-        for leftover in rt.block_on(quiver_agent::vm::sweep::stop_all(&data_dir)) {
-            println!("{}", serde_json::to_string(&leftover)?);
+    match args.command {
+        Some(Cmd::Sweep { data_dir }) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            for leftover in rt.block_on(quiver_agent::vm::sweep::stop_all(&data_dir)) {
+                println!("{}", serde_json::to_string(&leftover)?);
+            }
+            return Ok(());
         }
-        return Ok(());
+        Some(Cmd::Watchdog { data_dir }) => {
+            quiver_agent::cluster::watchdog::run(&data_dir);
+            return Ok(());
+        }
+        None => {}
     }
 
     let mut c = AgentConfig::load(args.config.as_deref())?;
@@ -123,6 +139,7 @@ fn main() -> anyhow::Result<()> {
     c.insecure_plaintext |= args.insecure_plaintext;
     c.kubeconfig = args.kubeconfig.or(c.kubeconfig);
     c.host_labels.extend(args.host_labels);
+    c.raft.enabled |= args.raft;
     if !args.image_roots.is_empty() {
         c.image_roots = args.image_roots;
     }

@@ -3,6 +3,9 @@
 //! Host removes its id, which closes its open connections at once.
 //!
 //! Without a kubeconfig the agent admits only the trusted ids.
+//!
+//! The same watch feeds the Raft group (membership follows Host registration): every change
+//! publishes the registered Hosts on a `watch` channel.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -14,6 +17,7 @@ use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use quiver_crds::Host;
 use quiver_rpc::Allowlist;
 use quiver_rpc::iroh::EndpointId;
+use tokio::sync::watch;
 
 /// The allowlist for `hosts` (their `spec.endpointId`s) plus `trusted`. Ids that do not parse
 /// are skipped: the Host schema already refuses them, and one bad object must not lock out
@@ -36,6 +40,7 @@ pub fn spawn(
     kubeconfig: PathBuf,
     allowlist: Allowlist,
     trusted: Vec<EndpointId>,
+    hosts_tx: watch::Sender<Option<Vec<Host>>>,
 ) -> tokio::task::JoinHandle<()> {
     allowlist.replace(trusted.iter().copied());
     tokio::spawn(async move {
@@ -63,6 +68,7 @@ pub fn spawn(
             let hosts = store.state();
             let ids = admitted(hosts.iter().map(AsRef::as_ref), &trusted);
             allowlist.replace(ids);
+            hosts_tx.send_replace(Some(hosts.iter().map(|h| Host::clone(h)).collect()));
         }
     })
 }

@@ -19,7 +19,10 @@ use crate::{Error, Result};
 use quiver_rpc::identity::{KEY_FILE, load_or_create_key};
 use quiver_rpc::iroh::protocol::Router;
 use quiver_rpc::pki::{TlsFiles, ensure_dev_pki};
-use quiver_rpc::{ALPN, Allowlist, EndpointOptions, PeerTable, RpcServer, ServerConfig, proto};
+use quiver_rpc::{
+    ALPN, Allowlist, ClientConfig, EndpointOptions, PeerTable, RpcClient, RpcServer, ServerConfig,
+    proto,
+};
 
 /// The file in the data dir holding the bound gRPC address (useful with port 0).
 pub const GRPC_ADDR_FILE: &str = "grpc.addr";
@@ -75,6 +78,11 @@ pub async fn run(
         addr,
         crate::advertise::primary_address,
     )?;
+    if config.raft.enabled && config.kubeconfig.is_none() {
+        return Err(Error::Config(
+            "--raft needs --kubeconfig: the group's membership follows the registered Hosts".into(),
+        ));
+    }
     let key = load_or_create_key(&data_dir.join(KEY_FILE))?;
     let allowlist = Allowlist::new(trusted.iter().copied());
     let endpoint = EndpointOptions::new(key)
@@ -103,6 +111,43 @@ pub async fn run(
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at_ms: now_ms(),
     };
+    let (hosts_tx, hosts_rx) = tokio::sync::watch::channel(None);
+    if let Some(kubeconfig) = &config.kubeconfig {
+        crate::peers::spawn(
+            kubeconfig.clone(),
+            allowlist.clone(),
+            trusted.clone(),
+            hosts_tx,
+        );
+    }
+    let cluster = match &config.kubeconfig {
+        Some(kubeconfig) if config.raft.enabled => {
+            let me = quiver_raft::network::node(
+                &iroh_addresses.iter().filter_map(|a| a.parse().ok()).fold(
+                    quiver_rpc::iroh::EndpointAddr::new(endpoint.id()),
+                    |addr, ip| addr.with_ip_addr(ip),
+                ),
+            );
+            let node = quiver_raft::RaftNode::start(
+                data_dir,
+                quiver_raft::node_id(&endpoint.id()),
+                RpcClient::new(endpoint.clone(), ClientConfig::default()),
+                config.raft.cluster_config().timing,
+            )
+            .await
+            .map_err(Error::Config)?;
+            let wiring = crate::cluster::Wiring {
+                data_dir: data_dir.clone(),
+                host: config.host_name.clone(),
+                me,
+                kube: crate::registration::kube_client(kubeconfig).await?,
+                hosts: hosts_rx,
+                manager: manager.clone(),
+            };
+            Some(crate::cluster::Cluster::start(config.raft.cluster_config(), node, wiring).await?)
+        }
+        _ => None,
+    };
     // The server reads its dispatcher's services and Monitoring reads the server's peers:
     // the peer table is made first and shared.
     let peers = PeerTable::default();
@@ -115,9 +160,13 @@ pub async fn run(
             peers: peers.clone(),
             access: allowlist.clone(),
         },
+        cluster.clone(),
     );
+    let raft_dispatch = cluster
+        .as_ref()
+        .map(|c| quiver_raft::network::RaftDispatch::new(c.node.raft.clone()));
     let iroh_server = RpcServer::with_peers(
-        IrohAdapter::new(services.clone()),
+        IrohAdapter::new(services.clone(), raft_dispatch),
         ServerConfig {
             shutdown_grace: STREAM_GRACE,
             ..ServerConfig::default()
@@ -147,7 +196,6 @@ pub async fn run(
         tokio::spawn(serve_metrics(services.clone(), listener));
     }
     if let Some(kubeconfig) = &config.kubeconfig {
-        crate::peers::spawn(kubeconfig.clone(), allowlist.clone(), trusted.clone());
         crate::registration::Registration {
             kubeconfig: kubeconfig.clone(),
             host_name: config.host_name.clone(),

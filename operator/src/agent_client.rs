@@ -336,6 +336,23 @@ impl AgentCluster {
         }
     }
 
+    /// Sends the VM to the first agent that takes it (agents in a Raft group commit it to the
+    /// placement ledger, whichever of them is asked). A refusal of the VM itself is final.
+    pub async fn put_vm_anywhere(&self, req: proto::PutVmRequest) -> Result<proto::VmStatus> {
+        let mut last = Error::Unreachable("no agent is registered".into());
+        for host in self.hosts() {
+            match self.put_vm(&host, req.clone()).await {
+                Ok(status) => return Ok(status),
+                Err(e @ Error::Agent(_)) if !is_unavailable(&e) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(%host, error = %e, "PutVm not taken; trying the next agent");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
     /// Asks every agent, in order, to delete `uid`.
     pub async fn delete_vm(&self, uid: &str) -> DeleteOutcome {
         let mut outcome = DeleteOutcome::default();
@@ -445,6 +462,13 @@ fn newest(reply: proto::VmStatus, streamed: Option<proto::VmStatus>) -> Newest {
     }
 }
 
+/// A placement-ledger refusal for lack of a leader (retry elsewhere, later).
+fn is_unavailable(e: &Error) -> bool {
+    matches!(e, Error::Agent(c) if matches!(c, quiver_rpc::ClientError::Remote { code: quiver_rpc::Code::Unavailable, .. }))
+}
+
+/// Keeps the newest report of each VM. A report under a lower epoch than the one held comes
+/// from a host the VM has left (its last words, or its removal): it changes nothing.
 fn record(inner: &Inner, status: proto::VmStatus) {
     if status.uid.is_empty() {
         return;
@@ -452,6 +476,12 @@ fn record(inner: &Inner, status: proto::VmStatus) {
     let trigger = ObjectRef::new(&status.name).within(&status.namespace);
     {
         let mut vms = lock(&inner.vms);
+        if vms
+            .get(&status.uid)
+            .is_some_and(|held| held.epoch > status.epoch)
+        {
+            return;
+        }
         if status.deleted {
             vms.remove(&status.uid);
         } else {

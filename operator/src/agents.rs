@@ -65,6 +65,12 @@ pub struct AgentOptions {
     pub kubeconfig: PathBuf,
     /// Run the `simulated` driver (no QEMU): for control-plane benchmarks only.
     pub simulated: bool,
+    /// Join the fleet's Raft group (`--raft`).
+    pub raft: bool,
+    /// The address the agent listens on (gRPC and Iroh; loopback by default).
+    pub listen_ip: std::net::IpAddr,
+    /// A command the agent runs under, e.g. `ip netns exec NAME` (tests of partitions).
+    pub wrapper: Vec<String>,
 }
 
 impl AgentOptions {
@@ -94,6 +100,9 @@ impl AgentOptions {
             access,
             kubeconfig,
             simulated: false,
+            raft: false,
+            listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            wrapper: Vec::new(),
         })
     }
 }
@@ -129,7 +138,7 @@ pub fn free_udp_port() -> Result<u16> {
 impl AgentProcess {
     /// The gRPC address.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.options.port)
+        std::net::SocketAddr::new(self.options.listen_ip, self.options.port).to_string()
     }
 
     /// Every address, as its Host registers them.
@@ -137,7 +146,10 @@ impl AgentProcess {
         AgentAddress {
             grpc: self.address(),
             endpoint_id: self.options.endpoint_id.clone(),
-            iroh: vec![format!("127.0.0.1:{}", self.options.iroh_port)],
+            iroh: vec![
+                std::net::SocketAddr::new(self.options.listen_ip, self.options.iroh_port)
+                    .to_string(),
+            ],
         }
     }
 
@@ -154,13 +166,21 @@ impl AgentProcess {
         let log2 = log
             .try_clone()
             .map_err(|e| Error::io("duplicating the log file", e))?;
-        let mut cmd = Command::new(&options.binary);
+        let mut cmd = match options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&options.binary);
+                cmd
+            }
+            None => Command::new(&options.binary),
+        };
+        let listen = |port| std::net::SocketAddr::new(options.listen_ip, port).to_string();
         cmd.arg("--data-dir")
             .arg(&options.data_dir)
             .arg("--grpc-listen")
-            .arg(format!("127.0.0.1:{}", options.port))
+            .arg(listen(options.port))
             .arg("--iroh-listen")
-            .arg(format!("127.0.0.1:{}", options.iroh_port))
+            .arg(listen(options.iroh_port))
             .arg("--transport")
             .arg(options.access.transport.as_str())
             .arg("--host-name")
@@ -183,6 +203,9 @@ impl AgentProcess {
         }
         if options.simulated {
             cmd.arg("--driver").arg("simulated");
+        }
+        if options.raft {
+            cmd.arg("--raft");
         }
         if let Some(mem) = options.capacity_memory_mib {
             cmd.arg("--capacity-memory-mib").arg(mem.to_string());

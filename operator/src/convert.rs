@@ -161,6 +161,25 @@ fn network(n: &Network) -> proto::Network {
     }
 }
 
+/// An agent's view of the Raft group as `Host.status.raft`; `None` while it has not joined.
+#[must_use]
+pub fn raft_status(info: &proto::RaftInfo) -> Option<quiver_crds::RaftStatus> {
+    use quiver_crds::RaftRole;
+    let role = match info.role.as_str() {
+        "leader" => RaftRole::Leader,
+        "follower" => RaftRole::Follower,
+        "candidate" => RaftRole::Candidate,
+        "learner" => RaftRole::Learner,
+        _ => return None,
+    };
+    Some(quiver_crds::RaftStatus {
+        role,
+        term: info.term,
+        applied_index: info.applied_index,
+        leader: (!info.leader.is_empty()).then(|| info.leader.clone()),
+    })
+}
+
 /// The put that makes `vm`'s host run this generation of it, fenced with `epoch`.
 #[must_use]
 pub fn put_request(vm: &MicroVM, uid: &str, epoch: u64) -> proto::PutVmRequest {
@@ -199,6 +218,7 @@ pub fn put_request(vm: &MicroVM, uid: &str, epoch: u64) -> proto::PutVmRequest {
                 timeout_seconds: r.timeout_seconds,
             }),
         }),
+        node_selector: spec.node_selector.clone().into_iter().collect(),
     }
 }
 

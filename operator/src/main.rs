@@ -84,6 +84,10 @@ struct DevArgs {
     /// or dual (agents serve both; the operator prefers Iroh).
     #[arg(long, default_value = "grpc", value_parser = parse_transport)]
     transport: TransportMode,
+    /// Agents form a Raft group that places VMs (leases, fencing, failover); the operator
+    /// sends VMs to any agent. Use three or more agents to survive losing one.
+    #[arg(long)]
+    raft: bool,
 }
 
 fn parse_transport(text: &str) -> Result<TransportMode, String> {
@@ -117,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
                 demo: a.demo,
                 demo_timeout: Duration::from_secs(a.demo_timeout),
                 transport: a.transport,
+                raft: a.raft,
             };
             dev::run(options).await?;
         }

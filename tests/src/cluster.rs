@@ -95,6 +95,8 @@ pub struct TestCluster {
     state: tempfile::TempDir,
     /// Agents run the simulated driver (benchmarks of the control plane alone).
     simulated: bool,
+    /// Agents join one Raft group (`--raft`).
+    raft: bool,
 }
 
 impl TestCluster {
@@ -147,10 +149,30 @@ impl TestCluster {
             pki,
             state,
             simulated,
+            raft: false,
         };
         for i in 0..agents {
             cluster.add_agent(&format!("agent-{i}"), None).await?;
         }
+        cluster.start_operator();
+        Ok(cluster)
+    }
+
+    /// Control plane, CRDs and `agents` agents in one Raft group, with no operator: tests
+    /// drive the agents' API themselves (as the operator does).
+    pub async fn start_fleet(agents: usize, simulated: bool) -> anyhow::Result<Self> {
+        let mut cluster = Self::start_with(0, simulated, test_transport()?).await?;
+        cluster.stop_operator().await;
+        cluster.raft = true;
+        for i in 0..agents {
+            cluster.add_agent(&format!("agent-{i}"), None).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Like [`TestCluster::start_fleet`], with an operator that sends VMs to the group.
+    pub async fn start_raft(agents: usize, simulated: bool) -> anyhow::Result<Self> {
+        let mut cluster = Self::start_fleet(agents, simulated).await?;
         cluster.start_operator();
         Ok(cluster)
     }
@@ -165,6 +187,7 @@ impl TestCluster {
             capacity_cpus: Some(4),
             capacity_memory_mib: Some(memory_mib.unwrap_or(8192)),
             simulated: self.simulated,
+            raft: self.raft,
             ..AgentOptions::new(
                 self.binary.clone(),
                 name,
@@ -194,8 +217,9 @@ impl TestCluster {
 
     pub fn start_operator(&mut self) {
         if self.operator.is_none() {
-            let config =
+            let mut config =
                 OperatorConfig::new("test-operator").with_agent_access(self.access.clone());
+            config.controllers.raft = self.raft;
             self.operator = Some(Operator::spawn(self.client.clone(), config));
         }
     }
@@ -257,11 +281,13 @@ impl TestCluster {
     }
 
     /// Stops the operator, asks each live agent to remove its VMs, stops the agents, then
-    /// stops any QEMU left in their run dirs (the VMs of agents a test killed).
+    /// stops any QEMU left in their run dirs (the VMs of agents a test killed). A Raft fleet's
+    /// agents are only stopped: deletes would wait for a quorum a test may have taken away,
+    /// and the sweep stops their QEMUs all the same.
     pub async fn shutdown(mut self) {
         self.stop_operator().await;
         for agent in &mut self.agents {
-            if agent.running() {
+            if agent.running() && !self.raft {
                 let _ = agent.delete_all_vms(Duration::from_secs(20)).await;
             }
             agent.stop().await;
@@ -274,6 +300,17 @@ impl TestCluster {
                 eprintln!("sweeping {}: {e}", options.name);
             }
         }
+    }
+
+    /// Restarts agent `name` (after a kill or while it runs), same options.
+    pub async fn restart_agent(&mut self, name: &str) -> anyhow::Result<()> {
+        let agent = self
+            .agents
+            .iter_mut()
+            .find(|a| a.options.name == name)
+            .with_context(|| format!("no agent {name}"))?;
+        agent.restart().await?;
+        Ok(())
     }
 
     /// Kills agent `name` as a crash would; its VMs keep running.

@@ -33,6 +33,7 @@ impl DevTestCluster {
             demo: false,
             demo_timeout: Duration::from_secs(1),
             transport: crate::cluster::test_transport()?,
+            raft: false,
         };
         let kubeconfig = std::fs::read_to_string(control_plane.kubeconfig_path())?;
         let dev = DevCluster::start(&options, &kubeconfig).await?;

@@ -17,6 +17,7 @@ pub mod dev;
 pub mod kube_helpers;
 pub mod netns;
 pub mod netns_agent;
+pub mod netns_fleet;
 pub mod rpc_echo;
 pub mod vm;
 
@@ -71,14 +72,19 @@ impl ControlPlane {
 
     /// A kube-rs client for this control plane, built from its kubeconfig.
     pub async fn client(&self) -> anyhow::Result<kube::Client> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig_path())?;
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await?;
-        Ok(kube::Client::try_from(config)?)
+        kube_client(&self.kubeconfig_path()).await
     }
+}
+
+/// A kube-rs client from the kubeconfig at `path`.
+pub async fn kube_client(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 /// The real kubectl binary (`$QUIVER_KUBECTL`, else `kubectl` on PATH).
@@ -94,6 +100,12 @@ pub struct Kubectl {
 }
 
 impl Kubectl {
+    /// kubectl with `kubeconfig`, caching discovery under `cache`.
+    #[must_use]
+    pub fn new(kubeconfig: PathBuf, cache: PathBuf) -> Self {
+        Self { kubeconfig, cache }
+    }
+
     pub async fn output(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
         use tokio::io::AsyncWriteExt as _;
         let mut cmd = tokio::process::Command::new(kubectl_binary());

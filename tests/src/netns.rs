@@ -148,6 +148,24 @@ impl Netns {
         ))
     }
 
+    /// A TCP listener bound to `addr` inside the namespace (a socket keeps the namespace it was
+    /// made in, whichever thread uses it later).
+    ///
+    /// # Errors
+    /// The namespace could not be entered or the address bound.
+    pub fn tcp_listener(&self, addr: &str) -> anyhow::Result<std::net::TcpListener> {
+        let path = format!("/run/netns/{}", self.name);
+        let addr = addr.to_owned();
+        std::thread::spawn(move || {
+            enter_netns(&path)?;
+            let listener = std::net::TcpListener::bind(&addr)?;
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the listener thread panicked"))?
+    }
+
     /// Runs `task` on a new thread that has entered the namespace, in a current-thread tokio
     /// runtime of its own (so every task it spawns, and every socket, stays in the namespace).
     pub fn spawn<T, F, Fut>(&self, task: F) -> InNetns<T>

@@ -20,8 +20,12 @@ pub struct HostEntry {
     pub cpus: u32,
     pub memory_mib: u64,
     pub labels: BTreeMap<String, String>,
-    /// The lease runs until this time (leader clock, ms); renewed by the host's heartbeats.
+    /// The lease runs until this time (the renewing leader's wall clock, ms): for people
+    /// reading the ledger. Fencing never compares clocks: see [`Command::HostDown`].
     pub lease_until_ms: u64,
+    /// Committed renewals so far. A `HostDown` names the count its leader saw, so a renewal
+    /// committed after that decision cancels it (checked at apply time, in log order).
+    pub renewals: u64,
     /// Declared down by the leader ([`Command::HostDown`]); no new VMs, its VMs moved away.
     pub down: bool,
     /// Draining: no new VMs; its VMs move away.
@@ -52,7 +56,8 @@ pub struct Assignment {
 /// A replicated command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Adds or updates a host (capacity, labels); a host that was down comes back up.
+    /// Adds or updates a host (capacity, labels). A host that is down stays down until it
+    /// renews its lease.
     RegisterHost {
         name: String,
         cpus: u32,
@@ -63,16 +68,20 @@ pub enum Command {
     RemoveHost {
         name: String,
     },
-    /// The host is alive at `now_ms` (leader clock): its lease runs `ttl_ms` longer.
+    /// The host is alive at `now_ms` (leader clock): its lease runs `ttl_ms` longer. A host
+    /// that was down is up again (its VMs went elsewhere; new ones may come).
     RenewLease {
         host: String,
         now_ms: u64,
         ttl_ms: u64,
     },
-    /// The leader saw the host's lease lapse (plus the drift margin) at `now_ms`.
+    /// The leader saw the host's lease lapse (plus the drift margin) at `now_ms`, when the
+    /// ledger held `renewals` renewals of it. Refused if another renewal committed since: the
+    /// host may hold a fresh lease.
     HostDown {
         host: String,
         now_ms: u64,
+        renewals: u64,
     },
     /// Cordon (true) or uncordon a host.
     Cordon {
@@ -126,7 +135,6 @@ impl Ledger {
                 host.cpus = *cpus;
                 host.memory_mib = *memory_mib;
                 host.labels.clone_from(labels);
-                host.down = false;
                 self.place_unassigned(&mut out);
             }
             Command::RemoveHost { name } => {
@@ -142,12 +150,24 @@ impl Ledger {
             } => match self.hosts.get_mut(host) {
                 Some(entry) => {
                     entry.lease_until_ms = entry.lease_until_ms.max(now_ms.saturating_add(*ttl_ms));
+                    entry.renewals += 1;
+                    if entry.down {
+                        entry.down = false;
+                        self.place_unassigned(&mut out);
+                    }
                 }
                 None => out.note = Some(format!("no host {host}")),
             },
-            Command::HostDown { host, now_ms } => match self.hosts.get_mut(host) {
-                Some(entry) if entry.lease_until_ms > *now_ms => {
+            Command::HostDown {
+                host,
+                now_ms: _,
+                renewals,
+            } => match self.hosts.get_mut(host) {
+                Some(entry) if entry.renewals != *renewals => {
                     out.note = Some(format!("host {host} renewed its lease meanwhile"));
+                }
+                Some(entry) if entry.down => {
+                    out.note = Some(format!("host {host} is down already"));
                 }
                 Some(entry) => {
                     entry.down = true;
@@ -195,6 +215,25 @@ impl Ledger {
             Command::Rebalance => self.place_unassigned(&mut out),
         }
         out
+    }
+
+    /// The VMs assigned to `host`: (uid, desired VM, epoch).
+    pub fn assigned_to<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a DesiredVm, u64)> + 'a {
+        self.assignments
+            .iter()
+            .filter(move |(_, a)| a.host == host)
+            .filter_map(|(uid, a)| Some((uid.as_str(), self.vms.get(uid)?, a.epoch)))
+    }
+
+    /// Hosts that are not down (the leader watches their leases).
+    pub fn live_hosts(&self) -> impl Iterator<Item = &str> {
+        self.hosts
+            .iter()
+            .filter(|(_, h)| !h.down)
+            .map(|(name, _)| name.as_str())
     }
 
     /// CPUs and memory assigned on `host`, not counting `except`.
@@ -265,8 +304,10 @@ fn usable(host: &HostEntry) -> bool {
     !host.down && !host.cordoned
 }
 
-fn fits(host: &HostEntry, (cpus, memory): (u64, u64), vm: &DesiredVm) -> bool {
-    cpus + u64::from(vm.cpus) <= u64::from(host.cpus) && memory + vm.memory_mib <= host.memory_mib
+/// Memory is never overcommitted; vCPUs are (as the operator's placement does): a VM may not
+/// ask for more vCPUs than its host has, but VMs that mostly idle share them.
+fn fits(host: &HostEntry, (_, memory): (u64, u64), vm: &DesiredVm) -> bool {
+    vm.cpus <= host.cpus && memory + vm.memory_mib <= host.memory_mib
 }
 
 /// The host for `vm`: usable, matching its node selector, with room for it, not `avoid` when
@@ -364,19 +405,27 @@ mod tests {
             now_ms: 1_000,
             ttl_ms: 5_000,
         });
+        // Decided before the renewal committed: the renewal wins.
         let early = l.apply(&Command::HostDown {
             host: "a".into(),
             now_ms: 5_999,
+            renewals: 0,
         });
         assert!(early.note.is_some(), "a renewed lease wins: {early:?}");
         assert_eq!(at(&l, "v1"), Some(("a".into(), 1)));
         l.apply(&Command::HostDown {
             host: "a".into(),
             now_ms: 6_000,
+            renewals: 1,
         });
         assert_eq!(at(&l, "v1"), Some(("b".into(), 2)), "moved, epoch bumped");
-        // Back up: it takes new VMs, but v1 stays where it is now.
-        l.apply(&host("a", 4096));
+        // Back up (it renews again): it takes new VMs, but v1 stays where it is now.
+        l.apply(&Command::RenewLease {
+            host: "a".into(),
+            now_ms: 9_000,
+            ttl_ms: 5_000,
+        });
+        assert!(!l.hosts["a"].down);
         assert_eq!(at(&l, "v1"), Some(("b".into(), 2)));
     }
 
@@ -388,6 +437,7 @@ mod tests {
         let down = l.apply(&Command::HostDown {
             host: "a".into(),
             now_ms: 1,
+            renewals: 0,
         });
         assert_eq!(down.moved, [("v1".to_owned(), None)]);
         assert_eq!(at(&l, "v1"), None);
@@ -428,6 +478,29 @@ mod tests {
     }
 
     #[test]
+    fn vcpus_are_shared_but_never_more_than_the_host_has_per_vm() {
+        let mut l = Ledger::default();
+        l.apply(&Command::RegisterHost {
+            name: "small".into(),
+            cpus: 2,
+            memory_mib: 4096,
+            labels: BTreeMap::new(),
+        });
+        for uid in ["a", "b", "c"] {
+            l.apply(&vm(uid, 1, 512));
+            assert_eq!(at(&l, uid).map(|(h, _)| h), Some("small".into()), "{uid}");
+        }
+        l.apply(&Command::PutVm(DesiredVm {
+            uid: "wide".into(),
+            generation: 1,
+            cpus: 4,
+            memory_mib: 512,
+            ..DesiredVm::default()
+        }));
+        assert_eq!(at(&l, "wide"), None, "more vCPUs than the host has");
+    }
+
+    #[test]
     fn replaying_the_same_commands_gives_the_same_ledger() {
         let commands = [
             host("a", 4096),
@@ -437,6 +510,7 @@ mod tests {
             Command::HostDown {
                 host: "a".into(),
                 now_ms: 10,
+                renewals: 0,
             },
             vm("v3", 1, 512),
             Command::DeleteVm { uid: "v2".into() },

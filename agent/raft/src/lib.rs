@@ -14,9 +14,11 @@
 //! the README's status).
 
 pub mod db;
+pub mod lease;
 pub mod ledger;
 pub mod log_store;
 pub mod network;
+pub mod node;
 pub mod state_machine;
 
 use std::io::Cursor;
@@ -24,6 +26,7 @@ use std::io::Cursor;
 pub use db::RaftDb;
 pub use ledger::{Command, Ledger, Outcome};
 pub use log_store::LogStore;
+pub use node::{ProposeError, RaftNode, Timing, node_id};
 pub use state_machine::StateMachine;
 
 openraft::declare_raft_types!(

@@ -7,6 +7,7 @@
 //! | Vote | 1 | Election |
 //! | AppendEntries | 2 | Heartbeat when it carries no entries, else LogAppend |
 //! | InstallSnapshot | 3 | Snapshot (openraft sends a snapshot in chunks) |
+//! | Propose | 4 | LogAppend: a ledger command from another node, committed by this leader |
 //!
 //! Payloads are openraft's request and `Result<response, RaftError>` as JSON: a Raft-level
 //! refusal (a higher vote, a conflict) is an answer, not a transport error. A node's address is
@@ -36,6 +37,7 @@ pub const RAFT_SERVICE: u16 = 6;
 pub const VOTE: u16 = 1;
 pub const APPEND_ENTRIES: u16 = 2;
 pub const INSTALL_SNAPSHOT: u16 = 3;
+pub const PROPOSE: u16 = 4;
 
 /// The `BasicNode` of the endpoint at `addr`.
 #[must_use]
@@ -119,6 +121,10 @@ impl Dispatch for RaftDispatch {
             },
             INSTALL_SNAPSHOT => match decode::<InstallSnapshotRequest<TypeConfig>>(&payload) {
                 Ok(req) => answer(&self.raft.install_snapshot(req).await),
+                Err(e) => Reply::Unary(Err(e)),
+            },
+            PROPOSE => match decode::<crate::Command>(&payload) {
+                Ok(command) => answer(&crate::node::write(&self.raft, command).await),
                 Err(e) => Reply::Unary(Err(e)),
             },
             _ => unknown(),

@@ -61,6 +61,11 @@ impl StateMachine {
         self.read().ledger.clone()
     }
 
+    /// Reads the ledger in place (no copy; keep `f` short: applying waits for it).
+    pub fn with_ledger<R>(&self, f: impl FnOnce(&Ledger) -> R) -> R {
+        f(&self.read().ledger)
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Applied> {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }

@@ -49,6 +49,7 @@ impl Services {
         metrics: Arc<Metrics>,
         modes: ServingModes,
         iroh: IrohHealth,
+        cluster: Option<crate::cluster::Cluster>,
     ) -> Self {
         Services {
             health: HealthService,
@@ -56,8 +57,9 @@ impl Services {
                 manager: manager.clone(),
                 info,
                 modes: modes.clone(),
+                cluster: cluster.clone(),
             },
-            vm: VmService::new(manager.clone()),
+            vm: VmService::new(manager.clone(), cluster),
             monitoring: MonitoringService::new(manager, metrics.clone(), iroh),
             admin: AdminService::new(modes.clone()),
             metrics,
@@ -90,6 +92,7 @@ pub struct StatusService {
     manager: VmManager,
     info: AgentInfo,
     modes: ServingModes,
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl StatusService {
@@ -118,6 +121,7 @@ impl StatusService {
             endpoint_id: self.info.endpoint_id.clone(),
             iroh_addresses: self.info.iroh_addresses.clone(),
             transports: self.modes.current().to_proto(),
+            raft: self.cluster.as_ref().map(crate::cluster::Cluster::info),
         })
     }
 }

@@ -1,30 +1,114 @@
-//! The Vm service: put / delete / get / list / watch / console over the VM manager.
+//! The Vm service: put / delete / get / list / watch / console.
+//!
+//! A standalone agent applies puts and deletes to its own VM manager. In a Raft group, puts
+//! and deletes go to the placement ledger (validated here first, so a bad spec is refused to
+//! its sender, then committed through the leader); each agent runs what the ledger assigns it
+//! ([`crate::cluster::follow`]). Reads are always about this host's VMs.
 
 use futures::Stream;
+use prost::Message as _;
+use quiver_raft::ledger::DesiredVm;
 
 use crate::Result;
+use crate::cluster::Cluster;
 use crate::vm::VmManager;
 use quiver_rpc::proto;
 
 #[derive(Clone)]
 pub struct VmService {
     manager: VmManager,
+    cluster: Option<Cluster>,
 }
 
 impl VmService {
-    pub fn new(manager: VmManager) -> Self {
-        VmService { manager }
+    pub fn new(manager: VmManager, cluster: Option<Cluster>) -> Self {
+        VmService { manager, cluster }
     }
 
     pub async fn put_vm(&self, req: &proto::PutVmRequest) -> Result<proto::PutVmResponse> {
-        let (status, changed) = self.manager.put(req).await?;
+        let Some(cluster) = &self.cluster else {
+            let (status, changed) = self.manager.put(req).await?;
+            return Ok(proto::PutVmResponse {
+                status: Some(status),
+                changed,
+            });
+        };
+        self.manager.validate(req)?;
+        let spec = req.spec.clone().unwrap_or_default();
+        let desired = DesiredVm {
+            uid: req.uid.clone(),
+            generation: req.generation,
+            cpus: spec.cpus,
+            memory_mib: spec.memory_mib,
+            node_selector: req.node_selector.clone().into_iter().collect(),
+            request: req.encode_to_vec(),
+        };
+        let outcome = cluster.put(desired).await?;
+        // What this command placed; this agent's own ledger may not have applied it yet.
+        let placed = outcome
+            .moved
+            .iter()
+            .find(|(uid, _)| *uid == req.uid)
+            .map(|(_, a)| a.clone());
         Ok(proto::PutVmResponse {
-            status: Some(status),
-            changed,
+            status: Some(self.placed(cluster, req, placed)),
+            changed: outcome.note.is_none(),
         })
     }
 
-    pub fn delete_vm(&self, req: &proto::DeleteVmRequest) -> Result<proto::DeleteVmResponse> {
+    /// The VM as the ledger places it: this host's own status when it runs here, else a
+    /// Scheduling status naming the host and epoch (Pending while no host fits).
+    fn placed(
+        &self,
+        cluster: &Cluster,
+        req: &proto::PutVmRequest,
+        placed: Option<Option<quiver_raft::ledger::Assignment>>,
+    ) -> proto::VmStatus {
+        let assignment = placed.unwrap_or_else(|| cluster.assignment(&req.uid));
+        if let Some(a) = &assignment
+            && a.host == cluster.host()
+            && let Ok(status) = self.manager.get(&req.uid)
+            && status.epoch == a.epoch
+        {
+            return status;
+        }
+        let phase = if assignment.is_some() {
+            proto::Phase::Scheduling
+        } else {
+            proto::Phase::Pending
+        };
+        proto::VmStatus {
+            uid: req.uid.clone(),
+            namespace: req.namespace.clone(),
+            name: req.name.clone(),
+            phase: phase as i32,
+            host: assignment
+                .as_ref()
+                .map(|a| a.host.clone())
+                .unwrap_or_default(),
+            epoch: assignment.map_or(0, |a| a.epoch),
+            message: "placed by the Raft leader".into(),
+            run_strategy: req.spec.as_ref().map_or(0, |s| s.run_strategy),
+            ..proto::VmStatus::default()
+        }
+    }
+
+    /// Standalone: stops and removes the VM here. In a group: removes it from the ledger
+    /// (its host then stops it); `existed` says whether this host still has a copy, so a
+    /// caller asking every agent is done once all answer false.
+    pub async fn delete_vm(&self, req: &proto::DeleteVmRequest) -> Result<proto::DeleteVmResponse> {
+        if let Some(cluster) = &self.cluster {
+            crate::vm::spec::validate_uid(&req.uid)?;
+            if cluster.knows(&req.uid) {
+                let uid = req.uid.clone();
+                cluster
+                    .propose(quiver_raft::Command::DeleteVm { uid })
+                    .await?;
+            }
+            return Ok(proto::DeleteVmResponse {
+                existed: self.manager.get(&req.uid).is_ok(),
+            });
+        }
         Ok(proto::DeleteVmResponse {
             existed: self.manager.delete(&req.uid)?,
         })

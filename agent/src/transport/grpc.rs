@@ -133,10 +133,8 @@ impl Vm for GrpcAdapter {
         &self,
         req: Request<proto::DeleteVmRequest>,
     ) -> GrpcResult<proto::DeleteVmResponse> {
-        self.unary(Method::DeleteVm, async {
-            self.services.vm.delete_vm(req.get_ref())
-        })
-        .await
+        self.unary(Method::DeleteVm, self.services.vm.delete_vm(req.get_ref()))
+            .await
     }
 
     async fn get_vm(&self, req: Request<proto::GetVmRequest>) -> GrpcResult<proto::VmStatus> {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use prost::Message;
+use quiver_raft::network::{RAFT_SERVICE, RaftDispatch};
 use quiver_rpc::{CallContext, Code, Dispatch, Method, Reply, RpcError, Wire};
 use tokio::time::Instant;
 
@@ -21,12 +22,18 @@ use crate::{Error, Result};
 pub struct IrohAdapter {
     services: Services,
     metrics: Arc<Metrics>,
+    /// The Raft service (service id 6), when this agent is in a Raft group.
+    raft: Option<RaftDispatch>,
 }
 
 impl IrohAdapter {
-    pub fn new(services: Services) -> Self {
+    pub fn new(services: Services, raft: Option<RaftDispatch>) -> Self {
         let metrics = services.metrics.clone();
-        IrohAdapter { services, metrics }
+        IrohAdapter {
+            services,
+            metrics,
+            raft,
+        }
     }
 
     async fn unary<Req, Resp, Fut>(
@@ -97,7 +104,12 @@ fn decode<Req: Message + Default>(method: Method, payload: &[u8]) -> Result<Req>
 }
 
 impl Dispatch for IrohAdapter {
-    async fn call(&self, service: u16, method: u16, payload: Bytes, _: CallContext) -> Reply {
+    async fn call(&self, service: u16, method: u16, payload: Bytes, context: CallContext) -> Reply {
+        if service == RAFT_SERVICE
+            && let Some(raft) = &self.raft
+        {
+            return raft.call(service, method, payload, context).await;
+        }
         let Some(method) = Method::from_ids(service, method) else {
             let message = format!("no method {method} in service {service}");
             return Reply::Unary(Err(RpcError::new(Code::Unimplemented, message)));
@@ -122,7 +134,7 @@ impl Dispatch for IrohAdapter {
                     .await
             }
             Method::DeleteVm => {
-                self.unary(method, payload, |r| async move { s.vm.delete_vm(&r) })
+                self.unary(method, payload, |r| async move { s.vm.delete_vm(&r).await })
                     .await
             }
             Method::GetVm => {

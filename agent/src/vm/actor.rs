@@ -192,10 +192,15 @@ impl Actor {
             }
             Command::WatchReadiness => self.watch_readiness(),
             Command::Shutdown => {
-                tracing::info!(%uid, pid = self.state.pid, "stopping");
                 let (driver, dir) = (self.shared.driver.clone(), self.dir.clone());
                 let (pid, grace) = (self.state.pid, self.shared.stop_grace);
-                tokio::spawn(async move { driver.shutdown(&dir, pid, grace).await });
+                if self.shared.fenced.load(Ordering::SeqCst) {
+                    tracing::warn!(%uid, pid, "fenced: killing");
+                    tokio::spawn(async move { driver.kill(&dir, pid).await });
+                } else {
+                    tracing::info!(%uid, pid, "stopping");
+                    tokio::spawn(async move { driver.shutdown(&dir, pid, grace).await });
+                }
             }
             Command::ScheduleRestart { after } => {
                 tracing::info!(%uid, ?after, "restart scheduled");
@@ -221,6 +226,11 @@ impl Actor {
     /// Checks the images again, gives port forwards their host ports, then starts QEMU in a
     /// task that answers with `Up` or `LaunchFailed`.
     fn launch(&mut self) {
+        if self.shared.fenced.load(Ordering::SeqCst) {
+            let message = "fenced: this host's Raft lease lapsed; no VM may start here".into();
+            let _ = self.tx.send(Msg::Event(Event::LaunchFailed { message }));
+            return;
+        }
         let forwards = recheck_images(&self.spec, &self.shared.image_roots).and_then(|()| {
             let (wanted, addr) = (self.spec.network.forwards(), self.shared.forward_address);
             bind_forwards(wanted, addr, &self.state.forwards).map_err(|e| crate::Error::Launch {

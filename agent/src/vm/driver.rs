@@ -45,6 +45,8 @@ pub trait Driver: Send + Sync + 'static {
     /// Stops the process: graceful first, forced after `grace`. Returns once it is gone or
     /// every means has been tried.
     fn shutdown<'a>(&'a self, dir: &'a RunDir, pid: u32, grace: Duration) -> BoxFuture<'a, ()>;
+    /// Kills the process at once (fencing: no grace); returns once it is gone.
+    fn kill<'a>(&'a self, dir: &'a RunDir, pid: u32) -> BoxFuture<'a, ()>;
     /// Resolves once the guest shows `marker` on its console after byte `from`.
     fn wait_ready<'a>(&'a self, dir: &'a RunDir, marker: &'a str, from: u64) -> BoxFuture<'a, ()>;
     /// Deletes the VM's files. Only called when no process exists.

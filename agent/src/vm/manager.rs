@@ -78,6 +78,25 @@ impl VmManager {
         )
     }
 
+    /// Fences this host (its lease lapsed) or lifts the fence: while fenced, no VM launches
+    /// and every stop kills QEMU at once.
+    pub fn set_fenced(&self, fenced: bool) {
+        let was = self.shared.fenced.swap(fenced, Ordering::SeqCst);
+        if was != fenced {
+            tracing::warn!(fenced, "host fence changed");
+        }
+    }
+
+    #[must_use]
+    pub fn fenced(&self) -> bool {
+        self.shared.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Checks a put as [`VmManager::put`] would, without applying it.
+    pub fn validate(&self, req: &proto::PutVmRequest) -> Result<()> {
+        spec::validate(req, self.shared.limits, &self.shared.image_roots).map(|_| ())
+    }
+
     /// Validates and applies a put. Returns the status after it was applied and whether
     /// anything changed (the same or an older generation in the same epoch is a no-op).
     pub async fn put(&self, req: &proto::PutVmRequest) -> Result<(proto::VmStatus, bool)> {

@@ -340,6 +340,16 @@ impl Driver for QemuDriver {
         shutdown(dir, pid, grace).boxed()
     }
 
+    fn kill<'a>(&'a self, _dir: &'a RunDir, pid: u32) -> BoxFuture<'a, ()> {
+        async move {
+            if pid > 0 {
+                process::sigkill(pid);
+                process::wait_gone(pid, KILL_GRACE).await;
+            }
+        }
+        .boxed()
+    }
+
     fn wait_ready<'a>(&'a self, dir: &'a RunDir, marker: &'a str, from: u64) -> BoxFuture<'a, ()> {
         async move { console::wait_for_marker(&dir.console_log(), marker, from).await }.boxed()
     }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     updates: broadcast::Sender<proto::VmStatus>,
     pub starts: AtomicU64,
     pub failures: AtomicU64,
+    /// The host's lease lapsed: nothing may launch, and stops are kills (no ACPI grace).
+    pub fenced: AtomicBool,
 }
 
 /// The host-level settings [`Shared`] is built from.
@@ -66,6 +68,7 @@ impl Shared {
             updates,
             starts: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            fenced: AtomicBool::new(false),
         }
     }
 

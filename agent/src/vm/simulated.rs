@@ -91,6 +91,20 @@ impl Driver for SimulatedDriver {
         .boxed()
     }
 
+    fn kill<'a>(&'a self, dir: &'a RunDir, _pid: u32) -> BoxFuture<'a, ()> {
+        async move {
+            let tx = self
+                .running
+                .lock()
+                .ok()
+                .and_then(|mut m| m.remove(dir.root()));
+            if let Some(tx) = tx {
+                let _ = tx.send(());
+            }
+        }
+        .boxed()
+    }
+
     fn wait_ready<'a>(
         &'a self,
         _dir: &'a RunDir,

@@ -39,6 +39,7 @@ fn fixture() -> Fixture {
         name: "web".into(),
         generation: 1,
         epoch: 1,
+        node_selector: Default::default(),
         spec: Some(proto::VmSpec {
             run_strategy: proto::RunStrategy::Always as i32,
             cpus: 1,

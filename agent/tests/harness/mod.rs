@@ -257,6 +257,7 @@ pub fn put_request(
         name: format!("vm-{uid}"),
         generation,
         epoch: 1,
+        node_selector: Default::default(),
         spec: Some(proto::VmSpec {
             run_strategy: strategy as i32,
             cpus: 1,

@@ -125,6 +125,7 @@ async fn via_agent(
             name: uid.clone(),
             generation: 1,
             epoch: 1,
+            node_selector: Default::default(),
             spec: Some(proto::VmSpec {
                 run_strategy: proto::RunStrategy::Always as i32,
                 cpus: 1,

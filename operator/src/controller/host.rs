@@ -127,12 +127,22 @@ pub fn host_status(
         status.capacity = res(r.capacity.as_ref()).or(Some(spec.capacity));
         status.allocated = res(r.allocated.as_ref());
         status.vms = r.vm_count;
+        status.raft = r.raft.as_ref().and_then(convert::raft_status);
         status.heartbeat_time = Some(now.clone());
         let msg = format!(
             "agent {} answers ({} driver, {} accel)",
             r.version, r.driver, r.accel
         );
-        conds.set(READY, "True", "Heartbeating", &msg);
+        match r.raft.as_ref() {
+            Some(raft) if !raft.lease_valid => conds.set(
+                READY,
+                "False",
+                "NoLease",
+                "the agent answers but holds no Raft lease, so none of its VMs may run \
+                 (still joining the group, or cut off from its quorum)",
+            ),
+            _ => conds.set(READY, "True", "Heartbeating", &msg),
+        }
     } else {
         let budget = interval * MISSED_HEARTBEATS;
         let silent_for = old.heartbeat_time.as_ref().map(|t| {

@@ -70,6 +70,11 @@ async fn apply(vm: &MicroVM, ctx: &Context, api: &Api<MicroVM>) -> Result<Action
     }
     ctx.sync_agents();
     let uid = uid(vm)?;
+    if ctx.config.raft {
+        let (assignment, agent) = super::ledger::place(vm, &uid, ctx).await?;
+        let desired = publish(vm, vm.status.clone(), assignment, agent.as_ref(), ctx, api).await?;
+        return Ok(requeue_for(&desired));
+    }
     let mut current = vm.status.clone();
     let (host, epoch) = if let Some(host) = known_host(vm, &uid, ctx) {
         let stored = current.as_ref().map_or(0, |s| s.epoch);

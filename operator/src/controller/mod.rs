@@ -6,6 +6,7 @@
 //! NotReady or changing labels/capacity wakes every MicroVM (placement may change).
 
 pub mod host;
+pub mod ledger;
 pub mod microvm;
 
 use std::collections::{BTreeSet, HashMap};
@@ -39,6 +40,9 @@ pub struct ControllerConfig {
     pub instance: String,
     /// How agents are reached: client certificate, Iroh endpoint, transport.
     pub agents: AgentAccess,
+    /// The agents form a Raft group that places VMs: the operator sends each VM to any agent
+    /// and follows where the group runs it (no placement of its own).
+    pub raft: bool,
 }
 
 impl Default for ControllerConfig {
@@ -47,6 +51,7 @@ impl Default for ControllerConfig {
             heartbeat_interval: Duration::from_secs(2),
             instance: "quiver-operator".to_owned(),
             agents: AgentAccess::grpc(None),
+            raft: false,
         }
     }
 }

@@ -1,0 +1,228 @@
+//! Leases, the two halves of fencing, as pure functions of an injected monotonic clock (ms).
+//!
+//! - The **holder** (every agent): a renewal is a `RenewLease` committed through Raft, so it
+//!   proves a quorum heard the agent. The lease runs `ttl` from when the renewal was *sent*
+//!   (never from when the answer came back), so the holder's deadline is never later than the
+//!   one a leader can compute. Past its deadline the agent must run no VM.
+//! - The **watcher** (the leader): a host is down once the leader has seen no renewal from it
+//!   for `ttl + margin` of its own monotonic time. A new leader starts every host's clock at its
+//!   own election: a lease granted under the old leader ended before `election + ttl`, since
+//!   no renewal can commit once a quorum voted for the new term. So between a host's deadline
+//!   and its `HostDown` there is always at least `margin`, which covers clock-rate drift and
+//!   the time a fenced agent takes to kill its VMs.
+//!
+//! Time never enters the ledger from here except inside `RenewLease` / `HostDown`, which carry
+//! the leader's clock; the ledger's own check is only a second line.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Lease parameters, the same on every agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// How long one renewal keeps a host's VMs allowed to run.
+    pub ttl: Duration,
+    /// How often an agent renews (well under `ttl`, so one lost renewal does not fence).
+    pub renew_every: Duration,
+    /// Added by the leader before declaring a host down: clock-rate drift plus the time a
+    /// fenced host needs to kill its VMs.
+    pub margin: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(6),
+            renew_every: Duration::from_secs(1),
+            margin: Duration::from_secs(2),
+        }
+    }
+}
+
+impl LeaseConfig {
+    /// Refuses parameters under which fencing cannot hold.
+    ///
+    /// # Errors
+    /// Names the parameter that is out of range.
+    pub fn check(&self) -> Result<(), String> {
+        if self.ttl.is_zero() || self.renew_every.is_zero() {
+            return Err("lease ttl and renew interval must be positive".into());
+        }
+        if self.renew_every * 2 > self.ttl {
+            return Err(format!(
+                "lease renew interval {:?} must be at most half the ttl {:?}",
+                self.renew_every, self.ttl
+            ));
+        }
+        if self.margin < Duration::from_millis(500) {
+            return Err(format!(
+                "lease margin {:?} is below 500 ms: a fenced host needs time to kill its VMs",
+                self.margin
+            ));
+        }
+        Ok(())
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn down_after_ms(&self) -> u64 {
+        u64::try_from((self.ttl + self.margin).as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The agent's own lease.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Holder {
+    /// Monotonic ms until which VMs may run; 0 = no lease yet.
+    deadline_ms: u64,
+}
+
+impl Holder {
+    /// A holder that resumes `deadline_ms` (e.g. the watchdog's file after an agent restart).
+    #[must_use]
+    pub fn resume(deadline_ms: u64) -> Self {
+        Self { deadline_ms }
+    }
+
+    /// A renewal sent at `sent_ms` was committed: the lease runs `ttl` from the sending.
+    pub fn renewed(&mut self, sent_ms: u64, config: &LeaseConfig) {
+        self.deadline_ms = self
+            .deadline_ms
+            .max(sent_ms.saturating_add(config.ttl_ms()));
+    }
+
+    #[must_use]
+    pub fn valid_at(&self, now_ms: u64) -> bool {
+        now_ms < self.deadline_ms
+    }
+
+    #[must_use]
+    pub fn deadline_ms(&self) -> u64 {
+        self.deadline_ms
+    }
+}
+
+/// The leader's view of every host's renewals.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Watcher {
+    /// Host → monotonic ms of the last renewal this leader saw (or of its own election).
+    last_seen: BTreeMap<String, u64>,
+}
+
+impl Watcher {
+    /// This node became leader at `now_ms`: every host's clock starts now.
+    #[must_use]
+    pub fn elected<'a>(now_ms: u64, hosts: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            last_seen: hosts.into_iter().map(|h| (h.to_owned(), now_ms)).collect(),
+        }
+    }
+
+    /// A renewal from `host` arrived at `now_ms`.
+    pub fn renewed(&mut self, host: &str, now_ms: u64) {
+        let seen = self.last_seen.entry(host.to_owned()).or_insert(now_ms);
+        *seen = (*seen).max(now_ms);
+    }
+
+    /// Hosts (among `live`, the ones not yet down in the ledger) whose lease lapsed by
+    /// `now_ms` with the margin. A host the watcher has not seen yet starts its clock now.
+    pub fn lapsed<'a>(
+        &mut self,
+        now_ms: u64,
+        live: impl IntoIterator<Item = &'a str>,
+        config: &LeaseConfig,
+    ) -> Vec<String> {
+        let mut lapsed = Vec::new();
+        for host in live {
+            let seen = *self.last_seen.entry(host.to_owned()).or_insert(now_ms);
+            if now_ms.saturating_sub(seen) >= config.down_after_ms() {
+                lapsed.push(host.to_owned());
+            }
+        }
+        lapsed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000;
+
+    fn config() -> LeaseConfig {
+        LeaseConfig {
+            ttl: Duration::from_secs(4),
+            renew_every: Duration::from_secs(1),
+            margin: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn a_holder_lease_runs_from_the_sending_and_never_shrinks() {
+        let c = config();
+        let mut h = Holder::default();
+        assert!(!h.valid_at(0), "no lease before the first renewal");
+        h.renewed(10 * SEC, &c);
+        assert!(h.valid_at(14 * SEC - 1));
+        assert!(!h.valid_at(14 * SEC));
+        h.renewed(9 * SEC, &c);
+        assert_eq!(
+            h.deadline_ms(),
+            14 * SEC,
+            "a late answer to an older renewal"
+        );
+    }
+
+    #[test]
+    fn the_leader_declares_a_host_down_only_after_ttl_plus_margin() {
+        let c = config();
+        let mut w = Watcher::elected(0, ["a", "b"]);
+        w.renewed("a", 5 * SEC);
+        assert_eq!(w.lapsed(6 * SEC - 1, ["a", "b"], &c), Vec::<String>::new());
+        assert_eq!(w.lapsed(6 * SEC, ["a", "b"], &c), ["b"]);
+        assert_eq!(w.lapsed(11 * SEC, ["a"], &c), ["a"]);
+    }
+
+    #[test]
+    fn a_new_leader_gives_every_host_a_full_lease_from_its_election() {
+        let c = config();
+        let mut w = Watcher::elected(100 * SEC, ["a"]);
+        assert!(w.lapsed(105 * SEC, ["a"], &c).is_empty());
+        assert_eq!(w.lapsed(106 * SEC, ["a"], &c), ["a"]);
+        // A host that registers later starts its clock when the leader first sees it.
+        assert!(w.lapsed(200 * SEC, ["new"], &c).is_empty());
+        assert_eq!(w.lapsed(206 * SEC, ["new"], &c), ["new"]);
+    }
+
+    #[test]
+    fn the_holder_is_fenced_before_the_watcher_may_reassign() {
+        // Same clock rate on both sides; any send time, any answer delay, any election time
+        // after the renewal: the holder's deadline comes `margin` before the watcher acts.
+        let c = config();
+        for sent in [0, 3 * SEC, 7 * SEC + 13] {
+            for arrival_delay in [0, 1, 900] {
+                let mut h = Holder::default();
+                h.renewed(sent, &c);
+                let mut w = Watcher::elected(0, ["a"]);
+                w.renewed("a", sent + arrival_delay);
+                let first_down = (sent..sent + 20 * SEC)
+                    .find(|t| !w.clone().lapsed(*t, ["a"], &c).is_empty())
+                    .expect("declared down eventually");
+                assert!(h.deadline_ms() + 2 * SEC <= first_down);
+            }
+        }
+    }
+
+    #[test]
+    fn unsafe_parameters_are_refused_by_name() {
+        let mut c = config();
+        c.renew_every = Duration::from_secs(3);
+        assert!(c.check().unwrap_err().contains("renew interval"));
+        let mut c = config();
+        c.margin = Duration::from_millis(100);
+        assert!(c.check().unwrap_err().contains("margin"));
+        config().check().expect("defaults hold");
+    }
+}

@@ -1,0 +1,238 @@
+//! One member of the Raft group: openraft with its redb storage and the network on
+//! `quiver/rpc/1`, plus [`RaftNode::propose`], which commits a ledger command from any node
+//! (a follower sends it to the leader it knows, and follows leader changes).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState};
+use quiver_rpc::iroh::EndpointId;
+use quiver_rpc::{Priority, RpcClient};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::network::{Network, PROPOSE, RAFT_SERVICE, endpoint_addr};
+use crate::{Command, LogStore, Outcome, RaftDb, StateMachine, TypeConfig};
+
+/// Why a proposal was not committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ProposeError {
+    /// The node asked is not the leader; `leader` is the one it knows, if any.
+    #[error("not the Raft leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    /// No leader answered before the deadline (no quorum, or elections still running).
+    #[error("no Raft leader committed the command within {0:?}")]
+    NoLeader(Duration),
+    #[error("Raft: {0}")]
+    Failed(String),
+}
+
+/// Raft timing; the defaults suit a LAN (and loopback tests).
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(150),
+            election_min: Duration::from_millis(700),
+            election_max: Duration::from_millis(1400),
+        }
+    }
+}
+
+/// The node id of an endpoint: its key's first eight bytes (unique among a fleet's keys with
+/// overwhelming probability, and stable across restarts since the key is).
+#[must_use]
+pub fn node_id(endpoint: &EndpointId) -> u64 {
+    let bytes = endpoint.as_bytes();
+    let mut first = [0_u8; 8];
+    first.copy_from_slice(&bytes[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// Writes `command` on `raft`, which should be the leader.
+///
+/// # Errors
+/// [`ProposeError::NotLeader`] when it is not.
+pub async fn write(raft: &Raft<TypeConfig>, command: Command) -> Result<Outcome, ProposeError> {
+    match raft.client_write(command).await {
+        Ok(written) => Ok(written.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ProposeError::NotLeader {
+                leader: f.leader_id,
+            })
+        }
+        Err(e) => Err(ProposeError::Failed(e.to_string())),
+    }
+}
+
+/// A running Raft node; clones share it.
+#[derive(Clone)]
+pub struct RaftNode {
+    pub id: u64,
+    pub raft: Raft<TypeConfig>,
+    pub machine: StateMachine,
+    client: RpcClient,
+}
+
+impl RaftNode {
+    /// Opens (or creates) `<dir>/raft.redb` and starts the node. It does nothing until it is
+    /// initialized or added to a group.
+    ///
+    /// # Errors
+    /// The database cannot be opened (a corrupted or truncated file is refused here, before
+    /// anything is served), or openraft refuses the config.
+    pub async fn start(
+        dir: &Path,
+        id: u64,
+        client: RpcClient,
+        timing: Timing,
+    ) -> Result<Self, String> {
+        let path = dir.join("raft.redb");
+        let db =
+            RaftDb::open(&path).map_err(|e| format!("Raft database {}: {e}", path.display()))?;
+        let machine = StateMachine::open(db.clone())
+            .await
+            .map_err(|e| format!("Raft database {}: {e}", path.display()))?;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let config = Config {
+            cluster_name: "quiver".into(),
+            heartbeat_interval: ms(timing.heartbeat),
+            election_timeout_min: ms(timing.election_min),
+            election_timeout_max: ms(timing.election_max),
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| format!("Raft config: {e}"))?;
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            Network::new(client.clone()),
+            LogStore::new(db),
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| format!("starting Raft: {e}"))?;
+        Ok(Self {
+            id,
+            raft,
+            machine,
+            client,
+        })
+    }
+
+    #[must_use]
+    pub fn metrics(&self) -> RaftMetrics<u64, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.metrics().state == ServerState::Leader
+    }
+
+    /// Whether this node has a membership (initialized, or added by a leader).
+    #[must_use]
+    pub fn is_member(&self) -> bool {
+        let m = self.metrics();
+        m.membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some()
+    }
+
+    /// Makes this node a group of one (only ever on the first host of a fleet).
+    ///
+    /// # Errors
+    /// The node already has a log or a vote.
+    pub async fn initialize(&self, me: BasicNode) -> Result<(), String> {
+        self.raft
+            .initialize(BTreeMap::from([(self.id, me)]))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Commits `command` through the leader and returns what applying it did. Retries through
+    /// leader changes until `timeout`.
+    ///
+    /// # Errors
+    /// [`ProposeError::NoLeader`] when nothing committed it in time; `Failed` for a fatal error.
+    pub async fn propose(
+        &self,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<Outcome, ProposeError> {
+        let until = Instant::now() + timeout;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let leader = metrics.borrow().current_leader;
+            let attempt = match leader {
+                Some(leader) if leader == self.id => self.write_here(command.clone()).await,
+                Some(leader) => self.send_to(leader, &command, until).await,
+                None => Err(ProposeError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Err(ProposeError::NotLeader { .. }) | Err(ProposeError::NoLeader(_)) => {}
+                done => return done,
+            }
+            // Wait for news of a leader, briefly, then try again.
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ProposeError::NoLeader(timeout));
+            }
+            let pause = left.min(Duration::from_millis(100));
+            let _ = tokio::time::timeout(pause, metrics.changed()).await;
+        }
+    }
+
+    async fn write_here(&self, command: Command) -> Result<Outcome, ProposeError> {
+        write(&self.raft, command).await
+    }
+
+    async fn send_to(
+        &self,
+        leader: u64,
+        command: &Command,
+        until: Instant,
+    ) -> Result<Outcome, ProposeError> {
+        let node = self
+            .metrics()
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+            .ok_or(ProposeError::NotLeader { leader: None })?;
+        let addr = endpoint_addr(&node).map_err(ProposeError::Failed)?;
+        let payload =
+            serde_json::to_vec(command).map_err(|e| ProposeError::Failed(e.to_string()))?;
+        let deadline = until.saturating_duration_since(Instant::now());
+        let reply = self
+            .client
+            .unary(
+                &addr,
+                RAFT_SERVICE,
+                PROPOSE,
+                payload.into(),
+                Priority::LogAppend,
+                Some(deadline),
+            )
+            .await;
+        match reply {
+            Ok(bytes) => serde_json::from_slice::<Result<Outcome, ProposeError>>(&bytes)
+                .map_err(|e| ProposeError::Failed(format!("malformed proposal reply: {e}")))?,
+            // Unreachable leader: it may be gone; the caller waits for the next one.
+            Err(e) => {
+                tracing::debug!(leader, error = %e, "proposal to the leader failed");
+                Err(ProposeError::NoLeader(deadline))
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! What this host runs follows the ledger: the VMs assigned to it, under their epochs, and
+//! nothing at all while its lease has lapsed. [`plan`] is the pure diff; [`apply`] carries it
+//! out on the VM manager.
+
+use std::collections::BTreeMap;
+
+use prost::Message as _;
+use quiver_raft::Ledger;
+use quiver_rpc::proto;
+
+use crate::vm::VmManager;
+
+/// A VM as the ledger or the VM manager has it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub generation: i64,
+    pub epoch: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Apply the ledger's request under this epoch (new VM, newer generation or epoch).
+    Put { uid: String, epoch: u64 },
+    /// Stop and remove: no longer assigned here, or the lease lapsed.
+    Delete { uid: String },
+}
+
+/// The steps that make `local` match `assigned` (both keyed by uid).
+#[must_use]
+pub fn plan(
+    assigned: &BTreeMap<String, Version>,
+    local: &BTreeMap<String, Version>,
+    lease_valid: bool,
+) -> Vec<Step> {
+    let delete = |uid: &String| Step::Delete { uid: uid.clone() };
+    if !lease_valid {
+        return local.keys().map(delete).collect();
+    }
+    let stale = local.keys().filter(|uid| !assigned.contains_key(*uid));
+    let mut steps: Vec<Step> = stale.map(delete).collect();
+    for (uid, want) in assigned {
+        let behind = local
+            .get(uid)
+            .is_none_or(|have| have.epoch < want.epoch || have.generation < want.generation);
+        if behind {
+            steps.push(Step::Put {
+                uid: uid.clone(),
+                epoch: want.epoch,
+            });
+        }
+    }
+    steps
+}
+
+/// The ledger's VMs for `host`.
+#[must_use]
+pub fn assigned(ledger: &Ledger, host: &str) -> BTreeMap<String, Version> {
+    ledger
+        .assigned_to(host)
+        .map(|(uid, vm, epoch)| {
+            let version = Version {
+                generation: vm.generation,
+                epoch,
+            };
+            (uid.to_owned(), version)
+        })
+        .collect()
+}
+
+/// The VM manager's VMs (those being deleted included: deleting again is a no-op).
+#[must_use]
+pub fn local(manager: &VmManager) -> BTreeMap<String, Version> {
+    manager
+        .list()
+        .into_iter()
+        .map(|s| {
+            let version = Version {
+                generation: s.observed_generation,
+                epoch: s.epoch,
+            };
+            (s.uid, version)
+        })
+        .collect()
+}
+
+/// Carries out `steps`; `request` gives a VM's put from the ledger. A put the manager refuses
+/// (an image missing on this host, say) is logged: the entry agent already validated it.
+pub async fn apply(
+    manager: &VmManager,
+    steps: Vec<Step>,
+    request: impl Fn(&str) -> Option<Vec<u8>>,
+) {
+    for step in steps {
+        match step {
+            Step::Delete { uid } => {
+                if let Err(e) = manager.delete(&uid) {
+                    tracing::warn!(%uid, error = %e, "cannot remove a VM no longer ours");
+                }
+            }
+            Step::Put { uid, epoch } => {
+                let Some(bytes) = request(&uid) else { continue };
+                let mut put = match proto::PutVmRequest::decode(bytes.as_slice()) {
+                    Ok(put) => put,
+                    Err(e) => {
+                        tracing::error!(%uid, error = %e, "the ledger holds a malformed put");
+                        continue;
+                    }
+                };
+                put.epoch = epoch;
+                match manager.put(&put).await {
+                    Ok(_) => tracing::info!(%uid, epoch, "running the VM the ledger assigned"),
+                    Err(e) => tracing::warn!(%uid, epoch, error = %e, "cannot run an assigned VM"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(generation: i64, epoch: u64) -> Version {
+        Version { generation, epoch }
+    }
+
+    fn map(items: &[(&str, Version)]) -> BTreeMap<String, Version> {
+        items.iter().map(|(u, v)| ((*u).to_owned(), *v)).collect()
+    }
+
+    #[test]
+    fn new_newer_and_moved_vms_are_put_and_foreign_ones_removed() {
+        let assigned = map(&[("new", v(1, 1)), ("newer", v(2, 1)), ("same", v(1, 3))]);
+        let local = map(&[("newer", v(1, 1)), ("same", v(1, 3)), ("gone", v(1, 1))]);
+        let steps = plan(&assigned, &local, true);
+        assert_eq!(
+            steps,
+            [
+                Step::Delete { uid: "gone".into() },
+                Step::Put {
+                    uid: "new".into(),
+                    epoch: 1
+                },
+                Step::Put {
+                    uid: "newer".into(),
+                    epoch: 1
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lapsed_lease_removes_everything_and_starts_nothing() {
+        let assigned = map(&[("a", v(1, 1)), ("b", v(1, 1))]);
+        let local = map(&[("a", v(1, 1))]);
+        assert_eq!(
+            plan(&assigned, &local, false),
+            [Step::Delete { uid: "a".into() }]
+        );
+    }
+
+    #[test]
+    fn a_vm_back_under_a_higher_epoch_is_put_again() {
+        let assigned = map(&[("a", v(1, 4))]);
+        let local = map(&[("a", v(1, 2))]);
+        assert_eq!(
+            plan(&assigned, &local, true),
+            [Step::Put {
+                uid: "a".into(),
+                epoch: 4
+            }]
+        );
+    }
+}

@@ -1,0 +1,322 @@
+//! The agent's part in the Raft group that owns placement (`quiver-raft`): the node itself,
+//! how the group forms from registered Hosts, leases with self-fencing, and this host's VMs
+//! following the ledger.
+//!
+//! # Layout
+//! - [`bootstrap`]: the first agent of a fleet makes the group (a ConfigMap created once
+//!   decides which); every other one is added by the leader when its Host appears.
+//! - [`leader`]: membership from Hosts, the ledger's hosts from Hosts, `HostDown` for hosts
+//!   whose lease lapsed.
+//! - [`follow`]: what this host runs = what the ledger assigns it, while its lease holds.
+//! - [`watchdog`]: the lease deadline on disk and the detached process that kills this host's
+//!   QEMUs when it passes, also when the agent itself is dead.
+//!
+//! # Fencing, in one place
+//! Every [`LeaseConfig::renew_every`] the agent commits `RenewLease` through the leader; the
+//! lease then runs `ttl` from when the renewal was sent. Past the deadline the agent starts
+//! nothing, kills its VMs at once (no ACPI grace), and so does the watchdog. The leader
+//! declares a host down only `ttl + margin` after the last renewal it saw, so the old copy of
+//! a VM is dead before the new one is assigned elsewhere under a higher epoch; agents refuse
+//! lower epochs per VM.
+
+pub mod bootstrap;
+pub mod follow;
+pub mod leader;
+pub mod watchdog;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use quiver_crds::Host;
+use quiver_raft::lease::{Holder, LeaseConfig};
+use quiver_raft::ledger::{Assignment, DesiredVm};
+use quiver_raft::{Command, Outcome, ProposeError, RaftNode, Timing, node_id};
+use quiver_rpc::iroh::EndpointId;
+use tokio::sync::watch;
+
+use crate::vm::VmManager;
+use crate::{Error, Result};
+
+/// Raft and lease settings (the same on every agent of a fleet).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub lease: LeaseConfig,
+    pub timing: Timing,
+    /// Where the bootstrap ConfigMap lives.
+    pub namespace: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            lease: LeaseConfig::default(),
+            timing: Timing::default(),
+            namespace: "default".into(),
+        }
+    }
+}
+
+/// A registered Host as the group sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub node: BasicNode,
+    pub host: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Member {
+    /// The member a Host describes; `None` for a Host whose endpoint id does not parse.
+    #[must_use]
+    pub fn of(host: &Host) -> Option<Self> {
+        let endpoint: EndpointId = host.spec.endpoint_id.parse().ok()?;
+        let addr = format!("{endpoint}@{}", host.spec.iroh_addresses.join(","));
+        Some(Self {
+            id: node_id(&endpoint),
+            node: BasicNode::new(addr),
+            host: host.metadata.name.clone()?,
+            cpus: host.spec.capacity.cpus,
+            memory_mib: host.spec.capacity.memory_mib,
+            labels: host.metadata.labels.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// How long a proposal may wait for a leader.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// This agent's membership; clones share it.
+#[derive(Clone)]
+pub struct Cluster {
+    pub node: RaftNode,
+    host: String,
+    config: Arc<ClusterConfig>,
+    /// The lease deadline (`CLOCK_BOOTTIME` ms).
+    deadline: watch::Receiver<u64>,
+    /// Registered Hosts (names of node ids).
+    hosts: watch::Receiver<Option<Vec<Host>>>,
+}
+
+/// What the cluster needs from the rest of the agent.
+pub struct Wiring {
+    pub data_dir: PathBuf,
+    pub host: String,
+    /// This node's own address (`<endpoint id>@<ip:port>,…`).
+    pub me: BasicNode,
+    pub kube: kube::Client,
+    /// Registered Hosts, `None` until first listed.
+    pub hosts: watch::Receiver<Option<Vec<Host>>>,
+    pub manager: VmManager,
+}
+
+impl Cluster {
+    /// Starts the node and its tasks. The lease resumes from the deadline file, so an agent
+    /// restarted within its lease keeps its VMs.
+    ///
+    /// # Errors
+    /// The Raft database cannot be opened (corrupt or truncated: the agent refuses to start).
+    pub async fn start(config: ClusterConfig, node: RaftNode, wiring: Wiring) -> Result<Self> {
+        config.lease.check().map_err(Error::Config)?;
+        let resumed = watchdog::read_deadline(&wiring.data_dir);
+        let (deadline_tx, deadline) = watch::channel(resumed);
+        let cluster = Self {
+            node,
+            host: wiring.host.clone(),
+            config: Arc::new(config),
+            deadline,
+            hosts: wiring.hosts.clone(),
+        };
+        watchdog::ensure_running(&wiring.data_dir)?;
+        tokio::spawn(bootstrap::run(
+            cluster.node.clone(),
+            wiring.kube.clone(),
+            cluster.config.namespace.clone(),
+            wiring.host.clone(),
+            wiring.me.clone(),
+        ));
+        tokio::spawn(
+            cluster
+                .clone()
+                .renew(deadline_tx, wiring.data_dir.clone(), resumed),
+        );
+        tokio::spawn(cluster.clone().follow(wiring.manager.clone()));
+        tokio::spawn(cluster.clone().lead(wiring.hosts));
+        Ok(cluster)
+    }
+
+    #[must_use]
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Whether this host's lease holds now.
+    #[must_use]
+    pub fn lease_valid(&self) -> bool {
+        Holder::resume(*self.deadline.borrow()).valid_at(watchdog::boottime_ms())
+    }
+
+    /// Commits a command through the leader.
+    ///
+    /// # Errors
+    /// No leader committed it within the proposal timeout.
+    pub async fn propose(&self, command: Command) -> Result<Outcome> {
+        self.node
+            .propose(command, PROPOSE_TIMEOUT)
+            .await
+            .map_err(|e| match e {
+                ProposeError::NoLeader(_) | ProposeError::NotLeader { .. } => {
+                    Error::Unavailable(e.to_string())
+                }
+                ProposeError::Failed(m) => Error::Unavailable(m),
+            })
+    }
+
+    pub async fn put(&self, vm: DesiredVm) -> Result<Outcome> {
+        self.propose(Command::PutVm(vm)).await
+    }
+
+    /// Where the ledger has `uid` now.
+    #[must_use]
+    pub fn assignment(&self, uid: &str) -> Option<Assignment> {
+        self.node
+            .machine
+            .with_ledger(|l| l.assignments.get(uid).cloned())
+    }
+
+    #[must_use]
+    pub fn knows(&self, uid: &str) -> bool {
+        self.node.machine.with_ledger(|l| l.vms.contains_key(uid))
+    }
+
+    /// Renews the lease every `renew_every` and records each committed renewal in the
+    /// deadline file (the watchdog's) before anyone relies on it.
+    async fn renew(self, deadline: watch::Sender<u64>, data_dir: PathBuf, resumed: u64) {
+        let lease = self.config.lease;
+        let mut holder = Holder::resume(resumed);
+        let mut tick = tokio::time::interval(lease.renew_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !self.node.is_member() {
+                continue;
+            }
+            let sent = watchdog::boottime_ms();
+            let command = Command::RenewLease {
+                host: self.host.clone(),
+                now_ms: u64::try_from(crate::vm::now_ms()).unwrap_or(0),
+                ttl_ms: u64::try_from(lease.ttl.as_millis()).unwrap_or(u64::MAX),
+            };
+            match self.node.propose(command, lease.renew_every).await {
+                Ok(Outcome { note: None, .. }) => {
+                    holder.renewed(sent, &lease);
+                    if let Err(e) = watchdog::write_deadline(&data_dir, holder.deadline_ms()) {
+                        tracing::error!(error = %e, "cannot record the lease deadline");
+                        continue;
+                    }
+                    deadline.send_replace(holder.deadline_ms());
+                }
+                Ok(Outcome {
+                    note: Some(note), ..
+                }) => {
+                    tracing::debug!(%note, "renewal not counted (host not in the ledger yet?)");
+                }
+                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+            }
+        }
+    }
+
+    /// Keeps this host's VMs equal to the ledger's assignments while the lease holds, and
+    /// kills them all the moment it lapses.
+    async fn follow(self, manager: VmManager) {
+        let mut applied = self.node.raft.metrics();
+        let mut deadline = self.deadline.clone();
+        loop {
+            let valid = self.lease_valid();
+            manager.set_fenced(!valid);
+            let (assigned, requests) = self.node.machine.with_ledger(|l| {
+                let assigned = follow::assigned(l, &self.host);
+                let requests: BTreeMap<String, Vec<u8>> = assigned
+                    .keys()
+                    .filter_map(|uid| Some((uid.clone(), l.vms.get(uid)?.request.clone())))
+                    .collect();
+                (assigned, requests)
+            });
+            let steps = follow::plan(&assigned, &follow::local(&manager), valid);
+            if !valid && !steps.is_empty() {
+                tracing::warn!(
+                    vms = steps.len(),
+                    "lease lapsed: fencing, every VM is killed"
+                );
+            }
+            follow::apply(&manager, steps, |uid| requests.get(uid).cloned()).await;
+            // Wake at the next ledger change, lease change, or when the lease would lapse.
+            let left = (*deadline.borrow()).saturating_sub(watchdog::boottime_ms());
+            let wake = if valid {
+                Duration::from_millis(left).min(Duration::from_secs(1))
+            } else {
+                Duration::from_secs(1)
+            };
+            tokio::select! {
+                _ = applied.changed() => {}
+                _ = deadline.changed() => {}
+                () = tokio::time::sleep(wake) => {}
+            }
+        }
+    }
+
+    async fn lead(self, mut hosts: watch::Receiver<Option<Vec<Host>>>) {
+        let mut duties = leader::Duties::new(self.node.clone(), self.config.lease);
+        let mut tick = tokio::time::interval(leader::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let members: Option<Vec<Member>> = hosts
+                .borrow_and_update()
+                .as_ref()
+                .map(|hosts| hosts.iter().filter_map(Member::of).collect());
+            duties.tick(members.as_deref()).await;
+        }
+    }
+}
+
+impl Cluster {
+    /// This agent's view of the group, for the Status service.
+    #[must_use]
+    pub fn info(&self) -> quiver_rpc::proto::RaftInfo {
+        use openraft::ServerState;
+        let m = self.node.metrics();
+        let member = m.membership_config.membership();
+        let role = match m.state {
+            _ if member.get_node(&self.node.id).is_none() => "joining",
+            ServerState::Leader => "leader",
+            ServerState::Candidate => "candidate",
+            ServerState::Follower if member.voter_ids().any(|v| v == self.node.id) => "follower",
+            ServerState::Follower | ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let leader = m
+            .current_leader
+            .and_then(|id| {
+                self.hosts
+                    .borrow()
+                    .as_ref()?
+                    .iter()
+                    .filter_map(Member::of)
+                    .find(|member| member.id == id)
+                    .map(|member| member.host)
+            })
+            .unwrap_or_default();
+        quiver_rpc::proto::RaftInfo {
+            role: role.into(),
+            term: m.current_term,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            leader,
+            lease_valid: self.lease_valid(),
+        }
+    }
+}

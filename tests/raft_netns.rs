@@ -1,0 +1,162 @@
+//! Partitions between hosts in network namespaces, with real QEMU: each agent in its own
+//! namespace on a bridge, the operator in a hub namespace, the Kubernetes API reachable from all
+//! (see `quiver_tests::netns_fleet`). Needs root; skipped otherwise.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use quiver_tests::cluster::{guest_dir, vm_manifest};
+use quiver_tests::netns::root_or_skip;
+use quiver_tests::netns_fleet::{FleetPlan, HubCluster, NetFleet};
+use quiver_tests::{ControlPlane, Kubectl, eventually};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// `/proc/<pid>/stat`'s start time in ms since boot (clock ticks of 10 ms).
+fn started_ms(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    Some(ticks * 10)
+}
+
+fn uptime_ms() -> u64 {
+    let text = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    let secs: f64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let ms = (secs * 1000.0) as u64;
+    ms
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// Live QEMUs whose command line names `uid` (its run dir), on any host.
+fn qemus_of(uid: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("qemu-system") && cmdline.contains(uid) && alive(pid) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// `(phase, host, epoch)` of MicroVM `name`.
+async fn placed(k: &Kubectl, name: &str) -> anyhow::Result<(String, String, u64)> {
+    let row = k
+        .run(&[
+            "get",
+            "mvm",
+            name,
+            "-o",
+            "jsonpath={.status.phase} {.status.host} {.status.epoch}",
+        ])
+        .await?;
+    let mut parts = row.split(' ');
+    let phase = parts.next().unwrap_or_default().to_owned();
+    let host = parts.next().unwrap_or_default().to_owned();
+    let epoch = parts.next().and_then(|e| e.parse().ok()).unwrap_or(0);
+    Ok((phase, host, epoch))
+}
+
+async fn scenario(plan: FleetPlan, guest: std::path::PathBuf) -> anyhow::Result<()> {
+    let cluster = HubCluster::start(&plan).await?;
+    let k = plan.kubectl();
+    let leader = "jsonpath={range .items[*]}{.status.raft.role} {end}";
+    eventually(WAIT, "a Raft group of three", || async {
+        let roles = k.run(&["get", "qh", "-o", leader]).await?;
+        let voters = roles.matches("Leader").count() + roles.matches("Follower").count();
+        Ok((roles.matches("Leader").count() == 1 && voters == 3).then_some(()))
+    })
+    .await?;
+    k.apply(&vm_manifest(&guest, "cut", "")).await?;
+    let (_, host, _) = eventually(WAIT, "cut Running", || async {
+        let p = placed(&k, "cut").await?;
+        Ok((p.0 == "Running").then_some(p))
+    })
+    .await?;
+    let uid = k
+        .run(&["get", "mvm", "cut", "-o", "jsonpath={.metadata.uid}"])
+        .await?;
+    let old = *qemus_of(&uid).first().context("the VM's QEMU")?;
+    let index: usize = host.trim_start_matches("agent-").parse()?;
+
+    plan.partition(index)?;
+    let died_at = eventually(WAIT, "the partitioned copy killed", || async {
+        Ok((!alive(old)).then(uptime_ms))
+    })
+    .await?;
+    let (_, moved_to, epoch) = eventually(WAIT, "cut Running on another host", || async {
+        let p = placed(&k, "cut").await?;
+        Ok((p.0 == "Running" && p.1 != host).then_some(p))
+    })
+    .await?;
+    assert_eq!(epoch, 2, "moved under a higher epoch");
+    let copies = qemus_of(&uid);
+    assert_eq!(copies.len(), 1, "one copy runs: {copies:?}");
+    let spawned_at = started_ms(copies[0]).context("new QEMU start")?;
+    eprintln!(
+        "partitioned {host}: old copy dead at {died_at} ms, new on {moved_to} at {spawned_at} ms"
+    );
+    assert!(
+        died_at <= spawned_at,
+        "old copy died at {died_at} ms, new spawned at {spawned_at} ms"
+    );
+
+    plan.heal(index)?;
+    let ready = r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#;
+    eventually(WAIT, "the healed host Ready", || async {
+        Ok((k.run(&["get", "qh", &host, "-o", ready]).await? == "True").then_some(()))
+    })
+    .await?;
+    // No flapping: for a while after healing, one copy, where it went, same epoch.
+    for _ in 0..20 {
+        let copies = qemus_of(&uid);
+        assert_eq!(copies.len(), 1, "one copy after healing: {copies:?}");
+        assert_eq!(
+            placed(&k, "cut").await?,
+            ("Running".into(), moved_to.clone(), 2)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    k.run(&["delete", "mvm", "cut", "--wait=true"]).await?;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_hosts_vm_runs_elsewhere_only_after_its_copy_died_and_healing_leaves_one()
+-> anyhow::Result<()> {
+    if !root_or_skip("raft_netns") {
+        return Ok(());
+    }
+    let Some(guest) = guest_dir() else {
+        return Ok(());
+    };
+    let _qemu = quiver_tests::vm::qemu_lock().await;
+    let control_plane = ControlPlane::start().await?;
+    quiver_operator::dev::install_crds(&control_plane.client().await?).await?;
+    let dir = tempfile::tempdir()?;
+    let fleet = NetFleet::new(&control_plane, 3, dir.path().to_owned()).await?;
+    let plan = fleet.plan.clone();
+    let result = fleet.hub.spawn(move || scenario(plan, guest)).join().await;
+    // After a failure: no QEMU of this fleet outlives the test.
+    quiver_tests::cluster::kill_now(&quiver_tests::cluster::qemus_naming(dir.path()));
+    drop(fleet);
+    result
+}
