@@ -12,6 +12,7 @@ use quiver_crds::MicroVM;
 use quiver_rpc::proto;
 use quiver_tests::cluster::{TestCluster, guest_dir};
 use quiver_tests::eventually;
+use quiver_tests::procs::{alive, started_ms, uptime_ms};
 
 const FORMED: Duration = Duration::from_secs(60);
 /// Lease ttl (4 s) + margin (2 s) + an election + a boot, with room for a loaded machine.
@@ -166,27 +167,6 @@ async fn a_killed_hosts_vm_moves_under_a_higher_epoch_and_its_restarted_agent_ru
     Ok(())
 }
 
-/// `/proc/<pid>/stat`'s start time in ms since boot (clock ticks of 10 ms).
-fn started_ms(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
-    Some(ticks * 10)
-}
-
-fn boottime_ms() -> u64 {
-    let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-    let secs: f64 = uptime
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
-    // Whole milliseconds of uptime; precision beyond 10 ms is not needed here.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let ms = (secs * 1000.0) as u64;
-    ms
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_orphaned_qemu_of_a_killed_agent_dies_before_the_new_copy_is_spawned()
 -> anyhow::Result<()> {
@@ -211,9 +191,7 @@ async fn the_orphaned_qemu_of_a_killed_agent_dies_before_the_new_copy_is_spawned
     );
     // Watch the orphan die (the watchdog kills it at the lease deadline).
     let died_at = eventually(FAILOVER, "the orphaned QEMU killed", || async {
-        let alive = std::fs::read_to_string(format!("/proc/{orphan}/stat"))
-            .is_ok_and(|s| !s.contains(") Z "));
-        Ok((!alive).then(boottime_ms))
+        Ok((!alive(orphan)).then(uptime_ms))
     })
     .await?;
     let (moved_to, second) = wait_running_once(&cluster, &uid, Some(&host)).await?;

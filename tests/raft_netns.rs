@@ -5,55 +5,20 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use quiver_tests::cluster::{guest_dir, vm_manifest};
+use quiver_tests::cluster::{guest_dir, qemus_mentioning, vm_manifest};
 use quiver_tests::netns::root_or_skip;
 use quiver_tests::netns_fleet::{FleetPlan, HubCluster, NetFleet};
+use quiver_tests::procs::{alive, started_ms, uptime_ms};
 use quiver_tests::{ControlPlane, Kubectl, eventually};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// `/proc/<pid>/stat`'s start time in ms since boot (clock ticks of 10 ms).
-fn started_ms(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
-    Some(ticks * 10)
-}
-
-fn uptime_ms() -> u64 {
-    let text = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-    let secs: f64 = text
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let ms = (secs * 1000.0) as u64;
-    ms
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
-
-/// Live QEMUs whose command line names `uid` (its run dir), on any host.
+/// Live QEMUs of the VM `uid` (its run dir is in their command line), on any host.
 fn qemus_of(uid: &str) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("qemu-system") && cmdline.contains(uid) && alive(pid) {
-            pids.push(pid);
-        }
-    }
-    pids
+    qemus_mentioning(uid)
+        .into_iter()
+        .filter_map(|pid| u32::try_from(pid).ok())
+        .collect()
 }
 
 /// `(phase, host, epoch)` of MicroVM `name`.

@@ -358,7 +358,12 @@ impl Drop for TestCluster {
 /// Pids of the live QEMU processes whose command line names `dir` (a cluster's state dir).
 #[must_use]
 pub fn qemus_naming(dir: &Path) -> Vec<i32> {
-    let marker = dir.to_string_lossy().into_owned();
+    qemus_mentioning(&dir.to_string_lossy())
+}
+
+/// Pids of the live QEMU processes whose command line contains `marker` (a dir, a VM's uid).
+#[must_use]
+pub fn qemus_mentioning(marker: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -375,7 +380,7 @@ pub fn qemus_naming(dir: &Path) -> Vec<i32> {
             .rfind(')')
             .and_then(|i| stat[i + 1..].split_whitespace().next())
             .is_some_and(|state| state == "Z");
-        if !zombie && cmdline.contains("qemu-system") && cmdline.contains(&marker) {
+        if !zombie && cmdline.contains("qemu-system") && cmdline.contains(marker) {
             pids.push(pid);
         }
     }

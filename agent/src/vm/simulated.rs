@@ -34,6 +34,18 @@ impl SimulatedDriver {
     fn ms(ms: u64) -> Duration {
         Duration::from_millis(ms)
     }
+
+    /// The simulated VM in `dir` exits now.
+    fn end(&self, dir: &RunDir) {
+        let tx = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(dir.root()));
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl Driver for SimulatedDriver {
@@ -79,30 +91,13 @@ impl Driver for SimulatedDriver {
     fn shutdown<'a>(&'a self, dir: &'a RunDir, _pid: u32, _grace: Duration) -> BoxFuture<'a, ()> {
         async move {
             tokio::time::sleep(Self::ms(self.config.stop_ms)).await;
-            let tx = self
-                .running
-                .lock()
-                .ok()
-                .and_then(|mut m| m.remove(dir.root()));
-            if let Some(tx) = tx {
-                let _ = tx.send(());
-            }
+            self.end(dir);
         }
         .boxed()
     }
 
     fn kill<'a>(&'a self, dir: &'a RunDir, _pid: u32) -> BoxFuture<'a, ()> {
-        async move {
-            let tx = self
-                .running
-                .lock()
-                .ok()
-                .and_then(|mut m| m.remove(dir.root()));
-            if let Some(tx) = tx {
-                let _ = tx.send(());
-            }
-        }
-        .boxed()
+        async move { self.end(dir) }.boxed()
     }
 
     fn wait_ready<'a>(
