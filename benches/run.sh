@@ -5,9 +5,10 @@
 #   bash benches/run.sh                  every benchmark, release build, docs rewritten
 #   bash benches/run.sh --smoke          every benchmark at a tiny size, debug build, nothing
 #                                        written: seconds, so CI keeps the harness from rotting
-#   bash benches/run.sh [--smoke] rpc e2e   only the named ones (apiserver, agent, e2e, rpc)
+#   bash benches/run.sh [--smoke] rpc e2e   only the named ones (apiserver, agent, e2e, rpc,
+#                                        failover)
 #
-# agent and e2e boot real QEMU guests and need the guest image (scripts/guest-image.sh); without
+# agent, e2e and failover boot real QEMU guests and need the guest image (scripts/guest-image.sh); without
 # it they are skipped, unless QUIVER_REQUIRE_GUEST is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,14 +18,14 @@ names=()
 for arg in "$@"; do
     case "$arg" in
         --smoke) smoke=1 ;;
-        apiserver | agent | e2e | rpc) names+=("$arg") ;;
+        apiserver | agent | e2e | rpc | failover) names+=("$arg") ;;
         *)
-            echo "usage: bash benches/run.sh [--smoke] [apiserver|agent|e2e|rpc]..." >&2
+            echo "usage: bash benches/run.sh [--smoke] [apiserver|agent|e2e|rpc|failover]..." >&2
             exit 2
             ;;
     esac
 done
-[ "${#names[@]}" -gt 0 ] || names=(apiserver e2e agent rpc)
+[ "${#names[@]}" -gt 0 ] || names=(apiserver e2e agent rpc failover)
 
 if [ "$smoke" = 1 ]; then
     profile=debug build=() flags=(--smoke)
@@ -40,7 +41,7 @@ have_guest=0
 failed=()
 needs_agent=0
 for name in "${names[@]}"; do
-    case "$name" in agent | e2e) needs_agent=1 ;; esac
+    case "$name" in agent | e2e | failover) needs_agent=1 ;; esac
 done
 
 # One cargo invocation, so that shared dependencies (iroh, tonic...) build once with one
@@ -55,7 +56,7 @@ cargo build --locked "${build[@]}" "${packages[@]}" --bins
 
 for name in "${names[@]}"; do
     case "$name" in
-        agent | e2e)
+        agent | e2e | failover)
             if [ "$have_guest" = 0 ]; then
                 if [ -n "${QUIVER_REQUIRE_GUEST:-}" ]; then
                     echo "bench-$name: no guest image in $guest (scripts/guest-image.sh)" >&2

@@ -90,6 +90,71 @@ pub fn write_section(path: &Path, name: &str, body: &str) -> std::io::Result<()>
     std::fs::write(path, updated)
 }
 
+/// `n` raw QEMUs at once with the test guest's command line: spawn → marker on the serial
+/// console, the baseline of every benchmark that boots a guest.
+pub async fn raw_boots(
+    guest: &std::path::Path,
+    n: usize,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Samples> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let guest = guest.to_path_buf();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt as _;
+                let start = std::time::Instant::now();
+                let mut child = tokio::process::Command::new("qemu-system-x86_64")
+                    .args([
+                        "-M",
+                        "microvm,x-option-roms=off,rtc=on",
+                        "-accel",
+                        "tcg",
+                        "-m",
+                        "256",
+                        "-smp",
+                        "1",
+                    ])
+                    .args([
+                        "-nodefaults",
+                        "-no-user-config",
+                        "-nographic",
+                        "-no-reboot",
+                        "-serial",
+                        "stdio",
+                    ])
+                    .arg("-kernel")
+                    .arg(guest.join("vmlinuz"))
+                    .arg("-initrd")
+                    .arg(guest.join("initrd.gz"))
+                    .args(["-append", quiver_crds::fixtures::TEST_CMDLINE])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()?;
+                let stdout = child
+                    .stdout
+                    .take()
+                    .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+                let mut lines = tokio::io::BufReader::new(stdout).lines();
+                while let Some(line) = tokio::time::timeout(timeout, lines.next_line()).await?? {
+                    if line.contains(quiver_crds::microvm::DEFAULT_SERIAL_MARKER) {
+                        let took = start.elapsed();
+                        child.kill().await?;
+                        return anyhow::Ok(took);
+                    }
+                }
+                anyhow::bail!("the guest never printed its marker")
+            })
+        })
+        .collect();
+    let mut samples = Samples::default();
+    for t in tasks {
+        samples.push(t.await??);
+    }
+    Ok(samples)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt as _;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
-use quiver_benches::{Samples, docs_path, fmt_duration, write_section};
+use quiver_benches::{Samples, docs_path, fmt_duration, raw_boots, write_section};
 use quiver_crds::{MicroVM, MicroVMPhase};
 use quiver_rpc::AgentClient;
 use quiver_tests::cluster::{TestCluster, guest_dir};
@@ -139,66 +139,6 @@ async fn round(
     Ok(())
 }
 
-/// Raw QEMU with the test guest's command line: spawn → marker on the serial console.
-async fn raw_boots(guest: &std::path::Path, n: usize) -> anyhow::Result<Samples> {
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let guest = guest.to_path_buf();
-            tokio::spawn(async move {
-                use tokio::io::AsyncBufReadExt as _;
-                let start = Instant::now();
-                let mut child = tokio::process::Command::new("qemu-system-x86_64")
-                    .args([
-                        "-M",
-                        "microvm,x-option-roms=off,rtc=on",
-                        "-accel",
-                        "tcg",
-                        "-m",
-                        "256",
-                        "-smp",
-                        "1",
-                    ])
-                    .args([
-                        "-nodefaults",
-                        "-no-user-config",
-                        "-nographic",
-                        "-no-reboot",
-                        "-serial",
-                        "stdio",
-                    ])
-                    .arg("-kernel")
-                    .arg(guest.join("vmlinuz"))
-                    .arg("-initrd")
-                    .arg(guest.join("initrd.gz"))
-                    .args(["-append", quiver_crds::fixtures::TEST_CMDLINE])
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::null())
-                    .kill_on_drop(true)
-                    .spawn()?;
-                let stdout = child
-                    .stdout
-                    .take()
-                    .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-                let mut lines = tokio::io::BufReader::new(stdout).lines();
-                while let Some(line) = tokio::time::timeout(TIMEOUT, lines.next_line()).await?? {
-                    if line.contains(quiver_crds::microvm::DEFAULT_SERIAL_MARKER) {
-                        let took = start.elapsed();
-                        child.kill().await?;
-                        return anyhow::Ok(took);
-                    }
-                }
-                anyhow::bail!("the guest never printed its marker")
-            })
-        })
-        .collect();
-    let mut samples = Samples::default();
-    for t in tasks {
-        samples.push(t.await??);
-    }
-    Ok(samples)
-}
-
 fn row(label: &str, s: &mut Samples) -> String {
     format!(
         "| {label} | {} | {} |",
@@ -263,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
     for &(n, rounds) in real {
         let mut raw = Samples::default();
         for _ in 0..rounds {
-            raw.extend(&raw_boots(&guest, n).await?);
+            raw.extend(&raw_boots(&guest, n, TIMEOUT).await?);
         }
         let mut stages = Stages::default();
         for r in 0..rounds {
