@@ -58,6 +58,16 @@ async fn wait_formed(cluster: &TestCluster, hosts: &[&str]) -> anyhow::Result<St
     .await
 }
 
+/// The hosts of a three-agent fleet.
+const THREE: [&str; 3] = ["agent-0", "agent-1", "agent-2"];
+
+/// Three agents in one formed group (real QEMU unless `simulated`), and its leader.
+async fn formed_fleet(simulated: bool) -> anyhow::Result<(TestCluster, String)> {
+    let cluster = TestCluster::start_fleet(3, simulated).await?;
+    let leader = wait_formed(&cluster, &THREE).await?;
+    Ok((cluster, leader))
+}
+
 /// Where `uid` runs: (host, status) for every live agent reporting it Running.
 async fn running(cluster: &TestCluster, uid: &str) -> Vec<(String, proto::VmStatus)> {
     let mut found = Vec::new();
@@ -121,9 +131,7 @@ async fn a_killed_hosts_vm_moves_under_a_higher_epoch_and_its_restarted_agent_ru
     if guest_dir().is_none() {
         return Ok(());
     }
-    let mut cluster = TestCluster::start_fleet(3, true).await?;
-    let names = ["agent-0", "agent-1", "agent-2"];
-    wait_formed(&cluster, &names).await?;
+    let (mut cluster, _) = formed_fleet(true).await?;
 
     // Put through whichever agent: the leader places it.
     let req = put("moves");
@@ -142,7 +150,7 @@ async fn a_killed_hosts_vm_moves_under_a_higher_epoch_and_its_restarted_agent_ru
 
     // The old host comes back: its lease lapsed, the VM is elsewhere, it runs nothing.
     cluster.restart_agent(&host).await?;
-    wait_formed(&cluster, &names).await?;
+    wait_formed(&cluster, &THREE).await?;
     let back = cluster
         .agents
         .iter()
@@ -174,9 +182,7 @@ async fn the_orphaned_qemu_of_a_killed_agent_dies_before_the_new_copy_is_spawned
         return Ok(());
     }
     let _qemu = quiver_tests::vm::qemu_lock().await;
-    let mut cluster = TestCluster::start_fleet(3, false).await?;
-    let names = ["agent-0", "agent-1", "agent-2"];
-    wait_formed(&cluster, &names).await?;
+    let (mut cluster, _) = formed_fleet(false).await?;
     let req = put("orphan");
     let uid = req.uid.clone();
     cluster.agent_client(0).await?.put_vm(req).await?;
@@ -217,7 +223,7 @@ async fn a_microvm_fails_over_by_itself_when_its_host_dies() -> anyhow::Result<(
         return Ok(());
     };
     let mut cluster = TestCluster::start_raft(3, true).await?;
-    wait_formed(&cluster, &["agent-0", "agent-1", "agent-2"]).await?;
+    wait_formed(&cluster, &THREE).await?;
     cluster.apply_vm(&guest, "ha", "").await?;
     let k = cluster.kubectl();
     let host_epoch = "jsonpath={.status.phase} {.status.host} {.status.epoch}";
@@ -249,9 +255,7 @@ async fn restarting_every_agent_recovers_the_ledger_and_disturbs_no_guest() -> a
         return Ok(());
     }
     let _qemu = quiver_tests::vm::qemu_lock().await;
-    let mut cluster = TestCluster::start_fleet(3, false).await?;
-    let names = ["agent-0", "agent-1", "agent-2"];
-    wait_formed(&cluster, &names).await?;
+    let (mut cluster, _) = formed_fleet(false).await?;
     let reqs = [put("keep-a"), put("keep-b")];
     for req in &reqs {
         cluster.agent_client(1).await?.put_vm(req.clone()).await?;
@@ -268,7 +272,7 @@ async fn restarting_every_agent_recovers_the_ledger_and_disturbs_no_guest() -> a
     for restarted in futures::future::join_all(restarts).await {
         restarted?;
     }
-    wait_formed(&cluster, &names).await?;
+    wait_formed(&cluster, &THREE).await?;
     for (uid, was) in &before {
         let (host, status) = wait_running_once(&cluster, uid, None).await?;
         assert_eq!(
@@ -288,15 +292,13 @@ async fn killing_the_leader_during_creates_loses_no_acknowledged_put() -> anyhow
     if guest_dir().is_none() {
         return Ok(());
     }
-    let mut cluster = TestCluster::start_fleet(3, true).await?;
-    let names = ["agent-0", "agent-1", "agent-2"];
-    let leader = wait_formed(&cluster, &names).await?;
-    let writer = names
+    let (mut cluster, leader) = formed_fleet(true).await?;
+    let writer = THREE
         .iter()
         .copied()
         .find(|n| *n != leader)
         .context("a follower")?;
-    let index = names.iter().position(|n| *n == writer).context("index")?;
+    let index = THREE.iter().position(|n| *n == writer).context("index")?;
     let client = cluster.agent_client(index).await?;
     let puts = tokio::spawn(async move {
         let mut acknowledged = Vec::new();
