@@ -87,3 +87,78 @@ async fn a_deleted_host_takes_no_new_vms_and_its_vms_say_their_host_is_gone() ->
     cluster.shutdown().await;
     Ok(())
 }
+
+/// Operator placement (no Raft), simulated driver: a cordoned Host (`spec.unschedulable`)
+/// takes no new VM and keeps its own; a drained one (`spec.drain`) loses its VM, which is
+/// stopped there and then placed on the other host under the next epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cordoned_host_takes_no_new_vm_and_a_drained_one_hands_its_vm_over() -> anyhow::Result<()>
+{
+    let Some(guest) = guest_dir() else {
+        return Ok(());
+    };
+    let cluster = TestCluster::start_simulated(2).await?;
+    let k = cluster.kubectl();
+    let patch = |host: &str, spec: &str| {
+        let body = format!(r#"{{"spec":{spec}}}"#);
+        let k = k.clone();
+        let host = host.to_owned();
+        async move {
+            k.run(&["patch", "qh", &host, "--type", "merge", "-p", &body])
+                .await
+        }
+    };
+    cluster.wait_host_ready("agent-1").await?;
+    patch("agent-1", r#"{"unschedulable":true}"#).await?;
+    cluster.apply_vm(&guest, "first", "").await?;
+    let first = k
+        .wait_vm_phase("first", "Running", Duration::from_secs(60))
+        .await?;
+    assert_eq!(first.host, "agent-0", "agent-1 is cordoned");
+
+    patch("agent-0", r#"{"unschedulable":true}"#).await?;
+    cluster.apply_vm(&guest, "second", "").await?;
+    let waiting = k
+        .wait_vm(
+            "second",
+            "a placement verdict",
+            Duration::from_secs(30),
+            |v| !v.scheduled.1.is_empty(),
+        )
+        .await?;
+    assert_eq!(
+        waiting.scheduled,
+        ("False".into(), "HostsCordoned".into()),
+        "{waiting:?}"
+    );
+    let still = k
+        .wait_vm_phase("first", "Running", Duration::from_secs(5))
+        .await?;
+    assert_eq!(still.host, "agent-0", "a cordon moves nothing");
+
+    patch("agent-1", r#"{"unschedulable":false}"#).await?;
+    patch("agent-0", r#"{"drain":true}"#).await?;
+    let moved = k
+        .wait_vm(
+            "first",
+            "Running on agent-1",
+            Duration::from_secs(60),
+            |v| v.phase == "Running" && v.host == "agent-1",
+        )
+        .await?;
+    assert_eq!(moved.host, "agent-1");
+    let epoch = k
+        .run(&["get", "mvm", "first", "-o", "jsonpath={.status.epoch}"])
+        .await?;
+    assert_eq!(epoch, "2", "moved under the next epoch");
+    assert!(
+        cluster.agent_client(0).await?.list_vms().await?.is_empty(),
+        "the drained host still has a VM"
+    );
+    let second = k
+        .wait_vm_phase("second", "Running", Duration::from_secs(60))
+        .await?;
+    assert_eq!(second.host, "agent-1");
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -12,7 +12,7 @@ use quiver_crds::MicroVM;
 use quiver_rpc::proto;
 use quiver_tests::cluster::{TestCluster, guest_dir};
 use quiver_tests::eventually;
-use quiver_tests::procs::{alive, started_ms, uptime_ms};
+use quiver_tests::procs::{alive, started_ms, uptime_ms, watch_last_alive};
 
 const FORMED: Duration = Duration::from_secs(60);
 /// Lease ttl (4 s) + margin (2 s) + an election + a boot, with room for a loaded machine.
@@ -210,6 +210,53 @@ async fn the_orphaned_qemu_of_a_killed_agent_dies_before_the_new_copy_is_spawned
         died_at <= spawned_at,
         "the old copy died at {died_at} ms, after the new one was spawned at {spawned_at} ms"
     );
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// `spec.drain` on a live host (real QEMU): the VM moves to another host under the next
+/// epoch, and its QEMU on the drained host had exited before the new one was spawned (the
+/// new copy waits for the old host's release). The drained host runs nothing afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_hosts_vm_stops_there_before_it_starts_elsewhere() -> anyhow::Result<()> {
+    if guest_dir().is_none() {
+        return Ok(());
+    }
+    let _qemu = quiver_tests::vm::qemu_lock().await;
+    let (cluster, _) = formed_fleet(false).await?;
+    let req = put("drained");
+    let uid = req.uid.clone();
+    cluster.agent_client(1).await?.put_vm(req).await?;
+    let (host, first) = wait_running_once(&cluster, &uid, None).await?;
+    let old = first.pid;
+    let last_alive = watch_last_alive(old, FAILOVER);
+
+    let patch = r#"{"spec":{"drain":true}}"#;
+    cluster
+        .kubectl()
+        .run(&["patch", "qh", &host, "--type", "merge", "-p", patch])
+        .await?;
+    let (moved_to, second) = wait_running_once(&cluster, &uid, Some(&host)).await?;
+    assert_eq!(second.epoch, 2, "{second:?}");
+    let last_alive = last_alive
+        .join()
+        .map_err(|_| anyhow::anyhow!("watcher panicked"))?;
+    anyhow::ensure!(!alive(old), "the drained host's QEMU still runs");
+    let spawned_at = started_ms(second.pid).context("the new QEMU's start time")?;
+    eprintln!(
+        "old copy on {host} last alive at {last_alive} ms; new copy on {moved_to} spawned at {spawned_at} ms"
+    );
+    // Start times count in 10 ms clock ticks: allow one.
+    assert!(
+        last_alive <= spawned_at + 10,
+        "the old copy still ran at {last_alive} ms, after the new one was spawned at {spawned_at} ms"
+    );
+    let index = THREE
+        .iter()
+        .position(|h| *h == host)
+        .context("host index")?;
+    let left = cluster.agent_client(index).await?.list_vms().await?;
+    assert!(left.is_empty(), "the drained host still has {left:?}");
     cluster.shutdown().await;
     Ok(())
 }

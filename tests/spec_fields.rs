@@ -288,6 +288,7 @@ fn every_spec_field_reaches_the_agent_or_placement() {
         },
         allocated_memory_mib: allocated,
         ready: true,
+        schedulable: true,
         reach: Some(Reach::Listed),
     };
     let hosts = [host("red-host", "red", 0), host("blue-host", "blue", 4096)];

@@ -91,6 +91,8 @@ mod tests {
                     memory_mib: 1,
                 },
                 transport: None,
+                unschedulable: false,
+                drain: false,
             },
         )
     }

@@ -367,6 +367,8 @@ impl Host {
                 memory_mib: 8192,
             },
             transport: None,
+            unschedulable: false,
+            drain: false,
         };
         let mut host = Host::new(name, spec);
         host.metadata.uid = Some(format!("uid-{name}"));

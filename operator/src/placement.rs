@@ -25,6 +25,8 @@ pub struct HostView {
     /// Memory (MiB) taken by the VMs already assigned to the host.
     pub allocated_memory_mib: u64,
     pub ready: bool,
+    /// False when the Host is cordoned or draining (`spec.unschedulable`, `spec.drain`).
+    pub schedulable: bool,
     /// The agent's status stream; `None` when the operator does not follow it (yet).
     pub reach: Option<Reach>,
 }
@@ -78,7 +80,17 @@ pub fn place(spec: &MicroVMSpec, hosts: &[HostView]) -> Placement {
             ),
         );
     }
-    let matching: Vec<&HostView> = ready
+    let open: Vec<&HostView> = ready.into_iter().filter(|h| h.schedulable).collect();
+    if open.is_empty() {
+        return unschedulable(
+            "HostsCordoned",
+            "every Ready host is cordoned or draining (spec.unschedulable or spec.drain); \
+             uncordon one (`kubectl patch qh <host> --type merge -p \
+             '{\"spec\":{\"unschedulable\":false,\"drain\":false}}'`)"
+                .to_owned(),
+        );
+    }
+    let matching: Vec<&HostView> = open
         .into_iter()
         .filter(|h| labels_match(&spec.node_selector, &h.labels))
         .collect();
@@ -197,6 +209,7 @@ mod tests {
             },
             allocated_memory_mib: allocated,
             ready: true,
+            schedulable: true,
             reach: Some(Reach::Listed),
         }
     }
@@ -328,6 +341,24 @@ mod tests {
             place(&vm.spec, &[down]),
             Placement::Unschedulable {
                 reason: "NoReadyHosts",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn cordoned_and_draining_hosts_take_no_new_vm() {
+        let vm = MicroVM::test("a");
+        let mut cordoned = host("a", 8192, 0);
+        cordoned.schedulable = false;
+        assert_eq!(
+            place(&vm.spec, &[cordoned.clone(), host("b", 1024, 0)]),
+            Placement::Host("b".into())
+        );
+        assert!(matches!(
+            place(&vm.spec, &[cordoned]),
+            Placement::Unschedulable {
+                reason: "HostsCordoned",
                 ..
             }
         ));

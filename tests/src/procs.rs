@@ -31,3 +31,19 @@ pub fn uptime_ms() -> u64 {
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
+
+/// Watches `pid` from a thread, every 2 ms, until it dies or `limit` passes; the thread
+/// returns the last uptime (ms) at which it saw the process alive. Finer than a poll of the
+/// VM's status: it orders a process's end against another's start to within a few ms.
+#[must_use]
+pub fn watch_last_alive(pid: u32, limit: std::time::Duration) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let end = std::time::Instant::now() + limit;
+        let mut last = uptime_ms();
+        while alive(pid) && std::time::Instant::now() < end {
+            last = uptime_ms();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        last
+    })
+}

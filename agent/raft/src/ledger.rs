@@ -10,7 +10,7 @@
 //! agent refuses puts with a lower epoch than it applied (the agent's per-VM check), so a VM
 //! taken from a host declared down can never be restarted there by a stale command.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,8 +28,11 @@ pub struct HostEntry {
     pub renewals: u64,
     /// Declared down by the leader ([`Command::HostDown`]); no new VMs, its VMs moved away.
     pub down: bool,
-    /// Draining: no new VMs; its VMs move away.
-    pub cordoned: bool,
+    /// Cordoned: no new VMs; those already here stay.
+    pub unschedulable: bool,
+    /// Draining: no new VMs, and those here move away, each stopped here before it starts
+    /// elsewhere ([`Ledger::releases`]).
+    pub draining: bool,
 }
 
 /// A VM the operator wants running, with what placement needs to know of it.
@@ -83,10 +86,19 @@ pub enum Command {
         now_ms: u64,
         renewals: u64,
     },
-    /// Cordon (true) or uncordon a host.
-    Cordon {
+    /// Cordons (`unschedulable`) or drains a host, or returns it to service (both false).
+    /// Draining moves its VMs away with a handoff: each new copy waits for this host's
+    /// [`Command::Released`].
+    Schedule {
         host: String,
-        cordoned: bool,
+        unschedulable: bool,
+        drain: bool,
+    },
+    /// `host` no longer runs any copy of `uid` (its QEMU has exited): a copy placed elsewhere
+    /// during a drain may start.
+    Released {
+        uid: String,
+        host: String,
     },
     /// Adds or updates a desired VM and places it if it is not placed. Idempotent per uid +
     /// generation: an older or equal generation changes nothing.
@@ -117,6 +129,10 @@ pub struct Ledger {
     /// The highest epoch given to each VM, kept while it waits unplaced so that no epoch is
     /// ever given twice.
     pub epochs: BTreeMap<String, u64>,
+    /// Hosts that still run (or stop) a copy of a VM that was moved away from them while they
+    /// were alive (a drain): the VM starts nowhere else until each has sent
+    /// [`Command::Released`], or was declared down (then its lease lapsed: it is fenced).
+    pub releases: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Ledger {
@@ -141,7 +157,8 @@ impl Ledger {
                 if self.hosts.remove(name).is_none() {
                     out.note = Some(format!("no host {name}"));
                 }
-                self.evacuate(name, &mut out);
+                self.forget_releases(name);
+                self.evacuate(name, false, &mut out);
             }
             Command::RenewLease {
                 host,
@@ -171,21 +188,35 @@ impl Ledger {
                 }
                 Some(entry) => {
                     entry.down = true;
-                    self.evacuate(host, &mut out);
+                    self.forget_releases(host);
+                    self.evacuate(host, false, &mut out);
                 }
                 None => out.note = Some(format!("no host {host}")),
             },
-            Command::Cordon { host, cordoned } => match self.hosts.get_mut(host) {
+            Command::Schedule {
+                host,
+                unschedulable,
+                drain,
+            } => match self.hosts.get_mut(host) {
                 Some(entry) => {
-                    entry.cordoned = *cordoned;
-                    if *cordoned {
-                        self.evacuate(host, &mut out);
+                    entry.unschedulable = *unschedulable;
+                    entry.draining = *drain;
+                    if *drain {
+                        self.evacuate(host, true, &mut out);
                     } else {
                         self.place_unassigned(&mut out);
                     }
                 }
                 None => out.note = Some(format!("no host {host}")),
             },
+            Command::Released { uid, host } => {
+                let waiting = self.releases.get_mut(uid);
+                if waiting.is_some_and(|hosts| hosts.remove(host)) {
+                    self.releases.retain(|_, hosts| !hosts.is_empty());
+                } else {
+                    out.note = Some(format!("{uid} was not waiting for {host}"));
+                }
+            }
             Command::PutVm(vm) => {
                 if let Some(known) = self.vms.get(&vm.uid)
                     && known.generation >= vm.generation
@@ -208,6 +239,7 @@ impl Ledger {
             Command::DeleteVm { uid } => {
                 self.vms.remove(uid);
                 self.epochs.remove(uid);
+                self.releases.remove(uid);
                 if self.assignments.remove(uid).is_some() {
                     out.moved.push((uid.clone(), None));
                 }
@@ -226,6 +258,24 @@ impl Ledger {
             .iter()
             .filter(move |(_, a)| a.host == host)
             .filter_map(|(uid, a)| Some((uid.as_str(), self.vms.get(uid)?, a.epoch)))
+    }
+
+    /// The VMs `host` may run now: assigned to it, and no other host still has to release
+    /// them.
+    pub fn runnable_on<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a DesiredVm, u64)> + 'a {
+        self.assigned_to(host)
+            .filter(|(uid, _, _)| !self.releases.contains_key(*uid))
+    }
+
+    /// The VMs whose new copy waits for `host` to release its old one.
+    pub fn to_release<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.releases
+            .iter()
+            .filter(move |(_, hosts)| hosts.contains(host))
+            .map(|(uid, _)| uid.as_str())
     }
 
     /// Hosts that are not down (the leader watches their leases).
@@ -253,8 +303,9 @@ impl Ledger {
             .is_some_and(|h| usable(h) && fits(h, self.used(host, Some(&vm.uid)), vm))
     }
 
-    /// Moves every VM of `host` elsewhere (or leaves it unplaced), avoiding `host`.
-    fn evacuate(&mut self, host: &str, out: &mut Outcome) {
+    /// Moves every VM of `host` elsewhere (or leaves it unplaced), avoiding `host`. With
+    /// `handoff` (the host is alive) no new copy starts before `host` released its own.
+    fn evacuate(&mut self, host: &str, handoff: bool, out: &mut Outcome) {
         let leaving: Vec<String> = self
             .assignments
             .iter()
@@ -262,8 +313,20 @@ impl Ledger {
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in leaving {
+            if handoff {
+                let hosts = self.releases.entry(uid.clone()).or_default();
+                hosts.insert(host.to_owned());
+            }
             self.assign(&uid, Some(host.to_owned()), out);
         }
+    }
+
+    /// `host` is fenced or gone: nothing waits for it any more.
+    fn forget_releases(&mut self, host: &str) {
+        for hosts in self.releases.values_mut() {
+            hosts.remove(host);
+        }
+        self.releases.retain(|_, hosts| !hosts.is_empty());
     }
 
     fn place_unassigned(&mut self, out: &mut Outcome) {
@@ -288,6 +351,13 @@ impl Ledger {
         let avoid = avoid.or_else(|| previous.as_ref().and_then(|p| p.avoid.clone()));
         match place(self, vm, avoid.as_deref()) {
             Some(host) => {
+                // A host's own copy is no second copy: its agent replaces it in place.
+                if let Some(hosts) = self.releases.get_mut(uid)
+                    && hosts.remove(&host)
+                    && hosts.is_empty()
+                {
+                    self.releases.remove(uid);
+                }
                 let epoch = self.epochs.get(uid).map_or(1, |e| e + 1);
                 self.epochs.insert(uid.to_owned(), epoch);
                 let assignment = Assignment { host, epoch, avoid };
@@ -301,7 +371,7 @@ impl Ledger {
 }
 
 fn usable(host: &HostEntry) -> bool {
-    !host.down && !host.cordoned
+    !host.down && !host.unschedulable && !host.draining
 }
 
 /// Memory is never overcommitted; vCPUs are (as the operator's placement does): a VM may not
@@ -470,11 +540,93 @@ mod tests {
         too_big.memory_mib = 4096;
         l.apply(&Command::PutVm(too_big));
         assert_eq!(at(&l, "big"), None, "does not fit the only matching host");
-        l.apply(&Command::Cordon {
+        l.apply(&Command::Schedule {
             host: "gpu".into(),
-            cordoned: true,
+            unschedulable: false,
+            drain: true,
         });
         assert_eq!(at(&l, "g"), None, "drained, and nowhere else matches");
+    }
+
+    fn schedule(host: &str, unschedulable: bool, drain: bool) -> Command {
+        Command::Schedule {
+            host: host.into(),
+            unschedulable,
+            drain,
+        }
+    }
+
+    fn runnable(ledger: &Ledger, host: &str) -> Vec<String> {
+        ledger
+            .runnable_on(host)
+            .map(|(uid, _, _)| uid.to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_cordon_keeps_vms_and_takes_no_new_ones() {
+        let mut l = Ledger::default();
+        l.apply(&host("a", 4096));
+        l.apply(&vm("v1", 1, 1024));
+        l.apply(&host("b", 1024));
+        let cordon = l.apply(&schedule("a", true, false));
+        assert!(cordon.moved.is_empty(), "{cordon:?}");
+        l.apply(&vm("v2", 1, 512));
+        assert_eq!(at(&l, "v2").map(|(h, _)| h), Some("b".into()));
+        l.apply(&vm("v3", 1, 1024));
+        assert_eq!(at(&l, "v3"), None, "b is full and a cordoned");
+        l.apply(&schedule("a", false, false));
+        assert_eq!(at(&l, "v3").map(|(h, _)| h), Some("a".into()), "uncordoned");
+    }
+
+    #[test]
+    fn a_drained_vm_starts_elsewhere_only_after_the_old_host_released_it() {
+        let mut l = Ledger::default();
+        l.apply(&host("a", 4096));
+        l.apply(&vm("v1", 1, 1024));
+        l.apply(&host("b", 4096));
+        l.apply(&schedule("a", true, true));
+        assert_eq!(at(&l, "v1"), Some(("b".into(), 2)));
+        assert!(runnable(&l, "b").is_empty(), "a still runs its copy");
+        assert_eq!(l.to_release("a").collect::<Vec<_>>(), ["v1"]);
+        let wrong = l.apply(&Command::Released {
+            uid: "v1".into(),
+            host: "b".into(),
+        });
+        assert!(wrong.note.is_some() && runnable(&l, "b").is_empty());
+        l.apply(&Command::Released {
+            uid: "v1".into(),
+            host: "a".into(),
+        });
+        assert_eq!(runnable(&l, "b"), ["v1"]);
+        assert!(l.releases.is_empty());
+    }
+
+    #[test]
+    fn a_drain_wait_ends_when_the_old_host_is_declared_down_or_gets_the_vm_back() {
+        let mut l = Ledger::default();
+        l.apply(&host("a", 4096));
+        l.apply(&vm("v1", 1, 1024));
+        l.apply(&vm("v2", 1, 1024));
+        l.apply(&host("b", 4096));
+        l.apply(&schedule("a", false, true));
+        assert!(runnable(&l, "b").is_empty());
+        // Down means fenced: its copies are dead once the lease lapsed.
+        l.apply(&Command::HostDown {
+            host: "a".into(),
+            now_ms: 1,
+            renewals: 0,
+        });
+        assert_eq!(runnable(&l, "b"), ["v1", "v2"]);
+
+        let mut l = Ledger::default();
+        l.apply(&host("a", 4096));
+        l.apply(&vm("v1", 1, 1024));
+        l.apply(&schedule("a", false, true));
+        assert_eq!(at(&l, "v1"), None, "nowhere to go: it waits, unplaced");
+        l.apply(&schedule("a", false, false));
+        assert_eq!(at(&l, "v1"), Some(("a".into(), 2)));
+        assert_eq!(runnable(&l, "a"), ["v1"], "its own copy is no second one");
     }
 
     #[test]

@@ -52,11 +52,23 @@ pub fn plan(
     steps
 }
 
-/// The ledger's VMs for `host`.
+/// The VMs whose new copy waits for this host (`to_release`) and of which it has no copy
+/// left, not even one still stopping: to be released.
+pub fn released<'a>(
+    to_release: &'a [String],
+    local: &'a BTreeMap<String, Version>,
+) -> impl Iterator<Item = String> + 'a {
+    to_release
+        .iter()
+        .filter(|uid| !local.contains_key(*uid))
+        .cloned()
+}
+
+/// The ledger's VMs that `host` may run now (a drained VM waits for its old host's release).
 #[must_use]
 pub fn assigned(ledger: &Ledger, host: &str) -> BTreeMap<String, Version> {
     ledger
-        .assigned_to(host)
+        .runnable_on(host)
         .map(|(uid, vm, epoch)| {
             let version = Version {
                 generation: vm.generation,
@@ -157,6 +169,13 @@ mod tests {
             plan(&assigned, &local, false),
             [Step::Delete { uid: "a".into() }]
         );
+    }
+
+    #[test]
+    fn only_vms_with_no_copy_left_are_released() {
+        let local = map(&[("stopping", v(1, 1))]);
+        let waiting = ["stopping".to_owned(), "gone".to_owned()];
+        assert_eq!(released(&waiting, &local).collect::<Vec<_>>(), ["gone"]);
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl Duties {
     }
 
     /// RegisterHost for Hosts the ledger lacks or has with other capacity or labels;
-    /// RemoveHost for ledger hosts whose Host is gone.
+    /// Schedule for a changed cordon or drain; RemoveHost for ledger hosts whose Host is gone.
     async fn sync_hosts(&self, members: &[Member]) {
         let commands: Vec<Command> = self.node.machine.with_ledger(|l| {
             let mut commands: Vec<Command> = members
@@ -169,6 +169,20 @@ impl Duties {
                     labels: m.labels.clone(),
                 })
                 .collect();
+            commands.extend(
+                members
+                    .iter()
+                    .filter(|m| {
+                        l.hosts.get(&m.host).is_some_and(|h| {
+                            h.unschedulable != m.unschedulable || h.draining != m.drain
+                        })
+                    })
+                    .map(|m| Command::Schedule {
+                        host: m.host.clone(),
+                        unschedulable: m.unschedulable,
+                        drain: m.drain,
+                    }),
+            );
             let registered: BTreeSet<&str> = members.iter().map(|m| m.host.as_str()).collect();
             commands.extend(
                 l.hosts

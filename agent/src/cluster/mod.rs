@@ -68,6 +68,9 @@ pub struct Member {
     pub cpus: u32,
     pub memory_mib: u64,
     pub labels: BTreeMap<String, String>,
+    /// `spec.unschedulable` (cordon) and `spec.drain` of the Host.
+    pub unschedulable: bool,
+    pub drain: bool,
 }
 
 impl Member {
@@ -83,6 +86,8 @@ impl Member {
             cpus: host.spec.capacity.cpus,
             memory_mib: host.spec.capacity.memory_mib,
             labels: host.metadata.labels.clone().unwrap_or_default(),
+            unschedulable: host.spec.unschedulable,
+            drain: host.spec.drain,
         })
     }
 }
@@ -235,18 +240,24 @@ impl Cluster {
     async fn follow(self, manager: VmManager) {
         let mut applied = self.node.raft.metrics();
         let mut deadline = self.deadline.clone();
+        let mut updates = manager.shared.subscribe();
         loop {
             let valid = self.lease_valid();
             manager.set_fenced(!valid);
-            let (assigned, requests) = self.node.machine.with_ledger(|l| {
+            let (assigned, requests, to_release) = self.node.machine.with_ledger(|l| {
                 let assigned = follow::assigned(l, &self.host);
+                let to_release: Vec<String> = l.to_release(&self.host).map(str::to_owned).collect();
                 let requests: BTreeMap<String, Vec<u8>> = assigned
                     .keys()
                     .filter_map(|uid| Some((uid.clone(), l.vms.get(uid)?.request.clone())))
                     .collect();
-                (assigned, requests)
+                (assigned, requests, to_release)
             });
-            let steps = follow::plan(&assigned, &follow::local(&manager), valid);
+            let local = follow::local(&manager);
+            for uid in follow::released(&to_release, &local) {
+                self.release(uid).await;
+            }
+            let steps = follow::plan(&assigned, &local, valid);
             if !valid && !steps.is_empty() {
                 tracing::warn!(
                     vms = steps.len(),
@@ -261,11 +272,28 @@ impl Cluster {
             } else {
                 Duration::from_secs(1)
             };
+            // Also when a VM is gone: a drained one is released at once.
             tokio::select! {
                 _ = applied.changed() => {}
                 _ = deadline.changed() => {}
+                () = next_removal(&mut updates) => {}
                 () = tokio::time::sleep(wake) => {}
             }
+        }
+    }
+
+    /// Tells the group this host's copy of `uid` is gone, so its new copy may start.
+    async fn release(&self, uid: String) {
+        let host = self.host.clone();
+        match self
+            .propose(Command::Released {
+                uid: uid.clone(),
+                host,
+            })
+            .await
+        {
+            Ok(_) => tracing::info!(%uid, "released: the VM may start on its new host"),
+            Err(e) => tracing::warn!(%uid, error = %e, "cannot release a drained VM; retrying"),
         }
     }
 
@@ -280,6 +308,19 @@ impl Cluster {
                 .as_ref()
                 .map(|hosts| hosts.iter().filter_map(Member::of).collect());
             duties.tick(members.as_deref()).await;
+        }
+    }
+}
+
+/// Resolves when the VM manager dropped a VM (or missed updates, which may include one).
+async fn next_removal(updates: &mut tokio::sync::broadcast::Receiver<quiver_rpc::proto::VmStatus>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match updates.recv().await {
+            Ok(status) if status.deleted => return,
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => std::future::pending().await,
         }
     }
 }

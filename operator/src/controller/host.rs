@@ -56,7 +56,13 @@ pub async fn reconcile(host: Arc<Host>, ctx: Arc<Context>) -> Result<Action> {
     ctx.host_seen(
         &name,
         ready.as_deref().map(|r| r == "True"),
-        &format!("{ready:?}/{:?}/{:?}", host.labels(), desired.capacity),
+        &format!(
+            "{ready:?}/{:?}/{:?}/{}/{}",
+            host.labels(),
+            desired.capacity,
+            host.spec.unschedulable,
+            host.spec.drain
+        ),
     );
     Ok(Action::requeue(interval))
 }
@@ -198,6 +204,8 @@ mod tests {
                 memory_mib: 4096,
             },
             transport: None,
+            unschedulable: false,
+            drain: false,
         }
     }
 

@@ -76,7 +76,20 @@ async fn apply(vm: &MicroVM, ctx: &Context, api: &Api<MicroVM>) -> Result<Action
         return Ok(requeue_for(&desired));
     }
     let mut current = vm.status.clone();
-    let (host, epoch) = if let Some(host) = known_host(vm, &uid, ctx) {
+    let mut known = known_host(vm, &uid, ctx);
+    if let Some(host) = known.as_deref()
+        && draining(ctx, host)
+    {
+        // Stopped there first (every agent asked); placement below then picks another host.
+        let outcome = ctx.cluster.delete_vm(&uid).await;
+        if outcome.existed || !outcome.unreachable.is_empty() {
+            return Ok(Action::requeue(Duration::from_millis(500)));
+        }
+        tracing::info!(vm = %vm.name_any(), %host, "stopped on a draining host; placing it anew");
+        ctx.forget(&uid);
+        known = None;
+    }
+    let (host, epoch) = if let Some(host) = known {
         let stored = current.as_ref().map_or(0, |s| s.epoch);
         let epoch = ctx.cluster.vm(&uid).map_or(stored, |c| c.epoch).max(1);
         (host, epoch)
@@ -221,6 +234,7 @@ fn host_views(ctx: &Context, placing_uid: &str) -> Vec<HostView> {
                 capacity: status.capacity.unwrap_or(h.spec.capacity),
                 allocated_memory_mib,
                 ready: status.condition(READY).is_some_and(|c| c.status == "True"),
+                schedulable: !h.spec.unschedulable && !h.spec.drain,
                 reach: ctx.cluster.reach(&name),
                 name,
             }
@@ -235,6 +249,13 @@ fn assigned_host(ctx: &Context, vm: &MicroVM) -> Option<String> {
         .map(|s| s.host)
         .or_else(|| ctx.assignment(&uid))
         .or_else(|| vm.status.as_ref().and_then(|s| s.host.clone()))
+}
+
+fn draining(ctx: &Context, host: &str) -> bool {
+    ctx.hosts
+        .state()
+        .iter()
+        .any(|h| h.spec.drain && h.name_any() == host)
 }
 
 /// Whether `host` heartbeats: `Some(false)` also when its Host was deleted (the VM may still
