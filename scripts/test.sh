@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need (QEMU, the guest image,
 # kubectl), then checks formatting and lints and runs every test, real VMs included.
+# `--long` adds the long fault runs (the seeded Raft fault test at 200 seeds of 40 steps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+long=0
+case "${1:-}" in
+    --long) long=1 ;;
+    "") ;;
+    *) echo "usage: $0 [--long]" >&2; exit 2 ;;
+esac
 bash scripts/guest-image.sh
 source scripts/tools.sh
 echo "== install scripts"
@@ -44,6 +51,14 @@ echo "== fuzz: decode_frames, 30 s"
 if ! bash scripts/fuzz.sh 30 -verbosity=0; then
     echo "fuzz: decode_frames failed; the input is in agent/rpc/fuzz/artifacts/decode_frames/"
     status=1
+fi
+if [ "$long" -eq 1 ]; then
+    echo "== long: seeded Raft faults, 200 seeds of 40 steps"
+    set +e
+    QUIVER_FAULT_SEEDS=200 QUIVER_FAULT_STEPS=40 cargo test --locked -p quiver-agent \
+      --test raft_faults 2>&1 | tee -a "$log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    set -e
 fi
 # One closing line over every test binary (cargo prints one result line per binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

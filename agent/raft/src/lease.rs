@@ -72,30 +72,63 @@ impl LeaseConfig {
     }
 }
 
+/// What a host may do under its lease now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Past the deadline: run nothing.
+    Lapsed,
+    /// Valid, but this node's ledger has not yet applied the renewal that granted it: the
+    /// ledger may be older than the lease (say, an agent back from a partition whose VMs were
+    /// moved away meanwhile). Keep what runs, start nothing, until the ledger catches up.
+    Behind,
+    /// Valid, and the ledger is at least as new as the lease: follow it.
+    Current,
+}
+
 /// The agent's own lease.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Holder {
     /// Monotonic ms until which VMs may run; 0 = no lease yet.
     deadline_ms: u64,
+    /// The log index of the renewal that granted the lease (0 after a restart: the ledger
+    /// rebuilt from disk is as new as the one the agent followed before).
+    granted_index: u64,
 }
 
 impl Holder {
     /// A holder that resumes `deadline_ms` (e.g. the watchdog's file after an agent restart).
     #[must_use]
     pub fn resume(deadline_ms: u64) -> Self {
-        Self { deadline_ms }
+        Self {
+            deadline_ms,
+            granted_index: 0,
+        }
     }
 
-    /// A renewal sent at `sent_ms` was committed: the lease runs `ttl` from the sending.
-    pub fn renewed(&mut self, sent_ms: u64, config: &LeaseConfig) {
+    /// A renewal sent at `sent_ms` was committed at log `index`: the lease runs `ttl` from
+    /// the sending.
+    pub fn renewed(&mut self, sent_ms: u64, index: u64, config: &LeaseConfig) {
         self.deadline_ms = self
             .deadline_ms
             .max(sent_ms.saturating_add(config.ttl_ms()));
+        self.granted_index = self.granted_index.max(index);
     }
 
     #[must_use]
     pub fn valid_at(&self, now_ms: u64) -> bool {
         now_ms < self.deadline_ms
+    }
+
+    /// The lease at `now_ms` for a node whose ledger has applied up to `applied_index`.
+    #[must_use]
+    pub fn state(&self, now_ms: u64, applied_index: u64) -> LeaseState {
+        if !self.valid_at(now_ms) {
+            LeaseState::Lapsed
+        } else if applied_index < self.granted_index {
+            LeaseState::Behind
+        } else {
+            LeaseState::Current
+        }
     }
 
     #[must_use]
@@ -164,15 +197,28 @@ mod tests {
         let c = config();
         let mut h = Holder::default();
         assert!(!h.valid_at(0), "no lease before the first renewal");
-        h.renewed(10 * SEC, &c);
+        h.renewed(10 * SEC, 1, &c);
         assert!(h.valid_at(14 * SEC - 1));
         assert!(!h.valid_at(14 * SEC));
-        h.renewed(9 * SEC, &c);
+        h.renewed(9 * SEC, 1, &c);
         assert_eq!(
             h.deadline_ms(),
             14 * SEC,
             "a late answer to an older renewal"
         );
+    }
+
+    #[test]
+    fn a_lease_granted_past_the_ledger_starts_nothing_until_the_ledger_catches_up() {
+        let c = config();
+        let mut h = Holder::resume(0);
+        h.renewed(10 * SEC, 40, &c);
+        assert_eq!(h.state(11 * SEC, 39), LeaseState::Behind);
+        assert_eq!(h.state(11 * SEC, 40), LeaseState::Current);
+        assert_eq!(h.state(14 * SEC, 40), LeaseState::Lapsed);
+        h.renewed(11 * SEC, 7, &c);
+        assert_eq!(h.state(12 * SEC, 39), LeaseState::Behind, "never lowered");
+        assert_eq!(Holder::resume(20 * SEC).state(1, 0), LeaseState::Current);
     }
 
     #[test]
@@ -204,7 +250,7 @@ mod tests {
         for sent in [0, 3 * SEC, 7 * SEC + 13] {
             for arrival_delay in [0, 1, 900] {
                 let mut h = Holder::default();
-                h.renewed(sent, &c);
+                h.renewed(sent, 1, &c);
                 let mut w = Watcher::elected(0, ["a"]);
                 w.renewed("a", sent + arrival_delay);
                 let first_down = (sent..sent + 20 * SEC)

@@ -118,6 +118,9 @@ pub struct Outcome {
     pub moved: Vec<(String, Option<Assignment>)>,
     /// Why the command was a no-op or partly refused (stale generation, unknown host, ...).
     pub note: Option<String>,
+    /// The log index the command was applied at (set by the state machine).
+    #[serde(default)]
+    pub index: u64,
 }
 
 /// The replicated state.

@@ -61,6 +61,12 @@ impl StateMachine {
         self.read().ledger.clone()
     }
 
+    /// The index of the last log entry applied to the ledger (0 before any).
+    #[must_use]
+    pub fn applied_index(&self) -> u64 {
+        self.read().last_applied.map_or(0, |l| l.index)
+    }
+
     /// Reads the ledger in place (no copy; keep `f` short: applying waits for it).
     pub fn with_ledger<R>(&self, f: impl FnOnce(&Ledger) -> R) -> R {
         f(&self.read().ledger)
@@ -144,7 +150,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut outcomes = Vec::new();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
-            let outcome = match entry.payload {
+            let mut outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::default(),
                 EntryPayload::Normal(command) => state.ledger.apply(&command),
                 EntryPayload::Membership(membership) => {
@@ -152,6 +158,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Outcome::default()
                 }
             };
+            outcome.index = entry.log_id.index;
             outcomes.push(outcome);
         }
         Ok(outcomes)

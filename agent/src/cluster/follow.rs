@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use prost::Message as _;
 use quiver_raft::Ledger;
+use quiver_raft::lease::LeaseState;
 use quiver_rpc::proto;
 
 use crate::vm::VmManager;
@@ -25,16 +26,19 @@ pub enum Step {
     Delete { uid: String },
 }
 
-/// The steps that make `local` match `assigned` (both keyed by uid).
+/// The steps that make `local` match `assigned` (both keyed by uid): all of them under a
+/// current lease, removals only once it lapsed, none while the ledger is behind the lease.
 #[must_use]
 pub fn plan(
     assigned: &BTreeMap<String, Version>,
     local: &BTreeMap<String, Version>,
-    lease_valid: bool,
+    lease: LeaseState,
 ) -> Vec<Step> {
     let delete = |uid: &String| Step::Delete { uid: uid.clone() };
-    if !lease_valid {
-        return local.keys().map(delete).collect();
+    match lease {
+        LeaseState::Lapsed => return local.keys().map(delete).collect(),
+        LeaseState::Behind => return Vec::new(),
+        LeaseState::Current => {}
     }
     let stale = local.keys().filter(|uid| !assigned.contains_key(*uid));
     let mut steps: Vec<Step> = stale.map(delete).collect();
@@ -144,7 +148,7 @@ mod tests {
     fn new_newer_and_moved_vms_are_put_and_foreign_ones_removed() {
         let assigned = map(&[("new", v(1, 1)), ("newer", v(2, 1)), ("same", v(1, 3))]);
         let local = map(&[("newer", v(1, 1)), ("same", v(1, 3)), ("gone", v(1, 1))]);
-        let steps = plan(&assigned, &local, true);
+        let steps = plan(&assigned, &local, LeaseState::Current);
         assert_eq!(
             steps,
             [
@@ -166,9 +170,16 @@ mod tests {
         let assigned = map(&[("a", v(1, 1)), ("b", v(1, 1))]);
         let local = map(&[("a", v(1, 1))]);
         assert_eq!(
-            plan(&assigned, &local, false),
+            plan(&assigned, &local, LeaseState::Lapsed),
             [Step::Delete { uid: "a".into() }]
         );
+    }
+
+    #[test]
+    fn a_ledger_behind_the_lease_changes_nothing() {
+        let assigned = map(&[("stale", v(1, 1))]);
+        let local = map(&[("other", v(1, 1))]);
+        assert!(plan(&assigned, &local, LeaseState::Behind).is_empty());
     }
 
     #[test]
@@ -183,7 +194,7 @@ mod tests {
         let assigned = map(&[("a", v(1, 4))]);
         let local = map(&[("a", v(1, 2))]);
         assert_eq!(
-            plan(&assigned, &local, true),
+            plan(&assigned, &local, LeaseState::Current),
             [Step::Put {
                 uid: "a".into(),
                 epoch: 4

@@ -11,7 +11,7 @@ use std::time::Duration;
 use openraft::BasicNode;
 use openraft::ChangeMembers;
 use quiver_raft::lease::{LeaseConfig, Watcher};
-use quiver_raft::{Command, RaftNode};
+use quiver_raft::{Command, Ledger, RaftNode};
 
 use super::Member;
 use super::watchdog::boottime_ms;
@@ -78,8 +78,7 @@ pub fn membership_plan(
 pub struct Duties {
     node: RaftNode,
     lease: LeaseConfig,
-    /// The lease watcher and the renewal counts it has seen, while this node leads.
-    watch: Option<(Watcher, BTreeMap<String, u64>)>,
+    watch: LeaseWatch,
 }
 
 impl Duties {
@@ -87,14 +86,14 @@ impl Duties {
         Self {
             node,
             lease,
-            watch: None,
+            watch: LeaseWatch::default(),
         }
     }
 
     /// One tick; `members` are the registered Hosts (None until they were listed once).
     pub async fn tick(&mut self, members: Option<&[Member]>) {
         if !self.node.is_leader() {
-            self.watch = None;
+            self.watch.stepped_down();
             return;
         }
         if let Some(members) = members {
@@ -202,35 +201,17 @@ impl Duties {
 
     async fn watch_leases(&mut self) {
         let now = boottime_ms();
-        let (live, renewals) = self.node.machine.with_ledger(|l| {
-            let live: Vec<String> = l.live_hosts().map(str::to_owned).collect();
-            let renewals: BTreeMap<String, u64> = l
-                .hosts
-                .iter()
-                .map(|(h, e)| (h.clone(), e.renewals))
-                .collect();
-            (live, renewals)
-        });
-        let (watcher, seen) = self.watch.get_or_insert_with(|| {
-            (
-                Watcher::elected(now, live.iter().map(String::as_str)),
-                renewals.clone(),
-            )
-        });
-        for (host, count) in &renewals {
-            if seen.get(host) != Some(count) {
-                watcher.renewed(host, now);
-                seen.insert(host.clone(), *count);
-            }
-        }
-        for host in watcher.lapsed(now, live.iter().map(String::as_str), &self.lease) {
-            let count = renewals.get(&host).copied().unwrap_or(0);
-            tracing::warn!(%host, "lease lapsed (with margin): declaring the host down");
-            let command = Command::HostDown {
-                host: host.clone(),
-                now_ms: crate::vm::now_ms().try_into().unwrap_or(0),
-                renewals: count,
+        let wall = crate::vm::now_ms().try_into().unwrap_or(0);
+        let due = self
+            .node
+            .machine
+            .with_ledger(|l| self.watch.due(l, now, wall, &self.lease));
+        for command in due {
+            let Command::HostDown { host, .. } = &command else {
+                continue;
             };
+            let host = host.clone();
+            tracing::warn!(%host, "lease lapsed (with margin): declaring the host down");
             match quiver_raft::node::write(&self.node.raft, command).await {
                 Ok(outcome) => {
                     tracing::warn!(%host, moved = outcome.moved.len(), note = ?outcome.note, "host down");
@@ -238,6 +219,57 @@ impl Duties {
                 Err(e) => tracing::warn!(%host, error = %e, "cannot declare the host down"),
             }
         }
+    }
+}
+
+/// The leader's side of the leases, pure: a lease [`Watcher`] started at this node's
+/// election, fed with the renewal counts the ledger holds, and the `HostDown` commands that
+/// are due. Reset when the node stops leading.
+#[derive(Debug, Default)]
+pub struct LeaseWatch {
+    /// The watcher and the renewal counts it has seen, while this node leads.
+    state: Option<(Watcher, BTreeMap<String, u64>)>,
+}
+
+impl LeaseWatch {
+    /// This node no longer leads: a later election starts every clock afresh.
+    pub fn stepped_down(&mut self) {
+        self.state = None;
+    }
+
+    /// The `HostDown` commands due at `now_ms` (monotonic) for hosts not down in `ledger`;
+    /// `wall_ms` is the wall clock the commands carry (for people; fencing never reads it).
+    pub fn due(
+        &mut self,
+        ledger: &Ledger,
+        now_ms: u64,
+        wall_ms: u64,
+        lease: &LeaseConfig,
+    ) -> Vec<Command> {
+        let live: Vec<&str> = ledger.live_hosts().collect();
+        let (watcher, seen) = self.state.get_or_insert_with(|| {
+            let counts = ledger
+                .hosts
+                .iter()
+                .map(|(h, e)| (h.clone(), e.renewals))
+                .collect();
+            (Watcher::elected(now_ms, live.iter().copied()), counts)
+        });
+        for (host, entry) in &ledger.hosts {
+            if seen.get(host) != Some(&entry.renewals) {
+                watcher.renewed(host, now_ms);
+                seen.insert(host.clone(), entry.renewals);
+            }
+        }
+        watcher
+            .lapsed(now_ms, live.iter().copied(), lease)
+            .into_iter()
+            .map(|host| Command::HostDown {
+                renewals: ledger.hosts.get(&host).map_or(0, |e| e.renewals),
+                host,
+                now_ms: wall_ms,
+            })
+            .collect()
     }
 }
 

@@ -101,8 +101,8 @@ pub struct Cluster {
     pub node: RaftNode,
     host: String,
     config: Arc<ClusterConfig>,
-    /// The lease deadline (`CLOCK_BOOTTIME` ms).
-    deadline: watch::Receiver<u64>,
+    /// The lease: its deadline (`CLOCK_BOOTTIME` ms) and the renewal's log index.
+    lease: watch::Receiver<Holder>,
     /// Registered Hosts (names of node ids).
     hosts: watch::Receiver<Option<Vec<Host>>>,
 }
@@ -127,13 +127,13 @@ impl Cluster {
     /// The Raft database cannot be opened (corrupt or truncated: the agent refuses to start).
     pub async fn start(config: ClusterConfig, node: RaftNode, wiring: Wiring) -> Result<Self> {
         config.lease.check().map_err(Error::Config)?;
-        let resumed = watchdog::read_deadline(&wiring.data_dir);
-        let (deadline_tx, deadline) = watch::channel(resumed);
+        let resumed = Holder::resume(watchdog::read_deadline(&wiring.data_dir));
+        let (lease_tx, lease) = watch::channel(resumed);
         let cluster = Self {
             node,
             host: wiring.host.clone(),
             config: Arc::new(config),
-            deadline,
+            lease,
             hosts: wiring.hosts.clone(),
         };
         watchdog::ensure_running(&wiring.data_dir)?;
@@ -147,7 +147,7 @@ impl Cluster {
         tokio::spawn(
             cluster
                 .clone()
-                .renew(deadline_tx, wiring.data_dir.clone(), resumed),
+                .renew(lease_tx, wiring.data_dir.clone(), resumed),
         );
         tokio::spawn(cluster.clone().follow(wiring.manager.clone()));
         tokio::spawn(cluster.clone().lead(wiring.hosts));
@@ -162,7 +162,7 @@ impl Cluster {
     /// Whether this host's lease holds now.
     #[must_use]
     pub fn lease_valid(&self) -> bool {
-        Holder::resume(*self.deadline.borrow()).valid_at(watchdog::boottime_ms())
+        self.lease.borrow().valid_at(watchdog::boottime_ms())
     }
 
     /// Commits a command through the leader.
@@ -200,9 +200,9 @@ impl Cluster {
 
     /// Renews the lease every `renew_every` and records each committed renewal in the
     /// deadline file (the watchdog's) before anyone relies on it.
-    async fn renew(self, deadline: watch::Sender<u64>, data_dir: PathBuf, resumed: u64) {
+    async fn renew(self, published: watch::Sender<Holder>, data_dir: PathBuf, resumed: Holder) {
         let lease = self.config.lease;
-        let mut holder = Holder::resume(resumed);
+        let mut holder = resumed;
         let mut tick = tokio::time::interval(lease.renew_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -217,13 +217,15 @@ impl Cluster {
                 ttl_ms: u64::try_from(lease.ttl.as_millis()).unwrap_or(u64::MAX),
             };
             match self.node.propose(command, lease.renew_every).await {
-                Ok(Outcome { note: None, .. }) => {
-                    holder.renewed(sent, &lease);
+                Ok(Outcome {
+                    note: None, index, ..
+                }) => {
+                    holder.renewed(sent, index, &lease);
                     if let Err(e) = watchdog::write_deadline(&data_dir, holder.deadline_ms()) {
                         tracing::error!(error = %e, "cannot record the lease deadline");
                         continue;
                     }
-                    deadline.send_replace(holder.deadline_ms());
+                    published.send_replace(holder);
                 }
                 Ok(Outcome {
                     note: Some(note), ..
@@ -239,10 +241,12 @@ impl Cluster {
     /// kills them all the moment it lapses.
     async fn follow(self, manager: VmManager) {
         let mut applied = self.node.raft.metrics();
-        let mut deadline = self.deadline.clone();
+        let mut lease = self.lease.clone();
         let mut updates = manager.shared.subscribe();
         loop {
-            let valid = self.lease_valid();
+            let holder = *lease.borrow_and_update();
+            let now = watchdog::boottime_ms();
+            let valid = holder.valid_at(now);
             manager.set_fenced(!valid);
             let (assigned, requests, to_release) = self.node.machine.with_ledger(|l| {
                 let assigned = follow::assigned(l, &self.host);
@@ -257,7 +261,8 @@ impl Cluster {
             for uid in follow::released(&to_release, &local) {
                 self.release(uid).await;
             }
-            let steps = follow::plan(&assigned, &local, valid);
+            let state = holder.state(now, self.node.machine.applied_index());
+            let steps = follow::plan(&assigned, &local, state);
             if !valid && !steps.is_empty() {
                 tracing::warn!(
                     vms = steps.len(),
@@ -266,7 +271,7 @@ impl Cluster {
             }
             follow::apply(&manager, steps, |uid| requests.get(uid).cloned()).await;
             // Wake at the next ledger change, lease change, or when the lease would lapse.
-            let left = (*deadline.borrow()).saturating_sub(watchdog::boottime_ms());
+            let left = holder.deadline_ms().saturating_sub(watchdog::boottime_ms());
             let wake = if valid {
                 Duration::from_millis(left).min(Duration::from_secs(1))
             } else {
@@ -275,7 +280,7 @@ impl Cluster {
             // Also when a VM is gone: a drained one is released at once.
             tokio::select! {
                 _ = applied.changed() => {}
-                _ = deadline.changed() => {}
+                _ = lease.changed() => {}
                 () = next_removal(&mut updates) => {}
                 () = tokio::time::sleep(wake) => {}
             }
