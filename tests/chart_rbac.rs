@@ -142,8 +142,11 @@ fn granted(docs: &[Value], account: &str) -> BTreeSet<Grant> {
             None
         };
         for rule in role["rules"].as_array().expect("rules") {
-            for verb in rule["verbs"].as_array().expect("verbs") {
-                assert_ne!(verb, "*", "{role_name}: a wildcard verb");
+            for key in ["verbs", "resources", "apiGroups", "resourceNames"] {
+                let wildcard = rule[key]
+                    .as_array()
+                    .is_some_and(|values| values.iter().any(|v| v == "*"));
+                assert!(!wildcard, "{role_name}: a wildcard in {key}");
             }
             out.extend(flatten(scope, rule));
         }
