@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README, .ci/run): installs what the tests need (QEMU, the guest image,
-# kubectl), then checks formatting and lints and runs every test, real VMs included.
+# kubectl, helm), then checks formatting and lints and runs every test, real VMs included.
 # `--long` adds the long fault runs (the seeded Raft fault test at 200 seeds of 40 steps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,8 @@ bash scripts/guest-image.sh
 source scripts/tools.sh
 echo "== install scripts"
 bash scripts/tests/qemu-packages-test.sh
+echo "== Helm chart (lint, schema, values, kubernetes-validate) and Dockerfiles (hadolint)"
+bash scripts/tests/chart-test.sh
 export QUIVER_REQUIRE_GUEST=1
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

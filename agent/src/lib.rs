@@ -13,6 +13,7 @@
 //!   `quiver-rpc`. [`peers`]: the Iroh allowlist, from registered Hosts plus trusted ids.
 //! - [`metrics`]: per-method RPC metrics and `/metrics` text. [`config`]: the agent's settings.
 //!   [`runtime`]: wiring for the binary. [`advertise`]: the addresses put in the Host.
+//!   [`rbac`]: every Kubernetes API call, as the RBAC rules the Helm chart grants.
 //!
 //! # Goals
 //! - VMs outlive the agent: QEMU runs detached; a restarted agent re-adopts live VMs and
@@ -35,6 +36,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod peers;
+pub mod rbac;
 pub mod registration;
 pub mod runtime;
 pub mod services;

@@ -11,6 +11,7 @@
 //! - [`transport`]: the RPC services and the transports they can run on.
 //! - [`generate`]: renders the CRD manifests (used by `crdgen` and the drift test).
 //! - [`fixtures`]: builders of valid objects for tests in every crate.
+//! - [`access`]: the shape in which the binaries declare their Kubernetes API calls (RBAC).
 //!
 //! # Goals
 //! - Reject invalid objects at the API server: every bound, enum and cross-field rule lives in
@@ -22,6 +23,7 @@
 //!   the agent; this crate only fixes the shapes they agree on.
 //! - Multiple API versions or conversion webhooks.
 
+pub mod access;
 pub mod fixtures;
 pub mod generate;
 pub mod host;

@@ -11,6 +11,7 @@
 //! - [`dev`], [`agents`]: the one-machine dev cluster and the agent processes it starts;
 //!   [`leftovers`]: QEMUs a dead agent left running, stopped (by `quiver-agent sweep`) when
 //!   the cluster stops.
+//! - [`rbac`]: every Kubernetes API call of `run`, as the RBAC rules the Helm chart grants.
 //! - [`pki`]: the cluster CA (a Secret) and the certificates for mTLS between operator and
 //!   agents. The proto, the agent client and certificate generation come from `quiver-rpc`;
 //!   the operator does not depend on the agent.
@@ -35,6 +36,7 @@ pub mod leftovers;
 pub mod operator;
 pub mod pki;
 pub mod placement;
+pub mod rbac;
 pub mod status;
 
 pub use error::{Error, Result};

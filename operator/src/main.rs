@@ -42,6 +42,10 @@ enum Command {
         /// key, mounted from a Secret, so that agents trust one endpoint id.
         #[arg(long, default_value = "/tmp/quiver-operator/iroh.key")]
         iroh_key: PathBuf,
+        /// The agents run with --raft: send each VM to any agent and follow where their Raft
+        /// group places it, instead of placing VMs here.
+        #[arg(long)]
+        raft: bool,
     },
 }
 
@@ -130,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
             pki_dir,
             transport,
             iroh_key,
+            raft,
         } => {
             let identity =
                 identity.unwrap_or_else(|| format!("quiver-operator-{}", std::process::id()));
@@ -140,7 +145,8 @@ async fn main() -> anyhow::Result<()> {
             if let Some(id) = access.endpoint_id() {
                 tracing::info!(endpoint_id = %id, "agents must trust this Iroh endpoint id");
             }
-            let config = OperatorConfig::new(&identity).with_agent_access(access.clone());
+            let mut config = OperatorConfig::new(&identity).with_agent_access(access.clone());
+            config.controllers.raft = raft;
             let operator = Operator::spawn(client, config);
             quiver_operator::dev::stop_requested().await?;
             operator.shutdown().await;

@@ -13,6 +13,11 @@ use crate::agent_client::AgentAccess;
 use crate::controller::{self, ControllerConfig};
 use crate::leader::{ElectionConfig, Elector};
 
+/// Namespace of the leader-election Lease (fixed; the chart's operator Role lives there).
+pub const LEASE_NAMESPACE: &str = "default";
+/// Name of the leader-election Lease.
+pub const LEASE_NAME: &str = "quiver-operator";
+
 /// Everything the operator can be tuned with.
 #[derive(Clone, Debug)]
 pub struct OperatorConfig {
@@ -30,8 +35,8 @@ impl OperatorConfig {
                 ..ControllerConfig::default()
             },
             election: ElectionConfig {
-                namespace: "default".to_owned(),
-                name: "quiver-operator".to_owned(),
+                namespace: LEASE_NAMESPACE.to_owned(),
+                name: LEASE_NAME.to_owned(),
                 identity: identity.to_owned(),
                 lease_duration: Duration::from_secs(15),
             },

@@ -1,0 +1,56 @@
+//! Every Kubernetes API call the agent makes through its `--kubeconfig`, as RBAC rules. The
+//! Helm chart's agent ClusterRole and Raft Role (`charts/quiver/templates/rbac-agent.yaml`)
+//! must grant exactly these; `tests/chart_rbac.rs` renders the chart and compares.
+
+use quiver_crds::access::{ApiAccess, Scope};
+
+use crate::cluster::bootstrap::CONFIG_MAP;
+
+pub const AGENT_API_ACCESS: &[ApiAccess] = &[
+    ApiAccess {
+        scope: Scope::Cluster,
+        group: "quiver.dev",
+        resource: "hosts",
+        names: &[],
+        // Server-side apply is a patch; applying a Host that does not exist yet creates it,
+        // which RBAC checks as create.
+        verbs: &["create", "patch"],
+        only_with: None,
+        kind: "Host",
+        site: "agent/src/registration.rs",
+        why: "each agent registers its own Host by server-side apply",
+    },
+    ApiAccess {
+        scope: Scope::Cluster,
+        group: "quiver.dev",
+        resource: "hosts",
+        names: &[],
+        verbs: &["list", "watch"],
+        only_with: None,
+        kind: "Host",
+        site: "agent/src/peers.rs",
+        why: "the Iroh allowlist and Raft membership follow the registered Hosts",
+    },
+    ApiAccess {
+        scope: Scope::Configured("raft.namespace"),
+        group: "",
+        resource: "configmaps",
+        names: &[],
+        verbs: &["create"],
+        only_with: Some("raft.enabled"),
+        kind: "ConfigMap",
+        site: "agent/src/cluster/bootstrap.rs",
+        why: "with --raft: the agent whose create of quiver-raft succeeds bootstraps the group",
+    },
+    ApiAccess {
+        scope: Scope::Configured("raft.namespace"),
+        group: "",
+        resource: "configmaps",
+        names: &[CONFIG_MAP],
+        verbs: &["get"],
+        only_with: Some("raft.enabled"),
+        kind: "ConfigMap",
+        site: "agent/src/cluster/bootstrap.rs",
+        why: "with --raft: the others read quiver-raft to learn whether they were named",
+    },
+];
