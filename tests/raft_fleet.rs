@@ -396,3 +396,59 @@ async fn an_agent_with_a_corrupt_or_truncated_raft_database_refuses_to_start() -
     }
     Ok(())
 }
+
+/// Waits until the live `hosts` (all but `skip`) have one leader and `voters` voters, and
+/// returns each host's role; more than five voters at any time fails.
+async fn settled_roles(
+    cluster: &TestCluster,
+    hosts: &[String],
+    voters: usize,
+    skip: Option<&str>,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    eventually(FORMED, &format!("{voters} voters"), || async {
+        let all = statuses(cluster).await;
+        let roles: BTreeMap<String, String> = hosts
+            .iter()
+            .filter(|h| Some(h.as_str()) != skip)
+            .filter_map(|h| Some((h.clone(), all.get(h)?.raft.as_ref()?.role.clone())))
+            .collect();
+        let voting = roles
+            .values()
+            .filter(|r| *r == "leader" || *r == "follower")
+            .count();
+        let leaders = roles.values().filter(|r| *r == "leader").count();
+        anyhow::ensure!(voting <= 5, "more than five voters: {roles:?}");
+        let live = hosts.len() - usize::from(skip.is_some());
+        Ok((roles.len() == live && leaders == 1 && voting == voters).then_some(roles))
+    })
+    .await
+}
+
+/// Six agents: five vote and one learns. When a voter's agent is killed, the leader declares
+/// its host down and promotes the learner, so five live agents vote again (simulated driver).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_voter_of_six_is_replaced_by_the_learner() -> anyhow::Result<()> {
+    if guest_dir().is_none() {
+        return Ok(());
+    }
+    let mut cluster = TestCluster::start_fleet(6, true).await?;
+    let hosts: Vec<String> = (0..6).map(|i| format!("agent-{i}")).collect();
+    let before = settled_roles(&cluster, &hosts, 5, None).await?;
+    let role_of = |roles: &BTreeMap<String, String>, role: &str| {
+        roles
+            .iter()
+            .find(|(_, r)| *r == role)
+            .map(|(h, _)| h.clone())
+    };
+    let learner = role_of(&before, "learner").context("a learner")?;
+    let victim = role_of(&before, "follower").context("a follower")?;
+    cluster.kill_agent(&victim).await?;
+    let after = settled_roles(&cluster, &hosts, 5, Some(&victim)).await?;
+    assert_eq!(
+        after.get(&learner).map(String::as_str),
+        Some("follower"),
+        "the learner was promoted: {after:?}"
+    );
+    cluster.shutdown().await;
+    Ok(())
+}
