@@ -1,10 +1,16 @@
-//! Per-transport, per-method request/error counts and latency histograms, with a Prometheus
-//! text rendering. Hand-written: a handful of series does not need a metrics library.
+//! Per-transport, per-method request/error counts and latency histograms (the Monitoring
+//! service reports them), and `/metrics`: one scrape of those, the VM phases and the Raft view,
+//! encoded by prometheus-client as a collector over the snapshot (no second set of counters).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet, text};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use quiver_rpc::{Method, Wire, proto};
 
@@ -86,113 +92,235 @@ impl Metrics {
     }
 }
 
-/// Renders a snapshot in the Prometheus text exposition format.
-pub fn render_prometheus(
-    snap: &proto::MetricsSnapshot,
-    summary: &proto::ResourceSummary,
-) -> String {
+/// What one scrape shows: the Monitoring snapshot, the VM phase counts and the Raft view.
+#[derive(Clone, Debug, Default)]
+pub struct Scrape {
+    pub snapshot: proto::MetricsSnapshot,
+    pub summary: proto::ResourceSummary,
+    pub raft: Option<proto::RaftInfo>,
+}
+
+/// Renders a scrape in the OpenMetrics text format (prometheus-client's encoder).
+#[must_use]
+pub fn render_prometheus(scrape: Scrape) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(scrape));
     let mut out = String::new();
-    let _ = writeln!(out, "# TYPE quiver_rpc_requests_total counter");
-    for m in &snap.methods {
-        let _ = writeln!(
-            out,
-            "quiver_rpc_requests_total{{{}}} {}",
-            labels(m),
-            m.requests
-        );
-    }
-    let _ = writeln!(out, "# TYPE quiver_rpc_errors_total counter");
-    for m in &snap.methods {
-        let _ = writeln!(out, "quiver_rpc_errors_total{{{}}} {}", labels(m), m.errors);
-    }
-    let _ = writeln!(out, "# TYPE quiver_rpc_latency_seconds histogram");
-    for m in &snap.methods {
-        for (le, count) in m.bucket_upper_ms.iter().zip(&m.bucket_counts) {
-            let le = if le.is_finite() {
-                (le / 1000.0).to_string()
-            } else {
-                "+Inf".into()
-            };
-            let l = labels(m);
-            let _ = writeln!(
-                out,
-                "quiver_rpc_latency_seconds_bucket{{{l},le=\"{le}\"}} {count}"
-            );
-        }
-        let l = labels(m);
-        let _ = writeln!(
-            out,
-            "quiver_rpc_latency_seconds_sum{{{l}}} {}",
-            m.latency_sum_ms / 1000.0
-        );
-        let _ = writeln!(
-            out,
-            "quiver_rpc_latency_seconds_count{{{l}}} {}",
-            m.requests
-        );
-    }
-    let _ = writeln!(out, "# TYPE quiver_vm_starts_total counter");
-    let _ = writeln!(out, "quiver_vm_starts_total {}", snap.vm_starts);
-    let _ = writeln!(out, "# TYPE quiver_vm_failures_total counter");
-    let _ = writeln!(out, "quiver_vm_failures_total {}", snap.vm_failures);
-    render_iroh(&mut out, snap);
-    let _ = writeln!(out, "# TYPE quiver_vms gauge");
-    for p in &summary.phases {
-        let phase = proto::Phase::try_from(p.phase)
-            .unwrap_or_default()
-            .as_str_name();
-        let _ = writeln!(out, "quiver_vms{{phase=\"{phase}\"}} {}", p.count);
-    }
+    // Writing into a String cannot fail.
+    let _ = text::encode(&mut out, &registry);
     out
 }
 
-/// Per Iroh peer: connected (by path), round-trip time, reconnects; and handshake decisions.
-fn render_iroh(out: &mut String, snap: &proto::MetricsSnapshot) {
-    let _ = writeln!(out, "# TYPE quiver_iroh_peer_connected gauge");
-    for p in &snap.iroh_peers {
-        let (peer, path) = (&p.endpoint_id, &p.path);
-        let up = u8::from(p.connected);
-        let _ = writeln!(
-            out,
-            "quiver_iroh_peer_connected{{peer=\"{peer}\",path=\"{path}\"}} {up}"
-        );
+/// Labels of one RPC method's series.
+fn method_labels(m: &proto::MethodMetrics) -> [(&'static str, String); 3] {
+    [
+        ("transport", m.transport.clone()),
+        ("service", m.service.clone()),
+        ("method", m.method.clone()),
+    ]
+}
+
+/// One family: its descriptor, then one sample per item.
+fn family<T>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    items: &[T],
+    mut sample: impl FnMut(&mut MetricEncoder<'_>, &T) -> fmt::Result,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for item in items {
+        sample(&mut metric, item)?;
     }
-    let _ = writeln!(out, "# TYPE quiver_iroh_peer_rtt_seconds gauge");
-    for p in snap.iroh_peers.iter().filter(|p| p.connected) {
-        let rtt = p.rtt_ms / 1000.0;
-        let _ = writeln!(
-            out,
-            "quiver_iroh_peer_rtt_seconds{{peer=\"{}\"}} {rtt}",
-            p.endpoint_id
-        );
-    }
-    let _ = writeln!(out, "# TYPE quiver_iroh_peer_reconnects_total counter");
-    for p in &snap.iroh_peers {
-        let _ = writeln!(
-            out,
-            "quiver_iroh_peer_reconnects_total{{peer=\"{}\"}} {}",
-            p.endpoint_id, p.reconnects
-        );
-    }
-    let access = snap.iroh_access.unwrap_or_default();
-    let _ = writeln!(out, "# TYPE quiver_iroh_handshakes_total counter");
-    for (decision, count) in [
-        ("accepted", access.accepted),
-        ("refused", access.refused),
-        ("revoked", access.revoked),
-    ] {
-        let _ = writeln!(
-            out,
-            "quiver_iroh_handshakes_total{{decision=\"{decision}\"}} {count}"
-        );
+    Ok(())
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> fmt::Result {
+        let snap = &self.snapshot;
+        let methods = &snap.methods;
+        family(
+            &mut e,
+            "quiver_rpc_requests",
+            "RPC calls served, by transport, service and method",
+            MetricType::Counter,
+            methods,
+            |m, x| {
+                m.encode_family(&method_labels(x))?
+                    .encode_counter::<NoLabelSet, _, u64>(&x.requests, None)
+            },
+        )?;
+        family(
+            &mut e,
+            "quiver_rpc_errors",
+            "RPC calls answered with an error",
+            MetricType::Counter,
+            methods,
+            |m, x| {
+                m.encode_family(&method_labels(x))?
+                    .encode_counter::<NoLabelSet, _, u64>(&x.errors, None)
+            },
+        )?;
+        family(
+            &mut e,
+            "quiver_rpc_latency_seconds",
+            "RPC handling time",
+            MetricType::Histogram,
+            methods,
+            |m, x| {
+                // The snapshot's counts are cumulative; the encoder wants each bucket's own.
+                let mut below = 0;
+                let buckets: Vec<(f64, u64)> = x
+                    .bucket_upper_ms
+                    .iter()
+                    .zip(&x.bucket_counts)
+                    .map(|(le, cumulative)| {
+                        let own = cumulative.saturating_sub(below);
+                        below = *cumulative;
+                        (le / 1000.0, own)
+                    })
+                    .collect();
+                m.encode_family(&method_labels(x))?
+                    .encode_histogram::<NoLabelSet>(
+                        x.latency_sum_ms / 1000.0,
+                        x.requests,
+                        &buckets,
+                        None,
+                    )
+            },
+        )?;
+        family(
+            &mut e,
+            "quiver_vm_starts",
+            "VM starts (QEMU spawned)",
+            MetricType::Counter,
+            &[snap.vm_starts],
+            |m, v| m.encode_counter::<NoLabelSet, _, u64>(v, None),
+        )?;
+        family(
+            &mut e,
+            "quiver_vm_failures",
+            "VMs that failed",
+            MetricType::Counter,
+            &[snap.vm_failures],
+            |m, v| m.encode_counter::<NoLabelSet, _, u64>(v, None),
+        )?;
+        family(
+            &mut e,
+            "quiver_vms",
+            "VMs on this host by phase",
+            MetricType::Gauge,
+            &self.summary.phases,
+            |m, p| {
+                let phase = proto::Phase::try_from(p.phase)
+                    .unwrap_or_default()
+                    .as_str_name();
+                m.encode_family(&[("phase", phase)])?.encode_gauge(&p.count)
+            },
+        )?;
+        self.encode_iroh(&mut e)?;
+        self.encode_raft(&mut e)
     }
 }
 
-fn labels(m: &proto::MethodMetrics) -> String {
-    format!(
-        "transport=\"{}\",service=\"{}\",method=\"{}\"",
-        m.transport, m.service, m.method
-    )
+impl Scrape {
+    /// Per Iroh peer: connected (by path), round-trip time, reconnects; handshake decisions.
+    fn encode_iroh(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let peers = &self.snapshot.iroh_peers;
+        family(
+            e,
+            "quiver_iroh_peer_connected",
+            "1 while connected to the peer, by path",
+            MetricType::Gauge,
+            peers,
+            |m, p| {
+                let labels = [("peer", p.endpoint_id.clone()), ("path", p.path.clone())];
+                m.encode_family(&labels)?
+                    .encode_gauge(&u64::from(p.connected))
+            },
+        )?;
+        let connected: Vec<&proto::IrohPeer> = peers.iter().filter(|p| p.connected).collect();
+        family(
+            e,
+            "quiver_iroh_peer_rtt_seconds",
+            "Round-trip time to the peer",
+            MetricType::Gauge,
+            &connected,
+            |m, p| {
+                m.encode_family(&[("peer", p.endpoint_id.clone())])?
+                    .encode_gauge(&(p.rtt_ms / 1000.0))
+            },
+        )?;
+        family(
+            e,
+            "quiver_iroh_peer_reconnects",
+            "Reconnects to the peer",
+            MetricType::Counter,
+            peers,
+            |m, p| {
+                m.encode_family(&[("peer", p.endpoint_id.clone())])?
+                    .encode_counter::<NoLabelSet, _, u64>(&p.reconnects, None)
+            },
+        )?;
+        let access = self.snapshot.iroh_access.unwrap_or_default();
+        let decisions = [
+            ("accepted", access.accepted),
+            ("refused", access.refused),
+            ("revoked", access.revoked),
+        ];
+        family(
+            e,
+            "quiver_iroh_handshakes",
+            "Iroh handshakes by the access decision",
+            MetricType::Counter,
+            &decisions,
+            |m, (decision, count)| {
+                m.encode_family(&[("decision", *decision)])?
+                    .encode_counter::<NoLabelSet, _, u64>(count, None)
+            },
+        )
+    }
+
+    /// This node in the Raft group (nothing without `--raft`).
+    fn encode_raft(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let raft: Vec<&proto::RaftInfo> = self.raft.iter().collect();
+        family(
+            e,
+            "quiver_raft_term",
+            "Current Raft term",
+            MetricType::Gauge,
+            &raft,
+            |m, r| m.encode_gauge(&r.term),
+        )?;
+        family(
+            e,
+            "quiver_raft_applied_index",
+            "Last log index applied to the ledger",
+            MetricType::Gauge,
+            &raft,
+            |m, r| m.encode_gauge(&r.applied_index),
+        )?;
+        family(
+            e,
+            "quiver_raft_role",
+            "1 for this node's role (leader, follower, learner, candidate, joining)",
+            MetricType::Gauge,
+            &raft,
+            |m, r| {
+                m.encode_family(&[("role", r.role.clone())])?
+                    .encode_gauge(&1_u64)
+            },
+        )?;
+        family(
+            e,
+            "quiver_raft_lease_valid",
+            "1 while this host's lease holds",
+            MetricType::Gauge,
+            &raft,
+            |m, r| m.encode_gauge(&u64::from(r.lease_valid)),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -216,11 +344,19 @@ mod tests {
             methods,
             ..Default::default()
         };
-        let text = render_prometheus(&snap, &proto::ResourceSummary::default());
-        assert!(text.contains(
-            "quiver_rpc_errors_total{transport=\"grpc\",service=\"Vm\",method=\"PutVm\"} 1"
-        ));
-        assert!(text.contains("le=\"+Inf\"} 3"));
+        let text = render_prometheus(Scrape {
+            snapshot: snap,
+            ..Scrape::default()
+        });
+        let labels = "transport=\"grpc\",service=\"Vm\",method=\"PutVm\"";
+        for line in [
+            format!("quiver_rpc_errors_total{{{labels}}} 1"),
+            format!("quiver_rpc_latency_seconds_bucket{{le=\"0.0001\",{labels}}} 1"),
+            format!("quiver_rpc_latency_seconds_bucket{{le=\"+Inf\",{labels}}} 3"),
+            format!("quiver_rpc_latency_seconds_count{{{labels}}} 3"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
     }
 
     #[test]
@@ -241,8 +377,18 @@ mod tests {
             }),
             ..Default::default()
         };
-        let text = render_prometheus(&snap, &proto::ResourceSummary::default());
+        let text = render_prometheus(Scrape {
+            snapshot: snap,
+            raft: Some(proto::RaftInfo {
+                role: "leader".into(),
+                term: 7,
+                ..Default::default()
+            }),
+            ..Scrape::default()
+        });
         for line in [
+            "quiver_raft_term 7",
+            "quiver_raft_role{role=\"leader\"} 1",
             "quiver_iroh_peer_connected{peer=\"ab\",path=\"direct\"} 1",
             "quiver_iroh_peer_rtt_seconds{peer=\"ab\"} 0.002",
             "quiver_iroh_peer_reconnects_total{peer=\"ab\"} 3",

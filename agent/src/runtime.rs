@@ -4,10 +4,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::header::CONTENT_TYPE;
 use tokio::net::TcpListener;
 
 use crate::config::{AgentConfig, DriverKind};
-use crate::metrics::{Metrics, render_prometheus};
+use crate::metrics::{Metrics, Scrape, render_prometheus};
 use crate::services::{AgentInfo, IrohHealth, Services, ServingModes};
 use crate::transport::{grpc, iroh::IrohAdapter};
 use crate::vm::driver::Driver;
@@ -264,12 +265,15 @@ pub async fn run(
     Ok(())
 }
 
-/// `GET /metrics` in the Prometheus text format.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `GET /metrics` in the OpenMetrics text format.
 async fn serve_metrics(services: Services, listener: TcpListener) {
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let m = services.monitoring.clone();
+            let status = services.status.clone();
             async move {
                 let snap = m
                     .get_metrics(&proto::GetMetricsRequest {})
@@ -277,7 +281,16 @@ async fn serve_metrics(services: Services, listener: TcpListener) {
                 let summary = m
                     .get_resource_summary(&proto::GetResourceSummaryRequest {})
                     .unwrap_or_default();
-                render_prometheus(&snap, &summary)
+                let raft = status
+                    .get_status(&proto::GetStatusRequest {})
+                    .ok()
+                    .and_then(|s| s.raft);
+                let body = render_prometheus(Scrape {
+                    snapshot: snap,
+                    summary,
+                    raft,
+                });
+                ([(CONTENT_TYPE, OPENMETRICS)], body)
             }
         }),
     );

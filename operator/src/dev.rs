@@ -42,6 +42,8 @@ pub struct DevOptions {
     /// The agents form a Raft group that places VMs, with leases and failover (three or
     /// more agents survive losing one).
     pub raft: bool,
+    /// Serve the operator's `/metrics` and `/healthz` here.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// A kube client for the dev control plane, from its kubeconfig.
@@ -159,6 +161,14 @@ impl DevCluster {
         let mut config =
             OperatorConfig::new("quiver-operator-dev").with_agent_access(access.clone());
         config.controllers.raft = opts.raft;
+        if let Some(address) = opts.metrics_address {
+            let listener = crate::metrics::bind(address).await?;
+            tracing::info!(%address, "operator metrics on /metrics");
+            tokio::spawn(crate::metrics::serve(
+                config.controllers.metrics.clone(),
+                listener,
+            ));
+        }
         let mut cluster = DevCluster {
             client: client.clone(),
             kubeconfig: opts.kubeconfig.clone(),

@@ -11,6 +11,8 @@
 //! - [`dev`], [`agents`]: the one-machine dev cluster and the agent processes it starts;
 //!   [`leftovers`]: QEMUs a dead agent left running, stopped (by `quiver-agent sweep`) when
 //!   the cluster stops.
+//! - [`metrics`]: Prometheus metrics (reconciles, leadership, MicroVMs by phase, Hosts by
+//!   readiness) and the `/metrics` + `/healthz` endpoint.
 //! - [`rbac`]: every Kubernetes API call of `run`, as the RBAC rules the Helm chart grants.
 //! - [`pki`]: the cluster CA (a Secret) and the certificates for mTLS between operator and
 //!   agents. The proto, the agent client and certificate generation come from `quiver-rpc`;
@@ -33,6 +35,7 @@ pub mod dev;
 pub mod error;
 pub mod leader;
 pub mod leftovers;
+pub mod metrics;
 pub mod operator;
 pub mod pki;
 pub mod placement;

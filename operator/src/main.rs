@@ -46,6 +46,9 @@ enum Command {
         /// group places it, instead of placing VMs here.
         #[arg(long)]
         raft: bool,
+        /// Where to serve `/metrics` (Prometheus) and `/healthz`.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_address: std::net::SocketAddr,
     },
 }
 
@@ -92,6 +95,9 @@ struct DevArgs {
     /// sends VMs to any agent. Use three or more agents to survive losing one.
     #[arg(long)]
     raft: bool,
+    /// Serve the operator's `/metrics` (Prometheus) and `/healthz` here (off when absent).
+    #[arg(long)]
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 fn parse_transport(text: &str) -> Result<TransportMode, String> {
@@ -126,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
                 demo_timeout: Duration::from_secs(a.demo_timeout),
                 transport: a.transport,
                 raft: a.raft,
+                metrics_address: a.metrics_address,
             };
             dev::run(options).await?;
         }
@@ -135,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             transport,
             iroh_key,
             raft,
+            metrics_address,
         } => {
             let identity =
                 identity.unwrap_or_else(|| format!("quiver-operator-{}", std::process::id()));
@@ -147,6 +155,11 @@ async fn main() -> anyhow::Result<()> {
             }
             let mut config = OperatorConfig::new(&identity).with_agent_access(access.clone());
             config.controllers.raft = raft;
+            let listener = quiver_operator::metrics::bind(metrics_address).await?;
+            tokio::spawn(quiver_operator::metrics::serve(
+                config.controllers.metrics.clone(),
+                listener,
+            ));
             let operator = Operator::spawn(client, config);
             quiver_operator::dev::stop_requested().await?;
             operator.shutdown().await;

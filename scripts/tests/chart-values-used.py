@@ -23,6 +23,8 @@ base["raft"]["enabled"] = True
 base["operator"]["iroh"]["existingSecret"] = "fixed-iroh"
 base["agent"]["kvm"]["mode"] = "devicePlugin"
 base["agent"]["metrics"]["serviceMonitor"]["enabled"] = True
+base["operator"]["metrics"]["serviceMonitor"]["enabled"] = True
+base["grafana"]["dashboard"]["enabled"] = True
 base["agent"]["hostNetwork"] = True
 
 

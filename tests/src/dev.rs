@@ -34,6 +34,7 @@ impl DevTestCluster {
             demo_timeout: Duration::from_secs(1),
             transport: crate::cluster::test_transport()?,
             raft: false,
+            metrics_address: None,
         };
         let kubeconfig = std::fs::read_to_string(control_plane.kubeconfig_path())?;
         let dev = DevCluster::start(&options, &kubeconfig).await?;

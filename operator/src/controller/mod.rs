@@ -26,7 +26,11 @@ use quiver_crds::{Host, MicroVM};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use kube::runtime::controller::Action;
+
 use crate::agent_client::{AgentAccess, AgentAddress, AgentCluster};
+use crate::metrics::OperatorMetrics;
+use crate::{Error, Result};
 
 /// The one field manager every status write of the operator uses.
 pub const FIELD_MANAGER: &str = "quiver-operator";
@@ -43,6 +47,8 @@ pub struct ControllerConfig {
     /// The agents form a Raft group that places VMs: the operator sends each VM to any agent
     /// and follows where the group runs it (no placement of its own).
     pub raft: bool,
+    /// Reconcile counts and times, and cache gauges while the controllers run.
+    pub metrics: Arc<OperatorMetrics>,
 }
 
 impl Default for ControllerConfig {
@@ -52,6 +58,7 @@ impl Default for ControllerConfig {
             instance: "quiver-operator".to_owned(),
             agents: AgentAccess::grpc(None),
             raft: false,
+            metrics: Arc::default(),
         }
     }
 }
@@ -181,6 +188,8 @@ pub async fn run(
     )
     .reconcile_on(UnboundedReceiverStream::new(wakeups.vms))
     .reconcile_all_on(placement_changed);
+    let metrics = config.metrics.clone();
+    metrics.leading(Some((vm_ctl.store(), host_ctl.store())));
     let reporter = Reporter {
         controller: FIELD_MANAGER.to_owned(),
         instance: Some(config.instance.clone()),
@@ -209,7 +218,11 @@ pub async fn run(
     let host_ctx = ctx.clone();
     let hosts = host_ctl
         .graceful_shutdown_on(stopped())
-        .run(host::reconcile, host::error_policy, ctx.clone())
+        .run(
+            |host, ctx| timed("host", ctx.clone(), host::reconcile(host, ctx)),
+            host::error_policy,
+            ctx.clone(),
+        )
         .for_each(move |result| {
             // A deleted Host is never reconciled; its delete event surfaces here instead.
             if let Err(kube::runtime::controller::Error::ObjectNotFound(_)) = result {
@@ -219,11 +232,31 @@ pub async fn run(
         });
     let vms = vm_ctl
         .graceful_shutdown_on(stopped())
-        .run(microvm::reconcile, microvm::error_policy, ctx)
+        .run(
+            |vm, ctx| timed("microvm", ctx.clone(), microvm::reconcile(vm, ctx)),
+            microvm::error_policy,
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
     tokio::join!(hosts, vms);
+    metrics.leading(None);
+}
+
+/// Runs one reconcile and records its time and result.
+async fn timed(
+    controller: &'static str,
+    ctx: Arc<Context>,
+    reconcile: impl std::future::Future<Output = Result<Action>>,
+) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    let label = result.as_ref().map_or_else(Error::metric_label, |_| "ok");
+    ctx.config
+        .metrics
+        .reconciled(controller, started.elapsed(), label);
+    result
 }
