@@ -341,7 +341,7 @@ impl Fleet {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn note(&mut self, what: String) {
+    fn note(&mut self, what: &str) {
         let line = format!("{:>6} ms  {what}", self.now());
         self.log.push(line);
     }
@@ -415,14 +415,14 @@ impl Fleet {
                             ) =>
                     {
                         self.acked.insert(vm.uid.clone(), Known::Put(vm.generation));
-                        self.note(format!("acked put {} gen {}", vm.uid, vm.generation));
+                        self.note(&format!("acked put {} gen {}", vm.uid, vm.generation));
                     }
                     Command::DeleteVm { uid } => {
                         self.acked.insert(uid.clone(), Known::Deleted);
-                        self.note(format!("acked delete {uid}"));
+                        self.note(&format!("acked delete {uid}"));
                     }
                     Command::HostDown { host, .. } if outcome.note.is_none() => {
-                        self.note(format!("{host} declared down, moved {:?}", outcome.moved));
+                        self.note(&format!("{host} declared down, moved {:?}", outcome.moved));
                     }
                     _ => {}
                 }
@@ -437,7 +437,7 @@ impl Fleet {
             let killed: Vec<String> = self.hosts[i].running.keys().cloned().collect();
             self.hosts[i].running.clear();
             let name = self.hosts[i].name.clone();
-            self.note(format!("{name}: lease lapsed, killed {killed:?}"));
+            self.note(&format!("{name}: lease lapsed, killed {killed:?}"));
         }
         let Some((raft, machine)) = self.hosts[i].node.clone() else {
             return;
@@ -564,7 +564,7 @@ impl Fleet {
         // Proposals it sent may still commit; their tasks report back as usual.
         h.watch.stepped_down();
         let name = h.name.clone();
-        self.note(format!("{name}: agent killed (its VMs run on)"));
+        self.note(&format!("{name}: agent killed (its VMs run on)"));
     }
 
     async fn restart(&mut self, i: usize) {
@@ -592,7 +592,7 @@ impl Fleet {
         // What the deadline file keeps: the deadline, not the renewal's index.
         self.hosts[i].holder = Holder::resume(self.hosts[i].holder.deadline_ms());
         let name = self.hosts[i].name.clone();
-        self.note(format!("{name}: agent restarted"));
+        self.note(&format!("{name}: agent restarted"));
     }
 
     fn isolate(&mut self, i: usize) {
@@ -606,12 +606,12 @@ impl Fleet {
         }
         drop(net);
         let name = self.hosts[i].name.clone();
-        self.note(format!("{name}: partitioned"));
+        self.note(&format!("{name}: partitioned"));
     }
 
     fn heal(&mut self) {
         lock(&self.net).cut.clear();
-        self.note("network healed".into());
+        self.note("network healed");
     }
 
     /// One random fault or workload step.
@@ -623,7 +623,7 @@ impl Fleet {
             1 => {
                 let to = (self.hosts[host].id % HOSTS) + 1;
                 lock(&self.net).cut.insert((self.hosts[host].id, to));
-                self.note(format!("link h{} → h{to} cut", self.hosts[host].id));
+                self.note(&format!("link h{} → h{to} cut", self.hosts[host].id));
             }
             2 => self.heal(),
             3 => self.crash(host),
@@ -631,11 +631,11 @@ impl Fleet {
             5 => {
                 let jump = i64::try_from(rng.below(7_200_000)).unwrap_or(0) - 3_600_000;
                 self.hosts[host].wall_offset_ms += jump;
-                self.note(format!("{name}: wall clock jumps {jump} ms"));
+                self.note(&format!("{name}: wall clock jumps {jump} ms"));
             }
             6 => {
                 let drain = rng.below(2) == 0;
-                self.note(format!("{name}: drain {drain}"));
+                self.note(&format!("{name}: drain {drain}"));
                 let command = Command::Schedule {
                     host: name.clone(),
                     unschedulable: false,
