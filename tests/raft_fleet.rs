@@ -289,7 +289,19 @@ async fn a_microvm_fails_over_by_itself_when_its_host_dies() -> anyhow::Result<(
     })
     .await?;
     assert!(moved.ends_with(" 2"), "moved under epoch 2: {moved}");
-    k.run(&["delete", "mvm", "ha", "--wait=true"]).await?;
+    // A VM no host fits says which filter stopped it.
+    cluster
+        .apply_vm(&guest, "nowhere", "  nodeSelector:\n    zone: nowhere\n")
+        .await?;
+    let why = eventually(FAILOVER, "nowhere's placement verdict", || async {
+        let message = k
+            .run(&["get", "mvm", "nowhere", "-o", "jsonpath={.status.message}"])
+            .await?;
+        Ok(message.contains("zone=nowhere").then_some(message))
+    })
+    .await?;
+    assert!(why.contains("spec.nodeSelector"), "{why}");
+    k.run(&["delete", "mvm", "ha", "nowhere", "--wait=true"]).await?;
     cluster.shutdown().await;
     Ok(())
 }

@@ -383,6 +383,60 @@ fn fits(host: &HostEntry, (_, memory): (u64, u64), vm: &DesiredVm) -> bool {
     vm.cpus <= host.cpus && memory + vm.memory_mib <= host.memory_mib
 }
 
+/// Why [`place`] finds no host for `vm`: the first of its filters no host passes, in words
+/// that name what to change.
+#[must_use]
+pub fn unplaced_reason(ledger: &Ledger, vm: &DesiredVm) -> String {
+    if ledger.hosts.is_empty() {
+        return "no host is registered yet".into();
+    }
+    let usable: Vec<(&String, &HostEntry)> =
+        ledger.hosts.iter().filter(|(_, h)| usable(h)).collect();
+    if usable.is_empty() {
+        return "every host is down, cordoned or draining".into();
+    }
+    let matching: Vec<(&String, &HostEntry)> = usable
+        .into_iter()
+        .filter(|(_, h)| {
+            vm.node_selector
+                .iter()
+                .all(|(k, v)| h.labels.get(k) == Some(v))
+        })
+        .collect();
+    if matching.is_empty() {
+        let wanted: Vec<String> = vm
+            .node_selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        return format!(
+            "no usable host has the labels of spec.nodeSelector ({})",
+            wanted.join(",")
+        );
+    }
+    let most_cpus = matching.iter().map(|(_, h)| h.cpus).max().unwrap_or(0);
+    if vm.cpus > most_cpus {
+        return format!(
+            "spec.cpus {} is more than any matching host has (largest: {most_cpus})",
+            vm.cpus
+        );
+    }
+    let roomiest = matching
+        .iter()
+        .map(|(name, h)| {
+            let free = h
+                .memory_mib
+                .saturating_sub(ledger.used(name, Some(&vm.uid)).1);
+            (free, name.as_str())
+        })
+        .max();
+    let (free, name) = roomiest.unwrap_or((0, ""));
+    format!(
+        "spec.memoryMiB {} is more than any matching host has free ({name} has {free} MiB)",
+        vm.memory_mib
+    )
+}
+
 /// The host for `vm`: usable, matching its node selector, with room for it, not `avoid` when
 /// another fits; among those, the most free memory (spreading VMs), then the name.
 #[must_use]
@@ -630,6 +684,31 @@ mod tests {
         l.apply(&schedule("a", false, false));
         assert_eq!(at(&l, "v1"), Some(("a".into(), 2)));
         assert_eq!(runnable(&l, "a"), ["v1"], "its own copy is no second one");
+    }
+
+    #[test]
+    fn an_unplaced_vm_is_told_which_filter_stopped_it() {
+        let mut l = Ledger::default();
+        let mut v = DesiredVm {
+            uid: "v".into(),
+            generation: 1,
+            cpus: 1,
+            memory_mib: 4096,
+            ..DesiredVm::default()
+        };
+        assert!(unplaced_reason(&l, &v).contains("no host"));
+        l.apply(&host("a", 2048));
+        assert!(
+            unplaced_reason(&l, &v).contains("a has 2048 MiB"),
+            "{}",
+            unplaced_reason(&l, &v)
+        );
+        v.cpus = 16;
+        assert!(unplaced_reason(&l, &v).contains("spec.cpus 16"));
+        v.node_selector.insert("zone".into(), "b".into());
+        assert!(unplaced_reason(&l, &v).contains("zone=b"));
+        l.apply(&schedule("a", true, false));
+        assert!(unplaced_reason(&l, &v).contains("cordoned"));
     }
 
     #[test]

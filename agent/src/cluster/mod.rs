@@ -193,6 +193,17 @@ impl Cluster {
             .with_ledger(|l| l.assignments.get(uid).cloned())
     }
 
+    /// Why the ledger has no host for `uid` (empty when it does not know the VM).
+    #[must_use]
+    pub fn unplaced_reason(&self, uid: &str) -> String {
+        self.node.machine.with_ledger(|l| {
+            l.vms
+                .get(uid)
+                .map(|vm| quiver_raft::ledger::unplaced_reason(l, vm))
+                .unwrap_or_default()
+        })
+    }
+
     #[must_use]
     pub fn knows(&self, uid: &str) -> bool {
         self.node.machine.with_ledger(|l| l.vms.contains_key(uid))

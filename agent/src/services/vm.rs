@@ -72,10 +72,13 @@ impl VmService {
         {
             return status;
         }
-        let phase = if assignment.is_some() {
-            proto::Phase::Scheduling
+        let (phase, message) = if assignment.is_some() {
+            (
+                proto::Phase::Scheduling,
+                "placed by the Raft leader".to_owned(),
+            )
         } else {
-            proto::Phase::Pending
+            (proto::Phase::Pending, cluster.unplaced_reason(&req.uid))
         };
         proto::VmStatus {
             uid: req.uid.clone(),
@@ -87,7 +90,7 @@ impl VmService {
                 .map(|a| a.host.clone())
                 .unwrap_or_default(),
             epoch: assignment.map_or(0, |a| a.epoch),
-            message: "placed by the Raft leader".into(),
+            message,
             run_strategy: req.spec.as_ref().map_or(0, |s| s.run_strategy),
             ..proto::VmStatus::default()
         }

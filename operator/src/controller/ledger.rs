@@ -46,6 +46,16 @@ pub async fn place(
         }
     };
     Ok(match status {
+        Some(s) if s.host.is_empty() && !s.message.is_empty() => (
+            Assignment::Unschedulable {
+                reason: "NoHostFits",
+                message: format!(
+                    "{}; the Raft leader places it as soon as a host fits (check `kubectl get qh`)",
+                    s.message
+                ),
+            },
+            None,
+        ),
         Some(s) if !s.host.is_empty() => {
             let assignment = Assignment::Assigned {
                 host: s.host.clone(),
