@@ -434,6 +434,11 @@ async fn console_streams_the_guest_serial_output_until_ctrl_close_bracket() -> a
         "{err}"
     );
 
+    // On a terminal: raw mode while it runs, Ctrl-] or Ctrl-C ends it, the terminal restored.
+    for key in ["C-]", "C-c"] {
+        tmux_console(&p, &pki, key).await?;
+    }
+
     let err = p
         .fail(&["vm", "console", "con", "--pki-dir", "/nonexistent"])
         .await?;
@@ -450,4 +455,90 @@ async fn console_streams_the_guest_serial_output_until_ctrl_close_bracket() -> a
     cluster.restart_agent("agent-0").await?;
     cluster.shutdown().await;
     Ok(())
+}
+
+/// Runs `vm console con` in a tmux pane, checks the pane's terminal is raw while it shows the
+/// guest's marker, sends `key`, and checks that it exits 0 and the terminal is cooked again.
+/// Skipped (with a note) when tmux is not installed.
+async fn tmux_console(p: &Plugin, pki: &str, key: &str) -> anyhow::Result<()> {
+    let socket = format!("quiver-plugin-test-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("tmux");
+        cmd.arg("-L").arg(&socket).args(args);
+        cmd.output()
+    };
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED the terminal half: tmux is not installed");
+        return Ok(());
+    }
+    let script = format!(
+        "{} --kubeconfig {} vm console con --pki-dir {pki}; echo EXIT=$?; sleep 600",
+        p.binary.display(),
+        p.kubeconfig.display()
+    );
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "console",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &script,
+    ])?;
+    anyhow::ensure!(
+        started.status.success(),
+        "tmux: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let result = async {
+        let pane = || -> anyhow::Result<String> {
+            let out = tmux(&["capture-pane", "-p", "-t", "console", "-S", "-200"])?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let tty =
+            String::from_utf8(tmux(&["display", "-p", "-t", "console", "#{pane_tty}"])?.stdout)?;
+        let stty = || -> anyhow::Result<String> {
+            let out = std::process::Command::new("stty")
+                .args(["-a", "-F", tty.trim()])
+                .output()?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let flags =
+            |all: &str| -> Vec<String> { all.split_whitespace().map(str::to_owned).collect() };
+        quiver_tests::eventually(WAIT, "the marker in the tmux pane", || async {
+            Ok(pane()?.contains("QUIVER_GUEST_READY").then_some(()))
+        })
+        .await?;
+        let raw = flags(&stty()?);
+        assert!(
+            raw.contains(&"-icanon".to_owned()) && raw.contains(&"-echo".to_owned()),
+            "{raw:?}"
+        );
+        tmux(&["send-keys", "-t", "console", key])?;
+        quiver_tests::eventually(
+            Duration::from_secs(10),
+            "EXIT=0 in the tmux pane",
+            || async {
+                let text = pane()?;
+                anyhow::ensure!(!text.contains("EXIT=1"), "{text}");
+                Ok(text.contains("EXIT=0").then_some(()))
+            },
+        )
+        .await?;
+        let cooked = flags(&stty()?);
+        assert!(
+            cooked.contains(&"icanon".to_owned()) && cooked.contains(&"echo".to_owned()),
+            "{cooked:?}"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = tmux(&["kill-server"]);
+    result
 }

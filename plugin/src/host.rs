@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use quiver_crds::condition::READY;
 use quiver_crds::{Host, MicroVM};
 
@@ -128,7 +128,9 @@ async fn wait_empty(session: &Session, host: &str) -> Result<()> {
     let mut store: std::collections::BTreeMap<String, MicroVM> = Default::default();
     let mut last: Option<BTreeSet<String>> = None;
     let mut ready = false;
-    let mut stream = watcher(api, watcher::Config::default()).boxed();
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(event) = stream.next().await {
         let key = |vm: &MicroVM| {
             format!(

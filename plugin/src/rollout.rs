@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use futures::StreamExt as _;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use quiver_crds::Rollout;
 
 use crate::context::Session;
@@ -134,7 +134,7 @@ pub async fn get(session: &Session, name: &str, watch: bool) -> Result<()> {
         return Ok(());
     }
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher(api, config).boxed();
+    let mut stream = watcher(api, config).default_backoff().boxed();
     let mut last = rollout.metadata.resource_version.clone();
     while let Some(event) = stream.next().await {
         match event {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use quiver_crds::condition::GUEST_READY;
 use quiver_crds::{MicroVM, MicroVMPhase, RunStrategy};
 
@@ -95,18 +95,29 @@ pub async fn list(session: &Session, all_namespaces: bool, watch: bool) -> Resul
     if !watch {
         return Ok(());
     }
-    // The watcher lists again and then follows; rows already shown are not repeated.
-    let mut shown_initial = false;
-    let mut stream = watcher(api, watcher::Config::default()).boxed();
+    // The watcher lists again and then follows; a VM already shown is printed again only if
+    // it changed since.
+    let key = |vm: &MicroVM| (vm.metadata.namespace.clone(), vm.metadata.name.clone());
+    let mut shown: std::collections::HashMap<_, _> = vms
+        .iter()
+        .map(|vm| (key(vm), vm.metadata.resource_version.clone()))
+        .collect();
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(event) = stream.next().await {
         match event {
-            Ok(watcher::Event::Apply(vm) | watcher::Event::Delete(vm)) => {
-                println!("{}", table.line(&row(&vm, all_namespaces)));
+            Ok(
+                watcher::Event::Apply(vm)
+                | watcher::Event::InitApply(vm)
+                | watcher::Event::Delete(vm),
+            ) => {
+                if shown.insert(key(&vm), vm.metadata.resource_version.clone())
+                    != Some(vm.metadata.resource_version.clone())
+                {
+                    println!("{}", table.line(&row(&vm, all_namespaces)));
+                }
             }
-            Ok(watcher::Event::InitApply(vm)) if shown_initial => {
-                println!("{}", table.line(&row(&vm, all_namespaces)));
-            }
-            Ok(watcher::Event::InitDone) => shown_initial = true,
             Ok(_) => {}
             Err(e) => eprintln!("watch of {scope}: {e}; retrying"),
         }
@@ -176,7 +187,7 @@ pub async fn restart(session: &Session, name: &str, timeout: Duration) -> Result
 /// Waits until the status describes generation `generation` (or later) and says Stopped.
 async fn wait_stopped(api: &Api<MicroVM>, name: &str, generation: i64, what: &str) -> Result<()> {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher(api.clone(), config).boxed();
+    let mut stream = watcher(api.clone(), config).default_backoff().boxed();
     while let Some(event) = stream.next().await {
         let vm = match event {
             Ok(watcher::Event::Apply(vm) | watcher::Event::InitApply(vm)) => vm,

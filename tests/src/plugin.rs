@@ -25,11 +25,27 @@ fn build() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
+    let mut build = std::process::Command::new(cargo);
+    build
         .args(["build", "-p", "kubectl-quiver", "--bin", "kubectl-quiver"])
-        .current_dir(crate::repo_root())
-        .status()
-        .context("building kubectl-quiver")?;
+        .current_dir(crate::repo_root());
+    // What cargo set for this test crate would reach build scripts that watch it (ring's
+    // does) and rebuild them each time.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let per_crate = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p));
+        if per_crate || name == "CARGO_PRIMARY_PACKAGE" || name == "CARGO_TARGET_TMPDIR" {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let status = build.status().context("building kubectl-quiver")?;
     anyhow::ensure!(status.success(), "cargo build -p kubectl-quiver failed");
     // This test runs from <target>/debug/deps/; the binary is in <target>/debug/.
     let exe = std::env::current_exe()?;
