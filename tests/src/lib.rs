@@ -18,6 +18,7 @@ pub mod kube_helpers;
 pub mod netns;
 pub mod netns_agent;
 pub mod netns_fleet;
+pub mod plugin;
 pub mod procs;
 pub mod rpc_echo;
 pub mod vm;

@@ -1,0 +1,233 @@
+//! `vm console`: the VM's serial console, streamed from the agent of its host.
+//!
+//! The agent serves the console as an output stream (`Vm.StreamConsole`); QEMU's serial port
+//! writes to a log file and nothing reads input for the guest, so this console is read-only:
+//! keys are not sent. On a terminal it runs in raw mode so that Ctrl-] (or Ctrl-C) ends it at
+//! once, as in `virtctl console`; the terminal is restored on every way out.
+//!
+//! The agent is reached like the operator reaches it: gRPC with mutual TLS at the Host's
+//! `spec.grpcAddress`, presenting a client certificate from the cluster CA and accepting only
+//! an agent certificate that names the Host.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use kube::Api;
+use quiver_crds::{Host, MicroVM};
+use quiver_rpc::pki::TlsFiles;
+use quiver_rpc::{AgentClient, GrpcRoute};
+use tokio::sync::mpsc;
+
+use crate::context::Session;
+use crate::term::RawMode;
+use crate::vm::describe;
+use crate::{Error, Result};
+
+/// Ctrl-]: ends the console, as in telnet and virtctl.
+pub const ESCAPE: u8 = 0x1d;
+/// Ctrl-C: in raw mode it arrives as a byte, not a signal; ends the console too.
+const CTRL_C: u8 = 0x03;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The client certificate under `pki_dir` (`operator/ca.pem`, `operator/client.pem`,
+/// `operator/client-key.pem`, as the operator writes them), checked to exist.
+///
+/// # Errors
+/// One of the three files is missing.
+pub fn client_files(pki_dir: &Path) -> Result<TlsFiles> {
+    let files = TlsFiles::named(&pki_dir.join("operator"), "client");
+    for path in [&files.ca, &files.cert, &files.key] {
+        if !path.is_file() {
+            return Err(Error::NotFound(format!(
+                "client certificate file {} (--pki-dir)",
+                path.display()
+            )));
+        }
+    }
+    Ok(files)
+}
+
+/// Where the console comes from: the VM's uid and its host's agent.
+pub struct Source {
+    pub uid: String,
+    pub host: String,
+    pub address: String,
+}
+
+/// Finds the VM's host and the agent's address.
+///
+/// # Errors
+/// The VM or its Host does not exist, or the VM has no host yet.
+pub async fn locate(session: &Session, name: &str) -> Result<Source> {
+    let what = describe(&session.namespace, name);
+    let vms: Api<MicroVM> = Api::namespaced(session.client.clone(), &session.namespace);
+    let vm = vms.get(name).await.map_err(|e| Error::api(&what, e))?;
+    let uid = vm.metadata.uid.clone().unwrap_or_default();
+    let Some(host) = vm.status.and_then(|s| s.host) else {
+        return Err(Error::Invalid(format!(
+            "{what} has no host yet (status.host is empty)"
+        )));
+    };
+    let hosts: Api<Host> = Api::all(session.client.clone());
+    let registered = hosts
+        .get(&host)
+        .await
+        .map_err(|e| Error::api(format!("Host {host} (the host of {what})"), e))?;
+    Ok(Source {
+        uid,
+        host,
+        address: registered.spec.grpc_address,
+    })
+}
+
+/// Connects to the agent over gRPC with mutual TLS.
+///
+/// # Errors
+/// The agent does not answer, or TLS fails.
+pub async fn connect(source: &Source, tls: &TlsFiles) -> Result<AgentClient> {
+    let endpoint = format!("https://{}", source.address);
+    let unreachable = |e: String| {
+        Error::Unreachable(format!(
+            "agent of Host {} at {} unreachable: {e}",
+            source.host, source.address
+        ))
+    };
+    let route = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        GrpcRoute::connect(endpoint, Some((tls, &source.host)), false),
+    )
+    .await
+    .map_err(|_| unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
+    .map_err(|e| unreachable(e.to_string()))?;
+    Ok(AgentClient::grpc(route))
+}
+
+/// Why the console ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// Ctrl-] or Ctrl-C.
+    Escape,
+    /// The agent ended the stream (the VM was deleted or left the host), or `follow` was off
+    /// and everything written so far was shown.
+    StreamEnded,
+    /// SIGINT or SIGTERM.
+    Signal,
+}
+
+/// Streams the console to stdout until the stream ends, Ctrl-] (or Ctrl-C) is read from stdin,
+/// or a signal arrives. stdin may be a terminal (raw mode) or a pipe; what it carries is not
+/// sent to the guest.
+///
+/// # Errors
+/// The stream could not be opened or broke.
+pub async fn run(name: &str, source: &Source, agent: &AgentClient, follow: bool) -> Result<End> {
+    let unreachable = |e: quiver_rpc::ClientError| {
+        Error::Unreachable(format!(
+            "console of VM {name} on Host {} at {}: {e}",
+            source.host, source.address
+        ))
+    };
+    let mut stream = agent
+        .console(&source.uid, 0, follow)
+        .await
+        .map_err(unreachable)?;
+    let raw = RawMode::enter().map_err(|e| Error::Io {
+        what: "setting the terminal to raw mode".to_owned(),
+        source: e,
+    })?;
+    let tty = raw.is_some();
+    if follow {
+        let note = "read-only: the agent takes no console input";
+        if tty {
+            eprint!(
+                "Connected to the serial console of {name} on {} ({note}). Escape: ^]\r\n",
+                source.host
+            );
+        } else {
+            eprintln!(
+                "Connected to the serial console of {name} on {} ({note}).",
+                source.host
+            );
+        }
+    }
+    let mut keys = stdin_keys();
+    let mut keys_open = true;
+    let mut warned = false;
+    let (mut interrupt, mut terminate) = signals()?;
+    let mut stdout = std::io::stdout().lock();
+    let end = loop {
+        tokio::select! {
+            chunk = stream.next() => match chunk {
+                Some(Ok(chunk)) => {
+                    let written = stdout.write_all(&chunk.data).and_then(|()| stdout.flush());
+                    if let Err(e) = written {
+                        break Err(Error::Io { what: "writing the console to stdout".to_owned(), source: e });
+                    }
+                }
+                Some(Err(e)) => break Err(unreachable(e)),
+                None => break Ok(End::StreamEnded),
+            },
+            key = keys.recv(), if keys_open => match key {
+                Some(bytes) if bytes.contains(&ESCAPE) || (tty && bytes.contains(&CTRL_C)) => {
+                    break Ok(End::Escape);
+                }
+                Some(_) if !warned => {
+                    warned = true;
+                    let eol = if tty { "\r\n" } else { "\n" };
+                    eprint!("{eol}[input is not sent: the agent's console is output-only; ^] ends]{eol}");
+                }
+                // More input, or stdin closed: keep showing the console.
+                Some(_) => {}
+                None => keys_open = false,
+            },
+            _ = interrupt.recv() => break Ok(End::Signal),
+            _ = terminate.recv() => break Ok(End::Signal),
+        }
+    };
+    drop(raw);
+    if tty && end.is_ok() {
+        eprintln!();
+    }
+    end
+}
+
+/// stdin's bytes, read on a plain thread (a blocked read must not hold up the runtime's
+/// shutdown); the channel closes at end of input.
+fn stdin_keys() -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 256];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn signals() -> Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let io = |source| Error::Io {
+        what: "listening for SIGINT and SIGTERM".to_owned(),
+        source,
+    };
+    Ok((
+        signal(SignalKind::interrupt()).map_err(io)?,
+        signal(SignalKind::terminate()).map_err(io)?,
+    ))
+}
+
+/// The dev cluster's PKI dir (`quiver-operator dev` writes it under its state dir).
+#[must_use]
+pub fn default_pki_dir() -> PathBuf {
+    PathBuf::from(".quiver/pki")
+}
