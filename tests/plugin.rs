@@ -41,7 +41,11 @@ async fn vm_list_stop_start_and_restart_change_the_run_strategy() -> anyhow::Res
     let k = cluster.kubectl();
     let p = plugin(&cluster)?;
     cluster.apply_vm(&guest, "demo", "").await?;
-    k.wait_vm_phase("demo", "Running", WAIT).await?;
+    // READY is GuestReady, which follows Running.
+    k.wait_vm("demo", "Running and guest ready", WAIT, |v| {
+        v.phase == "Running" && v.guest_ready.0 == "True"
+    })
+    .await?;
 
     let table = p.run(&["vm", "list"]).await?;
     let header: Vec<&str> = table

@@ -301,7 +301,8 @@ async fn a_microvm_fails_over_by_itself_when_its_host_dies() -> anyhow::Result<(
     })
     .await?;
     assert!(why.contains("spec.nodeSelector"), "{why}");
-    k.run(&["delete", "mvm", "ha", "nowhere", "--wait=true"]).await?;
+    k.run(&["delete", "mvm", "ha", "nowhere", "--wait=true"])
+        .await?;
     cluster.shutdown().await;
     Ok(())
 }
