@@ -103,9 +103,32 @@ impl RaftNode {
         let path = dir.join("raft.redb");
         let db =
             RaftDb::open(&path).map_err(|e| format!("Raft database {}: {e}", path.display()))?;
+        Self::start_with(db, &path.display().to_string(), id, network, timing).await
+    }
+
+    /// Starts the node on a database in memory ([`RaftDb::in_memory`]): benchmarks only.
+    ///
+    /// # Errors
+    /// openraft refuses the config.
+    pub async fn start_in_memory(
+        db: RaftDb,
+        id: u64,
+        network: Network,
+        timing: Timing,
+    ) -> Result<Self, String> {
+        Self::start_with(db, "in memory", id, network, timing).await
+    }
+
+    async fn start_with(
+        db: RaftDb,
+        name: &str,
+        id: u64,
+        network: Network,
+        timing: Timing,
+    ) -> Result<Self, String> {
         let machine = StateMachine::open(db.clone())
             .await
-            .map_err(|e| format!("Raft database {}: {e}", path.display()))?;
+            .map_err(|e| format!("Raft database {name}: {e}"))?;
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let config = Config {
             cluster_name: "quiver".into(),
