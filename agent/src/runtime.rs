@@ -289,9 +289,17 @@ fn raft_network(
     };
     let client_tls = match (&config.tls, tls) {
         (Some(files), _) => Some(files.clone()),
-        (None, Some(dev)) => Some(TlsFiles::dev_client(
-            dev.ca.parent().unwrap_or(&config.data_dir),
-        )),
+        (None, Some(dev)) => {
+            if modes.get(ServiceName::Raft) == TransportMode::Grpc {
+                tracing::warn!(
+                    "--dev-tls gives this agent a CA of its own: other agents cannot call its \
+                     Raft service over gRPC; serve raft over iroh or dual (--transport grpc,raft=dual)"
+                );
+            }
+            Some(TlsFiles::dev_client(
+                dev.ca.parent().unwrap_or(&config.data_dir),
+            ))
+        }
         (None, None) => None,
     };
     let client = RpcClient::new(endpoint.clone(), ClientConfig::default());
