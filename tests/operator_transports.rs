@@ -35,20 +35,21 @@ async fn transports(cluster: &TestCluster, host: &str) -> anyhow::Result<String>
 async fn a_host_transport_patch_moves_its_services_without_dropping_vms() -> anyhow::Result<()> {
     let cluster = TestCluster::start_with(1, true, TransportMode::Dual).await?;
     cluster.wait_host_ready("agent-0").await?;
-    let all_dual =
-        "admin=dual/dual health=dual/dual monitoring=dual/dual status=dual/dual vm=dual/dual";
+    let all_dual = "admin=dual/dual health=dual/dual monitoring=dual/dual raft=dual/dual \
+                    status=dual/dual vm=dual/dual";
     eventually(WAIT, "status.transports", || async {
         Ok((transports(&cluster, "agent-0").await? == all_dual).then_some(()))
     })
     .await?;
 
-    // The operator prefers Iroh; moving the Vm service to gRPC only sends it there.
-    let patch = r#"{"spec":{"transport":{"default":"dual","vm":"grpc"}}}"#;
+    // The operator prefers Iroh; moving the Vm service to gRPC only sends it there. Raft
+    // moves to Iroh (this agent is in no Raft group: only its mode changes).
+    let patch = r#"{"spec":{"transport":{"default":"dual","vm":"grpc","raft":"iroh"}}}"#;
     let k = cluster.kubectl();
     k.run(&["patch", "qh", "agent-0", "--type", "merge", "-p", patch])
         .await?;
-    let moved =
-        "admin=dual/dual health=dual/dual monitoring=dual/dual status=dual/dual vm=grpc/grpc";
+    let moved = "admin=dual/dual health=dual/dual monitoring=dual/dual raft=iroh/iroh \
+                 status=dual/dual vm=grpc/grpc";
     eventually(WAIT, "vm moved to gRPC", || async {
         Ok((transports(&cluster, "agent-0").await? == moved).then_some(()))
     })

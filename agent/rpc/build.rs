@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(["quiver.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .codec_path("crate::grpc::codec::StrictCodec")
+        // Raft payloads pass through without a copy.
+        .bytes(".quiver.v1.RaftMessage.json")
         .compile_fds(fds)?;
     Ok(())
 }

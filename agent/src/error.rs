@@ -65,6 +65,10 @@ pub enum Error {
     #[error("placement unavailable: {0}")]
     Unavailable(String),
 
+    /// The Raft service's own refusal (a malformed message; no Raft group on this agent).
+    #[error("raft: {}", .0.message)]
+    Raft(RpcError),
+
     /// The service is not served on the transport the call came in on (its mode changed, or
     /// it was configured so); a dual-transport client then uses the other one.
     #[error("{service} is served over {mode} only on this agent, not over {wire}")]
@@ -93,6 +97,7 @@ impl Error {
             Error::ShuttingDown => "shutting_down",
             Error::Unavailable(_) => "unavailable",
             Error::NotServed { .. } => "not_served",
+            Error::Raft(_) => "raft",
         }
     }
 
@@ -105,6 +110,7 @@ impl Error {
             Error::Conflict(_) => Code::Aborted,
             Error::ShuttingDown | Error::Unavailable(_) => Code::Unavailable,
             Error::NotServed { .. } => Code::Unimplemented,
+            Error::Raft(e) => e.code,
             _ => Code::Internal,
         }
     }

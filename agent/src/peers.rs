@@ -5,9 +5,10 @@
 //! Without a kubeconfig the agent admits only the trusted ids.
 //!
 //! The same watch feeds the Raft group (membership follows Host registration): every change
-//! publishes the registered Hosts on a `watch` channel.
+//! publishes the registered Hosts on a `watch` channel, and [`grpc_directory`] gives the Raft
+//! network each member's gRPC address.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use futures::StreamExt as _;
 use kube::Api;
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use quiver_crds::Host;
+use quiver_raft::network::{Directory, GrpcAddr};
 use quiver_rpc::Allowlist;
 use quiver_rpc::iroh::EndpointId;
 use tokio::sync::watch;
@@ -31,6 +33,37 @@ pub fn admitted<'a>(
         .filter_map(|host| host.spec.endpoint_id.parse::<EndpointId>().ok())
         .chain(trusted.iter().copied())
         .collect()
+}
+
+/// The gRPC listener of each registered Host's agent by Raft node id: the address its Host
+/// gives (`spec.grpcAddress`, an `ip:port`) and its name, which its certificate carries.
+/// Hosts whose endpoint id or address does not parse are skipped.
+pub fn grpc_addresses<'a>(hosts: impl IntoIterator<Item = &'a Host>) -> BTreeMap<u64, GrpcAddr> {
+    hosts
+        .into_iter()
+        .filter_map(|host| {
+            let endpoint: EndpointId = host.spec.endpoint_id.parse().ok()?;
+            let socket = host.spec.grpc_address.parse().ok()?;
+            let name = host.metadata.name.clone()?;
+            Some((quiver_raft::node_id(&endpoint), GrpcAddr { name, socket }))
+        })
+        .collect()
+}
+
+/// [`grpc_addresses`] of the registered Hosts, kept current: where the Raft network finds a
+/// member's gRPC listener when the member's address in the Raft membership has none.
+pub fn grpc_directory(mut hosts: watch::Receiver<Option<Vec<Host>>>) -> Directory {
+    let (tx, rx) = watch::channel(BTreeMap::new());
+    tokio::spawn(async move {
+        loop {
+            let known = grpc_addresses(hosts.borrow_and_update().iter().flatten());
+            tx.send_replace(known);
+            if hosts.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// Follows Hosts through the API at `kubeconfig` and keeps `allowlist` equal to
@@ -95,6 +128,24 @@ mod tests {
                 drain: false,
             },
         )
+    }
+
+    #[test]
+    fn each_hosts_grpc_address_is_found_by_its_node_id() {
+        let a = SecretKey::generate().public();
+        let mut named = host("a", a.to_string());
+        named.spec.grpc_address = "10.0.0.5:7443".into();
+        let mut dns = host("dns", SecretKey::generate().public().to_string());
+        dns.spec.grpc_address = "node.example:7443".into();
+        let found = grpc_addresses(&[named, dns, host("bad", "zz".repeat(32))]);
+        let expected = GrpcAddr {
+            name: "a".into(),
+            socket: "10.0.0.5:7443".parse().expect("socket"),
+        };
+        assert_eq!(
+            found,
+            BTreeMap::from([(quiver_raft::node_id(&a), expected)])
+        );
     }
 
     #[test]

@@ -17,12 +17,14 @@ use crate::vm::simulated::SimulatedDriver;
 use crate::vm::spec::Limits;
 use crate::vm::{ImageRoots, ManagerConfig, VmManager, now_ms};
 use crate::{Error, Result};
+use quiver_raft::network::{GrpcAddr, Network, NodeAddr};
+use quiver_raft::service::RaftService;
 use quiver_rpc::identity::{KEY_FILE, load_or_create_key};
 use quiver_rpc::iroh::protocol::Router;
 use quiver_rpc::pki::{TlsFiles, ensure_dev_pki};
 use quiver_rpc::{
     ALPN, Allowlist, ClientConfig, EndpointOptions, PeerTable, RpcClient, RpcServer, ServerConfig,
-    proto,
+    ServiceName, TransportMode, Wire, proto,
 };
 
 /// The file in the data dir holding the bound gRPC address (useful with port 0).
@@ -121,18 +123,35 @@ pub async fn run(
             hosts_tx,
         );
     }
+    let tls = match (&config.tls, config.dev_tls) {
+        (Some(files), _) => Some(files.clone()),
+        (None, true) => {
+            let dir = data_dir.join("tls");
+            ensure_dev_pki(&dir, std::slice::from_ref(&config.host_name))?;
+            Some(TlsFiles::dev_server(&dir))
+        }
+        (None, false) => {
+            tracing::warn!(grpc = %addr, "serving plain gRPC (--insecure-plaintext)");
+            None
+        }
+    };
     let cluster = match &config.kubeconfig {
         Some(kubeconfig) if config.raft.enabled => {
-            let me = quiver_raft::network::node(
-                &iroh_addresses.iter().filter_map(|a| a.parse().ok()).fold(
+            let me = NodeAddr {
+                iroh: iroh_addresses.iter().filter_map(|a| a.parse().ok()).fold(
                     quiver_rpc::iroh::EndpointAddr::new(endpoint.id()),
                     |addr, ip| addr.with_ip_addr(ip),
                 ),
-            );
+                grpc: Some(GrpcAddr {
+                    name: config.host_name.clone(),
+                    socket: advertised,
+                }),
+            }
+            .to_node();
             let node = quiver_raft::RaftNode::start(
                 data_dir,
                 quiver_raft::node_id(&endpoint.id()),
-                RpcClient::new(endpoint.clone(), ClientConfig::default()),
+                raft_network(&config, &endpoint, tls.as_ref(), &modes, hosts_rx.clone()),
                 config.raft.cluster_config().timing,
             )
             .await
@@ -162,12 +181,12 @@ pub async fn run(
             access: allowlist.clone(),
         },
         cluster.clone(),
+        cluster
+            .as_ref()
+            .map(|c| RaftService::new(c.node.raft.clone())),
     );
-    let raft_dispatch = cluster
-        .as_ref()
-        .map(|c| quiver_raft::network::RaftDispatch::new(c.node.raft.clone()));
     let iroh_server = RpcServer::with_peers(
-        IrohAdapter::new(services.clone(), raft_dispatch),
+        IrohAdapter::new(services.clone()),
         ServerConfig {
             shutdown_grace: STREAM_GRACE,
             ..ServerConfig::default()
@@ -177,18 +196,6 @@ pub async fn run(
     let router = Router::builder(endpoint.clone())
         .accept(ALPN, iroh_server)
         .spawn();
-    let tls = match (&config.tls, config.dev_tls) {
-        (Some(files), _) => Some(files.clone()),
-        (None, true) => {
-            let dir = data_dir.join("tls");
-            ensure_dev_pki(&dir, std::slice::from_ref(&config.host_name))?;
-            Some(TlsFiles::dev_server(&dir))
-        }
-        (None, false) => {
-            tracing::warn!(grpc = %addr, "serving plain gRPC (--insecure-plaintext)");
-            None
-        }
-    };
     let tls_config = tls.as_ref().map(TlsFiles::server_config).transpose()?;
     if let Some(metrics_addr) = config.metrics_listen {
         let listener = TcpListener::bind(metrics_addr)
@@ -263,6 +270,41 @@ pub async fn run(
     }
     tracing::info!("quiver-agent stopped; VMs keep running");
     Ok(())
+}
+
+/// How this agent calls the other members' Raft service: over both transports, preferring the
+/// one its own `raft` transport names (Iroh when dual, for its priorities), falling back to the
+/// other. Over gRPC it presents its own certificate, which the cluster CA issued for serving
+/// and calling alike; with `--dev-tls` that is the dev client certificate, which only this
+/// agent's own dev CA trusts, so peers are then reached over Iroh.
+fn raft_network(
+    config: &AgentConfig,
+    endpoint: &quiver_rpc::iroh::Endpoint,
+    tls: Option<&TlsFiles>,
+    modes: &quiver_rpc::TransportModes,
+    hosts: tokio::sync::watch::Receiver<Option<Vec<quiver_crds::Host>>>,
+) -> Network {
+    let prefer = match modes.get(ServiceName::Raft) {
+        TransportMode::Grpc => Wire::Grpc,
+        TransportMode::Iroh | TransportMode::Dual => Wire::Iroh,
+    };
+    let client_tls = match (&config.tls, tls) {
+        (Some(files), _) => Some(files.clone()),
+        (None, Some(dev)) => {
+            if modes.get(ServiceName::Raft) == TransportMode::Grpc {
+                tracing::warn!(
+                    "--dev-tls gives this agent a CA of its own: other agents cannot call its \
+                     Raft service over gRPC; serve raft over iroh or dual (--transport grpc,raft=dual)"
+                );
+            }
+            Some(TlsFiles::dev_client(
+                dev.ca.parent().unwrap_or(&config.data_dir),
+            ))
+        }
+        (None, None) => None,
+    };
+    let client = RpcClient::new(endpoint.clone(), ClientConfig::default());
+    Network::dual(client, client_tls, prefer).with_directory(crate::peers::grpc_directory(hosts))
 }
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

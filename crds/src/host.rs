@@ -81,7 +81,6 @@ pub struct HostSpec {
     /// The transport each RPC service should be served on. The operator applies it to the
     /// agent (Admin service) without dropping calls in flight; `status.transports` shows
     /// desired and actual per service. Unset: the agent keeps its own `--transport` setting.
-    /// (`raft` takes effect once agents serve the Raft service.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<TransportTarget>,
 

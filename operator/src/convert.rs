@@ -29,16 +29,15 @@ fn transport_from_mode(m: TransportMode) -> Transport {
     }
 }
 
-/// The agent's service of a CRD service name; `None` for services agents do not serve yet
-/// (Raft).
-fn service_name(s: Service) -> Option<ServiceName> {
+/// The agent's service of a CRD service name.
+fn service_name(s: Service) -> ServiceName {
     match s {
-        Service::Health => Some(ServiceName::Health),
-        Service::Status => Some(ServiceName::Status),
-        Service::Vm => Some(ServiceName::Vm),
-        Service::Monitoring => Some(ServiceName::Monitoring),
-        Service::Admin => Some(ServiceName::Admin),
-        Service::Raft => None,
+        Service::Health => ServiceName::Health,
+        Service::Status => ServiceName::Status,
+        Service::Vm => ServiceName::Vm,
+        Service::Monitoring => ServiceName::Monitoring,
+        Service::Admin => ServiceName::Admin,
+        Service::Raft => ServiceName::Raft,
     }
 }
 
@@ -49,6 +48,7 @@ fn service_from_name(s: ServiceName) -> Service {
         ServiceName::Vm => Service::Vm,
         ServiceName::Monitoring => Service::Monitoring,
         ServiceName::Admin => Service::Admin,
+        ServiceName::Raft => Service::Raft,
     }
 }
 
@@ -57,12 +57,9 @@ fn service_from_name(s: ServiceName) -> Service {
 pub fn service_transports(target: &TransportTarget) -> Vec<proto::ServiceTransport> {
     Service::ALL
         .into_iter()
-        .filter_map(|s| {
-            let name = service_name(s)?;
-            Some(proto::ServiceTransport {
-                service: name.as_str().to_owned(),
-                mode: transport_mode(target.for_service(s)).to_proto() as i32,
-            })
+        .map(|s| proto::ServiceTransport {
+            service: service_name(s).as_str().to_owned(),
+            mode: transport_mode(target.for_service(s)).to_proto() as i32,
         })
         .collect()
 }

@@ -32,7 +32,21 @@ impl RaftDb {
     /// # Errors
     /// The file cannot be opened or is not a redb database.
     pub fn open(path: &Path) -> Result<Self, redb::Error> {
-        let db = Database::create(path)?;
+        Self::with_tables(Database::create(path)?)
+    }
+
+    /// A database in memory: the same storage code with nothing on disk, for benchmarks that
+    /// separate the cost of durability from the rest (a node on it forgets everything when
+    /// dropped, so it never serves a real group).
+    ///
+    /// # Errors
+    /// redb refuses to create it.
+    pub fn in_memory() -> Result<Self, redb::Error> {
+        let backend = redb::backends::InMemoryBackend::new();
+        Self::with_tables(Database::builder().create_with_backend(backend)?)
+    }
+
+    fn with_tables(db: Database) -> Result<Self, redb::Error> {
         let txn = db.begin_write()?;
         txn.open_table(LOG)?;
         txn.open_table(META)?;

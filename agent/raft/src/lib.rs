@@ -7,18 +7,25 @@
 //!   made durable before openraft is told so; the ledger in memory, rebuilt on start from the
 //!   last snapshot plus the committed log, and snapshots kept in the same database.
 //!   Both pass openraft's storage suite (`tests/storage_suite.rs`).
-//! - [`network`]: the Raft service on `quiver/rpc/1` (server: [`network::RaftDispatch`];
-//!   client: [`network::Network`]) with Raft priorities on the QUIC streams.
+//! - [`service`]: the Raft service, implemented once ([`service::RaftService`]), and adapters
+//!   that serve it alone over Iroh and gRPC (tests, benchmarks; the agent has its own, which
+//!   add its transport modes and metrics).
+//! - [`network`]: the client side, openraft's network factory: each peer over gRPC, Iroh or
+//!   both (preferring one, falling back to the other), with Raft priorities on Iroh's QUIC
+//!   streams; [`addr`]: a member's address (Iroh endpoint, optional gRPC listener).
+//! - [`node`]: one member, and proposals from any member.
+//! - [`lease`]: pure lease logic.
 //!
-//! Not here yet: the node in the agent, leases and self-fencing, membership from Hosts (see
-//! the README's status).
+//! Not here: the node in the agent, membership from Hosts (`quiver-agent`'s `cluster`).
 
+pub mod addr;
 pub mod db;
 pub mod lease;
 pub mod ledger;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod service;
 pub mod state_machine;
 
 use std::io::Cursor;

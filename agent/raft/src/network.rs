@@ -1,21 +1,27 @@
-//! The Raft network on the RPC stack: votes, appends and snapshot chunks are calls of service
-//! [`RAFT_SERVICE`] over `quiver/rpc/1`, each at its Raft priority, so that an election or a
-//! heartbeat overtakes a snapshot already in flight on the same connection.
+//! The Raft network: votes, appends and snapshot chunks are calls of the Raft service
+//! ([`crate::service`]) over gRPC, Iroh (`quiver/rpc/1`), or both, through
+//! [`quiver_rpc::AgentClient`], so a peer is reached the way every agent is: the preferred
+//! transport first, the other when the first cannot take the call (unreachable, refused, or
+//! `UNIMPLEMENTED` because the peer serves Raft on the other transport only).
 //!
-//! | method | id | priority |
+//! | method | id | priority on Iroh |
 //! |---|---|---|
 //! | Vote | 1 | Election |
 //! | AppendEntries | 2 | Heartbeat when it carries no entries, else LogAppend |
 //! | InstallSnapshot | 3 | Snapshot (openraft sends a snapshot in chunks) |
 //! | Propose | 4 | LogAppend: a ledger command from another node, committed by this leader |
 //!
-//! Payloads are openraft's request and `Result<response, RaftError>` as JSON: a Raft-level
-//! refusal (a higher vote, a conflict) is an answer, not a transport error. A node's address is
-//! its `BasicNode::addr`: `<endpoint id>@<ip:port>[,<ip:port>…]`.
+//! On Iroh the priority orders the QUIC streams of a connection, so an election or a heartbeat
+//! overtakes a snapshot in flight; gRPC (HTTP/2) has no such priorities.
+//!
+//! Each peer is called on the wire that last answered it (the configured preference until
+//! then), so a peer that serves Raft on one transport only costs one refused call, not one per
+//! message. A node's address is its [`NodeAddr`] (`BasicNode::addr`).
 
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use bytes::Bytes;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -24,130 +30,170 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, BasicNode, Raft};
-use quiver_rpc::iroh::{EndpointAddr, EndpointId};
-use quiver_rpc::{CallContext, ClientError, Code, Dispatch, Priority, Reply, RpcClient, RpcError};
+use openraft::{AnyError, BasicNode};
+use quiver_rpc::pki::TlsFiles;
+use quiver_rpc::{
+    AgentClient, ClientError, GrpcRoute, IrohRoute, Method, Priority, RpcClient, Wire,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use crate::TypeConfig;
+pub use crate::addr::{AddrError, GrpcAddr, NodeAddr};
+pub use crate::service::{RaftDispatch, RaftService};
 
-/// The Raft service's id in frame headers.
-pub const RAFT_SERVICE: u16 = 6;
-pub const VOTE: u16 = 1;
-pub const APPEND_ENTRIES: u16 = 2;
-pub const INSTALL_SNAPSHOT: u16 = 3;
-pub const PROPOSE: u16 = 4;
+/// gRPC addresses by node id, for members whose address carries none (see [`crate::addr`]).
+pub type Directory = watch::Receiver<BTreeMap<u64, GrpcAddr>>;
 
-/// The `BasicNode` of the endpoint at `addr`.
-#[must_use]
-pub fn node(addr: &EndpointAddr) -> BasicNode {
-    let sockets: Vec<String> = addr.ip_addrs().map(ToString::to_string).collect();
-    BasicNode::new(format!("{}@{}", addr.id, sockets.join(",")))
-}
-
-/// The endpoint address a `BasicNode` names.
-///
-/// # Errors
-/// The address is not `<endpoint id>@<ip:port>[,…]`.
-pub fn endpoint_addr(node: &BasicNode) -> Result<EndpointAddr, String> {
-    let (id, sockets) = node.addr.split_once('@').ok_or_else(|| {
-        format!(
-            "node address {:?}: expected <endpoint id>@<ip:port>",
-            node.addr
-        )
-    })?;
-    let id: EndpointId = id
-        .parse()
-        .map_err(|e| format!("node address {:?}: endpoint id: {e}", node.addr))?;
-    sockets
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .try_fold(EndpointAddr::new(id), |addr, socket| {
-            let socket: SocketAddr = socket
-                .parse()
-                .map_err(|e| format!("node address {:?}: {socket:?}: {e}", node.addr))?;
-            Ok(addr.with_ip_addr(socket))
-        })
-}
-
-/// Serves the Raft service of one node.
-#[derive(Clone)]
-pub struct RaftDispatch {
-    raft: Raft<TypeConfig>,
-}
-
-impl RaftDispatch {
-    #[must_use]
-    pub fn new(raft: Raft<TypeConfig>) -> Self {
-        Self { raft }
-    }
-}
-
-fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, RpcError> {
-    serde_json::from_slice(payload).map_err(|e| {
-        RpcError::new(
-            Code::InvalidArgument,
-            format!("malformed Raft request: {e}"),
-        )
-    })
-}
-
-fn answer<T: Serialize, E: Serialize>(result: &Result<T, E>) -> Reply {
-    Reply::Unary(
-        serde_json::to_vec(result)
-            .map(Bytes::from)
-            .map_err(|e| RpcError::new(Code::Internal, format!("encoding a Raft reply: {e}"))),
-    )
-}
-
-impl Dispatch for RaftDispatch {
-    async fn call(&self, service: u16, method: u16, payload: Bytes, _: CallContext) -> Reply {
-        let unknown = || {
-            let message = format!("no method {method} in service {service}");
-            Reply::Unary(Err(RpcError::new(Code::Unimplemented, message)))
-        };
-        if service != RAFT_SERVICE {
-            return unknown();
-        }
-        match method {
-            VOTE => match decode::<VoteRequest<u64>>(&payload) {
-                Ok(req) => answer(&self.raft.vote(req).await),
-                Err(e) => Reply::Unary(Err(e)),
-            },
-            APPEND_ENTRIES => match decode::<AppendEntriesRequest<TypeConfig>>(&payload) {
-                Ok(req) => answer(&self.raft.append_entries(req).await),
-                Err(e) => Reply::Unary(Err(e)),
-            },
-            INSTALL_SNAPSHOT => match decode::<InstallSnapshotRequest<TypeConfig>>(&payload) {
-                Ok(req) => answer(&self.raft.install_snapshot(req).await),
-                Err(e) => Reply::Unary(Err(e)),
-            },
-            PROPOSE => match decode::<crate::Command>(&payload) {
-                Ok(command) => answer(&crate::node::write(&self.raft, command).await),
-                Err(e) => Reply::Unary(Err(e)),
-            },
-            _ => unknown(),
-        }
-    }
-
-    /// Every Raft message changes state (a vote, the log, the snapshot).
-    fn changes_state(&self, _: u16, _: u16) -> bool {
-        true
-    }
-}
-
-/// Makes a [`Peer`] per target node, all sharing one client (one connection per peer).
+/// How this node reaches its peers; clones share connections. Also openraft's
+/// `RaftNetworkFactory`: a [`Peer`] per target node.
 #[derive(Clone, Debug)]
 pub struct Network {
-    client: RpcClient,
+    iroh: Option<RpcClient>,
+    /// `Some(None)`: plain gRPC; `Some(Some(files))`: mutual TLS with this node's certificate.
+    grpc: Option<Option<TlsFiles>>,
+    prefer: Wire,
+    directory: Option<Directory>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// One channel per gRPC peer (URL and TLS name), dialed on first use.
+    channels: Mutex<HashMap<GrpcAddr, GrpcRoute>>,
+    /// The wire that last answered each node.
+    answered: Mutex<HashMap<u64, Wire>>,
 }
 
 impl Network {
+    /// Raft over Iroh only.
     #[must_use]
-    pub fn new(client: RpcClient) -> Self {
-        Self { client }
+    pub fn iroh(client: RpcClient) -> Self {
+        Self::new(Some(client), None, Wire::Iroh)
     }
+
+    /// Raft over gRPC only; `tls` is this node's certificate and the cluster CA (`None`: plain
+    /// gRPC, for loopback tests).
+    #[must_use]
+    pub fn grpc(tls: Option<TlsFiles>) -> Self {
+        Self::new(None, Some(tls), Wire::Grpc)
+    }
+
+    /// Both, `prefer` first.
+    #[must_use]
+    pub fn dual(client: RpcClient, tls: Option<TlsFiles>, prefer: Wire) -> Self {
+        Self::new(Some(client), Some(tls), prefer)
+    }
+
+    fn new(iroh: Option<RpcClient>, grpc: Option<Option<TlsFiles>>, prefer: Wire) -> Self {
+        Self {
+            iroh,
+            grpc,
+            prefer,
+            directory: None,
+            shared: Arc::default(),
+        }
+    }
+
+    /// Takes the gRPC address of a member whose address has none from `directory` (in an
+    /// agent: the registered Hosts).
+    #[must_use]
+    pub fn with_directory(mut self, directory: Directory) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// The client of the node `target` at `node`, preferring the wire that last answered it.
+    ///
+    /// # Errors
+    /// The address does not parse, or this node has no transport that reaches it.
+    pub async fn client(&self, target: u64, node: &BasicNode) -> Result<AgentClient, String> {
+        let addr = NodeAddr::parse(node).map_err(|e| e.to_string())?;
+        let iroh = self
+            .iroh
+            .as_ref()
+            .map(|client| IrohRoute::new(client.clone(), addr.iroh.clone()));
+        let grpc_addr = addr.grpc.clone().or_else(|| {
+            let directory = self.directory.as_ref()?;
+            directory.borrow().get(&target).cloned()
+        });
+        let grpc = match (&self.grpc, grpc_addr) {
+            (Some(tls), Some(at)) => Some(self.channel(at, tls.as_ref()).await?),
+            _ => None,
+        };
+        let prefer = self.answered(target).unwrap_or(self.prefer);
+        match (grpc, iroh) {
+            (Some(grpc), Some(iroh)) => Ok(AgentClient::dual(grpc, iroh, prefer)),
+            (Some(grpc), None) => Ok(AgentClient::grpc(grpc)),
+            (None, Some(iroh)) => Ok(AgentClient::iroh(iroh)),
+            (None, None) => Err(format!(
+                "node {target} ({}): no gRPC address known and no Iroh endpoint here",
+                node.addr
+            )),
+        }
+    }
+
+    async fn channel(&self, at: GrpcAddr, tls: Option<&TlsFiles>) -> Result<GrpcRoute, String> {
+        if let Some(route) = lock(&self.shared.channels).get(&at) {
+            return Ok(route.clone());
+        }
+        let url = at.url(tls.is_some());
+        let route = GrpcRoute::connect(url, tls.map(|files| (files, at.name.as_str())), true)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(lock(&self.shared.channels)
+            .entry(at)
+            .or_insert(route)
+            .clone())
+    }
+
+    fn answered(&self, target: u64) -> Option<Wire> {
+        lock(&self.shared.answered).get(&target).copied()
+    }
+
+    fn remember(&self, target: u64, wire: Wire) {
+        lock(&self.shared.answered).insert(target, wire);
+    }
+
+    /// One call of the Raft service to `target`: `req` as JSON, the reply decoded.
+    ///
+    /// # Errors
+    /// The client's failure (after trying every wire it has).
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        client: &AgentClient,
+        target: u64,
+        method: Method,
+        priority: Priority,
+        req: &Req,
+        deadline: Option<Duration>,
+    ) -> Result<Resp, CallError> {
+        let json = serde_json::to_vec(req).map_err(CallError::Encode)?;
+        let (reply, wire) = client
+            .raft(method, json.into(), priority, deadline)
+            .await
+            .map_err(CallError::Client)?;
+        self.remember(target, wire);
+        serde_json::from_slice(&reply).map_err(CallError::Decode)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Why a call of the Raft service failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Client(ClientError),
+    #[error("encoding a Raft request: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("malformed Raft reply: {0}")]
+    Decode(#[source] serde_json::Error),
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -155,9 +201,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
         Peer {
-            client: self.client.clone(),
+            network: self.clone(),
             target,
-            addr: endpoint_addr(node),
+            client: self.client(target, node).await,
         }
     }
 }
@@ -165,10 +211,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// Calls to one node.
 #[derive(Debug)]
 pub struct Peer {
-    client: RpcClient,
+    network: Network,
     target: u64,
     /// A malformed node address fails every call (the membership came from outside).
-    addr: Result<EndpointAddr, String>,
+    client: Result<AgentClient, String>,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -176,8 +222,8 @@ type RpcResult<T, E = openraft::error::Infallible> =
 
 impl Peer {
     async fn call<Req, Resp, E>(
-        &self,
-        method: u16,
+        &mut self,
+        method: Method,
         priority: Priority,
         req: &Req,
         option: &RPCOption,
@@ -187,32 +233,28 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let addr = self
-            .addr
+        let client = self
+            .client
             .as_ref()
             .map_err(|e| RPCError::Unreachable(Unreachable::from(AnyError::error(e))))?;
-        let payload =
-            serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let deadline = Some(option.hard_ttl());
-        let reply = self
-            .client
-            .unary(
-                addr,
-                RAFT_SERVICE,
-                method,
-                payload.into(),
-                priority,
-                deadline,
-            )
+        let result: Result<Resp, RaftError<u64, E>> = self
+            .network
+            .call(client, self.target, method, priority, req, deadline)
             .await
             .map_err(|e| match e {
-                ClientError::Unreachable { .. } | ClientError::Refused { .. } => {
-                    RPCError::Unreachable(Unreachable::new(&e))
+                // Nothing answered on any wire (a peer serving Raft only on a transport this
+                // node lacks answers UNIMPLEMENTED): openraft backs off as for a dead peer.
+                CallError::Client(c) if c.other_transport_may_help() => {
+                    RPCError::Unreachable(Unreachable::new(&c))
                 }
                 other => RPCError::Network(NetworkError::new(&other)),
             })?;
-        let result: Result<Resp, RaftError<u64, E>> =
-            serde_json::from_slice(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if let Some(wire) = self.network.answered(self.target)
+            && let Ok(client) = &mut self.client
+        {
+            *client = client.clone().preferring(wire);
+        }
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -228,7 +270,8 @@ impl RaftNetwork<TypeConfig> for Peer {
         } else {
             Priority::LogAppend
         };
-        self.call(APPEND_ENTRIES, priority, &rpc, &option).await
+        self.call(Method::RaftAppendEntries, priority, &rpc, &option)
+            .await
     }
 
     async fn install_snapshot(
@@ -236,8 +279,13 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
-        self.call(INSTALL_SNAPSHOT, Priority::Snapshot, &rpc, &option)
-            .await
+        self.call(
+            Method::RaftInstallSnapshot,
+            Priority::Snapshot,
+            &rpc,
+            &option,
+        )
+        .await
     }
 
     async fn vote(
@@ -245,31 +293,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<u64>> {
-        self.call(VOTE, Priority::Election, &rpc, &option).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use quiver_rpc::iroh::SecretKey;
-
-    #[test]
-    fn node_addresses_round_trip_and_bad_ones_are_named() {
-        let id = SecretKey::generate().public();
-        let addr = EndpointAddr::new(id).with_ip_addr("127.0.0.1:7444".parse().expect("socket"));
-        assert_eq!(endpoint_addr(&node(&addr)), Ok(addr));
-        let bad = BasicNode::new("nobody");
-        assert!(
-            endpoint_addr(&bad)
-                .unwrap_err()
-                .contains("expected <endpoint id>@")
-        );
-        let bad_socket = BasicNode::new(format!("{id}@localhost"));
-        assert!(
-            endpoint_addr(&bad_socket)
-                .unwrap_err()
-                .contains("\"localhost\"")
-        );
+        self.call(Method::RaftVote, Priority::Election, &rpc, &option)
+            .await
     }
 }

@@ -1,5 +1,5 @@
-//! One member of the Raft group: openraft with its redb storage and the network on
-//! `quiver/rpc/1`, plus [`RaftNode::propose`], which commits a ledger command from any node
+//! One member of the Raft group: openraft with its redb storage and the [`Network`] (gRPC,
+//! Iroh or both), plus [`RaftNode::propose`], which commits a ledger command from any node
 //! (a follower sends it to the leader it knows, and follows leader changes).
 
 use std::collections::BTreeMap;
@@ -10,11 +10,11 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState};
 use quiver_rpc::iroh::EndpointId;
-use quiver_rpc::{Priority, RpcClient};
+use quiver_rpc::{Method, Priority};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::network::{Network, PROPOSE, RAFT_SERVICE, endpoint_addr};
+use crate::network::Network;
 use crate::{Command, LogStore, Outcome, RaftDb, StateMachine, TypeConfig};
 
 /// Why a proposal was not committed.
@@ -80,8 +80,12 @@ pub struct RaftNode {
     pub id: u64,
     pub raft: Raft<TypeConfig>,
     pub machine: StateMachine,
-    client: RpcClient,
+    network: Network,
 }
+
+/// The largest snapshot chunk: its JSON (bytes as numbers, up to four characters each) stays
+/// under the 4 MiB gRPC message limit.
+const SNAPSHOT_CHUNK_BYTES: u64 = 512 * 1024;
 
 impl RaftNode {
     /// Opens (or creates) `<dir>/raft.redb` and starts the node. It does nothing until it is
@@ -93,21 +97,45 @@ impl RaftNode {
     pub async fn start(
         dir: &Path,
         id: u64,
-        client: RpcClient,
+        network: Network,
         timing: Timing,
     ) -> Result<Self, String> {
         let path = dir.join("raft.redb");
         let db =
             RaftDb::open(&path).map_err(|e| format!("Raft database {}: {e}", path.display()))?;
+        Self::start_with(db, &path.display().to_string(), id, network, timing).await
+    }
+
+    /// Starts the node on a database in memory ([`RaftDb::in_memory`]): benchmarks only.
+    ///
+    /// # Errors
+    /// openraft refuses the config.
+    pub async fn start_in_memory(
+        db: RaftDb,
+        id: u64,
+        network: Network,
+        timing: Timing,
+    ) -> Result<Self, String> {
+        Self::start_with(db, "in memory", id, network, timing).await
+    }
+
+    async fn start_with(
+        db: RaftDb,
+        name: &str,
+        id: u64,
+        network: Network,
+        timing: Timing,
+    ) -> Result<Self, String> {
         let machine = StateMachine::open(db.clone())
             .await
-            .map_err(|e| format!("Raft database {}: {e}", path.display()))?;
+            .map_err(|e| format!("Raft database {name}: {e}"))?;
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let config = Config {
             cluster_name: "quiver".into(),
             heartbeat_interval: ms(timing.heartbeat),
             election_timeout_min: ms(timing.election_min),
             election_timeout_max: ms(timing.election_max),
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             ..Config::default()
         }
         .validate()
@@ -115,7 +143,7 @@ impl RaftNode {
         let raft = Raft::new(
             id,
             Arc::new(config),
-            Network::new(client.clone()),
+            network.clone(),
             LogStore::new(db),
             machine.clone(),
         )
@@ -125,7 +153,7 @@ impl RaftNode {
             id,
             raft,
             machine,
-            client,
+            network,
         })
     }
 
@@ -210,24 +238,28 @@ impl RaftNode {
             .get_node(&leader)
             .cloned()
             .ok_or(ProposeError::NotLeader { leader: None })?;
-        let addr = endpoint_addr(&node).map_err(ProposeError::Failed)?;
-        let payload =
-            serde_json::to_vec(command).map_err(|e| ProposeError::Failed(e.to_string()))?;
+        let client = self
+            .network
+            .client(leader, &node)
+            .await
+            .map_err(ProposeError::Failed)?;
         let deadline = until.saturating_duration_since(Instant::now());
         let reply = self
-            .client
-            .unary(
-                &addr,
-                RAFT_SERVICE,
-                PROPOSE,
-                payload.into(),
+            .network
+            .call::<_, Result<Outcome, ProposeError>>(
+                &client,
+                leader,
+                Method::RaftPropose,
                 Priority::LogAppend,
+                command,
                 Some(deadline),
             )
             .await;
         match reply {
-            Ok(bytes) => serde_json::from_slice::<Result<Outcome, ProposeError>>(&bytes)
-                .map_err(|e| ProposeError::Failed(format!("malformed proposal reply: {e}")))?,
+            Ok(outcome) => outcome,
+            Err(
+                e @ (crate::network::CallError::Encode(_) | crate::network::CallError::Decode(_)),
+            ) => Err(ProposeError::Failed(e.to_string())),
             // Unreachable leader: it may be gone; the caller waits for the next one.
             Err(e) => {
                 tracing::debug!(leader, error = %e, "proposal to the leader failed");

@@ -15,15 +15,18 @@ pub enum ServiceName {
     Vm,
     Monitoring,
     Admin,
+    /// Between agents of one Raft group (openraft's messages as JSON).
+    Raft,
 }
 
 impl ServiceName {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Health,
         Self::Status,
         Self::Vm,
         Self::Monitoring,
         Self::Admin,
+        Self::Raft,
     ];
 
     /// The service id in a frame header.
@@ -35,6 +38,7 @@ impl ServiceName {
             Self::Vm => 3,
             Self::Monitoring => 4,
             Self::Admin => 5,
+            Self::Raft => 6,
         }
     }
 
@@ -47,6 +51,7 @@ impl ServiceName {
             Self::Vm => "vm",
             Self::Monitoring => "monitoring",
             Self::Admin => "admin",
+            Self::Raft => "raft",
         }
     }
 
@@ -59,6 +64,7 @@ impl ServiceName {
             Self::Vm => "quiver.v1.Vm",
             Self::Monitoring => "quiver.v1.Monitoring",
             Self::Admin => "quiver.v1.Admin",
+            Self::Raft => "quiver.v1.Raft",
         }
     }
 }
@@ -97,10 +103,14 @@ pub enum Method {
     GetMetrics,
     GetResourceSummary,
     SetTransports,
+    RaftVote,
+    RaftAppendEntries,
+    RaftInstallSnapshot,
+    RaftPropose,
 }
 
 impl Method {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 15] = [
         Self::HealthCheck,
         Self::GetStatus,
         Self::PutVm,
@@ -112,6 +122,10 @@ impl Method {
         Self::GetMetrics,
         Self::GetResourceSummary,
         Self::SetTransports,
+        Self::RaftVote,
+        Self::RaftAppendEntries,
+        Self::RaftInstallSnapshot,
+        Self::RaftPropose,
     ];
 
     #[must_use]
@@ -127,6 +141,10 @@ impl Method {
             | Self::StreamConsole => ServiceName::Vm,
             Self::GetMetrics | Self::GetResourceSummary => ServiceName::Monitoring,
             Self::SetTransports => ServiceName::Admin,
+            Self::RaftVote
+            | Self::RaftAppendEntries
+            | Self::RaftInstallSnapshot
+            | Self::RaftPropose => ServiceName::Raft,
         }
     }
 
@@ -138,10 +156,11 @@ impl Method {
             | Self::GetStatus
             | Self::PutVm
             | Self::GetMetrics
-            | Self::SetTransports => 1,
-            Self::DeleteVm | Self::GetResourceSummary => 2,
-            Self::GetVm => 3,
-            Self::ListVms => 4,
+            | Self::SetTransports
+            | Self::RaftVote => 1,
+            Self::DeleteVm | Self::GetResourceSummary | Self::RaftAppendEntries => 2,
+            Self::GetVm | Self::RaftInstallSnapshot => 3,
+            Self::ListVms | Self::RaftPropose => 4,
             Self::WatchVmStatus => 5,
             Self::StreamConsole => 6,
         }
@@ -170,6 +189,10 @@ impl Method {
             Self::GetMetrics => "GetMetrics",
             Self::GetResourceSummary => "GetResourceSummary",
             Self::SetTransports => "SetTransports",
+            Self::RaftVote => "Vote",
+            Self::RaftAppendEntries => "AppendEntries",
+            Self::RaftInstallSnapshot => "InstallSnapshot",
+            Self::RaftPropose => "Propose",
         }
     }
 
@@ -180,9 +203,19 @@ impl Method {
     }
 
     /// Whether the method changes state: refused over 0-RTT, whose data can be replayed.
+    /// Every Raft message does (a vote, the log, the snapshot, a proposal).
     #[must_use]
     pub const fn changes_state(self) -> bool {
-        matches!(self, Self::PutVm | Self::DeleteVm | Self::SetTransports)
+        matches!(
+            self,
+            Self::PutVm
+                | Self::DeleteVm
+                | Self::SetTransports
+                | Self::RaftVote
+                | Self::RaftAppendEntries
+                | Self::RaftInstallSnapshot
+                | Self::RaftPropose
+        )
     }
 
     /// Whether the reply is a server stream.
@@ -220,9 +253,9 @@ mod tests {
         for service in ServiceName::ALL {
             assert_eq!(service.as_str().parse(), Ok(service));
         }
-        let err = "raft".parse::<ServiceName>().unwrap_err();
+        let err = "dns".parse::<ServiceName>().unwrap_err();
         assert!(
-            err.contains("health, status, vm, monitoring, admin"),
+            err.contains("health, status, vm, monitoring, admin, raft"),
             "{err}"
         );
     }
@@ -235,7 +268,15 @@ mod tests {
             .collect();
         assert_eq!(
             writes,
-            [Method::PutVm, Method::DeleteVm, Method::SetTransports]
+            [
+                Method::PutVm,
+                Method::DeleteVm,
+                Method::SetTransports,
+                Method::RaftVote,
+                Method::RaftAppendEntries,
+                Method::RaftInstallSnapshot,
+                Method::RaftPropose,
+            ]
         );
     }
 
@@ -243,5 +284,10 @@ mod tests {
     fn grpc_paths_follow_the_proto() {
         assert_eq!(Method::PutVm.grpc_path(), "/quiver.v1.Vm/PutVm");
         assert_eq!(Method::HealthCheck.grpc_path(), "/quiver.v1.Health/Check");
+        assert_eq!(
+            Method::RaftAppendEntries.grpc_path(),
+            "/quiver.v1.Raft/AppendEntries"
+        );
+        assert_eq!(Method::from_ids(6, 1), Some(Method::RaftVote));
     }
 }

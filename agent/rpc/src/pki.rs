@@ -180,7 +180,8 @@ impl Ca {
         self.issuer.key().serialize_pem()
     }
 
-    /// A server certificate for `localhost`, `127.0.0.1` and `names`.
+    /// An agent's certificate for `localhost`, `127.0.0.1` and `names`. It is also the
+    /// agent's client certificate when it calls other agents (the Raft service over gRPC).
     pub fn issue_server(&self, names: &[String]) -> Result<Leaf> {
         let mut all = vec![DEV_SERVER_NAME.to_owned(), "127.0.0.1".to_owned()];
         all.extend(
@@ -190,16 +191,25 @@ impl Ca {
                 .cloned()
                 .collect::<Vec<_>>(),
         );
-        self.issue(all, "quiver-agent", ExtendedKeyUsagePurpose::ServerAuth)
+        let usages = [
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.issue(all, "quiver-agent", &usages)
     }
 
     /// A client certificate named `name`.
     pub fn issue_client(&self, name: &str) -> Result<Leaf> {
         let names = vec![name.to_owned()];
-        self.issue(names, name, ExtendedKeyUsagePurpose::ClientAuth)
+        self.issue(names, name, &[ExtendedKeyUsagePurpose::ClientAuth])
     }
 
-    fn issue(&self, names: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose) -> Result<Leaf> {
+    fn issue(
+        &self,
+        names: Vec<String>,
+        cn: &str,
+        usages: &[ExtendedKeyUsagePurpose],
+    ) -> Result<Leaf> {
         let key = KeyPair::generate().map_err(PkiError::Certificate)?;
         let mut p = CertificateParams::new(names).map_err(PkiError::Certificate)?;
         p.distinguished_name.push(DnType::CommonName, cn);
@@ -207,7 +217,7 @@ impl Ca {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        p.extended_key_usages = vec![usage];
+        p.extended_key_usages = usages.to_vec();
         let cert = p
             .signed_by(&key, &self.issuer)
             .map_err(PkiError::Certificate)?;

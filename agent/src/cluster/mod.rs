@@ -31,10 +31,11 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use quiver_crds::Host;
+use quiver_raft::addr::{GrpcAddr, NodeAddr};
 use quiver_raft::lease::{Holder, LeaseConfig};
 use quiver_raft::ledger::{Assignment, DesiredVm};
 use quiver_raft::{Command, Outcome, ProposeError, RaftNode, Timing, node_id};
-use quiver_rpc::iroh::EndpointId;
+use quiver_rpc::iroh::{EndpointAddr, EndpointId};
 use tokio::sync::watch;
 
 use crate::vm::VmManager;
@@ -78,11 +79,23 @@ impl Member {
     #[must_use]
     pub fn of(host: &Host) -> Option<Self> {
         let endpoint: EndpointId = host.spec.endpoint_id.parse().ok()?;
-        let addr = format!("{endpoint}@{}", host.spec.iroh_addresses.join(","));
+        let name = host.metadata.name.clone()?;
+        let iroh = host
+            .spec
+            .iroh_addresses
+            .iter()
+            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
+            .fold(EndpointAddr::new(endpoint), EndpointAddr::with_ip_addr);
+        // A gRPC address by host name (not ip:port) is left out; the network then finds it
+        // among the Hosts when it dials.
+        let grpc = host.spec.grpc_address.parse().ok().map(|socket| GrpcAddr {
+            name: name.clone(),
+            socket,
+        });
         Some(Self {
             id: node_id(&endpoint),
-            node: BasicNode::new(addr),
-            host: host.metadata.name.clone()?,
+            node: NodeAddr { iroh, grpc }.to_node(),
+            host: name,
             cpus: host.spec.capacity.cpus,
             memory_mib: host.spec.capacity.memory_mib,
             labels: host.metadata.labels.clone().unwrap_or_default(),

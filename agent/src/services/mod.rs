@@ -8,6 +8,9 @@ mod vm;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use quiver_raft::service::RaftService;
+
 pub use admin::{AdminService, ServingModes};
 pub use monitoring::{IrohHealth, MonitoringService};
 pub use vm::VmService;
@@ -15,7 +18,7 @@ pub use vm::VmService;
 use crate::metrics::Metrics;
 use crate::vm::VmManager;
 use crate::{Error, Result};
-use quiver_rpc::{ServiceName, proto};
+use quiver_rpc::{Code, Method, RpcError, ServiceName, proto};
 
 /// Static facts about this agent, reported by the Status service.
 #[derive(Clone, Debug)]
@@ -37,6 +40,8 @@ pub struct Services {
     pub vm: VmService,
     pub monitoring: MonitoringService,
     pub admin: AdminService,
+    /// The Raft service, when this agent is in a Raft group (`--raft`).
+    pub raft: Option<RaftService>,
     pub metrics: Arc<Metrics>,
     /// Which transport each service answers on (read by the adapters, set by Admin).
     pub modes: ServingModes,
@@ -50,6 +55,7 @@ impl Services {
         modes: ServingModes,
         iroh: IrohHealth,
         cluster: Option<crate::cluster::Cluster>,
+        raft: Option<RaftService>,
     ) -> Self {
         Services {
             health: HealthService,
@@ -62,9 +68,24 @@ impl Services {
             vm: VmService::new(manager.clone(), cluster),
             monitoring: MonitoringService::new(manager, metrics.clone(), iroh),
             admin: AdminService::new(modes.clone()),
+            raft,
             metrics,
             modes,
         }
+    }
+}
+
+impl Services {
+    /// One call of the Raft service (openraft's JSON in and out), whichever transport it came
+    /// in on.
+    pub async fn raft(&self, method: Method, json: &[u8]) -> Result<Bytes> {
+        let Some(raft) = &self.raft else {
+            return Err(Error::Raft(RpcError::new(
+                Code::Unimplemented,
+                "this agent is not in a Raft group (started without --raft)",
+            )));
+        };
+        raft.handle(method, json).await.map_err(Error::Raft)
     }
 }
 

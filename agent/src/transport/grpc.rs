@@ -20,6 +20,7 @@ use crate::{Error, Result};
 use quiver_rpc::proto::admin_server::{Admin, AdminServer};
 use quiver_rpc::proto::health_server::{Health, HealthServer};
 use quiver_rpc::proto::monitoring_server::{Monitoring, MonitoringServer};
+use quiver_rpc::proto::raft_server::{Raft, RaftServer};
 use quiver_rpc::proto::status_server::StatusServer;
 use quiver_rpc::proto::vm_server::{Vm, VmServer};
 use quiver_rpc::{Method, Wire, proto};
@@ -223,6 +224,46 @@ impl Admin for GrpcAdapter {
     }
 }
 
+impl GrpcAdapter {
+    async fn raft(
+        &self,
+        method: Method,
+        req: Request<proto::RaftMessage>,
+    ) -> GrpcResult<proto::RaftMessage> {
+        let json = req.into_inner().json;
+        self.unary(method, async {
+            let json = self.services.raft(method, &json).await?;
+            Ok(proto::RaftMessage { json })
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl Raft for GrpcAdapter {
+    async fn vote(&self, req: Request<proto::RaftMessage>) -> GrpcResult<proto::RaftMessage> {
+        self.raft(Method::RaftVote, req).await
+    }
+
+    async fn append_entries(
+        &self,
+        req: Request<proto::RaftMessage>,
+    ) -> GrpcResult<proto::RaftMessage> {
+        self.raft(Method::RaftAppendEntries, req).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<proto::RaftMessage>,
+    ) -> GrpcResult<proto::RaftMessage> {
+        self.raft(Method::RaftInstallSnapshot, req).await
+    }
+
+    async fn propose(&self, req: Request<proto::RaftMessage>) -> GrpcResult<proto::RaftMessage> {
+        self.raft(Method::RaftPropose, req).await
+    }
+}
+
 /// Serves every service on `listener` until `shutdown` resolves. Messages above
 /// `max_message_bytes` are refused in both directions.
 pub async fn serve(
@@ -263,7 +304,12 @@ pub async fn serve(
                 .max_encoding_message_size(m),
         )
         .add_service(
-            AdminServer::new(a)
+            AdminServer::new(a.clone())
+                .max_decoding_message_size(m)
+                .max_encoding_message_size(m),
+        )
+        .add_service(
+            RaftServer::new(a)
                 .max_decoding_message_size(m)
                 .max_encoding_message_size(m),
         )

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use prost::Message;
-use quiver_raft::network::{RAFT_SERVICE, RaftDispatch};
 use quiver_rpc::{CallContext, Code, Dispatch, Method, Reply, RpcError, Wire};
 use tokio::time::Instant;
 
@@ -22,18 +21,21 @@ use crate::{Error, Result};
 pub struct IrohAdapter {
     services: Services,
     metrics: Arc<Metrics>,
-    /// The Raft service (service id 6), when this agent is in a Raft group.
-    raft: Option<RaftDispatch>,
 }
 
 impl IrohAdapter {
-    pub fn new(services: Services, raft: Option<RaftDispatch>) -> Self {
+    pub fn new(services: Services) -> Self {
         let metrics = services.metrics.clone();
-        IrohAdapter {
-            services,
-            metrics,
-            raft,
-        }
+        IrohAdapter { services, metrics }
+    }
+
+    /// Raft payloads are openraft's JSON itself, not protobuf (docs/protocol.md).
+    async fn raft(&self, method: Method, payload: &[u8]) -> Reply {
+        let start = Instant::now();
+        let result = self.services.raft(method, payload).await;
+        self.metrics
+            .observe(Wire::Iroh, method, start.elapsed(), result.is_ok());
+        Reply::Unary(result.map_err(|e| e.to_rpc()))
     }
 
     async fn unary<Req, Resp, Fut>(
@@ -104,12 +106,7 @@ fn decode<Req: Message + Default>(method: Method, payload: &[u8]) -> Result<Req>
 }
 
 impl Dispatch for IrohAdapter {
-    async fn call(&self, service: u16, method: u16, payload: Bytes, context: CallContext) -> Reply {
-        if service == RAFT_SERVICE
-            && let Some(raft) = &self.raft
-        {
-            return raft.call(service, method, payload, context).await;
-        }
+    async fn call(&self, service: u16, method: u16, payload: Bytes, _: CallContext) -> Reply {
         let Some(method) = Method::from_ids(service, method) else {
             let message = format!("no method {method} in service {service}");
             return Reply::Unary(Err(RpcError::new(Code::Unimplemented, message)));
@@ -175,6 +172,10 @@ impl Dispatch for IrohAdapter {
                 )
                 .await
             }
+            Method::RaftVote
+            | Method::RaftAppendEntries
+            | Method::RaftInstallSnapshot
+            | Method::RaftPropose => self.raft(method, &payload).await,
         }
     }
 

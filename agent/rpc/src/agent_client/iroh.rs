@@ -61,6 +61,26 @@ impl IrohRoute {
         decode(&self.addr, method, &reply)
     }
 
+    /// A call whose payload is already encoded, sent at `priority` (the Raft service).
+    pub(super) async fn raw(
+        &self,
+        method: Method,
+        payload: Bytes,
+        priority: Priority,
+        deadline: Option<Duration>,
+    ) -> Result<Bytes> {
+        self.client
+            .unary(
+                &self.addr,
+                method.service().id(),
+                method.id(),
+                payload,
+                priority,
+                deadline,
+            )
+            .await
+    }
+
     pub(super) async fn server_stream<Req, Resp>(
         &self,
         method: Method,

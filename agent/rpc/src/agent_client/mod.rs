@@ -15,6 +15,11 @@
 //! broke: every state-changing method is idempotent (puts per uid + generation, deletes, and
 //! transport settings), so running it twice changes nothing.
 //! Server streams fall back only while opening; a stream that breaks later ends with its error.
+//!
+//! [`AgentClient::raft`] carries the Raft service between agents the same way: openraft's JSON
+//! at its Raft priority over Iroh, in a `RaftMessage` over gRPC. A Raft message retried on the
+//! other transport is harmless too: votes and appends are idempotent by Raft's rules, and a
+//! proposal's caller already retries through leader changes (see `quiver_raft::node`).
 
 mod grpc;
 mod iroh;
@@ -22,12 +27,14 @@ mod iroh;
 use std::pin::Pin;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::Stream;
 
 pub use self::grpc::GrpcRoute;
 pub use self::iroh::IrohRoute;
 use crate::error::{ClientError, ClientResult as Result};
-use crate::methods::Method;
+use crate::frame::Priority;
+use crate::methods::{Method, ServiceName};
 use crate::modes::Wire;
 use crate::pki::TlsFiles;
 use crate::proto;
@@ -106,6 +113,13 @@ impl AgentClient {
     #[must_use]
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// The same client preferring `wire` (when it has a route on it).
+    #[must_use]
+    pub fn preferring(mut self, wire: Wire) -> Self {
+        self.prefer = wire;
         self
     }
 
@@ -206,6 +220,48 @@ impl AgentClient {
                     }
                     _ => Err(no_route()),
                 }
+            }
+        })
+        .await
+    }
+
+    /// One call of the Raft service: `json` is openraft's request, the reply openraft's
+    /// answer. Over Iroh it is the frame's payload, sent at `priority` (so elections and
+    /// heartbeats overtake snapshots); over gRPC it travels in a `RaftMessage` (HTTP/2 has no
+    /// such priorities). `deadline` overrides the client's own. Returns the reply and the wire
+    /// that carried it, so that a caller can keep to the wire that works.
+    ///
+    /// # Errors
+    /// `method` is not a Raft method (`InvalidRequest`), or the call failed on every wire.
+    pub async fn raft(
+        &self,
+        method: Method,
+        json: Bytes,
+        priority: Priority,
+        deadline: Option<Duration>,
+    ) -> Result<(Bytes, Wire)> {
+        if method.service() != ServiceName::Raft {
+            return Err(ClientError::InvalidRequest(format!(
+                "{method} is not a method of the Raft service"
+            )));
+        }
+        let deadline = deadline.or(self.deadline);
+        self.on_each_wire(method, |wire| {
+            let json = json.clone();
+            async move {
+                let reply = match (wire, &self.grpc, &self.iroh) {
+                    (Wire::Grpc, Some(route), _) => {
+                        let req = proto::RaftMessage { json };
+                        within(deadline, route.unary(method, req))
+                            .await
+                            .map(|m: proto::RaftMessage| m.json)
+                    }
+                    (Wire::Iroh, _, Some(route)) => {
+                        route.raw(method, json, priority, deadline).await
+                    }
+                    _ => Err(no_route()),
+                };
+                reply.map(|json| (json, wire))
             }
         })
         .await

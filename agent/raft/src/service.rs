@@ -1,0 +1,185 @@
+//! The Raft service, implemented once ([`RaftService::handle`]): openraft's request as JSON in,
+//! its answer `Result<response, RaftError>` as JSON out (a Raft-level refusal, such as a higher
+//! vote, is an answer, not an error).
+//!
+//! Transports are adapters around it. The agent's own gRPC and Iroh adapters add its
+//! per-service transport modes and metrics; [`RaftDispatch`] (Iroh) and [`serve_grpc`]
+//! serve a node that runs outside an agent (tests, benchmarks).
+
+use std::future::Future;
+
+use bytes::Bytes;
+use openraft::Raft;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use quiver_rpc::proto::raft_server::{Raft as RaftGrpc, RaftServer};
+use quiver_rpc::{CallContext, Code, Dispatch, Method, Reply, RpcError, ServiceName, proto};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::TypeConfig;
+
+/// The Raft service of one node.
+#[derive(Clone)]
+pub struct RaftService {
+    raft: Raft<TypeConfig>,
+}
+
+impl RaftService {
+    #[must_use]
+    pub fn new(raft: Raft<TypeConfig>) -> Self {
+        Self { raft }
+    }
+
+    /// Answers one call of the Raft service.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for a request that is not the method's JSON, `UNIMPLEMENTED` for a
+    /// method of another service.
+    pub async fn handle(&self, method: Method, json: &[u8]) -> Result<Bytes, RpcError> {
+        match method {
+            Method::RaftVote => {
+                let req: VoteRequest<u64> = decode(method, json)?;
+                answer(&self.raft.vote(req).await)
+            }
+            Method::RaftAppendEntries => {
+                let req: AppendEntriesRequest<TypeConfig> = decode(method, json)?;
+                answer(&self.raft.append_entries(req).await)
+            }
+            Method::RaftInstallSnapshot => {
+                let req: InstallSnapshotRequest<TypeConfig> = decode(method, json)?;
+                answer(&self.raft.install_snapshot(req).await)
+            }
+            Method::RaftPropose => {
+                let command: crate::Command = decode(method, json)?;
+                answer(&crate::node::write(&self.raft, command).await)
+            }
+            other => Err(RpcError::new(
+                Code::Unimplemented,
+                format!("{other} is not a method of the Raft service"),
+            )),
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(method: Method, json: &[u8]) -> Result<T, RpcError> {
+    serde_json::from_slice(json).map_err(|e| {
+        RpcError::new(
+            Code::InvalidArgument,
+            format!("request: malformed {} message: {e}", method.name()),
+        )
+    })
+}
+
+fn answer<T: Serialize, E: Serialize>(result: &Result<T, E>) -> Result<Bytes, RpcError> {
+    serde_json::to_vec(result)
+        .map(Bytes::from)
+        .map_err(|e| RpcError::new(Code::Internal, format!("encoding a Raft reply: {e}")))
+}
+
+/// Serves the Raft service alone over `quiver/rpc/1`.
+#[derive(Clone)]
+pub struct RaftDispatch {
+    service: RaftService,
+}
+
+impl RaftDispatch {
+    #[must_use]
+    pub fn new(raft: Raft<TypeConfig>) -> Self {
+        Self {
+            service: RaftService::new(raft),
+        }
+    }
+}
+
+impl Dispatch for RaftDispatch {
+    async fn call(&self, service: u16, method: u16, payload: Bytes, _: CallContext) -> Reply {
+        let reply = match Method::from_ids(service, method) {
+            Some(m) if m.service() == ServiceName::Raft => self.service.handle(m, &payload).await,
+            _ => Err(RpcError::new(
+                Code::Unimplemented,
+                format!("no method {method} in service {service}"),
+            )),
+        };
+        Reply::Unary(reply)
+    }
+
+    /// Every Raft message changes state (a vote, the log, the snapshot).
+    fn changes_state(&self, _: u16, _: u16) -> bool {
+        true
+    }
+}
+
+fn status(e: &RpcError) -> tonic::Status {
+    tonic::Status::new(tonic::Code::from_i32(e.code as i32), e.message.clone())
+}
+
+impl RaftService {
+    async fn grpc(
+        &self,
+        method: Method,
+        req: tonic::Request<proto::RaftMessage>,
+    ) -> Result<tonic::Response<proto::RaftMessage>, tonic::Status> {
+        let json = self
+            .handle(method, &req.into_inner().json)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(tonic::Response::new(proto::RaftMessage { json }))
+    }
+}
+
+#[tonic::async_trait]
+impl RaftGrpc for RaftService {
+    async fn vote(
+        &self,
+        req: tonic::Request<proto::RaftMessage>,
+    ) -> Result<tonic::Response<proto::RaftMessage>, tonic::Status> {
+        self.grpc(Method::RaftVote, req).await
+    }
+
+    async fn append_entries(
+        &self,
+        req: tonic::Request<proto::RaftMessage>,
+    ) -> Result<tonic::Response<proto::RaftMessage>, tonic::Status> {
+        self.grpc(Method::RaftAppendEntries, req).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: tonic::Request<proto::RaftMessage>,
+    ) -> Result<tonic::Response<proto::RaftMessage>, tonic::Status> {
+        self.grpc(Method::RaftInstallSnapshot, req).await
+    }
+
+    async fn propose(
+        &self,
+        req: tonic::Request<proto::RaftMessage>,
+    ) -> Result<tonic::Response<proto::RaftMessage>, tonic::Status> {
+        self.grpc(Method::RaftPropose, req).await
+    }
+}
+
+/// Serves the Raft service alone over gRPC on `listener` (mutual TLS with `tls`) until
+/// `shutdown` resolves.
+///
+/// # Errors
+/// The TLS config is refused, or the server fails.
+pub async fn serve_grpc(
+    raft: Raft<TypeConfig>,
+    listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let m = quiver_rpc::grpc::MAX_MESSAGE_BYTES;
+    let server = RaftServer::new(RaftService::new(raft))
+        .max_decoding_message_size(m)
+        .max_encoding_message_size(m);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    builder
+        .add_service(server)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
