@@ -465,7 +465,11 @@ async fn console_streams_the_guest_serial_output_until_ctrl_close_bracket() -> a
 /// guest's marker, sends `key`, and checks that it exits 0 and the terminal is cooked again.
 /// Skipped (with a note) when tmux is not installed.
 async fn tmux_console(p: &Plugin, pki: &str, key: &str) -> anyhow::Result<()> {
-    let socket = format!("quiver-plugin-test-{}", std::process::id());
+    // A server of its own per call: the previous call's server may still be exiting, and a
+    // new session on its socket then fails with "server exited unexpectedly".
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let socket = format!("quiver-plugin-test-{}-{call}", std::process::id());
     let tmux = |args: &[&str]| {
         let mut cmd = std::process::Command::new("tmux");
         cmd.arg("-L").arg(&socket).args(args);
