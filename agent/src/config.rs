@@ -180,6 +180,9 @@ pub struct AgentConfig {
     /// forward is reachable from this host only unless the administrator widens it.
     pub port_forward_address: IpAddr,
     pub raft: RaftSettings,
+    /// Faults injected into served calls, per transport, to rehearse a rollout's rollback.
+    /// None by default.
+    pub inject: crate::transport::faults::InjectedFaults,
 }
 
 impl Default for AgentConfig {
@@ -210,6 +213,7 @@ impl Default for AgentConfig {
             image_roots: ImageRoots::default_roots(),
             port_forward_address: DEFAULT_FORWARD_ADDRESS,
             raft: RaftSettings::default(),
+            inject: Default::default(),
         }
     }
 }

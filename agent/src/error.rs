@@ -69,6 +69,12 @@ pub enum Error {
     #[error("raft: {}", .0.message)]
     Raft(RpcError),
 
+    /// A fault injected on purpose (`--inject-errors-per-mille`), to rehearse a rollback.
+    #[error(
+        "injected fault: this agent fails a share of its {0} calls on purpose (--inject-errors-per-mille)"
+    )]
+    Injected(&'static str),
+
     /// The service is not served on the transport the call came in on (its mode changed, or
     /// it was configured so); a dual-transport client then uses the other one.
     #[error("{service} is served over {mode} only on this agent, not over {wire}")]
@@ -98,6 +104,7 @@ impl Error {
             Error::Unavailable(_) => "unavailable",
             Error::NotServed { .. } => "not_served",
             Error::Raft(_) => "raft",
+            Error::Injected(_) => "injected",
         }
     }
 
@@ -108,7 +115,7 @@ impl Error {
             Error::NotFound { .. } => Code::NotFound,
             Error::StaleEpoch { .. } => Code::FailedPrecondition,
             Error::Conflict(_) => Code::Aborted,
-            Error::ShuttingDown | Error::Unavailable(_) => Code::Unavailable,
+            Error::ShuttingDown | Error::Unavailable(_) | Error::Injected(_) => Code::Unavailable,
             Error::NotServed { .. } => Code::Unimplemented,
             Error::Raft(e) => e.code,
             _ => Code::Internal,

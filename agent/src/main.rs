@@ -76,6 +76,14 @@ struct Args {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Delay every served call on a transport by N ms (`iroh=40`; repeatable), to rehearse a
+    /// rollout's health gate. Admin calls are exempt.
+    #[arg(long = "inject-latency-ms", value_parser = quiver_agent::transport::faults::parse_wire_value)]
+    inject_latency_ms: Vec<(quiver_rpc::Wire, u64)>,
+    /// Fail N in every thousand served calls on a transport with Unavailable (`iroh=200`;
+    /// repeatable), to rehearse a rollout's rollback. Admin calls are exempt.
+    #[arg(long = "inject-errors-per-mille", value_parser = quiver_agent::transport::faults::parse_wire_value)]
+    inject_errors_per_mille: Vec<(quiver_rpc::Wire, u64)>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -144,6 +152,12 @@ fn main() -> anyhow::Result<()> {
         c.image_roots = args.image_roots;
     }
     c.port_forward_address = args.port_forward_address.unwrap_or(c.port_forward_address);
+    for (wire, ms) in args.inject_latency_ms {
+        c.inject.wire_mut(wire).latency_ms = ms;
+    }
+    for (wire, n) in args.inject_errors_per_mille {
+        c.inject.wire_mut(wire).errors_per_mille = u32::try_from(n).unwrap_or(u32::MAX);
+    }
     if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
         c.tls = Some(quiver_rpc::pki::TlsFiles { ca, cert, key });
     }

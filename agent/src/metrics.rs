@@ -23,6 +23,9 @@ pub const BUCKETS_MS: [f64; 12] = [
 struct MethodStats {
     requests: u64,
     errors: u64,
+    /// Calls refused because the service is not served on that transport (counted in
+    /// `requests` and `errors` too, not in the histogram).
+    refused: u64,
     /// Non-cumulative counts, one per bucket plus +Inf.
     buckets: [u64; BUCKETS_MS.len() + 1],
     sum_ms: f64,
@@ -42,23 +45,38 @@ impl Metrics {
 
     /// Records one finished call.
     pub fn observe(&self, wire: Wire, method: Method, elapsed: Duration, ok: bool) {
-        let service = method.service().proto_name();
-        let service = service.strip_prefix("quiver.v1.").unwrap_or(service);
-        let (transport, method) = (wire.as_str(), method.name());
         let ms = elapsed.as_secs_f64() * 1000.0;
         let bucket = BUCKETS_MS
             .iter()
             .position(|b| ms <= *b)
             .unwrap_or(BUCKETS_MS.len());
+        self.update(wire, method, |s| {
+            s.requests += 1;
+            s.errors += u64::from(!ok);
+            s.buckets[bucket] += 1;
+            s.sum_ms += ms;
+        });
+    }
+
+    /// Records a call refused because its service is not served on `wire`: a client that
+    /// tries one transport and falls back to the other, not a failure of the agent.
+    pub fn refused(&self, wire: Wire, method: Method) {
+        self.update(wire, method, |s| {
+            s.requests += 1;
+            s.errors += 1;
+            s.refused += 1;
+        });
+    }
+
+    fn update(&self, wire: Wire, method: Method, change: impl FnOnce(&mut MethodStats)) {
+        let service = method.service().proto_name();
+        let service = service.strip_prefix("quiver.v1.").unwrap_or(service);
+        let (transport, method) = (wire.as_str(), method.name());
         let mut map = self
             .methods
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let s = map.entry((transport, service, method)).or_default();
-        s.requests += 1;
-        s.errors += u64::from(!ok);
-        s.buckets[bucket] += 1;
-        s.sum_ms += ms;
+        change(map.entry((transport, service, method)).or_default());
     }
 
     pub fn methods(&self) -> Vec<proto::MethodMetrics> {
@@ -83,6 +101,7 @@ impl Metrics {
                     method: (*method).into(),
                     requests: s.requests,
                     errors: s.errors,
+                    refused: s.refused,
                     bucket_upper_ms: BUCKETS_MS.iter().copied().chain([f64::INFINITY]).collect(),
                     bucket_counts,
                     latency_sum_ms: s.sum_ms,

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::config::{AgentConfig, DriverKind};
 use crate::metrics::{Metrics, Scrape, render_prometheus};
 use crate::services::{AgentInfo, IrohHealth, Services, ServingModes};
+use crate::transport::faults::{Faults, InjectedFaults};
 use crate::transport::{grpc, iroh::IrohAdapter};
 use crate::vm::driver::Driver;
 use crate::vm::qemu::QemuDriver;
@@ -185,6 +186,13 @@ pub async fn run(
             .as_ref()
             .map(|c| RaftService::new(c.node.raft.clone())),
     );
+    let services = Services {
+        faults: Faults::new(config.inject),
+        ..services
+    };
+    if config.inject != InjectedFaults::default() {
+        tracing::warn!(faults = ?config.inject, "injecting faults into served calls");
+    }
     let iroh_server = RpcServer::with_peers(
         IrohAdapter::new(services.clone()),
         ServerConfig {

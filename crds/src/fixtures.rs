@@ -271,6 +271,7 @@ impl Rollout {
             promote: false,
             abort: false,
             retry: 0,
+            promote_step: 0,
         };
         let mut rollout = Rollout::new(name, spec);
         rollout.metadata.namespace = Some(TEST_NAMESPACE.to_owned());

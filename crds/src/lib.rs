@@ -40,7 +40,8 @@ pub use microvm::{
     NetworkMode, PortForward, Protocol, Readiness, RunStrategy,
 };
 pub use rollout::{
-    Analysis, HostSelector, Pause, Rollout, RolloutPhase, RolloutSpec, RolloutStatus, RolloutStep,
+    Analysis, AnalysisRecord, HostSelector, MAX_STEPS, Pause, PreviousTransport, Rollout,
+    RolloutPhase, RolloutSpec, RolloutStatus, RolloutStep, StepRecord, TrafficSample, Verdict,
 };
 pub use transport::{Service, Transport, TransportTarget};
 

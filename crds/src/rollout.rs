@@ -57,6 +57,11 @@ use crate::transport::TransportTarget;
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = kubernetes_compat)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": weights_never_decrease(),
+    "message": "spec.steps: each setWeight must be at least the setWeight of every earlier step",
+    "fieldPath": ".steps"
+}]))]
 pub struct RolloutSpec {
     /// Which Hosts take part, by their `metadata.labels`. Empty (default): every Host.
     #[serde(default)]
@@ -96,7 +101,30 @@ pub struct RolloutSpec {
     /// new value and records it in `status.observedRetry`.
     #[serde(default)]
     pub retry: u32,
+
+    /// A counter: raise it by one to end the current step now. A pause (timed or not) ends,
+    /// and the analysis of the current `setWeight` step counts as passed once its hosts serve
+    /// the target (hosts are never skipped). The controller acts once per new value and
+    /// records it in `status.observedPromoteStep`. `promote` does every remaining step at once.
+    #[serde(default)]
+    pub promote_step: u32,
 }
+
+/// CEL: for every pair of `setWeight` steps, the later one's weight is at least the earlier
+/// one's. Written with index lists because Kubernetes CEL has no range function; 32 is the
+/// most steps the schema allows.
+fn weights_never_decrease() -> String {
+    let indices: Vec<String> = (0..MAX_STEPS).map(|i| i.to_string()).collect();
+    let indices = indices.join(", ");
+    format!(
+        "[{indices}].all(i, [{indices}].all(j, j <= i || j >= size(self.steps) || \
+         !has(self.steps[i].setWeight) || !has(self.steps[j].setWeight) || \
+         self.steps[i].setWeight <= self.steps[j].setWeight))"
+    )
+}
+
+/// The most steps a rollout may have.
+pub const MAX_STEPS: usize = 32;
 
 /// Selects Hosts by label.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -206,6 +234,19 @@ pub struct Analysis {
     /// canary host back (phase RolledBack). 1 to 100, default 3.
     #[schemars(range(min = 1, max = 100))]
     pub failure_limit: u32,
+
+    /// Fewest RPC requests the canary hosts together must serve in one interval for it to
+    /// count; with fewer the measurement is Inconclusive (neither a pass nor a failure) and is
+    /// taken again. The baseline needs as many for the comparison with it to count. Default 20.
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub min_requests: u32,
+
+    /// The relative latency rule (`maxP99LatencyPercentOfBaseline`) fails a canary only when
+    /// its p99 is also above this many milliseconds, so that sub-millisecond noise between
+    /// histogram buckets never rolls back. 0 to 600000, default 5.
+    #[serde(rename = "p99LatencyFloorMs")]
+    #[schemars(range(min = 0, max = 600_000))]
+    pub p99_latency_floor_ms: u32,
 }
 
 impl Default for Analysis {
@@ -217,6 +258,8 @@ impl Default for Analysis {
             max_p99_latency_ms: None,
             max_raft_append_p99_ms: 200,
             failure_limit: 3,
+            min_requests: 20,
+            p99_latency_floor_ms: 5,
         }
     }
 }
@@ -263,6 +306,38 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<Time>,
 
+    /// The last `spec.promoteStep` value acted on.
+    #[serde(default)]
+    pub observed_promote_step: u32,
+
+    /// When the analysis interval in progress began; unset when no analysis runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_started_at: Option<Time>,
+
+    /// Index of the `pause` step without a duration that set `spec.paused`; clearing
+    /// `spec.paused` then ends that step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at_step: Option<u32>,
+
+    /// The transports each host moved by this rollout served before, to move it back on abort
+    /// or rollback. Cleared when the rollout completes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["host"]
+    ))]
+    pub previous: Vec<PreviousTransport>,
+
+    /// Fingerprint of the spec fields whose change restarts the rollout from the first step
+    /// (`hostSelector`, `target`, `steps`, `analysis`); the control fields do not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
+
+    /// Steps run so far in this attempt, oldest first, each with its analyses and numbers. At
+    /// most 64 steps and 10 analyses per step are kept (the newest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<StepRecord>,
+
     /// Progressing and AnalysisPassed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(transform = condition_list)]
@@ -275,6 +350,91 @@ pub struct RolloutStatus {
     /// Human-readable detail, for example which threshold the last analysis missed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// What a host served before a rollout moved it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousTransport {
+    /// Host name.
+    pub host: String,
+    /// The transport per service the host served before it was moved.
+    pub transport: TransportTarget,
+}
+
+/// One step of a rollout as it ran.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    /// Index in `spec.steps` (equal to the number of steps for the final move of every host).
+    pub index: u32,
+    /// Percent of the selected hosts on the target during this step.
+    #[serde(default)]
+    pub weight: u32,
+    /// When the step began.
+    pub started_at: Time,
+    /// When the step ended; unset while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// How it ended: Passed, Promoted (ended by promote or promoteStep), Failed, Aborted or
+    /// Restarted (the spec changed or a retry began).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The analyses of this step, oldest first (the newest 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analyses: Vec<AnalysisRecord>,
+}
+
+/// One analysis interval: canary hosts against baseline hosts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisRecord {
+    /// When the interval ended.
+    pub time: Time,
+    /// Passed, Failed or Inconclusive (too few requests to judge).
+    pub verdict: Verdict,
+    /// The thresholds missed, or why it was inconclusive.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// What the canary hosts served in the interval.
+    pub canary: TrafficSample,
+    /// What the baseline hosts (selected, not moved) served; unset when every host is moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<TrafficSample>,
+}
+
+/// Outcome of one analysis interval.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Verdict {
+    // Every threshold met.
+    Passed,
+    // At least one threshold missed; counts towards failureLimit.
+    Failed,
+    // Too few requests to judge; measured again, not counted.
+    Inconclusive,
+}
+
+/// RPC traffic of a group of hosts over one interval (the Monitoring service's counters).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSample {
+    /// Hosts in the group.
+    pub hosts: u32,
+    /// Requests served (every service but Monitoring, whose calls the analysis itself makes).
+    pub requests: u64,
+    /// Requests that ended in an error.
+    pub errors: u64,
+    /// p99 latency in milliseconds: the upper bound of the histogram bucket holding the 99th
+    /// percentile. Unset without requests.
+    #[serde(rename = "p99Ms", default, skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+    /// p99 latency of Raft log appends served, in milliseconds. Unset without appends.
+    #[serde(
+        rename = "raftAppendP99Ms",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub raft_append_p99_ms: Option<f64>,
 }
 
 /// Phase of a rollout; see `status.phase`.

@@ -393,6 +393,15 @@ impl AgentCluster {
             .map_err(Error::from)
     }
 
+    /// `host`'s agent's RPC counters and histograms (the Monitoring service).
+    pub async fn metrics(&self, host: &str, timeout: Duration) -> Result<proto::MetricsSnapshot> {
+        let client = self.client(host).await?;
+        tokio::time::timeout(timeout, client.metrics())
+            .await
+            .map_err(|_| Error::Unreachable(format!("{host}: GetMetrics timed out")))?
+            .map_err(Error::from)
+    }
+
     /// Asks `host`'s agent for its own status (the Status service).
     pub async fn agent_status(&self, host: &str, timeout: Duration) -> Result<proto::AgentStatus> {
         let client = self.client(host).await?;

@@ -40,6 +40,7 @@ pub mod operator;
 pub mod pki;
 pub mod placement;
 pub mod rbac;
+pub mod rollout;
 pub mod status;
 
 pub use error::{Error, Result};

@@ -16,6 +16,7 @@ pub use monitoring::{IrohHealth, MonitoringService};
 pub use vm::VmService;
 
 use crate::metrics::Metrics;
+use crate::transport::faults::Faults;
 use crate::vm::VmManager;
 use crate::{Error, Result};
 use quiver_rpc::{Code, Method, RpcError, ServiceName, proto};
@@ -45,6 +46,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Which transport each service answers on (read by the adapters, set by Admin).
     pub modes: ServingModes,
+    /// Faults injected into served calls (none unless configured).
+    pub faults: Faults,
 }
 
 impl Services {
@@ -71,6 +74,7 @@ impl Services {
             raft,
             metrics,
             modes,
+            faults: Faults::default(),
         }
     }
 }

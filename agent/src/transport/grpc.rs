@@ -53,9 +53,13 @@ impl GrpcAdapter {
         call: impl Future<Output = Result<T>>,
     ) -> GrpcResult<T> {
         let start = Instant::now();
-        let result = match self.services.modes.check(method.service(), Wire::Grpc) {
+        if let Err(refused) = self.services.modes.check(method.service(), Wire::Grpc) {
+            self.metrics.refused(Wire::Grpc, method);
+            return Err(status_from(&refused));
+        }
+        let result = match self.services.faults.apply(Wire::Grpc, method).await {
             Ok(()) => call.await,
-            Err(refused) => Err(refused),
+            Err(injected) => Err(injected),
         };
         self.metrics
             .observe(Wire::Grpc, method, start.elapsed(), result.is_ok());
@@ -75,12 +79,11 @@ impl GrpcAdapter {
         S: Stream<Item = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        let opened = self
-            .services
-            .modes
-            .check(method.service(), Wire::Grpc)
-            .and_then(|()| open());
-        let stream = match opened {
+        if let Err(refused) = self.services.modes.check(method.service(), Wire::Grpc) {
+            self.metrics.refused(Wire::Grpc, method);
+            return Err(status_from(&refused));
+        }
+        let stream = match open() {
             Ok(stream) => stream,
             Err(e) => {
                 self.metrics

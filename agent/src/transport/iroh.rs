@@ -32,7 +32,10 @@ impl IrohAdapter {
     /// Raft payloads are openraft's JSON itself, not protobuf (docs/protocol.md).
     async fn raft(&self, method: Method, payload: &[u8]) -> Reply {
         let start = Instant::now();
-        let result = self.services.raft(method, payload).await;
+        let result = match self.services.faults.apply(Wire::Iroh, method).await {
+            Ok(()) => self.services.raft(method, payload).await,
+            Err(injected) => Err(injected),
+        };
         self.metrics
             .observe(Wire::Iroh, method, start.elapsed(), result.is_ok());
         Reply::Unary(result.map_err(|e| e.to_rpc()))
@@ -50,9 +53,12 @@ impl IrohAdapter {
         Fut: Future<Output = Result<Resp>>,
     {
         let start = Instant::now();
-        let result = match decode::<Req>(method, &payload) {
-            Ok(req) => call(req).await,
-            Err(e) => Err(e),
+        let result = match self.services.faults.apply(Wire::Iroh, method).await {
+            Ok(()) => match decode::<Req>(method, &payload) {
+                Ok(req) => call(req).await,
+                Err(e) => Err(e),
+            },
+            Err(injected) => Err(injected),
         };
         self.metrics
             .observe(Wire::Iroh, method, start.elapsed(), result.is_ok());
@@ -112,8 +118,7 @@ impl Dispatch for IrohAdapter {
             return Reply::Unary(Err(RpcError::new(Code::Unimplemented, message)));
         };
         if let Err(refused) = self.services.modes.check(method.service(), Wire::Iroh) {
-            self.metrics
-                .observe(Wire::Iroh, method, std::time::Duration::ZERO, false);
+            self.metrics.refused(Wire::Iroh, method);
             return Reply::Unary(Err(refused.to_rpc()));
         }
         let s = &self.services;

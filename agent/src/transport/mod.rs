@@ -3,6 +3,7 @@
 //! (`services::ServingModes`), calls the one implementation in `crate::services`, records metrics and encodes
 //! the reply or [`crate::Error::to_rpc`]. No behaviour lives here.
 
+pub mod faults;
 pub mod grpc;
 pub mod iroh;
 pub mod timed;

@@ -51,6 +51,7 @@ pub async fn reconcile(host: Arc<Host>, ctx: Arc<Context>) -> Result<Action> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         api.patch_status(&name, &params, &Patch::Apply(&patch))
             .await?;
+        ctx.host_status_changed();
     }
     let ready = desired.condition(READY).map(|c| c.status.clone());
     ctx.host_seen(

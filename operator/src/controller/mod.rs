@@ -8,6 +8,7 @@
 pub mod host;
 pub mod ledger;
 pub mod microvm;
+pub mod rollout;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,7 +23,7 @@ use kube::runtime::reflector;
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
-use quiver_crds::{Host, MicroVM};
+use quiver_crds::{Host, MicroVM, Rollout};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -83,6 +84,10 @@ pub struct Context {
     /// behind the controller's own status write, so woken MicroVMs read this instead.
     host_ready: Mutex<HashMap<String, bool>>,
     hosts_changed: mpsc::UnboundedSender<()>,
+    /// Wakes every Rollout: a Host's status (what it serves) changed.
+    host_status_changed: mpsc::UnboundedSender<()>,
+    /// Start snapshots of each Rollout's analysis interval, by Rollout uid.
+    windows: Mutex<HashMap<String, rollout::Window>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -91,6 +96,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Context {
+    pub(crate) fn windows(&self) -> MutexGuard<'_, HashMap<String, rollout::Window>> {
+        lock(&self.windows)
+    }
+
+    /// Wakes the Rollout controller: a Host's status changed.
+    pub(crate) fn host_status_changed(&self) {
+        let _ = self.host_status_changed.send(());
+    }
+
     pub(crate) fn assignment(&self, uid: &str) -> Option<String> {
         lock(&self.assignments).get(uid).cloned()
     }
@@ -162,6 +176,7 @@ pub async fn run(
 ) {
     let (cluster, wakeups) = AgentCluster::new(config.agents.clone());
     let (hosts_changed, hosts_rx) = mpsc::unbounded_channel();
+    let (host_status_changed, host_status_rx) = mpsc::unbounded_channel();
     // The Host reflector is built here, not by `Controller::new`, to learn when its first list
     // is in: kube's `Store::wait_until_ready` wakes only its last waiter, and the Host
     // controller itself already waits on it, so a reconcile waiting too could sleep forever.
@@ -188,6 +203,11 @@ pub async fn run(
     )
     .reconcile_on(UnboundedReceiverStream::new(wakeups.vms))
     .reconcile_all_on(placement_changed);
+    let rollout_ctl = Controller::new(
+        Api::<Rollout>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .reconcile_all_on(UnboundedReceiverStream::new(host_status_rx));
     let metrics = config.metrics.clone();
     metrics.leading(Some((vm_ctl.store(), host_ctl.store())));
     let reporter = Reporter {
@@ -207,6 +227,8 @@ pub async fn run(
         host_seen: Mutex::new(HashMap::new()),
         host_ready: Mutex::new(HashMap::new()),
         hosts_changed,
+        host_status_changed,
+        windows: Mutex::new(HashMap::new()),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -216,6 +238,7 @@ pub async fn run(
         }
     };
     let host_ctx = ctx.clone();
+    let rollout_ctx = ctx.clone();
     let hosts = host_ctl
         .graceful_shutdown_on(stopped())
         .run(
@@ -238,11 +261,19 @@ pub async fn run(
             ctx,
         )
         .for_each(|_| futures::future::ready(()));
+    let rollouts = rollout_ctl
+        .graceful_shutdown_on(stopped())
+        .run(
+            |r, ctx| timed("rollout", ctx.clone(), rollout::reconcile(r, ctx)),
+            rollout::error_policy,
+            rollout_ctx,
+        )
+        .for_each(|_| futures::future::ready(()));
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    tokio::join!(hosts, vms);
+    tokio::join!(hosts, vms, rollouts);
     metrics.leading(None);
 }
 
