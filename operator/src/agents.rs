@@ -71,6 +71,8 @@ pub struct AgentOptions {
     pub listen_ip: std::net::IpAddr,
     /// A command the agent runs under, e.g. `ip netns exec NAME` (tests of partitions).
     pub wrapper: Vec<String>,
+    /// More flags, appended last (`--host-label pool=a`, `--inject-latency-ms iroh=60`).
+    pub extra_args: Vec<String>,
 }
 
 impl AgentOptions {
@@ -103,6 +105,7 @@ impl AgentOptions {
             raft: false,
             listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             wrapper: Vec::new(),
+            extra_args: Vec::new(),
         })
     }
 }
@@ -210,6 +213,7 @@ impl AgentProcess {
         if let Some(mem) = options.capacity_memory_mib {
             cmd.arg("--capacity-memory-mib").arg(mem.to_string());
         }
+        cmd.args(&options.extra_args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))

@@ -177,13 +177,29 @@ impl TestCluster {
         Ok(cluster)
     }
 
+    /// Whether agents added from now on join the Raft group.
+    pub fn set_raft(&mut self, raft: bool) {
+        self.raft = raft;
+    }
+
     pub fn kubectl(&self) -> Kubectl {
         self.control_plane.kubectl()
     }
 
     /// Starts and registers another agent, optionally with a memory capacity (MiB).
     pub async fn add_agent(&mut self, name: &str, memory_mib: Option<u64>) -> anyhow::Result<()> {
+        self.add_agent_with(name, memory_mib, &[]).await
+    }
+
+    /// Like [`TestCluster::add_agent`], with more agent flags (`--host-label pool=a`).
+    pub async fn add_agent_with(
+        &mut self,
+        name: &str,
+        memory_mib: Option<u64>,
+        extra_args: &[&str],
+    ) -> anyhow::Result<()> {
         let options = AgentOptions {
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
             capacity_cpus: Some(4),
             capacity_memory_mib: Some(memory_mib.unwrap_or(8192)),
             simulated: self.simulated,

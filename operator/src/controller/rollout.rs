@@ -52,7 +52,9 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
     let uid = rollout.uid().ok_or(Error::MissingField("uid"))?;
     let hosts = selected_hosts(&ctx, &rollout);
     let status = rollout.status.clone().unwrap_or_default();
-    let now = Timestamp::now();
+    // Whole seconds, as the status stores times: the start of an interval written there must
+    // match the one its snapshots are kept under.
+    let now = crate::status::now().0;
     let measurement = if interval_due(&rollout.spec, &status, now) {
         measure(&ctx, &uid, &rollout, &hosts).await
     } else {
@@ -89,8 +91,8 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
         ctx.windows()
             .insert(uid.clone(), Window { started, snapshots });
     }
-    if decision.pause_spec {
-        let patch = serde_json::json!({"spec": {"paused": true}});
+    if let Some(paused) = decision.set_paused {
+        let patch = serde_json::json!({"spec": {"paused": paused}});
         api.patch(
             &rollout.name_any(),
             &PatchParams::default(),

@@ -96,8 +96,9 @@ pub struct Decision {
     pub moves: Vec<Move>,
     /// Take the start snapshots of a new analysis interval now.
     pub start_interval: bool,
-    /// Set `spec.paused` (a pause step without a duration began).
-    pub pause_spec: bool,
+    /// Set `spec.paused` to this: true when a pause step without a duration begins, false
+    /// when such a pause that the controller set ends another way (promotion, restart).
+    pub set_paused: Option<bool>,
     pub events: Vec<Transition>,
     /// When to look again at the latest.
     pub requeue: Duration,
@@ -143,7 +144,7 @@ struct Draft<'a> {
     obs: &'a Observed<'a>,
     st: RolloutStatus,
     start_interval: bool,
-    pause_spec: bool,
+    set_paused: Option<bool>,
     events: Vec<Transition>,
     requeue: Duration,
 }
@@ -156,7 +157,7 @@ pub fn decide(obs: &Observed<'_>) -> Decision {
         obs,
         st: obs.status.clone(),
         start_interval: false,
-        pause_spec: false,
+        set_paused: None,
         events: Vec::new(),
         requeue: POLL,
     };
@@ -243,7 +244,7 @@ pub fn decide(obs: &Observed<'_>) -> Decision {
         status: d.st,
         moves,
         start_interval: d.start_interval,
-        pause_spec: d.pause_spec,
+        set_paused: d.set_paused,
         events: d.events,
         requeue: d.requeue,
     }
@@ -298,7 +299,7 @@ impl Draft<'_> {
         self.st.canary_hosts.clear();
         self.st.failures = 0;
         self.st.analysis_started_at = None;
-        self.st.paused_at_step = None;
+        self.release_pause();
         self.st.spec_hash = Some(spec_hash(self.obs.spec));
         self.st.history.clear();
         self.st.message = Some(message.clone());
@@ -366,12 +367,13 @@ impl Draft<'_> {
         self.st.phase = Some(phase);
         self.st.canary_hosts.clear();
         self.st.analysis_started_at = None;
-        self.st.paused_at_step = None;
+        self.release_pause();
         self.st.message = Some(message.clone());
         self.note(true, reason, message);
     }
 
     fn promote_fully(&mut self) {
+        self.release_pause();
         let steps = self.obs.spec.steps.len();
         if self.step_index() < steps {
             self.end_step("Promoted");
@@ -420,6 +422,13 @@ impl Draft<'_> {
         }
     }
 
+    /// Clears `spec.paused` if a pause step of this controller set it.
+    fn release_pause(&mut self) {
+        if self.st.paused_at_step.take().is_some() && self.obs.spec.paused {
+            self.set_paused = Some(false);
+        }
+    }
+
     fn hold(&mut self, message: String) {
         self.st.phase = Some(RolloutPhase::Paused);
         self.st.analysis_started_at = None;
@@ -428,12 +437,12 @@ impl Draft<'_> {
 
     /// `Some(outcome)` when the step is over.
     fn pause_step(&mut self, index: usize, duration: Option<&str>) -> Option<&'static str> {
+        let index32 = u32::try_from(index).unwrap_or(u32::MAX);
         if self.promote_step_pending() {
             self.consume_promote_step();
-            self.st.paused_at_step = None;
+            self.release_pause();
             return Some("Promoted");
         }
-        let index32 = u32::try_from(index).unwrap_or(u32::MAX);
         let Some(duration) = duration else {
             if self.st.paused_at_step == Some(index32) {
                 if self.obs.spec.paused {
@@ -447,7 +456,7 @@ impl Draft<'_> {
                 return Some("Resumed");
             }
             self.st.paused_at_step = Some(index32);
-            self.pause_spec = true;
+            self.set_paused = Some(true);
             self.hold(format!(
                 "step {index}: paused until spec.paused is cleared (or spec.promoteStep is \
                  raised)"

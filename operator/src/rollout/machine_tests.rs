@@ -88,8 +88,8 @@ impl Sim {
             host.spec = Some(m.to.clone());
             host.serving = Some(m.to.clone());
         }
-        if decision.pause_spec {
-            self.spec.paused = true;
+        if let Some(paused) = decision.set_paused {
+            self.spec.paused = paused;
         }
         self.status = decision.status.clone();
         self.last = Some(decision);
@@ -341,7 +341,7 @@ fn a_pause_without_duration_sets_spec_paused_and_ends_when_it_is_cleared() {
         4,
         vec![RolloutStep::pause_indefinitely(), RolloutStep::weight(100)],
     );
-    assert!(sim.decide().pause_spec);
+    assert_eq!(sim.decide().set_paused, Some(true));
     assert!(sim.spec.paused);
     sim.wait(3600);
     sim.decide();
