@@ -104,6 +104,36 @@ async fn rollouts_move_hosts_to_iroh_step_by_step_and_roll_back_slow_canaries() 
     cluster.start_operator();
     let k = cluster.kubectl();
     let hosts: Api<Host> = Api::all(cluster.client.clone());
+
+    // Bad rollouts are refused by the schema, naming the field.
+    let bad = |steps: &str, target: &str| {
+        format!(
+            "apiVersion: quiver.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: bad\n  namespace: default\nspec:\n  target:\n    {target}\n  steps:\n{steps}"
+        )
+    };
+    for (steps, target, field) in [
+        (
+            "  - setWeight: 50\n  - pause: {}\n  - setWeight: 25\n",
+            "default: iroh",
+            "spec.steps",
+        ),
+        (
+            "  - setWeight: 150\n",
+            "default: iroh",
+            "spec.steps[0].setWeight",
+        ),
+        ("  - {}\n", "default: iroh", "spec.steps[0]"),
+        (
+            "  - setWeight: 50\n",
+            "default: iroh\n    quic: iroh",
+            "spec.target.quic",
+        ),
+    ] {
+        let err = k
+            .fail(&["apply", "-f", "-"], Some(&bad(steps, target)))
+            .await?;
+        assert!(err.contains(field), "{field}: {err}");
+    }
     let rollouts: Api<Rollout> = Api::namespaced(cluster.client.clone(), "default");
 
     // Every host starts on gRPC.

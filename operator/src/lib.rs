@@ -23,9 +23,11 @@
 //!   subresource with one field manager; every transition is a Kubernetes Event.
 //! - At most one replica reconciles; a VM is never sent to two hosts.
 //!
+//! - [`rollout`]: the Rollout controller's pure decisions (state machine, analysis);
+//!   `controller::rollout` executes them.
+//!
 //! # Non-goals (for now)
-//! - Placement by the agents' Raft group (the operator places until it exists), failover of VMs
-//!   from a lost host, the Rollout controller.
+//! - Rollouts of MicroVM templates (the Rollout CRD targets Hosts' transports only).
 
 pub mod agent_client;
 pub mod agents;

@@ -59,9 +59,8 @@ pub enum Command {
     Host(HostCommand),
     /// Rollouts: show progress, promote, pause, resume, abort, retry.
     ///
-    /// The Rollout controller is not built yet: these commands write the documented spec
-    /// fields (what `kubectl patch` would), and `get` shows whatever status is there; nothing
-    /// moves hosts until the controller exists.
+    /// Each command that changes something writes a documented spec field (what `kubectl
+    /// patch` would); the operator's Rollout controller acts on it.
     #[command(subcommand, alias = "rollouts", alias = "qro")]
     Rollout(RolloutCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -183,12 +182,13 @@ pub enum RolloutCommand {
         #[arg(short = 'w', long)]
         watch: bool,
     },
-    /// Promote with --full: set spec.promote (skip every remaining step, pause and analysis).
+    /// Promote: end the current step now (raise spec.promoteStep); with --full, skip every
+    /// remaining step, pause and analysis (spec.promote: true).
     ///
-    /// The Rollout CRD has only a full promotion (spec.promote: true); there is no per-step
-    /// promote, so --full is required. To continue past a pause step without a duration, use
-    /// `rollout resume` (spec.paused: false).
-    #[command(after_help = "Examples:\n  kubectl quiver rollout promote to-iroh --full")]
+    /// A promoted step still waits for its hosts to serve the target; only the pause or the
+    /// analysis is skipped.
+    #[command(after_help = "Examples:\n  kubectl quiver rollout promote to-iroh\n  \
+        kubectl quiver rollout promote to-iroh --full")]
     Promote {
         name: String,
         /// Move every selected host to the target now.

@@ -58,13 +58,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
-    if let Command::Rollout(RolloutCommand::Promote { name, full: false }) = &cli.command {
-        return Err(Error::Invalid(format!(
-            "rollout {name}: the Rollout CRD has only a full promotion; use `rollout promote \
-             {name} --full` (spec.promote: true), or `rollout resume {name}` to continue past a \
-             pause step"
-        )));
-    }
     let target = Target {
         kubeconfig: cli.global.kubeconfig,
         context: cli.global.context,
@@ -138,14 +131,18 @@ async fn rollout_command(s: &context::Session, command: RolloutCommand) -> Resul
     let (name, fields, done) = match command {
         RolloutCommand::Get { name, watch } => return rollout::get(s, &name, watch).await,
         RolloutCommand::Retry { name } => {
-            let retry = rollout::retry(s, &name).await?;
+            let retry = rollout::raise(s, &name, "retry", json!({ "abort": false })).await?;
             println!(
                 "rollout.quiver.dev/{name} retry requested (spec.retry: {retry}, spec.abort: false)"
             );
             return Ok(());
         }
-        // A promote without --full was refused before connecting (see `run`).
-        RolloutCommand::Promote { name, .. } => (
+        RolloutCommand::Promote { name, full: false } => {
+            let step = rollout::raise(s, &name, "promoteStep", json!({})).await?;
+            println!("rollout.quiver.dev/{name} current step promoted (spec.promoteStep: {step})");
+            return Ok(());
+        }
+        RolloutCommand::Promote { name, full: true } => (
             name,
             json!({ "promote": true }),
             "promoted (spec.promote: true)",

@@ -1,8 +1,7 @@
 //! `rollout get|promote|pause|resume|abort|retry`: a Rollout's progress, and the spec fields
-//! its controller acts on (`spec.paused`, `spec.promote`, `spec.abort`, `spec.retry`).
-//!
-//! The Rollout controller is not built yet: these commands only write the documented fields
-//! (exactly what `kubectl patch` would), and `get` shows whatever status is there.
+//! its controller acts on (`spec.paused`, `spec.promote`, `spec.promoteStep`, `spec.abort`,
+//! `spec.retry`). Each command writes only those documented fields, exactly what
+//! `kubectl patch` would.
 
 use std::fmt::Write as _;
 
@@ -96,6 +95,10 @@ pub fn render(rollout: &Rollout) -> String {
         "retry={} (observed {})",
         spec.retry, status.observed_retry
     ));
+    flags.push(format!(
+        "promoteStep={} (observed {})",
+        spec.promote_step, status.observed_promote_step
+    ));
     field(&mut out, "Spec:", &flags.join(", "));
     if let Some(message) = &status.message {
         field(&mut out, "Message:", message);
@@ -176,21 +179,29 @@ pub async fn patch_spec(
     .map_err(|e| Error::api(describe(&session.namespace, name), e))
 }
 
-/// Raises `spec.retry` by one and clears `spec.abort`. The patch carries the resourceVersion
-/// it read, so two retries at once cannot both raise it to the same value (a conflict is
-/// read again and retried).
+/// Raises the counter `spec.<counter>` (`retry`, `promoteStep`) by one, merging `also` into
+/// the same patch. The patch carries the resourceVersion it read, so two raises at once cannot
+/// both write the same value (a conflict is read again and retried).
 ///
 /// # Errors
 /// The rollout does not exist, or the API server refused the patch.
-pub async fn retry(session: &Session, name: &str) -> Result<u32> {
+pub async fn raise(
+    session: &Session,
+    name: &str,
+    counter: &str,
+    also: serde_json::Value,
+) -> Result<u64> {
     let what = describe(&session.namespace, name);
     let api: Api<Rollout> = Api::namespaced(session.client.clone(), &session.namespace);
     for _ in 0..5 {
         let current = api.get(name).await.map_err(|e| Error::api(&what, e))?;
-        let next = current.spec.retry.saturating_add(1);
+        let spec = serde_json::to_value(&current.spec).unwrap_or_default();
+        let next = spec[counter].as_u64().unwrap_or(0).saturating_add(1);
+        let mut fields = also.clone();
+        fields[counter] = next.into();
         let patch = serde_json::json!({
             "metadata": { "resourceVersion": current.metadata.resource_version },
-            "spec": { "retry": next, "abort": false },
+            "spec": fields,
         });
         match api
             .patch(
@@ -206,7 +217,7 @@ pub async fn retry(session: &Session, name: &str) -> Result<u32> {
         }
     }
     Err(Error::Invalid(format!(
-        "{what} kept changing; retry not recorded, try again"
+        "{what} kept changing; {counter} not raised, try again"
     )))
 }
 

@@ -68,12 +68,8 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
         measurement,
         now,
     });
-    let host_api: Api<Host> = Api::all(ctx.client.clone());
     for m in &decision.moves {
-        let patch = serde_json::json!({"spec": {"transport": explicit(&m.to)}});
-        host_api
-            .patch(&m.host, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        move_host(&ctx, m).await?;
         tracing::info!(rollout = %rollout.name_any(), host = %m.host, "host transport set");
     }
     if decision.start_interval {
@@ -92,13 +88,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
             .insert(uid.clone(), Window { started, snapshots });
     }
     if let Some(paused) = decision.set_paused {
-        let patch = serde_json::json!({"spec": {"paused": paused}});
-        api.patch(
-            &rollout.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+        set_paused(&api, &rollout.name_any(), paused).await?;
     }
     if rollout.status.as_ref() != Some(&decision.status) {
         let patch = serde_json::json!({"status": decision.status});
@@ -138,6 +128,15 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
 pub fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(rollout = %rollout.name_any(), error = %error, kind = error.metric_label(), "rollout reconcile failed");
     Action::requeue(Duration::from_secs(2))
+}
+
+/// Writes the host's `spec.transport`; the Host controller then switches its agent.
+async fn move_host(ctx: &Context, m: &machine::Move) -> Result<()> {
+    let api: Api<Host> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({"spec": {"transport": explicit(&m.to)}});
+    api.patch(&m.host, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
 }
 
 /// The Hosts whose labels contain every `spec.hostSelector.matchLabels` pair, by name.
@@ -252,4 +251,12 @@ async fn measure(
         &unanswered,
         &Time(Timestamp::now()),
     ))
+}
+
+/// Sets `spec.paused` (a pause step without a duration began, or ended another way).
+async fn set_paused(api: &Api<Rollout>, name: &str, paused: bool) -> Result<()> {
+    let patch = serde_json::json!({"spec": {"paused": paused}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
 }
