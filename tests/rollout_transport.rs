@@ -164,7 +164,7 @@ async fn rollouts_move_hosts_to_iroh_step_by_step_and_roll_back_slow_canaries() 
 
     // Pool b: the canary is slow on Iroh, so the rollout rolls back by itself.
     k.apply(
-        "apiVersion: quiver.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: slow-canary\n  namespace: default\nspec:\n  hostSelector:\n    matchLabels:\n      pool: b\n  target:\n    default: iroh\n  steps:\n  - setWeight: 50\n  - setWeight: 100\n  analysis:\n    interval: 3s\n    minRequests: 5\n    failureLimit: 2\n",
+        "apiVersion: quiver.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: slow-canary\n  namespace: default\nspec:\n  hostSelector:\n    matchLabels:\n      pool: b\n  target:\n    default: iroh\n  steps:\n  - setWeight: 50\n  - setWeight: 100\n  analysis:\n    interval: 3s\n    minRequests: 5\n    p99LatencyFloorMs: 50\n    failureLimit: 2\n",
     )
     .await?;
     let rolled_back = wait_rollout(&rollouts, "slow-canary", "RolledBack", |r| {
@@ -203,7 +203,7 @@ async fn rollouts_move_hosts_to_iroh_step_by_step_and_roll_back_slow_canaries() 
 
     // Pool a: 5 → pause → 25 → pause until promoted → 50 → pause → 100.
     k.apply(
-        "apiVersion: quiver.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: to-iroh\n  namespace: default\nspec:\n  hostSelector:\n    matchLabels:\n      pool: a\n  target:\n    default: iroh\n  steps:\n  - setWeight: 5\n  - pause: {duration: 2s}\n  - setWeight: 25\n  - pause: {}\n  - setWeight: 50\n  - pause: {duration: 2s}\n  - setWeight: 100\n  analysis:\n    interval: 2s\n    minRequests: 5\n",
+        "apiVersion: quiver.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: to-iroh\n  namespace: default\nspec:\n  hostSelector:\n    matchLabels:\n      pool: a\n  target:\n    default: iroh\n  steps:\n  - setWeight: 5\n  - pause: {duration: 2s}\n  - setWeight: 25\n  - pause: {}\n  - setWeight: 50\n  - pause: {duration: 2s}\n  - setWeight: 100\n  analysis:\n    interval: 2s\n    minRequests: 5\n    p99LatencyFloorMs: 50\n",
     )
     .await?;
     let paused = eventually(WAIT, "to-iroh paused at step 3", || async {
@@ -215,7 +215,7 @@ async fn rollouts_move_hosts_to_iroh_step_by_step_and_roll_back_slow_canaries() 
         )
     })
     .await?;
-    assert_eq!(paused.status.unwrap().canary_hosts, ["agent-1"]);
+    assert_eq!(paused.status.unwrap().canaries, ["agent-1"]);
     assert!(serves(&hosts, "agent-1", Transport::Iroh).await?);
     assert!(serves(&hosts, "agent-2", Transport::Grpc).await?);
     // A VM applied mid-rollout starts; the one from before still runs.

@@ -258,7 +258,8 @@ impl Rollout {
     pub fn test(name: &str) -> Self {
         let spec = RolloutSpec {
             host_selector: Default::default(),
-            target: TransportTarget::all(Transport::Iroh),
+            target: Some(TransportTarget::all(Transport::Iroh)),
+            micro_vms: None,
             steps: vec![
                 RolloutStep::weight(25),
                 RolloutStep::pause_for("30s"),
@@ -290,7 +291,7 @@ impl Rollout {
     /// Replaces `spec.target`.
     #[must_use]
     pub fn target(mut self, target: TransportTarget) -> Self {
-        self.spec.target = target;
+        self.spec.target = Some(target);
         self
     }
 
@@ -345,11 +346,11 @@ impl Rollout {
         self
     }
 
-    /// Sets `status.canaryHosts`.
+    /// Sets `status.canaries`.
     #[must_use]
     pub fn canaries(mut self, hosts: &[&str]) -> Self {
         let status = self.status.get_or_insert_with(Default::default);
-        status.canary_hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
+        status.canaries = hosts.iter().map(|h| (*h).to_owned()).collect();
         self
     }
 }

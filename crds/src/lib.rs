@@ -40,8 +40,9 @@ pub use microvm::{
     NetworkMode, PortForward, Protocol, Readiness, RunStrategy,
 };
 pub use rollout::{
-    Analysis, AnalysisRecord, HostSelector, MAX_STEPS, Pause, PreviousTransport, Rollout,
+    Analysis, AnalysisRecord, HostSelector, MAX_STEPS, MicroVmTarget, Pause, Previous, Rollout,
     RolloutPhase, RolloutSpec, RolloutStatus, RolloutStep, StepRecord, TrafficSample, Verdict,
+    VmHealth, VmTemplate,
 };
 pub use transport::{Service, Transport, TransportTarget};
 

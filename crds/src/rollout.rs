@@ -1,4 +1,5 @@
-//! `Rollout`: moves selected Hosts to a new RPC transport configuration in canary steps.
+//! `Rollout`: moves selected Hosts to a new RPC transport configuration, or selected MicroVMs to
+//! a new kernel / initrd / command line, in canary steps.
 
 use std::collections::BTreeMap;
 
@@ -10,11 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::schema::{DURATION_PATTERN, condition_list, kubernetes_compat};
 use crate::transport::TransportTarget;
 
-/// Desired course of a transport rollout.
+/// Desired course of a rollout: of Hosts to a transport (`target`), or of MicroVMs to a
+/// template (`microVMs`).
 ///
-/// Each `setWeight` step moves a stable-ordered share of the selected hosts, `ceil(weight% x N)`
-/// and at least one, to `target`; between steps an analysis compares those canary hosts with the
-/// rest. After the last step every selected host moves to the target.
+/// Each `setWeight` step moves a stable-ordered share of the selected hosts (or VMs),
+/// `ceil(weight% x N)` and at least one; between steps an analysis gates the next one. After
+/// the last step every selected one moves.
 // Each printcolumn(...) repeats the same keys, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -29,7 +31,8 @@ use crate::transport::TransportTarget;
     status = "RolloutStatus",
     derive = "PartialEq",
     doc = "A canary rollout that moves the selected Quiver hosts to a new per-service RPC \
-           transport (grpc, iroh or dual) step by step, gated by an analysis of agent metrics.",
+           transport (grpc, iroh or dual), or the selected MicroVMs to a new kernel, initrd or \
+           command line, step by step, gated by an analysis of agent metrics or guest readiness.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
         name = "Step",
@@ -61,14 +64,28 @@ use crate::transport::TransportTarget;
     "rule": weights_never_decrease(),
     "message": "spec.steps: each setWeight must be at least the setWeight of every earlier step",
     "fieldPath": ".steps"
+}, {
+    "rule": "has(self.target) != has(self.microVMs)",
+    "message": "spec: set exactly one of target (a transport rollout of Hosts) or microVMs (a \
+                template rollout of MicroVMs)"
 }]))]
 pub struct RolloutSpec {
-    /// Which Hosts take part, by their `metadata.labels`. Empty (default): every Host.
+    /// Which Hosts take part in a transport rollout, by their `metadata.labels`. Empty
+    /// (default): every Host. Ignored by a MicroVM rollout.
     #[serde(default)]
     pub host_selector: HostSelector,
 
-    /// Transport per RPC service that the selected hosts should end up on.
-    pub target: TransportTarget,
+    /// A transport rollout: the transport per RPC service the selected hosts should end up on.
+    /// Exactly one of `target` and `microVMs` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TransportTarget>,
+
+    /// A MicroVM rollout: which MicroVMs of this namespace move, and to what. Each canary VM's
+    /// spec fields are set and the VM restarted on them; the analysis of a step checks that
+    /// every canary VM is GuestReady and was not restarted during the interval. Exactly one of
+    /// `target` and `microVMs` is set.
+    #[serde(rename = "microVMs", default, skip_serializing_if = "Option::is_none")]
+    pub micro_vms: Option<MicroVmTarget>,
 
     /// Canary steps, run in order; 1 to 32 entries. Each entry is either `setWeight: N` (move N%
     /// of the selected hosts, then analyse) or `pause: {duration: 30s}` (wait; without a
@@ -125,6 +142,40 @@ fn weights_never_decrease() -> String {
 
 /// The most steps a rollout may have.
 pub const MAX_STEPS: usize = 32;
+
+/// The MicroVMs a rollout moves, and the template it moves them to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MicroVmTarget {
+    /// Which MicroVMs of the Rollout's namespace take part, by their `metadata.labels`. Empty:
+    /// every MicroVM of the namespace.
+    #[serde(default)]
+    pub selector: HostSelector,
+    /// The fields to set on each selected VM; unset fields stay as they are.
+    pub template: VmTemplate,
+}
+
+/// MicroVM spec fields a rollout changes. At least one is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.kernel) || has(self.initrd) || has(self.cmdline)",
+    "message": "spec.microVMs.template must set at least one of kernel, initrd or cmdline"
+}]))]
+pub struct VmTemplate {
+    /// `spec.kernel`: absolute path of the guest kernel on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub kernel: Option<String>,
+    /// `spec.initrd`: absolute path of an initramfs on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub initrd: Option<String>,
+    /// `spec.cmdline`: the kernel command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub cmdline: Option<String>,
+}
 
 /// Selects Hosts by label.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -286,13 +337,14 @@ pub struct RolloutStatus {
     #[schemars(range(min = 0, max = 100))]
     pub current_weight: u32,
 
-    /// Number of Hosts the selector matched when the rollout started.
+    /// Number of Hosts (or MicroVMs) the selector matches.
     #[serde(default)]
-    pub selected_hosts: u32,
+    pub selected: u32,
 
-    /// Names of the Hosts moved to the target so far, in the order they were moved.
+    /// Names of the Hosts (or MicroVMs) moved to the target so far, in the order they were
+    /// moved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub canary_hosts: Vec<String>,
+    pub canaries: Vec<String>,
 
     /// Failed analysis measurements in the current step.
     #[serde(default)]
@@ -319,17 +371,18 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_at_step: Option<u32>,
 
-    /// The transports each host moved by this rollout served before, to move it back on abort
-    /// or rollback. Cleared when the rollout completes.
+    /// What each host (or VM) moved by this rollout had before, to move it back on abort or
+    /// rollback. Cleared when the rollout completes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend(
         "x-kubernetes-list-type" = "map",
-        "x-kubernetes-list-map-keys" = ["host"]
+        "x-kubernetes-list-map-keys" = ["name"]
     ))]
-    pub previous: Vec<PreviousTransport>,
+    pub previous: Vec<Previous>,
 
     /// Fingerprint of the spec fields whose change restarts the rollout from the first step
-    /// (`hostSelector`, `target`, `steps`, `analysis`); the control fields do not count.
+    /// (`hostSelector`, `target`, `microVMs`, `steps`, `analysis`); the control fields do not
+    /// count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
 
@@ -352,14 +405,18 @@ pub struct RolloutStatus {
     pub message: Option<String>,
 }
 
-/// What a host served before a rollout moved it.
+/// What a host or VM had before a rollout moved it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct PreviousTransport {
-    /// Host name.
-    pub host: String,
-    /// The transport per service the host served before it was moved.
-    pub transport: TransportTarget,
+pub struct Previous {
+    /// Host or MicroVM name.
+    pub name: String,
+    /// A host: the transport per service it served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<TransportTarget>,
+    /// A MicroVM: its kernel, initrd and command line (unset: it had none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<VmTemplate>,
 }
 
 /// One step of a rollout as it ran.
@@ -385,7 +442,7 @@ pub struct StepRecord {
     pub analyses: Vec<AnalysisRecord>,
 }
 
-/// One analysis interval: canary hosts against baseline hosts.
+/// One analysis interval: canary hosts against baseline hosts, or canary VMs' readiness.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisRecord {
@@ -396,11 +453,27 @@ pub struct AnalysisRecord {
     /// The thresholds missed, or why it was inconclusive.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
-    /// What the canary hosts served in the interval.
-    pub canary: TrafficSample,
+    /// A transport rollout: what the canary hosts served in the interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<TrafficSample>,
+    /// A MicroVM rollout: the canary VMs' readiness and restarts.
+    #[serde(rename = "microVMs", default, skip_serializing_if = "Option::is_none")]
+    pub micro_vms: Option<VmHealth>,
     /// What the baseline hosts (selected, not moved) served; unset when every host is moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<TrafficSample>,
+}
+
+/// The canary VMs at the end of an analysis interval.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VmHealth {
+    /// Canary VMs.
+    pub canaries: u32,
+    /// Of them, those GuestReady on their new template.
+    pub guest_ready: u32,
+    /// Restarts of canary VMs during the interval.
+    pub restarts: u32,
 }
 
 /// Outcome of one analysis interval.

@@ -25,9 +25,6 @@
 //!
 //! - [`rollout`]: the Rollout controller's pure decisions (state machine, analysis);
 //!   `controller::rollout` executes them.
-//!
-//! # Non-goals (for now)
-//! - Rollouts of MicroVM templates (the Rollout CRD targets Hosts' transports only).
 
 pub mod agent_client;
 pub mod agents;

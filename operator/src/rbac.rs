@@ -61,8 +61,20 @@ pub const OPERATOR_API_ACCESS: &[ApiAccess] = &[
         verbs: &["patch"],
         only_with: None,
         kind: "Host",
-        site: "operator/src/controller/rollout.rs",
+        site: "operator/src/controller/rollout/hosts.rs",
         why: "the Rollout controller moves a host by writing its spec.transport (merge patch)",
+    },
+    ApiAccess {
+        scope: Scope::Cluster,
+        group: "quiver.dev",
+        resource: "microvms",
+        names: &[],
+        verbs: &["patch"],
+        only_with: None,
+        kind: "MicroVM",
+        site: "operator/src/controller/rollout/vms.rs",
+        why: "a MicroVM rollout writes each canary's kernel, initrd or cmdline and restarts it \
+              (runStrategy and an annotation), by merge patches",
     },
     ApiAccess {
         scope: Scope::Cluster,
@@ -83,7 +95,7 @@ pub const OPERATOR_API_ACCESS: &[ApiAccess] = &[
         verbs: &["get", "patch"],
         only_with: None,
         kind: "Rollout",
-        site: "operator/src/controller/rollout.rs",
+        site: "operator/src/controller/rollout/mod.rs",
         why: "each reconcile reads the Rollout fresh; a pause step without a duration sets \
               spec.paused, and clears it when the step ends another way",
     },
@@ -95,7 +107,7 @@ pub const OPERATOR_API_ACCESS: &[ApiAccess] = &[
         verbs: &["patch"],
         only_with: None,
         kind: "Rollout",
-        site: "operator/src/controller/rollout.rs",
+        site: "operator/src/controller/rollout/mod.rs",
         why: "Rollout status by server-side apply",
     },
     ApiAccess {

@@ -67,13 +67,21 @@ pub fn render(rollout: &Rollout) -> String {
     field(&mut out, "Weight:", &progress_bar(status.current_weight));
     field(
         &mut out,
-        "Hosts:",
-        &format!("{} selected", status.selected_hosts),
+        "Selected:",
+        &format!(
+            "{} {}",
+            status.selected,
+            if spec.micro_vms.is_some() {
+                "MicroVMs"
+            } else {
+                "hosts"
+            }
+        ),
     );
-    let canaries = if status.canary_hosts.is_empty() {
+    let canaries = if status.canaries.is_empty() {
         "<none>".to_owned()
     } else {
-        status.canary_hosts.join(", ")
+        status.canaries.join(", ")
     };
     field(&mut out, "Canaries:", &canaries);
     field(

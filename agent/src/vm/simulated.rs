@@ -1,5 +1,8 @@
 //! A driver that runs no processes, with configurable delays. For control-plane scale
-//! benchmarks only: never the default, and the Status service reports `driver = "simulated"`.
+//! benchmarks and tests only: never the default, and the Status service reports
+//! `driver = "simulated"`. A simulated guest whose command line holds [`NEVER_READY`] never
+//! reports readiness, as a real guest with a broken command line would not (for rehearsing a
+//! MicroVM rollout's rollback).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,10 +20,15 @@ use super::spec::VmSpec;
 use crate::Result;
 use crate::config::SimulatedConfig;
 
+/// A command-line word that keeps a simulated guest from ever becoming ready.
+pub const NEVER_READY: &str = "quiver.simulated.ready=never";
+
 pub struct SimulatedDriver {
     config: SimulatedConfig,
     /// Stop switches of the "running" VMs, by run dir.
     running: Mutex<HashMap<PathBuf, oneshot::Sender<()>>>,
+    /// Run dirs of running VMs whose command line holds [`NEVER_READY`].
+    never_ready: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl SimulatedDriver {
@@ -28,6 +36,7 @@ impl SimulatedDriver {
         SimulatedDriver {
             config,
             running: Mutex::new(HashMap::new()),
+            never_ready: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -60,11 +69,19 @@ impl Driver for SimulatedDriver {
     fn launch<'a>(
         &'a self,
         dir: &'a RunDir,
-        _spec: &'a VmSpec,
+        spec: &'a VmSpec,
         _forwards: &'a [ActiveForward],
     ) -> BoxFuture<'a, Result<Launched>> {
         async move {
             tokio::time::sleep(Self::ms(self.config.launch_ms)).await;
+            let never = spec.cmdline.split_whitespace().any(|w| w == NEVER_READY);
+            if let Ok(mut set) = self.never_ready.lock() {
+                if never {
+                    set.insert(dir.root().to_path_buf());
+                } else {
+                    set.remove(dir.root());
+                }
+            }
             let (tx, rx) = oneshot::channel();
             if let Ok(mut map) = self.running.lock() {
                 map.insert(dir.root().to_path_buf(), tx);
@@ -102,10 +119,17 @@ impl Driver for SimulatedDriver {
 
     fn wait_ready<'a>(
         &'a self,
-        _dir: &'a RunDir,
+        dir: &'a RunDir,
         _marker: &'a str,
         _from: u64,
     ) -> BoxFuture<'a, ()> {
+        let never = self
+            .never_ready
+            .lock()
+            .is_ok_and(|set| set.contains(dir.root()));
+        if never {
+            return futures::future::pending().boxed();
+        }
         tokio::time::sleep(Self::ms(self.config.ready_ms)).boxed()
     }
 

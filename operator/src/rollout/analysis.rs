@@ -162,7 +162,8 @@ pub fn judge(
         time: time.clone(),
         verdict,
         message,
-        canary: canary_sample.clone(),
+        canary: Some(canary_sample.clone()),
+        micro_vms: None,
         baseline: baseline_sample.clone(),
     };
     let mut missed = Vec::new();

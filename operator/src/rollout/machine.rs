@@ -21,8 +21,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use quiver_crds::{
-    AnalysisRecord, PreviousTransport, RolloutPhase, RolloutSpec, RolloutStatus, Service,
-    StepRecord, TransportTarget, Verdict,
+    AnalysisRecord, Previous, RolloutPhase, RolloutSpec, RolloutStatus, Service, StepRecord,
+    TransportTarget, Verdict, VmTemplate,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -42,20 +42,59 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// How often a finished rollout re-asserts its restores.
 const IDLE: Duration = Duration::from_secs(30);
 
-/// One selected Host as the rollout sees it.
+/// What a rollout changes on one unit: a host's transports or a VM's template.
 #[derive(Clone, Debug, PartialEq)]
-pub struct HostView {
-    pub name: String,
-    /// `spec.transport` now.
-    pub spec: Option<TransportTarget>,
-    /// What the agent serves, every service settled (desired = actual); `None` while a
-    /// service is switching or before the first heartbeat.
-    pub serving: Option<TransportTarget>,
+pub enum Setting {
+    Transport(TransportTarget),
+    Template(VmTemplate),
 }
 
-impl HostView {
-    fn serves(&self, target: &TransportTarget) -> bool {
-        self.serving.as_ref().is_some_and(|s| same(s, target))
+impl Setting {
+    /// The target of a rollout; `None` if the spec names neither (the schema refuses that).
+    #[must_use]
+    pub fn target_of(spec: &RolloutSpec) -> Option<Setting> {
+        match (&spec.target, &spec.micro_vms) {
+            (Some(t), _) => Some(Setting::Transport(t.clone())),
+            (None, Some(vms)) => Some(Setting::Template(vms.template.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether what runs (`self`) gives what `wanted` asks for: the same transport on every
+    /// service; the template fields `wanted` sets.
+    #[must_use]
+    pub fn satisfies(&self, wanted: &Setting) -> bool {
+        match (self, wanted) {
+            (Setting::Transport(a), Setting::Transport(b)) => same(a, b),
+            (Setting::Template(a), Setting::Template(b)) => {
+                let field =
+                    |have: &Option<String>, want: &Option<String>| want.is_none() || have == want;
+                field(&a.kernel, &b.kernel)
+                    && field(&a.initrd, &b.initrd)
+                    && field(&a.cmdline, &b.cmdline)
+            }
+            _ => false,
+        }
+    }
+
+    fn previous(&self, name: &str) -> Previous {
+        let (transport, template) = match self {
+            Setting::Transport(t) => (Some(t.clone()), None),
+            Setting::Template(t) => (None, Some(t.clone())),
+        };
+        Previous {
+            name: name.to_owned(),
+            transport,
+            template,
+        }
+    }
+
+    fn of_previous(p: &Previous) -> Option<Setting> {
+        match (&p.transport, &p.template) {
+            (Some(t), _) => Some(Setting::Transport(t.clone())),
+            (None, Some(t)) => Some(Setting::Template(t.clone())),
+            (None, None) => None,
+        }
     }
 }
 
@@ -67,14 +106,50 @@ pub fn same(a: &TransportTarget, b: &TransportTarget) -> bool {
         .all(|s| a.for_service(*s) == b.for_service(*s))
 }
 
+/// One selected Host (or MicroVM) as the rollout sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unit {
+    pub name: String,
+    /// What its spec asks for now (`Host.spec.transport`; the VM's kernel, initrd, cmdline).
+    pub spec: Option<Setting>,
+    /// What runs, settled: every service of a host switched (desired = actual); a VM Running
+    /// and GuestReady on its current spec. `None` while switching, restarting or booting.
+    pub serving: Option<Setting>,
+    /// What to restore on rollback if the rollout moves it: what a host serves, a VM's spec.
+    pub saved: Option<Setting>,
+}
+
+impl Unit {
+    fn serves(&self, wanted: &Setting) -> bool {
+        self.serving.as_ref().is_some_and(|s| s.satisfies(wanted))
+    }
+
+    /// Whether its spec already asks for `wanted` (exactly, when restoring).
+    fn asks_for(&self, wanted: &Setting, restore: bool) -> bool {
+        match (&self.spec, wanted) {
+            (Some(spec @ Setting::Template(_)), _) if !restore => spec.satisfies(wanted),
+            (spec, _) => spec.as_ref() == Some(wanted),
+        }
+    }
+
+    /// Back on `previous`: asked for it and running it.
+    fn restored(&self, previous: &Setting) -> bool {
+        let runs = match previous {
+            Setting::Transport(_) => self.serves(previous),
+            Setting::Template(_) => self.serving.as_ref() == Some(previous),
+        };
+        runs && self.spec.as_ref() == Some(previous)
+    }
+}
+
 /// Everything [`decide`] reads.
 #[derive(Clone, Debug)]
 pub struct Observed<'a> {
     pub spec: &'a RolloutSpec,
     pub generation: Option<i64>,
     pub status: &'a RolloutStatus,
-    /// The selected Hosts, sorted by name.
-    pub hosts: &'a [HostView],
+    /// The selected Hosts (or MicroVMs), sorted by name.
+    pub hosts: &'a [Unit],
     /// The result of the analysis interval that started at `status.analysisStartedAt`, once
     /// it is due; `None` when the executor has no start snapshot (the operator restarted):
     /// the interval then starts over.
@@ -82,11 +157,13 @@ pub struct Observed<'a> {
     pub now: Timestamp,
 }
 
-/// A host whose `spec.transport` should change.
+/// A unit whose spec should change: a host's `spec.transport`, a VM's template fields.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Move {
-    pub host: String,
-    pub to: TransportTarget,
+    pub name: String,
+    pub to: Setting,
+    /// Back to what it had: unset template fields are removed, not left as they are.
+    pub restore: bool,
 }
 
 /// What [`decide`] asks for.
@@ -126,7 +203,13 @@ fn elapsed(since: &Timestamp, now: Timestamp) -> Duration {
 /// Fingerprint of the fields whose change restarts a rollout.
 #[must_use]
 pub fn spec_hash(spec: &RolloutSpec) -> String {
-    let fields = serde_json::json!([spec.host_selector, spec.target, spec.steps, spec.analysis]);
+    let fields = serde_json::json!([
+        spec.host_selector,
+        spec.target,
+        spec.micro_vms,
+        spec.steps,
+        spec.analysis
+    ]);
     let digest = Sha256::digest(fields.to_string().as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -142,6 +225,10 @@ pub fn hosts_for(weight: u32, hosts: usize) -> usize {
 
 struct Draft<'a> {
     obs: &'a Observed<'a>,
+    /// What the canaries move to.
+    target: Setting,
+    /// "hosts" or "MicroVMs", for messages.
+    units: &'static str,
     st: RolloutStatus,
     start_interval: bool,
     set_paused: Option<bool>,
@@ -153,8 +240,19 @@ struct Draft<'a> {
 #[must_use]
 pub fn decide(obs: &Observed<'_>) -> Decision {
     let spec = obs.spec;
+    let target = Setting::target_of(spec);
     let mut d = Draft {
         obs,
+        target: target
+            .clone()
+            .unwrap_or(Setting::Transport(TransportTarget::all(
+                quiver_crds::Transport::Grpc,
+            ))),
+        units: if spec.micro_vms.is_some() {
+            "MicroVMs"
+        } else {
+            "hosts"
+        },
         st: obs.status.clone(),
         start_interval: false,
         set_paused: None,
@@ -163,9 +261,9 @@ pub fn decide(obs: &Observed<'_>) -> Decision {
     };
     let old_phase = d.st.phase;
     let known = |name: &str| obs.hosts.iter().any(|h| h.name == name);
-    d.st.canary_hosts.retain(|h| known(h));
-    d.st.previous.retain(|p| known(&p.host));
-    d.st.selected_hosts = u32::try_from(obs.hosts.len()).unwrap_or(u32::MAX);
+    d.st.canaries.retain(|h| known(h));
+    d.st.previous.retain(|p| known(&p.name));
+    d.st.selected = u32::try_from(obs.hosts.len()).unwrap_or(u32::MAX);
 
     let hash = spec_hash(spec);
     if d.st.phase.is_none() {
@@ -198,19 +296,24 @@ pub fn decide(obs: &Observed<'_>) -> Decision {
             d.back_out(
                 RolloutPhase::Aborted,
                 "Aborted",
-                "spec.abort is set: every canary host moves back to its previous transports"
-                    .to_owned(),
+                format!(
+                    "spec.abort is set: every canary of the {} moves back to what it had",
+                    d.units
+                ),
             );
         }
     } else if !d.terminal() {
-        if obs.hosts.is_empty() {
-            d.end_step("Failed");
-            d.st.phase = Some(RolloutPhase::Failed);
-            d.st.message = Some(
-                "spec.hostSelector matches no Host: nothing to move (fix the selector, then \
-                 raise spec.retry)"
-                    .to_owned(),
-            );
+        if target.is_none() {
+            d.fail("the spec sets neither target nor microVMs".to_owned());
+        } else if obs.hosts.is_empty() {
+            let selector = if spec.micro_vms.is_some() {
+                "spec.microVMs.selector matches no MicroVM in this namespace"
+            } else {
+                "spec.hostSelector matches no Host"
+            };
+            d.fail(format!(
+                "{selector}: nothing to move (fix the selector, then raise spec.retry)"
+            ));
         } else if spec.promote {
             d.promote_fully();
         } else {
@@ -268,6 +371,12 @@ impl Draft<'_> {
         Time(self.obs.now)
     }
 
+    fn fail(&mut self, message: String) {
+        self.end_step("Failed");
+        self.st.phase = Some(RolloutPhase::Failed);
+        self.st.message = Some(message);
+    }
+
     fn terminal(&self) -> bool {
         matches!(
             self.st.phase,
@@ -296,7 +405,7 @@ impl Draft<'_> {
         }
         self.st.phase = Some(RolloutPhase::Progressing);
         self.st.current_step_index = Some(0);
-        self.st.canary_hosts.clear();
+        self.st.canaries.clear();
         self.st.failures = 0;
         self.st.analysis_started_at = None;
         self.release_pause();
@@ -357,7 +466,7 @@ impl Draft<'_> {
                 },
                 (None, None) => format!("step {next}"),
             },
-            None => "every selected host moves to the target".to_owned(),
+            None => format!("every selected one of the {} moves", self.units),
         };
         self.note(false, "StepStarted", what);
     }
@@ -365,7 +474,7 @@ impl Draft<'_> {
     /// Moves every canary back: `canaryHosts` empties, `previous` drives the moves.
     fn back_out(&mut self, phase: RolloutPhase, reason: &'static str, message: String) {
         self.st.phase = Some(phase);
-        self.st.canary_hosts.clear();
+        self.st.canaries.clear();
         self.st.analysis_started_at = None;
         self.release_pause();
         self.st.message = Some(message.clone());
@@ -381,7 +490,10 @@ impl Draft<'_> {
             self.note(
                 false,
                 "Promoted",
-                "spec.promote is set: every selected host moves to the target now".to_owned(),
+                format!(
+                    "spec.promote is set: every selected one of the {} moves now",
+                    self.units
+                ),
             );
         }
         self.final_step();
@@ -488,7 +600,7 @@ impl Draft<'_> {
             self.st.phase = Some(RolloutPhase::Progressing);
             self.st.analysis_started_at = None;
             self.st.message = Some(format!(
-                "setWeight {weight}: waiting for {waiting} to serve the target transports"
+                "setWeight {weight}: waiting for {waiting} to take the target"
             ));
             return None;
         }
@@ -500,9 +612,10 @@ impl Draft<'_> {
         let interval = interval(self.obs.spec);
         if self.st.analysis_started_at.is_none() {
             self.start_interval(format!(
-                "setWeight {weight}: {} of {} hosts serve the target; analysing",
-                self.st.canary_hosts.len(),
-                self.obs.hosts.len()
+                "setWeight {weight}: {} of {} {} on the target; analysing",
+                self.st.canaries.len(),
+                self.obs.hosts.len(),
+                self.units
             ));
             return None;
         }
@@ -587,7 +700,7 @@ impl Draft<'_> {
         if let Some(waiting) = self.not_yet_serving() {
             self.st.phase = Some(RolloutPhase::Progressing);
             self.st.message = Some(format!(
-                "every selected host moves: waiting for {waiting} to serve the target transports"
+                "every selected one moves: waiting for {waiting} to take the target"
             ));
             return;
         }
@@ -595,7 +708,8 @@ impl Draft<'_> {
         self.st.phase = Some(RolloutPhase::Completed);
         self.st.previous.clear();
         self.st.message = Some(format!(
-            "all {all} selected hosts serve the target transports"
+            "all {all} selected {} are on the target",
+            self.units
         ));
     }
 
@@ -603,40 +717,37 @@ impl Draft<'_> {
     /// False (and a message) while the next host has not reported what it serves.
     fn grow_canaries(&mut self, wanted: usize) -> bool {
         for host in self.obs.hosts {
-            if self.st.canary_hosts.len() >= wanted {
+            if self.st.canaries.len() >= wanted {
                 break;
             }
-            if self.st.canary_hosts.contains(&host.name) {
+            if self.st.canaries.contains(&host.name) {
                 continue;
             }
-            if !self.st.previous.iter().any(|p| p.host == host.name) {
-                let Some(serving) = host.serving.clone() else {
+            if !self.st.previous.iter().any(|p| p.name == host.name) {
+                let Some(saved) = host.saved.clone() else {
                     self.st.phase = Some(RolloutPhase::Progressing);
                     self.st.message = Some(format!(
-                        "waiting for host {} to report the transports it serves (its agent \
-                         may be down or switching)",
+                        "waiting for {} to report what it runs (a host's agent may be down or \
+                         switching)",
                         host.name
                     ));
                     return false;
                 };
-                self.st.previous.push(PreviousTransport {
-                    host: host.name.clone(),
-                    transport: serving,
-                });
+                self.st.previous.push(saved.previous(&host.name));
             }
-            self.st.canary_hosts.push(host.name.clone());
+            self.st.canaries.push(host.name.clone());
         }
         true
     }
 
     /// The canaries that do not serve the target yet, comma-separated; `None` when all do.
     fn not_yet_serving(&self) -> Option<String> {
-        let target = &self.obs.spec.target;
+        let target = &self.target;
         let waiting: Vec<&str> = self
             .obs
             .hosts
             .iter()
-            .filter(|h| self.st.canary_hosts.contains(&h.name) && !h.serves(target))
+            .filter(|h| self.st.canaries.contains(&h.name) && !h.serves(target))
             .map(|h| h.name.as_str())
             .collect();
         (!waiting.is_empty()).then(|| waiting.join(", "))
@@ -645,28 +756,31 @@ impl Draft<'_> {
     /// Canaries to the target; other hosts in `previous` back to what they served (they leave
     /// `previous` once they serve it again). Only hosts whose `spec.transport` differs move.
     fn moves(&mut self) -> Vec<Move> {
-        let target = &self.obs.spec.target;
         let mut moves = Vec::new();
         let mut restored = Vec::new();
-        for host in self.obs.hosts {
-            let wanted = if self.st.canary_hosts.contains(&host.name) {
-                target
-            } else if let Some(p) = self.st.previous.iter().find(|p| p.host == host.name) {
-                if host.serves(&p.transport) && host.spec.as_ref() == Some(&p.transport) {
-                    restored.push(host.name.clone());
+        for unit in self.obs.hosts {
+            let (wanted, restore) = if self.st.canaries.contains(&unit.name) {
+                (self.target.clone(), false)
+            } else if let Some(p) = self.st.previous.iter().find(|p| p.name == unit.name) {
+                let Some(previous) = Setting::of_previous(p) else {
+                    continue;
+                };
+                if unit.restored(&previous) {
+                    restored.push(unit.name.clone());
                 }
-                &p.transport
+                (previous, true)
             } else {
                 continue;
             };
-            if host.spec.as_ref() != Some(wanted) {
+            if !unit.asks_for(&wanted, restore) {
                 moves.push(Move {
-                    host: host.name.clone(),
-                    to: wanted.clone(),
+                    name: unit.name.clone(),
+                    to: wanted,
+                    restore,
                 });
             }
         }
-        self.st.previous.retain(|p| !restored.contains(&p.host));
+        self.st.previous.retain(|p| !restored.contains(&p.name));
         moves
     }
 
@@ -676,12 +790,12 @@ impl Draft<'_> {
         if hosts == 0 {
             return 0;
         }
-        let target = &self.obs.spec.target;
+        let target = &self.target;
         let serving = self
             .obs
             .hosts
             .iter()
-            .filter(|h| self.st.canary_hosts.contains(&h.name) && h.serves(target))
+            .filter(|h| self.st.canaries.contains(&h.name) && h.serves(target))
             .count();
         u32::try_from(serving * 100 / hosts).unwrap_or(100)
     }

@@ -12,21 +12,31 @@ use quiver_crds::{
     Transport, TransportTarget, Verdict,
 };
 
-use super::machine::{Decision, HostView, Observed, decide, hosts_for, interval_due, same};
+use super::machine::{Decision, Observed, Setting, Unit, decide, hosts_for, interval_due};
 
-fn grpc() -> TransportTarget {
-    TransportTarget::all(Transport::Grpc)
+fn grpc() -> Setting {
+    Setting::Transport(TransportTarget::all(Transport::Grpc))
 }
 
-fn iroh() -> TransportTarget {
-    TransportTarget::all(Transport::Iroh)
+fn iroh() -> Setting {
+    Setting::Transport(TransportTarget::all(Transport::Iroh))
+}
+
+/// A host serving gRPC with no `spec.transport`.
+fn host(name: &str) -> Unit {
+    Unit {
+        name: name.to_owned(),
+        spec: None,
+        serving: Some(grpc()),
+        saved: Some(grpc()),
+    }
 }
 
 struct Sim {
     spec: RolloutSpec,
     generation: i64,
     status: RolloutStatus,
-    hosts: Vec<HostView>,
+    hosts: Vec<Unit>,
     now: Timestamp,
     /// Verdict of every analysis interval that ends; `None`: no start snapshot (restart).
     verdict: Option<Verdict>,
@@ -42,13 +52,7 @@ impl Sim {
             spec,
             generation: 1,
             status: RolloutStatus::default(),
-            hosts: (0..hosts)
-                .map(|i| HostView {
-                    name: format!("host-{i}"),
-                    spec: None,
-                    serving: Some(grpc()),
-                })
-                .collect(),
+            hosts: (0..hosts).map(|i| host(&format!("host-{i}"))).collect(),
             now: Timestamp::from_second(1_800_000_000).unwrap(),
             verdict: Some(Verdict::Passed),
             last: None,
@@ -69,7 +73,8 @@ impl Sim {
                 time: Time(self.now),
                 verdict,
                 message: format!("{verdict:?} by the test"),
-                canary: TrafficSample::default(),
+                canary: Some(TrafficSample::default()),
+                micro_vms: None,
                 baseline: None,
             })
         } else {
@@ -84,9 +89,10 @@ impl Sim {
             now: self.now,
         });
         for m in &decision.moves {
-            let host = self.hosts.iter_mut().find(|h| h.name == m.host).unwrap();
-            host.spec = Some(m.to.clone());
-            host.serving = Some(m.to.clone());
+            let unit = self.hosts.iter_mut().find(|h| h.name == m.name).unwrap();
+            unit.spec = Some(m.to.clone());
+            unit.serving = Some(m.to.clone());
+            unit.saved = Some(m.to.clone());
         }
         if let Some(paused) = decision.set_paused {
             self.spec.paused = paused;
@@ -123,7 +129,7 @@ impl Sim {
     fn on_target(&self) -> Vec<&str> {
         self.hosts
             .iter()
-            .filter(|h| h.serving.as_ref().is_some_and(|s| same(s, &iroh())))
+            .filter(|h| h.serving.as_ref().is_some_and(|s| s.satisfies(&iroh())))
             .map(|h| h.name.as_str())
             .collect()
     }
@@ -148,6 +154,10 @@ impl Sim {
     }
 }
 
+fn previous_of(sim: &Sim, index: usize) -> Setting {
+    Setting::Transport(sim.status.previous[index].transport.clone().unwrap())
+}
+
 #[test]
 fn weights_become_host_counts_rounding_up_with_at_least_one() {
     for (weight, hosts, want) in [
@@ -170,12 +180,12 @@ fn a_rollout_walks_5_25_50_100_keeping_earlier_canaries_and_completes() {
     let mut sim = Sim::weights(8, &[5, 25, 50, 100]);
     let d = sim.decide();
     assert_eq!(d.moves.len(), 1);
-    assert_eq!(d.moves[0].host, "host-0");
-    assert_eq!(sim.status.previous[0].transport, grpc());
+    assert_eq!(d.moves[0].name, "host-0");
+    assert_eq!(previous_of(&sim, 0), grpc());
     let mut seen = Vec::new();
     for _ in 0..40 {
         sim.decide();
-        seen.push((sim.step(), sim.status.canary_hosts.clone()));
+        seen.push((sim.step(), sim.status.canaries.clone()));
         if sim.phase() == RolloutPhase::Completed {
             break;
         }
@@ -269,8 +279,8 @@ fn failed_analyses_up_to_the_limit_roll_every_canary_back() {
         "{message}"
     );
     assert_eq!(d.moves.len(), 2, "both canaries move back");
-    assert!(d.moves.iter().all(|m| m.to == grpc()));
-    assert!(sim.status.canary_hosts.is_empty());
+    assert!(d.moves.iter().all(|m| m.to == grpc() && m.restore));
+    assert!(sim.status.canaries.is_empty());
     sim.decide();
     assert!(
         sim.status.previous.is_empty(),
@@ -370,12 +380,12 @@ fn spec_paused_holds_every_running_phase_and_resume_continues() {
     for setup in setups {
         let mut sim = setup();
         let step = sim.status.current_step_index;
-        let canaries = sim.status.canary_hosts.clone();
+        let canaries = sim.status.canaries.clone();
         sim.spec.paused = true;
         let d = sim.decide().clone();
         assert_eq!(sim.phase(), RolloutPhase::Paused);
         assert!(d.moves.is_empty(), "no host moves while paused");
-        assert_eq!(sim.status.canary_hosts, canaries);
+        assert_eq!(sim.status.canaries, canaries);
         assert!(
             sim.status.analysis_started_at.is_none(),
             "no analysis counts"
@@ -576,14 +586,10 @@ fn retry_restarts_rolled_back_and_failed_rollouts_but_not_running_ones() {
     let mut sim = Sim::weights(0, &[50]);
     sim.decide();
     assert_eq!(sim.phase(), RolloutPhase::Failed);
-    sim.hosts.push(HostView {
-        name: "late".to_owned(),
-        spec: None,
-        serving: Some(grpc()),
-    });
+    sim.hosts.push(host("late"));
     sim.spec.retry = 1;
     sim.decide();
-    assert_eq!(sim.status.canary_hosts, vec!["late".to_owned()]);
+    assert_eq!(sim.status.canaries, vec!["late".to_owned()]);
 }
 
 #[test]
@@ -607,16 +613,16 @@ fn a_spec_change_restarts_from_the_first_step_and_moves_extra_canaries_back() {
     let mut sim = Sim::weights(4, &[50, 100]);
     sim.decide();
     sim.decide();
-    assert_eq!(sim.status.canary_hosts, ["host-0", "host-1"]);
+    assert_eq!(sim.status.canaries, ["host-0", "host-1"]);
     sim.spec.steps = vec![RolloutStep::weight(25), RolloutStep::weight(100)];
     sim.generation = 2;
     let d = sim.decide().clone();
     assert!(sim.reasons().contains(&"SpecChanged"));
     assert_eq!(sim.step(), 0);
-    assert_eq!(sim.status.canary_hosts, ["host-0"]);
+    assert_eq!(sim.status.canaries, ["host-0"]);
     assert_eq!(d.moves.len(), 1);
     assert_eq!(
-        (d.moves[0].host.as_str(), &d.moves[0].to),
+        (d.moves[0].name.as_str(), &d.moves[0].to),
         ("host-1", &grpc())
     );
     sim.decide();
@@ -624,16 +630,19 @@ fn a_spec_change_restarts_from_the_first_step_and_moves_extra_canaries_back() {
         .status
         .previous
         .iter()
-        .map(|p| p.host.as_str())
+        .map(|p| p.name.as_str())
         .collect();
     assert_eq!(previous, ["host-0"], "host-1 is back and forgotten");
     assert_eq!(sim.status.observed_generation, Some(2));
 
     // A new target: the canary moves on, and still remembers what it served first.
-    sim.spec.target = TransportTarget::all(Transport::Dual);
+    sim.spec.target = Some(TransportTarget::all(Transport::Dual));
     let d = sim.decide().clone();
-    assert_eq!(d.moves[0].to, TransportTarget::all(Transport::Dual));
-    assert_eq!(sim.status.previous[0].transport, grpc());
+    assert_eq!(
+        d.moves[0].to,
+        Setting::Transport(TransportTarget::all(Transport::Dual))
+    );
+    assert_eq!(previous_of(&sim, 0), grpc());
 }
 
 #[test]
@@ -646,18 +655,19 @@ fn control_fields_alone_do_not_restart_a_rollout() {
     sim.spec.paused = false;
     sim.decide();
     assert!(!sim.reasons().contains(&"SpecChanged"));
-    assert_eq!(sim.status.canary_hosts, ["host-0"]);
+    assert_eq!(sim.status.canaries, ["host-0"]);
 }
 
 #[test]
 fn a_host_that_has_not_reported_what_it_serves_is_waited_for() {
     let mut sim = Sim::weights(2, &[100]);
     sim.hosts[1].serving = None;
+    sim.hosts[1].saved = None;
     let d = sim.decide().clone();
     assert_eq!(sim.phase(), RolloutPhase::Progressing);
     assert!(sim.status.message.as_ref().unwrap().contains("host-1"));
     assert_eq!(d.moves.len(), 1, "host-0 moves; host-1 waits");
-    sim.hosts[1].serving = Some(grpc());
+    sim.hosts[1] = host("host-1");
     sim.until(RolloutPhase::Completed, 10);
 }
 
@@ -667,7 +677,84 @@ fn a_deleted_host_leaves_the_canaries_and_the_rollout_goes_on() {
     sim.decide();
     sim.hosts.remove(0);
     sim.decide();
-    assert!(!sim.status.canary_hosts.contains(&"host-0".to_owned()));
-    assert_eq!(sim.status.selected_hosts, 3);
+    assert!(!sim.status.canaries.contains(&"host-0".to_owned()));
+    assert_eq!(sim.status.selected, 3);
     sim.until(RolloutPhase::Completed, 20);
+}
+
+fn template(kernel: &str, cmdline: Option<&str>) -> Setting {
+    Setting::Template(quiver_crds::VmTemplate {
+        kernel: Some(kernel.to_owned()),
+        initrd: None,
+        cmdline: cmdline.map(str::to_owned),
+    })
+}
+
+#[test]
+fn a_microvm_rollout_sets_only_the_template_fields_it_names_and_restores_all_of_them() {
+    let mut spec = Rollout::test("r").steps(vec![RolloutStep::weight(50)]).spec;
+    spec.target = None;
+    spec.micro_vms = Some(quiver_crds::MicroVmTarget {
+        selector: Default::default(),
+        template: quiver_crds::VmTemplate {
+            cmdline: Some("new".to_owned()),
+            ..Default::default()
+        },
+    });
+    spec.analysis.failure_limit = 1;
+    let old = template("/k", None);
+    let vm = |name: &str| Unit {
+        name: name.to_owned(),
+        spec: Some(old.clone()),
+        serving: Some(old.clone()),
+        saved: Some(old.clone()),
+    };
+    let mut units = vec![vm("vm-0"), vm("vm-1")];
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let observe = |status: &RolloutStatus, units: &[Unit], measurement, now| {
+        decide(&Observed {
+            spec: &spec,
+            generation: Some(1),
+            status,
+            hosts: units,
+            measurement,
+            now,
+        })
+    };
+    let d = observe(&RolloutStatus::default(), &units, None, now);
+    assert_eq!(d.moves.len(), 1);
+    assert_eq!(
+        (d.moves[0].name.as_str(), d.moves[0].restore),
+        ("vm-0", false)
+    );
+    assert_eq!(
+        d.status.previous[0].template.as_ref().unwrap().cmdline,
+        None,
+        "the whole template is saved, an absent cmdline too"
+    );
+    // The VM's spec now carries the new cmdline, and it restarted on it.
+    let new = template("/k", Some("new"));
+    units[0].spec = Some(new.clone());
+    units[0].serving = Some(new.clone());
+    let d = observe(&d.status, &units, None, now);
+    assert!(d.moves.is_empty(), "{:?}", d.moves);
+    assert_eq!(d.status.phase, Some(RolloutPhase::Analyzing));
+    let failed = AnalysisRecord {
+        time: Time(now),
+        verdict: Verdict::Failed,
+        message: "1 of 1 canary VMs not GuestReady: vm-0".to_owned(),
+        canary: None,
+        micro_vms: Some(quiver_crds::VmHealth {
+            canaries: 1,
+            guest_ready: 0,
+            restarts: 0,
+        }),
+        baseline: None,
+    };
+    let later = now + Duration::from_secs(30);
+    let d = observe(&d.status, &units, Some(failed), later);
+    assert_eq!(d.status.phase, Some(RolloutPhase::RolledBack));
+    assert_eq!(d.moves.len(), 1);
+    assert_eq!((&d.moves[0].to, d.moves[0].restore), (&old, true));
+    assert!(d.status.message.unwrap().contains("not GuestReady"));
 }

@@ -14,6 +14,7 @@ pub mod analysis;
 pub mod machine;
 #[cfg(test)]
 mod machine_tests;
+pub mod restart;
 
 use std::time::Duration;
 
