@@ -3,8 +3,8 @@
 //! operator's Rollout controller moving them with `Rollout` objects applied by kubectl.
 //!
 //! - Pool `a` (four hosts) goes gRPC → Iroh through 5 / 25 / 50 / 100 % with timed pauses and
-//!   one manual promotion (`spec.promoteStep`); VMs keep running, one applied mid-rollout
-//!   starts, Raft keeps its leader, and every host ends on Iroh.
+//!   one manual promotion (`spec.promoteStep`) after an operator restart; VMs keep running, one
+//!   applied mid-rollout starts, Raft keeps its leader, and every host ends on Iroh.
 //! - Pool `b` (two hosts) has a canary made slow on Iroh (`--inject-latency-ms iroh=60`):
 //!   the analysis fails, the rollout rolls the canary back to gRPC by itself, and status and
 //!   Events carry the reason and the numbers.
@@ -218,6 +218,9 @@ async fn rollouts_move_hosts_to_iroh_step_by_step_and_roll_back_slow_canaries() 
     assert_eq!(paused.status.unwrap().canaries, ["agent-1"]);
     assert!(serves(&hosts, "agent-1", Transport::Iroh).await?);
     assert!(serves(&hosts, "agent-2", Transport::Grpc).await?);
+    // The operator restarts mid-rollout: everything the rollout needs is in its status.
+    cluster.stop_operator().await;
+    cluster.start_operator();
     // A VM applied mid-rollout starts; the one from before still runs.
     k.apply(&simulated_vm("during")).await?;
     k.wait_vm("during", "Running", WAIT, |v| v.phase == "Running")
