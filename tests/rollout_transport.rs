@@ -184,7 +184,10 @@ async fn rollouts_move_hosts_to_iroh_step_by_step_and_roll_back_slow_canaries() 
         .count();
     assert_eq!(failed, 2, "{analyses:#?}");
     let last = analyses.last().unwrap();
-    assert!(last.canary.p99_ms.unwrap() > last.baseline.as_ref().unwrap().p99_ms.unwrap());
+    assert!(
+        last.canary.as_ref().unwrap().p99_ms.unwrap()
+            > last.baseline.as_ref().unwrap().p99_ms.unwrap()
+    );
     eventually(WAIT, "agent-0 back on gRPC", || async {
         Ok(serves(&hosts, "agent-0", Transport::Grpc)
             .await?

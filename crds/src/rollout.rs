@@ -151,17 +151,17 @@ pub struct MicroVmTarget {
     /// every MicroVM of the namespace.
     #[serde(default)]
     pub selector: HostSelector,
-    /// The fields to set on each selected VM; unset fields stay as they are.
+    /// The fields to set on each selected VM (at least one); unset fields stay as they are.
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "has(self.kernel) || has(self.initrd) || has(self.cmdline)",
+        "message": "spec.microVMs.template must set at least one of kernel, initrd or cmdline"
+    }]))]
     pub template: VmTemplate,
 }
 
 /// MicroVM spec fields a rollout changes. At least one is set.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.kernel) || has(self.initrd) || has(self.cmdline)",
-    "message": "spec.microVMs.template must set at least one of kernel, initrd or cmdline"
-}]))]
 pub struct VmTemplate {
     /// `spec.kernel`: absolute path of the guest kernel on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]

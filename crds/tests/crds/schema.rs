@@ -261,7 +261,7 @@ fn schemas_are_structural() {
             }
             if let Some(format) = node["format"].as_str() {
                 assert!(
-                    ["int32", "int64", "date-time"].contains(&format),
+                    ["int32", "int64", "double", "date-time"].contains(&format),
                     "{kind}{path} has format {format}, unknown to Kubernetes"
                 );
             }
@@ -312,9 +312,12 @@ fn cel_rules_are_present_and_messages_name_the_field() {
         ]
     );
     let rollout_rules = rules(&Rollout::crd());
-    assert_eq!(rollout_rules.len(), 1);
-    assert_eq!(rollout_rules[0].0, ".spec.steps[]");
-    assert!(rollout_rules[0].1.contains("has(self.setWeight)"));
+    let paths: Vec<&str> = rollout_rules.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        paths,
+        [".spec", ".spec", ".spec.microVMs.template", ".spec.steps[]"]
+    );
+    assert!(rollout_rules[3].1.contains("has(self.setWeight)"));
 
     for (path, rule, message) in vm_rules.into_iter().chain(rollout_rules) {
         assert!(!rule.is_empty(), "{path}: empty rule");

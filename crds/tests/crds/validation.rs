@@ -103,7 +103,10 @@ fn rollout_example_is_valid_and_steps_5_25_50_100() {
             .iter()
             .all(|s| s.set_weight.is_some() != s.pause.is_some())
     );
-    assert_eq!(rollout.spec.target.default, quiver_crds::Transport::Iroh);
+    assert_eq!(
+        rollout.spec.target.as_ref().unwrap().default,
+        quiver_crds::Transport::Iroh
+    );
 }
 
 #[test]

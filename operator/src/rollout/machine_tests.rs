@@ -735,7 +735,7 @@ fn a_microvm_rollout_sets_only_the_template_fields_it_names_and_restores_all_of_
     // The VM's spec now carries the new cmdline, and it restarted on it.
     let new = template("/k", Some("new"));
     units[0].spec = Some(new.clone());
-    units[0].serving = Some(new.clone());
+    units[0].serving = Some(new);
     let d = observe(&d.status, &units, None, now);
     assert!(d.moves.is_empty(), "{:?}", d.moves);
     assert_eq!(d.status.phase, Some(RolloutPhase::Analyzing));

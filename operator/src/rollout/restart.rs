@@ -25,9 +25,9 @@ pub fn template(vm: &MicroVM) -> VmTemplate {
 fn settled(vm: &MicroVM) -> bool {
     let status = vm.status.as_ref();
     status.and_then(|s| s.observed_generation) == vm.metadata.generation
-        && !status
+        && status
             .and_then(|s| s.condition(RESTART_REQUIRED))
-            .is_some_and(|c| c.status == "True")
+            .is_none_or(|c| c.status != "True")
 }
 
 /// The template the VM runs, once it has acted on its current spec: Running (or Failed) on
