@@ -6,7 +6,7 @@
 #   bash benches/run.sh --smoke          every benchmark at a tiny size, debug build, nothing
 #                                        written: seconds, so CI keeps the harness from rotting
 #   bash benches/run.sh [--smoke] rpc e2e   only the named ones (apiserver, agent, e2e, rpc,
-#                                        failover, raft, rollout)
+#                                        failover, raft, rollout, scale)
 #
 # agent, e2e and failover boot real QEMU guests and need the guest image (scripts/guest-image.sh); without
 # it they are skipped, unless QUIVER_REQUIRE_GUEST is set.
@@ -18,14 +18,14 @@ names=()
 for arg in "$@"; do
     case "$arg" in
         --smoke) smoke=1 ;;
-        apiserver | agent | e2e | rpc | failover | raft | rollout) names+=("$arg") ;;
+        apiserver | agent | e2e | rpc | failover | raft | rollout | scale) names+=("$arg") ;;
         *)
-            echo "usage: bash benches/run.sh [--smoke] [apiserver|agent|e2e|rpc|failover|raft|rollout]..." >&2
+            echo "usage: bash benches/run.sh [--smoke] [apiserver|agent|e2e|rpc|failover|raft|rollout|scale]..." >&2
             exit 2
             ;;
     esac
 done
-[ "${#names[@]}" -gt 0 ] || names=(apiserver e2e agent rpc failover raft rollout)
+[ "${#names[@]}" -gt 0 ] || names=(apiserver e2e agent rpc failover raft rollout scale)
 
 if [ "$smoke" = 1 ]; then
     profile=debug build=() flags=(--smoke)
@@ -41,7 +41,7 @@ have_guest=0
 failed=()
 needs_agent=0
 for name in "${names[@]}"; do
-    case "$name" in agent | e2e | failover | rollout) needs_agent=1 ;; esac
+    case "$name" in agent | e2e | failover | rollout | scale) needs_agent=1 ;; esac
 done
 
 # One cargo invocation, so that shared dependencies (iroh, tonic...) build once with one
@@ -51,6 +51,12 @@ if [ "$needs_agent" = 1 ]; then
     packages+=(-p quiver-agent)
     export QUIVER_AGENT_BIN="$target/$profile/quiver-agent"
 fi
+for name in "${names[@]}"; do
+    if [ "$name" = scale ]; then
+        packages+=(-p quiver-operator)
+        export QUIVER_OPERATOR_BIN="$target/$profile/quiver-operator"
+    fi
+done
 echo "== build ($profile)"
 cargo build --locked "${build[@]}" "${packages[@]}" --bins
 

@@ -286,6 +286,11 @@ impl AgentProcess {
         }
     }
 
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Whether the agent process is still running.
     pub fn running(&mut self) -> bool {
         self.child

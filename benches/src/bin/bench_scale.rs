@@ -1,0 +1,330 @@
+//! Scale benchmark: thousands of MicroVMs through the dev control plane, the operator (its own
+//! process, `quiver-operator run`, as the Helm chart runs it) and agents on the **simulated
+//! driver** (no QEMU: the VMs are records and timers; what is measured is the control plane).
+//! For each size, in a fresh cluster:
+//! - create every VM (64 creates in flight), then time from the last create to all Running;
+//! - the operator's reconcile time p50 / p99 from its own `/metrics` histogram;
+//! - peak RSS (`VmHWM`) and CPU seconds of the operator, of each agent, and of this process
+//!   (the in-process control plane plus the benchmark's client);
+//!
+//! and how each grows from the smallest size to the largest.
+//!
+//! Run: `cargo build --release -p quiver-agent -p quiver-operator && cargo run --release -p
+//! quiver-benches --bin bench-scale` (`-- --smoke`: 50 VMs, writes nothing; `-- --no-write`;
+//! `-- --sizes 1000,10000` to choose).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt as _, stream};
+use kube::api::{Api, ListParams, PostParams};
+use quiver_benches::{docs_path, fmt_duration, write_section};
+use quiver_crds::{MicroVM, MicroVMPhase};
+use quiver_rpc::TransportMode;
+use quiver_tests::cluster::TestCluster;
+use tokio::process::{Child, Command};
+
+const AGENTS: usize = 2;
+const IN_FLIGHT: usize = 64;
+
+/// Peak RSS (MiB) and CPU seconds of a process, from `/proc`.
+fn usage(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15: indices 11 and 12 after the name.
+    let hz = 100.0;
+    Ok((hwm_kib / 1024.0, (ticks(11) + ticks(12)) / hz))
+}
+
+fn operator_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("QUIVER_OPERATOR_BIN") {
+        return Ok(path.into());
+    }
+    let me = std::env::current_exe()?;
+    let dir = me.parent().ok_or_else(|| anyhow::anyhow!("no dir"))?;
+    Ok(dir.join("quiver-operator"))
+}
+
+/// `quiver-operator run` against the cluster, metrics on `port`.
+fn spawn_operator(
+    cluster: &TestCluster,
+    dir: &std::path::Path,
+    port: u16,
+) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(dir.join("operator.log"))?;
+    Ok(Command::new(operator_binary()?)
+        .arg("run")
+        .arg("--pki-dir")
+        .arg(dir.join("pki"))
+        .arg("--iroh-key")
+        .arg(dir.join("iroh.key"))
+        .arg("--metrics-address")
+        .arg(format!("127.0.0.1:{port}"))
+        .env("KUBECONFIG", cluster.control_plane.kubeconfig_path())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+/// p50 and p99 of the MicroVM controller's reconcile time, from the Prometheus histogram.
+async fn reconcile_quantiles(port: u16) -> anyhow::Result<(f64, f64, u64)> {
+    let body = reqwest_lite(port).await?;
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    for line in body.lines() {
+        let Some(rest) = line.strip_prefix("quiver_reconcile_duration_seconds_bucket{") else {
+            continue;
+        };
+        if !rest.contains("controller=\"microvm\"") {
+            continue;
+        }
+        let le = rest
+            .split("le=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("+Inf");
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse()?
+        };
+        let count: u64 = line.rsplit(' ').next().unwrap_or("0").parse()?;
+        buckets.push((bound, count));
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0, |b| b.1);
+    let at = |q: f64| {
+        let rank = (q * total as f64).ceil() as u64;
+        buckets
+            .iter()
+            .find(|b| b.1 >= rank.max(1))
+            .map_or(f64::NAN, |b| b.0)
+    };
+    Ok((at(0.5), at(0.99), total))
+}
+
+/// GET /metrics over plain HTTP/1.1.
+async fn reqwest_lite(port: u16) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+struct Run {
+    vms: usize,
+    create: Duration,
+    to_running: Duration,
+    reconcile_p50: f64,
+    reconcile_p99: f64,
+    reconciles: u64,
+    operator: (f64, f64),
+    agents: Vec<(f64, f64)>,
+    this_process: (f64, f64),
+}
+
+fn vm(name: &str) -> MicroVM {
+    let mut vm = MicroVM::new(
+        name,
+        serde_json::from_value(serde_json::json!({
+            "cpus": 1,
+            "memoryMiB": 64,
+            "kernel": "/var/lib/quiver/guest/vmlinuz"
+        }))
+        .expect("a valid spec"),
+    );
+    vm.metadata.namespace = Some("default".to_owned());
+    vm
+}
+
+async fn run(vms: usize) -> anyhow::Result<Run> {
+    let mut cluster = TestCluster::start_with(0, true, TransportMode::Grpc).await?;
+    cluster.stop_operator().await;
+    let memory = u64::try_from(vms).unwrap_or(u64::MAX) * 64;
+    for i in 0..AGENTS {
+        cluster
+            .add_agent(&format!("agent-{i}"), Some(memory))
+            .await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut operator = spawn_operator(&cluster, dir.path(), port)?;
+    let api: Api<MicroVM> = Api::namespaced(cluster.client.clone(), "default");
+    let started = Instant::now();
+    stream::iter(0..vms)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &vm(&format!("s-{i:05}")))
+                    .await
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .for_each(|r| {
+            if let Err(e) = r {
+                eprintln!("create failed: {e}");
+            }
+            futures::future::ready(())
+        })
+        .await;
+    let create = started.elapsed();
+    let last_create = Instant::now();
+    let poll = if vms > 2000 {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_millis(200)
+    };
+    loop {
+        let list = api.list(&ListParams::default()).await?;
+        let running = list
+            .items
+            .iter()
+            .filter(|v| v.status.as_ref().and_then(|s| s.phase) == Some(MicroVMPhase::Running))
+            .count();
+        if running == vms {
+            break;
+        }
+        anyhow::ensure!(
+            last_create.elapsed() < Duration::from_secs(900),
+            "{running} of {vms} Running after 15 min"
+        );
+        tokio::time::sleep(poll).await;
+    }
+    let to_running = last_create.elapsed();
+    let (reconcile_p50, reconcile_p99, reconciles) = reconcile_quantiles(port).await?;
+    let operator_usage = usage(operator.id().unwrap_or(0))?;
+    let agents = cluster
+        .agents
+        .iter()
+        .filter_map(|a| a.pid())
+        .map(usage)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let this_process = usage(std::process::id())?;
+    let _ = operator.kill().await;
+    cluster.shutdown().await;
+    Ok(Run {
+        vms,
+        create,
+        to_running,
+        reconcile_p50,
+        reconcile_p99,
+        reconciles,
+        operator: operator_usage,
+        agents,
+        this_process,
+    })
+}
+
+fn ms(seconds: f64) -> String {
+    fmt_duration(Duration::from_secs_f64(seconds.max(0.0).min(1e6)))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let write = !smoke && !args.iter().any(|a| a == "--no-write");
+    let sizes: Vec<usize> = match args.iter().position(|a| a == "--sizes") {
+        Some(i) => args
+            .get(i + 1)
+            .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_default(),
+        None if smoke => vec![50],
+        None => vec![1000, 10_000],
+    };
+    let mut runs = Vec::new();
+    for n in sizes {
+        let r = run(n).await?;
+        println!(
+            "{n} VMs: created in {:?}, all Running {:?} after the last create",
+            r.create, r.to_running
+        );
+        runs.push(r);
+    }
+    let mut table = String::from(
+        "| VMs | create all (64 in flight) | last create → all Running | reconcile p50 / p99 (count) | operator peak RSS | operator CPU s / VM | agents peak RSS (each) | agents CPU s / VM | this process (control plane + client) peak RSS | its CPU s / VM |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &runs {
+        let n = r.vms as f64;
+        let agents_rss: Vec<String> = r.agents.iter().map(|a| format!("{:.0} MB", a.0)).collect();
+        let agents_cpu: f64 = r.agents.iter().map(|a| a.1).sum();
+        table.push_str(&format!(
+            "| {} | {} | {} | {} / {} ({}) | {:.0} MB | {:.4} | {} | {:.4} | {:.0} MB | {:.4} |\n",
+            r.vms,
+            fmt_duration(r.create),
+            fmt_duration(r.to_running),
+            ms(r.reconcile_p50),
+            ms(r.reconcile_p99),
+            r.reconciles,
+            r.operator.0,
+            r.operator.1 / n,
+            agents_rss.join(", "),
+            agents_cpu / n,
+            r.this_process.0,
+            r.this_process.1 / n,
+        ));
+    }
+    let growth = match (runs.first(), runs.last()) {
+        (Some(a), Some(b)) if b.vms > a.vms => {
+            let k = b.vms as f64 / a.vms as f64;
+            format!(
+                "From {} to {} VMs ({k:.0}×): last create → all Running grew {:.1}×, operator peak RSS {:.1}×, \
+                 operator CPU {:.1}×, control-plane process peak RSS {:.1}×. Linear would be {k:.0}× for time and CPU.\n\n",
+                a.vms,
+                b.vms,
+                b.to_running.as_secs_f64() / a.to_running.as_secs_f64().max(1e-9),
+                b.operator.0 / a.operator.0.max(1e-9),
+                b.operator.1 / a.operator.1.max(1e-9),
+                b.this_process.0 / a.this_process.0.max(1e-9),
+            )
+        }
+        _ => String::new(),
+    };
+    let release = if cfg!(debug_assertions) {
+        ""
+    } else {
+        "--release "
+    };
+    let body = format!(
+        "## Scale: thousands of MicroVMs (simulated driver)\n\n\
+         Command: `cargo build {release}-p quiver-agent -p quiver-operator && cargo run {release}-p quiver-benches --bin bench-scale` \
+         (dev control plane in the benchmark's process, `quiver-operator run` as its own process with the operator's own \
+         placement, {AGENTS} `quiver-agent` processes on the **simulated driver**: no QEMU runs, each VM is a record and \
+         two timers (launch 50 ms, ready 200 ms); 2 cores). Each size runs in a fresh cluster. RSS is the kernel's \
+         peak (`VmHWM`); CPU seconds are user + system over the whole run divided by the number of VMs.\n\n\
+         {table}\n{growth}\
+         Targets: 10,000 VMs Running ≤ 60 s after the last create; operator peak RSS ≤ 200 MB at 10,000. What would \
+         change it: real QEMU (each VM then costs a process and its memory), more agents, and the Raft placement \
+         (not measured here yet).\n"
+    );
+    println!("{body}");
+    if write {
+        write_section(&docs_path(), "scale", &body)?;
+    }
+    Ok(())
+}
