@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod dev;
+pub mod helm;
 pub mod kube_helpers;
 pub mod netns;
 pub mod netns_agent;

@@ -150,6 +150,9 @@ message! {
     meta::OwnerReference { api_version, kind, name, uid, controller, block_owner_deletion }
     meta::ManagedFieldsEntry { manager, operation, api_version, time, fields_type, fields_v1 as "fieldsV1",
         subresource }
+    meta::DeleteOptions { grace_period_seconds, preconditions, orphan_dependents, propagation_policy,
+        dry_run, ignore_store_read_error_with_cluster_breaking_potential }
+    meta::Preconditions { uid, resource_version }
 
     core::Namespace { metadata, spec, status }
     core::NamespaceSpec { finalizers }

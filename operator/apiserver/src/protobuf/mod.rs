@@ -20,6 +20,7 @@ use k8s_pb::api::core::v1::{ConfigMap, Event, Namespace, Secret, ServiceAccount}
 use k8s_pb::api::events::v1::Event as EventV1;
 use k8s_pb::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_pb::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions;
 use k8s_pb::apimachinery::pkg::runtime::Unknown;
 use prost::Message;
 use serde_json::Value;
@@ -60,6 +61,10 @@ pub fn decode(body: &[u8]) -> Result<Value> {
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => object::<RoleBinding>(&raw),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             object::<ClusterRoleBinding>(&raw)
+        }
+        // Typed clients (helm's release storage among them) send DELETE bodies as protobuf.
+        ("v1" | "meta.k8s.io/v1", "DeleteOptions") => {
+            object_as::<DeleteOptions>(&raw, &api_version, "DeleteOptions")
         }
         ("authentication.k8s.io/v1", "TokenRequest") => {
             object_as::<TokenRequest>(&raw, "authentication.k8s.io/v1", "TokenRequest")

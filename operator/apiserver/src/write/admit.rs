@@ -120,7 +120,11 @@ impl Inner {
                 from_crd(obj)?;
                 establish_crd(obj)?;
             }
-            Behavior::Plain | Behavior::Custom | Behavior::EventsV1 | Behavior::Review => {}
+            Behavior::Plain
+            | Behavior::Custom
+            | Behavior::EventsV1
+            | Behavior::Review
+            | Behavior::SpecStatus => {}
         }
         untrusted::check_limits(obj)?;
         let Some(schema) = schema_of(scope) else {
