@@ -4,7 +4,8 @@
 //! A body is the magic `k8s\0` and a `runtime.Unknown` {typeMeta, raw}; `raw` is the object's
 //! own message. Both are decoded with the `k8s-pb` generated types (prost checks every length
 //! against the input and bounds nesting), then turned into the JSON object they encode, which
-//! goes through the same checks as a JSON body. Every built-in kind the server serves decodes;
+//! goes through the same checks as a JSON body. Every built-in kind the server serves decodes
+//! but Deployments, DaemonSets and Services (stored for the Helm chart; JSON or YAML only);
 //! custom resources have no protobuf form (as in Kubernetes) and get `415`. Responses are
 //! always JSON.
 
