@@ -192,10 +192,34 @@ async fn kubectl_applies_gets_scales_watches_and_deletes_deployments() -> anyhow
         "nothing runs the Deployment"
     );
 
+    // kubectl create sends protobuf for built-in kinds.
+    k.run(&[
+        "create",
+        "deployment",
+        "api",
+        "--image=api:1",
+        "--replicas=3",
+        "--port=8080",
+    ])
+    .await?;
+    k.run(&["create", "service", "clusterip", "api", "--tcp=80:8080"])
+        .await?;
+    let created = k
+        .run(&[
+            "get",
+            "deployment/api",
+            "service/api",
+            "-o",
+            "jsonpath={.items[0].spec.replicas} {.items[0].spec.template.spec.containers[0].image} {.items[0].spec.template.spec.containers[0].ports[0].containerPort} {.items[1].spec.ports[0].targetPort}",
+        ])
+        .await?;
+    assert_eq!(created, "3 api:1 8080 8080");
+
     let explained = k.run(&["explain", "deployment.spec.selector"]).await?;
     assert!(explained.contains("matchLabels"), "{explained}");
 
     k.run_with_stdin(&["delete", "-f", "-"], Some(WEB)).await?;
+    k.run(&["delete", "deployment/api", "service/api"]).await?;
     eventually(
         std::time::Duration::from_secs(10),
         "the Deployment and Service are gone",

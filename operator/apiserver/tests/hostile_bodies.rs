@@ -355,6 +355,8 @@ const PROTOBUF_KINDS: &[(&str, &str)] = &[
     ("quiver.dev/v1alpha1", "MicroVM"),
     ("v1", "Pod"),
     ("apps/v1", "Deployment"),
+    ("apps/v1", "DaemonSet"),
+    ("v1", "Service"),
     ("v1", "DeleteOptions"),
 ];
 

@@ -18,8 +18,7 @@ pub struct Resource {
     pub status: bool,
     /// Has a `/scale` subresource (an `autoscaling/v1 Scale`).
     pub scale: bool,
-    /// Has a protobuf form (the built-in kinds the server decodes protobuf for; Deployments,
-    /// DaemonSets and Services take JSON or YAML only).
+    /// Has a protobuf form (built-in kinds).
     pub builtin: bool,
     /// A valid object named `name`.
     pub fixture: fn(&str) -> Value,
@@ -223,7 +222,7 @@ pub fn resources() -> Vec<Resource> {
         ),
         Resource {
             scale: true,
-            ..r("/apis/apps/v1", "deployments", true, true, false, |n| {
+            ..r("/apis/apps/v1", "deployments", true, true, true, |n| {
                 json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": n},
                     "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "a"}},
                         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}},
@@ -232,13 +231,13 @@ pub fn resources() -> Vec<Resource> {
                         "conditions": [{"type": "Available", "status": "True", "reason": "R"}]}})
             })
         },
-        r("/apis/apps/v1", "daemonsets", true, true, false, |n| {
+        r("/apis/apps/v1", "daemonsets", true, true, true, |n| {
             json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": n},
                 "spec": {"selector": {"matchLabels": {"app": "a"}}, "template": pod_template(),
                     "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}},
                 "status": {"currentNumberScheduled": 1, "desiredNumberScheduled": 1, "numberMisscheduled": 0, "numberReady": 1}})
         }),
-        r("/api/v1", "services", true, true, false, |n| {
+        r("/api/v1", "services", true, true, true, |n| {
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": n},
                 "spec": {"type": "ClusterIP", "clusterIP": "None", "selector": {"app": "a"},
                     "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
