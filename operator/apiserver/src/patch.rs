@@ -324,6 +324,24 @@ mod tests {
     }
 
     #[test]
+    fn service_ports_merge_by_port_and_container_ports_by_container_port() {
+        let mut service = json!({"spec": {"ports": [{"name": "metrics", "port": 8080}]}});
+        let moved = br#"{"spec": {"ports": [{"name": "metrics", "port": 9091}, {"$patch": "delete", "port": 8080}]}}"#;
+        apply_patch(&mut service, PatchType::Strategic, moved).expect("patch");
+        assert_eq!(
+            service["spec"]["ports"],
+            json!([{"name": "metrics", "port": 9091}])
+        );
+        let mut container = json!({"ports": [{"containerPort": 80, "name": "http"}]});
+        let renamed = br#"{"ports": [{"containerPort": 80, "name": "web"}]}"#;
+        apply_patch(&mut container, PatchType::Strategic, renamed).expect("patch");
+        assert_eq!(
+            container["ports"],
+            json!([{"containerPort": 80, "name": "web"}])
+        );
+    }
+
+    #[test]
     fn unknown_patch_content_type_is_415() {
         assert_eq!(
             PatchType::from_content_type("text/plain")
