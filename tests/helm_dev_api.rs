@@ -2,6 +2,9 @@
 //! control plane, which stores the chart's Deployments, DaemonSets, Services, RBAC and the rest
 //! (no controller runs them), and kubectl sees what helm wrote.
 //!
+//! The value sets in `charts/quiver/ci/` install too; their ServiceMonitors need a stand-in for
+//! prometheus-operator's CRD, applied first.
+//!
 //! Needs helm (see [`quiver_tests::helm`]): skipped without it unless `QUIVER_REQUIRE_HELM` is
 //! set.
 
@@ -227,5 +230,77 @@ async fn helm_installs_upgrades_and_uninstalls_the_chart() -> anyhow::Result<()>
         "only the Secret the chart keeps (helm.sh/resource-policy: keep) stays"
     );
     assert_eq!(release(&h).await?, None, "helm list after uninstall");
+    Ok(())
+}
+
+/// prometheus-operator's ServiceMonitor, reduced to its names: the dev control plane does not
+/// carry that project's CRD, and a stand-in lets the chart's every option install.
+const SERVICE_MONITOR_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: servicemonitors.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {plural: servicemonitors, singular: servicemonitor, kind: ServiceMonitor, listKind: ServiceMonitorList}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+";
+
+#[tokio::test]
+async fn helm_installs_each_ci_value_set() -> anyhow::Result<()> {
+    if !helm::available() {
+        return Ok(());
+    }
+    let cp = ControlPlane::start().await?;
+    let k = cp.kubectl();
+    k.run_with_stdin(&["apply", "-f", "-"], Some(SERVICE_MONITOR_CRD))
+        .await?;
+    let h = Helm::new(&cp.kubeconfig_path(), &cp.dir.path().join("helm"));
+    let chart = chart();
+    let mut value_sets: Vec<_> = std::fs::read_dir(repo_root().join("charts/quiver/ci"))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    value_sets.sort();
+    assert!(!value_sets.is_empty(), "charts/quiver/ci has value sets");
+    for (i, values) in value_sets.iter().enumerate() {
+        let release = format!("ci-{i}");
+        let namespace = format!("ci-{i}");
+        let values = values.to_string_lossy();
+        h.run(&[
+            "install",
+            &release,
+            &chart,
+            "-n",
+            &namespace,
+            "--create-namespace",
+            "-f",
+            &values,
+        ])
+        .await?;
+        let stored = k
+            .run(&[
+                "get",
+                "deployments,daemonsets,services",
+                "-n",
+                &namespace,
+                "-o",
+                "name",
+            ])
+            .await?;
+        assert!(
+            stored.contains("deployment.apps/") && stored.contains("daemonset.apps/"),
+            "{values}: {stored}"
+        );
+        h.run(&["uninstall", &release, "-n", &namespace]).await?;
+    }
+    let monitors = k
+        .run(&["get", "servicemonitors", "-A", "-o", "name"])
+        .await?;
+    assert_eq!(monitors, "", "uninstall removed the ServiceMonitors");
     Ok(())
 }

@@ -169,6 +169,19 @@ async fn kubectl_applies_gets_scales_watches_and_deletes_deployments() -> anyhow
             .any(|l| l.starts_with("web") && l.contains(" 2 ")),
         "{table}"
     );
+    let apps = k.run(&["api-resources", "--api-group=apps"]).await?;
+    for (name, short, kind) in [
+        ("deployments", "deploy", "Deployment"),
+        ("daemonsets", "ds", "DaemonSet"),
+    ] {
+        assert!(
+            apps.lines().any(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                cells == [name, short, "apps/v1", "true", kind]
+            }),
+            "{apps}"
+        );
+    }
     let all = k.run(&["get", "all", "-o", "name"]).await?;
     assert!(
         all.contains("deployment.apps/web") && all.contains("service/web"),

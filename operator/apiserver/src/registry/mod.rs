@@ -140,11 +140,7 @@ impl ResourceType {
         match self.behavior {
             Behavior::Namespace | Behavior::Crd => true,
             Behavior::Plain => {
-                self.group.is_empty()
-                    && matches!(
-                        self.plural.as_str(),
-                        "serviceaccounts" | "pods" | "services"
-                    )
+                self.group.is_empty() && matches!(self.plural.as_str(), "serviceaccounts" | "pods")
             }
             Behavior::SpecStatus => self.group.is_empty() && self.plural == "services",
             Behavior::Secret | Behavior::Custom | Behavior::EventsV1 | Behavior::Review => false,
