@@ -46,13 +46,15 @@ fn mark_keyed_lists(node: &mut Value) {
     };
     if let Some(props) = obj.get_mut("properties").and_then(Value::as_object_mut) {
         for (field, child) in props.iter_mut() {
-            let items = child.pointer("/items/properties").cloned();
-            if let (Some(Value::Object(items)), Some("array")) =
-                (items, child.get("type").and_then(Value::as_str))
-                && let Some(key) = merge_key(field, |k| items.contains_key(k))
-            {
-                child["x-kubernetes-list-type"] = json!("map");
-                child["x-kubernetes-list-map-keys"] = json!([key]);
+            let is_array = child.get("type").and_then(Value::as_str) == Some("array");
+            let key = child
+                .pointer("/items/properties")
+                .and_then(Value::as_object)
+                .filter(|_| is_array)
+                .and_then(|items| merge_key(field, |k| items.contains_key(k)));
+            if let (Some(key), Some(list)) = (key, child.as_object_mut()) {
+                list.insert("x-kubernetes-list-type".into(), json!("map"));
+                list.insert("x-kubernetes-list-map-keys".into(), json!([key]));
             }
             mark_keyed_lists(child);
         }
