@@ -88,6 +88,16 @@ async fn bad_deployments_are_refused_naming_the_field() -> anyhow::Result<()> {
         "spec.template.spec.containers[0].name"
     );
 
+    let unselected = deployment(&json!({
+        "selector": {"matchLabels": {"app": "b"}}, "template": template(),
+    }));
+    let (code, status) = raw(&client, "POST", DEPLOYMENTS, "application/json", unselected).await?;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        "spec.template.metadata.labels"
+    );
+
     // A wrong type is a decoding error, 400 as in Kubernetes, naming the field.
     let text_replicas = deployment(&json!({
         "replicas": "x", "selector": {"matchLabels": {"app": "a"}}, "template": template(),
@@ -189,6 +199,15 @@ async fn kubectl_applies_gets_scales_watches_and_deletes_deployments() -> anyhow
     );
     let again = k.run_with_stdin(&["apply", "-f", "-"], Some(WEB)).await?;
     assert!(again.contains("deployment.apps/web unchanged"), "{again}");
+
+    let moved = WEB.replace(
+        "matchLabels: {app: web}",
+        "matchLabels: {app: web, v: \"2\"}",
+    );
+    let moved = moved.replace("labels: {app: web}", "labels: {app: web, v: \"2\"}");
+    let err = k.fail(&["apply", "-f", "-"], Some(&moved)).await?;
+    assert!(err.contains("spec.selector: Invalid value"), "{err}");
+    assert!(err.contains("field is immutable"), "{err}");
 
     k.run(&["scale", "deployment", "web", "--replicas=5"])
         .await?;
