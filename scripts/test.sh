@@ -17,6 +17,8 @@ bash scripts/tests/qemu-packages-test.sh
 echo "== Helm chart (lint, schema, values, kubernetes-validate) and Dockerfiles (hadolint)"
 bash scripts/tests/chart-test.sh
 export QUIVER_REQUIRE_GUEST=1
+# tools.sh installed helm: the helm tests must not skip.
+export QUIVER_REQUIRE_HELM=1
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"

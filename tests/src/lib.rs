@@ -7,13 +7,14 @@
 //! [`cluster::TestCluster`] adds agents (processes) and the operator (in-process);
 //! [`dev::DevTestCluster`] is `quiver-operator dev`'s own cluster, stop included;
 //! [`vm`] reads MicroVMs as kubectl shows them and waits on them (`wait_ready`,
-//! `wait_vm_phase`). [`netns`] makes network namespaces, veth pairs and nftables rules for
-//! tests that change addresses or lose packets, [`netns_agent`] runs an agent in one and calls
-//! it from another; [`rpc_echo`] is a `quiver/rpc/1` service for
-//! transport tests that need no agent.
+//! `wait_vm_phase`). [`helm`] runs the real helm against a control plane. [`netns`] makes
+//! network namespaces, veth pairs and nftables rules for tests that change addresses or lose
+//! packets, [`netns_agent`] runs an agent in one and calls it from another; [`rpc_echo`] is a
+//! `quiver/rpc/1` service for transport tests that need no agent.
 
 pub mod cluster;
 pub mod dev;
+pub mod helm;
 pub mod kube_helpers;
 pub mod netns;
 pub mod netns_agent;

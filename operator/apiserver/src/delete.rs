@@ -57,10 +57,18 @@ pub struct DeleteOptions {
 }
 
 impl DeleteOptions {
-    /// Reads a `DeleteOptions` body (may be empty) plus query parameters.
-    pub fn parse(body: &[u8], query_policy: Option<&str>, dry_run: bool) -> Result<Self> {
+    /// Reads a `DeleteOptions` body (may be empty; JSON, or protobuf when `content_type`
+    /// says so) plus query parameters.
+    pub fn parse(
+        body: &[u8],
+        content_type: &str,
+        query_policy: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Self> {
         let v: Value = if body.iter().all(u8::is_ascii_whitespace) {
             json!({})
+        } else if content_type.starts_with(crate::protobuf::CONTENT_TYPE) {
+            crate::protobuf::decode(body)?
         } else {
             serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions body: {e}")))?

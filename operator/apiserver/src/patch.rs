@@ -120,21 +120,24 @@ fn parse_json(body: &[u8]) -> Result<Value> {
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
 }
 
-/// Merge key of a list field for the built-in kinds (strategic merge patch metadata).
-pub fn merge_key(field: &str) -> Option<&'static str> {
-    match field {
+/// Merge key of a list field of the built-in kinds (their strategic merge patch metadata).
+/// `ports` are keyed by `containerPort` in containers and by `port` in Services: the first
+/// candidate key that `has` accepts (the list's items carry it) wins.
+pub fn merge_key(field: &str, has: impl Fn(&str) -> bool) -> Option<&'static str> {
+    let candidates: &[&'static str] = match field {
         "containers"
         | "initContainers"
         | "ephemeralContainers"
         | "volumes"
         | "env"
-        | "imagePullSecrets" => Some("name"),
-        "ownerReferences" => Some("uid"),
-        "conditions" => Some("type"),
-        "volumeMounts" => Some("mountPath"),
-        "ports" => Some("containerPort"),
-        _ => None,
-    }
+        | "imagePullSecrets" => &["name"],
+        "ownerReferences" => &["uid"],
+        "conditions" => &["type"],
+        "volumeMounts" => &["mountPath"],
+        "ports" => &["containerPort", "port"],
+        _ => &[],
+    };
+    candidates.iter().copied().find(|key| has(key))
 }
 
 /// Primitive lists merged as sets.
@@ -176,7 +179,7 @@ fn strategic_object(target: &mut Value, patch: &Map<String, Value>) {
                 t.remove(k);
             }
             Value::Object(po) => strategic_object(t.entry(k.clone()).or_insert(Value::Null), po),
-            Value::Array(items) => match (merge_key(k), t.get_mut(k)) {
+            Value::Array(items) => match (merge_key(k, |key| carries(items, key)), t.get_mut(k)) {
                 (Some(key), Some(Value::Array(existing))) => merge_keyed(existing, items, key),
                 (None, Some(Value::Array(existing))) if is_set_list(k) => {
                     let mut present = item_set(existing);
@@ -239,6 +242,11 @@ fn merge_keyed(existing: &mut Vec<Value>, patch: &[Value], key: &str) {
             !deleted.contains(&(i - 1))
         });
     }
+}
+
+/// Whether some item of a list has the field `key`.
+fn carries(items: &[Value], key: &str) -> bool {
+    items.iter().any(|i| i.get(key).is_some())
 }
 
 /// The items of a list as strings, for set membership in linear time.
@@ -313,6 +321,24 @@ mod tests {
         )
         .expect("patch");
         assert_eq!(t["metadata"]["finalizers"], json!(["b"]));
+    }
+
+    #[test]
+    fn service_ports_merge_by_port_and_container_ports_by_container_port() {
+        let mut service = json!({"spec": {"ports": [{"name": "metrics", "port": 8080}]}});
+        let moved = br#"{"spec": {"ports": [{"name": "metrics", "port": 9091}, {"$patch": "delete", "port": 8080}]}}"#;
+        apply_patch(&mut service, PatchType::Strategic, moved).expect("patch");
+        assert_eq!(
+            service["spec"]["ports"],
+            json!([{"name": "metrics", "port": 9091}])
+        );
+        let mut container = json!({"ports": [{"containerPort": 80, "name": "http"}]});
+        let renamed = br#"{"ports": [{"containerPort": 80, "name": "web"}]}"#;
+        apply_patch(&mut container, PatchType::Strategic, renamed).expect("patch");
+        assert_eq!(
+            container["ports"],
+            json!([{"containerPort": 80, "name": "web"}])
+        );
     }
 
     #[test]

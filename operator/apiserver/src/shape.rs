@@ -6,8 +6,9 @@
 //! in their `metadata` (the CRD's structural schema checks the rest). A missing required
 //! field is not a type error here: admission reports it as `422 Invalid`, as Kubernetes does.
 
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event as EventV1;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -22,8 +23,9 @@ use crate::error::{ApiError, Result};
 pub fn check(scope: &Scope, obj: &Value) -> Result<()> {
     let rt = &scope.rt;
     let fail = |e: serde_json::Error| {
+        let field = misplaced_field(scope, obj).map_or_else(String::new, |f| format!("{f}: "));
         ApiError::bad_request(format!(
-            "{kind} in version {version:?} cannot be handled as a {kind}: {e}",
+            "{kind} in version {version:?} cannot be handled as a {kind}: {field}{e}",
             kind = rt.kind,
             version = scope.version
         ))
@@ -33,6 +35,9 @@ pub fn check(scope: &Scope, obj: &Value) -> Result<()> {
         ("", "configmaps") => decodes::<ConfigMap>(obj),
         ("", "secrets") => decodes::<Secret>(obj),
         ("", "serviceaccounts") => decodes::<ServiceAccount>(obj),
+        ("", "services") => decodes::<Service>(obj),
+        ("apps", "deployments") => decodes::<Deployment>(obj),
+        ("apps", "daemonsets") => decodes::<DaemonSet>(obj),
         ("", "events") => decodes::<Event>(obj),
         ("events.k8s.io", "events") => decodes::<EventV1>(obj),
         ("coordination.k8s.io", "leases") => decodes::<Lease>(obj),
@@ -49,6 +54,17 @@ pub fn check(scope: &Scope, obj: &Value) -> Result<()> {
         },
     };
     typed.map_err(fail)
+}
+
+/// The first field whose JSON type the kind's schema refuses, so that a decoding error names
+/// it as Kubernetes' does (`spec.replicas: invalid type: string "x", expected i32`).
+fn misplaced_field(scope: &Scope, obj: &Value) -> Option<String> {
+    let schema = scope.rt.version(&scope.version)?.schema.as_ref()?;
+    schema
+        .validate(obj, None)
+        .into_iter()
+        .find(|c| c.message.contains("must be of type"))
+        .map(|c| c.field)
 }
 
 /// Checks a `DeleteOptions` body.
@@ -103,6 +119,20 @@ mod tests {
         .expect("well-typed");
         let secret = scope("", "secrets");
         check(&secret, &json!({"data": {"k": "not base64!"}})).expect_err("bad base64");
+    }
+
+    #[test]
+    fn a_wrong_type_in_a_deployment_is_400_naming_the_field() {
+        let body = json!({"metadata": {"name": "d"}, "spec": {"replicas": "x"}});
+        let err = check(&scope("apps", "deployments"), &body).expect_err("replicas is a string");
+        assert_eq!(err.code, 400);
+        assert!(
+            err.message.starts_with(
+                "Deployment in version \"v1\" cannot be handled as a Deployment: spec.replicas: "
+            ),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

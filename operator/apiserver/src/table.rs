@@ -49,6 +49,15 @@ pub fn columns(t: &ResourceType, version: &str) -> Vec<Column> {
         ("", "namespaces") => vec![col("Status", "string", ".status.phase")],
         ("", "secrets") => vec![col("Type", "string", ".type")],
         ("coordination.k8s.io", "leases") => vec![col("Holder", "string", ".spec.holderIdentity")],
+        // No controller runs workloads here: `Available` stays empty unless /status is written.
+        ("apps", "deployments") => vec![
+            col("Replicas", "integer", ".spec.replicas"),
+            col("Available", "integer", ".status.availableReplicas"),
+        ],
+        ("", "services") => vec![
+            col("Type", "string", ".spec.type"),
+            col("Cluster-IP", "string", ".spec.clusterIP"),
+        ],
         ("", "events") => vec![
             col("Type", "string", ".type"),
             col("Reason", "string", ".reason"),

@@ -2,7 +2,7 @@
 //! deep nesting, huge strings, invalid UTF-8, wrong kinds and apiVersions, random protobuf)
 //! sent to every served resource (the built-in kinds and the Quiver CRDs) with every verb
 //! (create, update, status and scale updates, each patch type, server-side apply, delete
-//! with DeleteOptions), and to the endpoints that only answer POSTs (TokenRequest and the
+//! with DeleteOptions in JSON or protobuf), and to the endpoints that only answer POSTs (TokenRequest and the
 //! authentication and authorization reviews); a fifth of them with the token of a
 //! ServiceAccount that RBAC allows part of what the run asks and content type, over HTTP/2 and HTTP/1.1.
 //!
@@ -354,6 +354,10 @@ const PROTOBUF_KINDS: &[(&str, &str)] = &[
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
     ("quiver.dev/v1alpha1", "MicroVM"),
     ("v1", "Pod"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "DaemonSet"),
+    ("v1", "Service"),
+    ("v1", "DeleteOptions"),
 ];
 
 /// The target (or its Scale, for `/scale`) as stored now (the base of updates), or its
@@ -451,6 +455,15 @@ async fn request(
             let path = format!("{target}{sub}?fieldManager=fuzz-apply{force}");
             ("PATCH", path, Some(ct), mutate::damage(rng, body))
         }
+        _ if rng.random_bool(0.2) => (
+            "DELETE",
+            format!("{target}{q}"),
+            Some("application/vnd.kubernetes.protobuf"),
+            mutate::protobuf(
+                rng,
+                &[("v1", "DeleteOptions"), ("meta.k8s.io/v1", "DeleteOptions")],
+            ),
+        ),
         _ => {
             let options = serde_json::to_vec(&mutate::delete_options(rng))?;
             let body = mutate::damage(rng, options);

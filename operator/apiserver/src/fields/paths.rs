@@ -82,7 +82,7 @@ pub fn list_keys<'a>(schema: Option<&'a Schema>, field: &str) -> Option<Vec<&'a 
             Some(s.list_map_keys.iter().map(String::as_str).collect())
         }
         Some(_) => None,
-        None => merge_key(field).map(|k| vec![k]),
+        None => merge_key(field, |_| true).map(|k| vec![k]),
     }
 }
 

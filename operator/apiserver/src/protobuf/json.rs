@@ -52,6 +52,8 @@ macro_rules! number {
     )*};
 }
 number!(i32, i64);
+impl Item for i32 {}
+impl Item for i64 {}
 
 impl ToJson for f64 {
     fn to_json(&self) -> Result<Option<Value>> {
@@ -128,20 +130,33 @@ fn put(out: &mut Map<String, Value>, name: String, field: &impl ToJson) -> Resul
     Ok(())
 }
 
+/// Go's embedded structs (`LocalObjectReference` in a `SecretKeySelector`...) are fields of
+/// their own in protobuf but inline in JSON.
+fn flatten(out: &mut Map<String, Value>, embedded: &impl ToJson) -> Result<()> {
+    if let Some(Value::Object(fields)) = embedded.to_json()? {
+        out.extend(fields);
+    }
+    Ok(())
+}
+
+/// `Type { field, field as "jsonName"; embeds embedded }`: the JSON form of a message.
 macro_rules! message {
     (@name $field:ident) => { camel(stringify!($field)) };
     (@name $field:ident $json:literal) => { String::from($json) };
-    ($($ty:ty { $($field:ident $(as $json:literal)?),* $(,)? })*) => {$(
+    ($($ty:ty { $($field:ident $(as $json:literal)?),* $(,)? $(; embeds $($embedded:ident),*)? })*) => {$(
         impl ToJson for $ty {
             fn to_json(&self) -> Result<Option<Value>> {
                 let mut out = Map::new();
                 $(put(&mut out, message!(@name $field $($json)?), &self.$field)?;)*
+                $($(flatten(&mut out, &self.$embedded)?;)*)?
                 Ok(Some(Value::Object(out)))
             }
         }
         impl Item for $ty {}
     )*};
 }
+
+mod workloads;
 
 message! {
     meta::ObjectMeta { name, generate_name, namespace, self_link, uid, resource_version, generation,
@@ -150,6 +165,9 @@ message! {
     meta::OwnerReference { api_version, kind, name, uid, controller, block_owner_deletion }
     meta::ManagedFieldsEntry { manager, operation, api_version, time, fields_type, fields_v1 as "fieldsV1",
         subresource }
+    meta::DeleteOptions { grace_period_seconds, preconditions, orphan_dependents, propagation_policy,
+        dry_run, ignore_store_read_error_with_cluster_breaking_potential }
+    meta::Preconditions { uid, resource_version }
 
     core::Namespace { metadata, spec, status }
     core::NamespaceSpec { finalizers }

@@ -11,15 +11,17 @@
 mod json;
 
 use k8s_pb::Resource;
+use k8s_pb::api::apps::v1::{DaemonSet, Deployment};
 use k8s_pb::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenReview};
 use k8s_pb::api::authorization::v1::{
     SelfSubjectAccessReview, SelfSubjectRulesReview, SubjectAccessReview,
 };
 use k8s_pb::api::coordination::v1::Lease;
-use k8s_pb::api::core::v1::{ConfigMap, Event, Namespace, Secret, ServiceAccount};
+use k8s_pb::api::core::v1::{ConfigMap, Event, Namespace, Secret, Service, ServiceAccount};
 use k8s_pb::api::events::v1::Event as EventV1;
 use k8s_pb::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_pb::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions;
 use k8s_pb::apimachinery::pkg::runtime::Unknown;
 use prost::Message;
 use serde_json::Value;
@@ -49,6 +51,9 @@ pub fn decode(body: &[u8]) -> Result<Value> {
         ("v1", "ConfigMap") => object::<ConfigMap>(&raw),
         ("v1", "Secret") => object::<Secret>(&raw),
         ("v1", "ServiceAccount") => object::<ServiceAccount>(&raw),
+        ("v1", "Service") => object::<Service>(&raw),
+        ("apps/v1", "Deployment") => object::<Deployment>(&raw),
+        ("apps/v1", "DaemonSet") => object::<DaemonSet>(&raw),
         ("v1", "Event") => object::<Event>(&raw),
         ("events.k8s.io/v1", "Event") => object::<EventV1>(&raw),
         ("coordination.k8s.io/v1", "Lease") => object::<Lease>(&raw),
@@ -60,6 +65,10 @@ pub fn decode(body: &[u8]) -> Result<Value> {
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => object::<RoleBinding>(&raw),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             object::<ClusterRoleBinding>(&raw)
+        }
+        // Typed clients (helm's release storage among them) send DELETE bodies as protobuf.
+        ("v1" | "meta.k8s.io/v1", "DeleteOptions") => {
+            object_as::<DeleteOptions>(&raw, &api_version, "DeleteOptions")
         }
         ("authentication.k8s.io/v1", "TokenRequest") => {
             object_as::<TokenRequest>(&raw, "authentication.k8s.io/v1", "TokenRequest")
@@ -169,6 +178,121 @@ mod tests {
         assert_eq!(
             obj["spec"],
             json!({"holderIdentity": "a", "leaseDurationSeconds": 15})
+        );
+    }
+
+    #[test]
+    fn decodes_a_service_with_go_names_and_int_or_string_ports() {
+        use k8s_pb::api::core::v1::{ServicePort, ServiceSpec};
+        use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
+        let port = |port: i32, target: IntOrString| ServicePort {
+            port: Some(port),
+            target_port: Some(target),
+            ..ServicePort::default()
+        };
+        let svc = Service {
+            metadata: Some(meta("web")),
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("None".into()),
+                ports: vec![
+                    port(
+                        80,
+                        IntOrString {
+                            r#type: Some(1),
+                            int_val: Some(0),
+                            str_val: Some("http".into()),
+                        },
+                    ),
+                    port(
+                        9090,
+                        IntOrString {
+                            r#type: Some(0),
+                            int_val: Some(9091),
+                            str_val: Some(String::new()),
+                        },
+                    ),
+                ],
+                ..ServiceSpec::default()
+            }),
+            status: None,
+        };
+        let obj = decode(&body(&svc)).expect("valid service");
+        assert_eq!(
+            obj["spec"],
+            json!({"clusterIP": "None", "ports": [{"port": 80, "targetPort": "http"}, {"port": 9090, "targetPort": 9091}]})
+        );
+    }
+
+    #[test]
+    fn decodes_a_deployment_with_embedded_go_structs_and_quantities() {
+        use k8s_pb::api::apps::v1::DeploymentSpec;
+        use k8s_pb::api::core::v1::{
+            Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference, PodSpec,
+            PodTemplateSpec, ResourceRequirements, SecretKeySelector, Volume, VolumeSource,
+        };
+        use k8s_pb::apimachinery::pkg::api::resource::Quantity;
+        let secret_ref = SecretKeySelector {
+            local_object_reference: Some(LocalObjectReference {
+                name: Some("creds".into()),
+            }),
+            key: Some("token".into()),
+            optional: None,
+        };
+        let container = Container {
+            name: Some("web".into()),
+            image: Some("nginx".into()),
+            env: vec![EnvVar {
+                name: Some("TOKEN".into()),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(secret_ref),
+                    ..Default::default()
+                }),
+                ..EnvVar::default()
+            }],
+            resources: Some(ResourceRequirements {
+                requests: [(
+                    "cpu".to_string(),
+                    Quantity {
+                        string: Some("50m".into()),
+                    },
+                )]
+                .into(),
+                ..ResourceRequirements::default()
+            }),
+            ..Container::default()
+        };
+        let volume = Volume {
+            name: Some("scratch".into()),
+            volume_source: Some(VolumeSource {
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..VolumeSource::default()
+            }),
+        };
+        let deployment = Deployment {
+            metadata: Some(meta("web")),
+            spec: Some(DeploymentSpec {
+                replicas: Some(0),
+                template: Some(PodTemplateSpec {
+                    metadata: None,
+                    spec: Some(PodSpec {
+                        containers: vec![container],
+                        volumes: vec![volume],
+                        ..PodSpec::default()
+                    }),
+                }),
+                ..DeploymentSpec::default()
+            }),
+            status: None,
+        };
+        let obj = decode(&body(&deployment)).expect("valid deployment");
+        assert_eq!(obj["apiVersion"], "apps/v1");
+        assert_eq!(
+            obj["spec"],
+            json!({"replicas": 0, "template": {"spec": {
+                "containers": [{"name": "web", "image": "nginx",
+                    "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}],
+                    "resources": {"requests": {"cpu": "50m"}}}],
+                "volumes": [{"name": "scratch", "emptyDir": {}}]}}})
         );
     }
 

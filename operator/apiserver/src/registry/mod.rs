@@ -1,13 +1,17 @@
 //! The resource types the server knows: built-in kinds plus those that CRDs register.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde_json::Value;
 
 use crate::schema::Schema;
 
 mod crd;
+mod openapi_types;
 
 pub use crd::from_crd;
 
@@ -23,6 +27,10 @@ pub enum Behavior {
     EventsV1,
     /// A create-only review (TokenReview, SelfSubjectAccessReview...): answered, never stored.
     Review,
+    /// A built-in kind with a spec and a `/status` subresource (Deployments, DaemonSets,
+    /// Services) that is only stored: no controller acts on it, so its status stays what
+    /// was last written to `/status`.
+    SpecStatus,
 }
 
 /// A printer column (`additionalPrinterColumns`).
@@ -103,13 +111,24 @@ impl ResourceType {
 
     /// Objects with a spec get `metadata.generation`, bumped on spec change.
     pub fn has_generation(&self) -> bool {
-        matches!(self.behavior, Behavior::Custom | Behavior::Crd)
+        match self.behavior {
+            Behavior::Custom | Behavior::Crd => true,
+            // Workloads (apps/v1) count generations for their controllers; Services do not.
+            Behavior::SpecStatus => self.group == "apps",
+            _ => false,
+        }
+    }
+
+    /// Whether `status` is written only through the `/status` subresource: the main
+    /// resource keeps the stored status whatever a create, update or patch sends.
+    pub fn status_is_subresource(&self, version: &str) -> bool {
+        matches!(self.behavior, Behavior::Custom | Behavior::SpecStatus) && self.has_status(version)
     }
 
     pub fn has_status(&self, version: &str) -> bool {
         match self.behavior {
             Behavior::Custom => self.version(version).is_some_and(|v| v.status_subresource),
-            Behavior::Crd | Behavior::Namespace => true,
+            Behavior::Crd | Behavior::Namespace | Behavior::SpecStatus => true,
             _ => false,
         }
     }
@@ -121,19 +140,18 @@ impl ResourceType {
         match self.behavior {
             Behavior::Namespace | Behavior::Crd => true,
             Behavior::Plain => {
-                self.group.is_empty()
-                    && matches!(
-                        self.plural.as_str(),
-                        "serviceaccounts" | "pods" | "services"
-                    )
+                self.group.is_empty() && matches!(self.plural.as_str(), "serviceaccounts" | "pods")
             }
+            Behavior::SpecStatus => self.group.is_empty() && self.plural == "services",
             Behavior::Secret | Behavior::Custom | Behavior::EventsV1 | Behavior::Review => false,
         }
     }
 
     pub fn scale(&self, version: &str) -> Option<&ScalePaths> {
         match self.behavior {
-            Behavior::Custom => self.version(version).and_then(|v| v.scale.as_ref()),
+            Behavior::Custom | Behavior::SpecStatus => {
+                self.version(version).and_then(|v| v.scale.as_ref())
+            }
             _ => None,
         }
     }
@@ -185,6 +203,37 @@ impl ResourceType {
         }
     }
 
+    /// A built-in kind described by its `k8s-openapi` type, checked against the schema
+    /// generated from that type.
+    fn typed<T: k8s_openapi::Resource + schemars::JsonSchema>(namespaced: bool) -> Self {
+        let (schema, raw) = openapi_types::schema_of::<T>();
+        let mut t = Self::builtin(
+            T::GROUP,
+            T::VERSION,
+            T::KIND,
+            T::URL_PATH_SEGMENT,
+            namespaced,
+        );
+        t.versions[0].schema = Some(schema);
+        t.versions[0].raw_schema = Some(raw);
+        t
+    }
+
+    /// A `/scale` subresource over `spec.replicas` and `status.replicas`.
+    fn scaled(mut self) -> Self {
+        self.versions[0].scale = Some(ScalePaths {
+            spec_replicas: ".spec.replicas".into(),
+            status_replicas: ".status.replicas".into(),
+            label_selector: None,
+        });
+        self
+    }
+
+    fn in_categories(mut self, categories: &[&str]) -> Self {
+        self.categories = categories.iter().map(|s| (*s).to_string()).collect();
+        self
+    }
+
     fn short(mut self, names: &[&str]) -> Self {
         self.short_names = names.iter().map(|s| (*s).to_string()).collect();
         self
@@ -196,16 +245,34 @@ impl ResourceType {
     }
 }
 
-/// The built-in kinds served by the dev control plane.
+/// The built-in kinds served by the dev control plane. Their schemas are generated once.
 pub fn builtins() -> Vec<ResourceType> {
+    static BUILTINS: LazyLock<Vec<ResourceType>> = LazyLock::new(builtin_kinds);
+    BUILTINS.clone()
+}
+
+fn builtin_kinds() -> Vec<ResourceType> {
     vec![
         ResourceType::builtin("", "v1", "Namespace", "namespaces", false)
             .short(&["ns"])
             .behave(Behavior::Namespace),
-        ResourceType::builtin("", "v1", "ConfigMap", "configmaps", true).short(&["cm"]),
-        ResourceType::builtin("", "v1", "Secret", "secrets", true).behave(Behavior::Secret),
+        ResourceType::typed::<ConfigMap>(true).short(&["cm"]),
+        ResourceType::typed::<Secret>(true).behave(Behavior::Secret),
         ResourceType::builtin("", "v1", "Event", "events", true).short(&["ev"]),
-        ResourceType::builtin("", "v1", "ServiceAccount", "serviceaccounts", true).short(&["sa"]),
+        ResourceType::typed::<ServiceAccount>(true).short(&["sa"]),
+        ResourceType::typed::<Service>(true)
+            .short(&["svc"])
+            .in_categories(&["all"])
+            .behave(Behavior::SpecStatus),
+        ResourceType::typed::<Deployment>(true)
+            .short(&["deploy"])
+            .in_categories(&["all"])
+            .behave(Behavior::SpecStatus)
+            .scaled(),
+        ResourceType::typed::<DaemonSet>(true)
+            .short(&["ds"])
+            .in_categories(&["all"])
+            .behave(Behavior::SpecStatus),
         ResourceType::builtin("events.k8s.io", "v1", "Event", "events", true)
             .short(&["ev"])
             .behave(Behavior::EventsV1),
@@ -219,28 +286,10 @@ pub fn builtins() -> Vec<ResourceType> {
         )
         .short(&["crd", "crds"])
         .behave(Behavior::Crd),
-        ResourceType::builtin(crate::rbac::GROUP, "v1", "Role", "roles", true),
-        ResourceType::builtin(
-            crate::rbac::GROUP,
-            "v1",
-            "ClusterRole",
-            "clusterroles",
-            false,
-        ),
-        ResourceType::builtin(
-            crate::rbac::GROUP,
-            "v1",
-            "RoleBinding",
-            "rolebindings",
-            true,
-        ),
-        ResourceType::builtin(
-            crate::rbac::GROUP,
-            "v1",
-            "ClusterRoleBinding",
-            "clusterrolebindings",
-            false,
-        ),
+        ResourceType::typed::<Role>(true),
+        ResourceType::typed::<ClusterRole>(false),
+        ResourceType::typed::<RoleBinding>(true),
+        ResourceType::typed::<ClusterRoleBinding>(false),
         review("authentication.k8s.io", "TokenReview", "tokenreviews"),
         review(
             "authentication.k8s.io",

@@ -302,6 +302,7 @@ fn write_options(call: &Call<'_>) -> Result<WriteOptions> {
 fn delete_options(call: &Call<'_>) -> Result<DeleteOptions> {
     DeleteOptions::parse(
         call.body,
+        body::content_type(call.headers),
         call.query("propagationPolicy"),
         call.query("dryRun") == Some("All"),
     )

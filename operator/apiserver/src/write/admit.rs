@@ -1,12 +1,13 @@
 //! What every write passes before it is stored: the envelope and type checks of the body,
-//! namespaces, kind-specific normalization, size limits and the structural schema.
+//! namespaces, kind-specific normalization, size limits, the structural schema and, for
+//! workloads, their selector.
 
 use std::sync::Arc;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::{FieldValidation, WriteOptions, name_of, now};
+use super::{FieldValidation, WriteOptions, name_of, now, workload};
 use crate::api::{Inner, Scope};
 use crate::error::{ApiError, Cause, Result};
 use crate::registry::{Behavior, from_crd};
@@ -120,7 +121,11 @@ impl Inner {
                 from_crd(obj)?;
                 establish_crd(obj)?;
             }
-            Behavior::Plain | Behavior::Custom | Behavior::EventsV1 | Behavior::Review => {}
+            Behavior::Plain
+            | Behavior::Custom
+            | Behavior::EventsV1
+            | Behavior::Review
+            | Behavior::SpecStatus => {}
         }
         untrusted::check_limits(obj)?;
         let Some(schema) = schema_of(scope) else {
@@ -128,7 +133,10 @@ impl Inner {
         };
         let warnings = prune_unknown(scope, &schema, obj, opts.validation)?;
         schema.apply_defaults(obj);
-        let causes = schema.validate(obj, old);
+        let mut causes = schema.validate(obj, old);
+        if rt.behavior == Behavior::SpecStatus && rt.group == "apps" {
+            causes.extend(workload::check(&rt.kind, obj, old));
+        }
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.group, &rt.kind, &name, causes));
         }

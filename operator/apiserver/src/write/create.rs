@@ -67,7 +67,7 @@ impl Inner {
         let name = assign_name(scope, &mut obj)?;
         Self::check_namespace(scope, &mut obj)?;
         self.namespace_accepts_creates(scope)?;
-        if scope.rt.has_status(&scope.version) && scope.rt.behavior == Behavior::Custom {
+        if scope.rt.status_is_subresource(&scope.version) {
             untrusted::remove(&mut obj, "status");
         }
         let warnings = self.admit(scope, &mut obj, None, opts)?;

@@ -2,7 +2,7 @@
 //! `patch` (merge, JSON and strategic merge patches), `apply` (server-side apply), `status`
 //! (the spec/status split of the status subresource), and `admit` (what every write passes:
 //! type checks, limits, kind-specific normalization, structural schemas), `scale` (the
-//! `/scale` subresource of custom resources).
+//! `/scale` subresource), `workload` (selector checks of Deployments and DaemonSets).
 //!
 //! Every body is untrusted: it is type-checked ([`crate::shape`]) and size-checked
 //! ([`crate::untrusted`]) before the server writes into it, and every write into it is a
@@ -15,6 +15,7 @@ mod patch;
 mod scale;
 mod status;
 mod update;
+mod workload;
 
 pub use scale::ScaleBody;
 

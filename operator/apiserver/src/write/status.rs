@@ -7,7 +7,6 @@ use serde_json::Value;
 
 use crate::api::Scope;
 use crate::error::Result;
-use crate::registry::Behavior;
 use crate::untrusted;
 
 /// Takes from `obj` only what the request may change, given the subresource written to.
@@ -21,7 +20,7 @@ pub(super) fn split(
     if sub == "status" {
         return status_only(scope, existing, obj, operation);
     }
-    if !(scope.rt.has_status(&scope.version) && scope.rt.behavior == Behavior::Custom) {
+    if !scope.rt.status_is_subresource(&scope.version) {
         return Ok(obj);
     }
     let mut obj = obj;

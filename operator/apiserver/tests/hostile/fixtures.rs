@@ -222,12 +222,50 @@ pub fn resources() -> Vec<Resource> {
         ),
         Resource {
             scale: true,
+            ..r("/apis/apps/v1", "deployments", true, true, true, |n| {
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": n},
+                    "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "a"}},
+                        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}},
+                        "template": pod_template()},
+                    "status": {"replicas": 2, "availableReplicas": 1,
+                        "conditions": [{"type": "Available", "status": "True", "reason": "R"}]}})
+            })
+        },
+        r("/apis/apps/v1", "daemonsets", true, true, true, |n| {
+            json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": n},
+                "spec": {"selector": {"matchLabels": {"app": "a"}}, "template": pod_template(),
+                    "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}},
+                "status": {"currentNumberScheduled": 1, "desiredNumberScheduled": 1, "numberMisscheduled": 0, "numberReady": 1}})
+        }),
+        r("/api/v1", "services", true, true, true, |n| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": n},
+                "spec": {"type": "ClusterIP", "clusterIP": "None", "selector": {"app": "a"},
+                    "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                        {"name": "metrics", "port": 9090, "targetPort": 9090}]},
+                "status": {"loadBalancer": {}}})
+        }),
+        Resource {
+            scale: true,
             ..r("/apis/fuzz.example/v1", "scalers", true, true, false, |n| {
                 json!({"apiVersion": "fuzz.example/v1", "kind": "Scaler", "metadata": {"name": n},
                     "spec": {"replicas": 2}, "status": {"replicas": 1, "selector": "a=b"}})
             })
         },
     ]
+}
+
+/// A pod template with the lists Kubernetes merges by key (containers, ports, env, volumes).
+fn pod_template() -> Value {
+    json!({"metadata": {"labels": {"app": "a"}},
+        "spec": {"containers": [{"name": "c", "image": "i:1", "args": ["run"],
+                "ports": [{"containerPort": 80, "name": "http"}],
+                "env": [{"name": "E", "value": "v"}, {"name": "F", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+                "volumeMounts": [{"name": "v", "mountPath": "/v"}],
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10}}],
+            "volumes": [{"name": "v", "emptyDir": {"sizeLimit": "1Mi"}}],
+            "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+            "nodeSelector": {"n": "1"}}})
 }
 
 /// The CRD of `scalers.fuzz.example`, which declares `/status` and `/scale`; installed once,
