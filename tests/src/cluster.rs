@@ -92,11 +92,13 @@ pub struct TestCluster {
     /// How the operator (and [`TestCluster::agent_client`]) reaches agents: over the
     /// transport [`test_transport`] names, which the agents serve.
     pub access: AgentAccess,
-    state: tempfile::TempDir,
+    pub state: tempfile::TempDir,
     /// Agents run the simulated driver (benchmarks of the control plane alone).
     simulated: bool,
     /// Agents join one Raft group (`--raft`).
     raft: bool,
+    /// The kubeconfig agents added from now on register with (default: the admin one).
+    agent_kubeconfig: Option<PathBuf>,
 }
 
 impl TestCluster {
@@ -150,6 +152,7 @@ impl TestCluster {
             state,
             simulated,
             raft: false,
+            agent_kubeconfig: None,
         };
         for i in 0..agents {
             cluster.add_agent(&format!("agent-{i}"), None).await?;
@@ -175,6 +178,12 @@ impl TestCluster {
         let mut cluster = Self::start_fleet(agents, simulated).await?;
         cluster.start_operator();
         Ok(cluster)
+    }
+
+    /// The kubeconfig agents added from now on register their Host with (a ServiceAccount's
+    /// token instead of the admin's).
+    pub fn set_agent_kubeconfig(&mut self, path: PathBuf) {
+        self.agent_kubeconfig = Some(path);
     }
 
     /// Whether agents added from now on join the Raft group.
@@ -211,7 +220,9 @@ impl TestCluster {
                 "tcg",
                 &self.pki,
                 self.access.clone(),
-                self.control_plane.kubeconfig_path(),
+                self.agent_kubeconfig
+                    .clone()
+                    .unwrap_or_else(|| self.control_plane.kubeconfig_path()),
             )?
         };
         let agent = AgentProcess::start(options).await?;
