@@ -18,7 +18,7 @@ use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use quiver_rpc::TransportMode;
-use quiver_tests::cluster::TestCluster;
+use quiver_tests::cluster::{TestCluster, operator_binary};
 use quiver_tests::helm::{self, Helm};
 use quiver_tests::{eventually, repo_root};
 
@@ -52,16 +52,6 @@ async fn service_account_kubeconfig(
     Ok(path.to_owned())
 }
 
-fn operator_binary() -> PathBuf {
-    std::env::var_os("QUIVER_OPERATOR_BIN").map_or_else(
-        || {
-            let agent = quiver_tests::cluster::agent_binary().expect("the agent binary");
-            agent.with_file_name("quiver-operator")
-        },
-        PathBuf::from,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_and_agent_run_under_the_charts_rbac_and_a_missing_grant_is_a_403()
 -> anyhow::Result<()> {
@@ -81,6 +71,8 @@ async fn operator_and_agent_run_under_the_charts_rbac_and_a_missing_grant_is_a_4
             "-n",
             NAMESPACE,
             "--create-namespace",
+            // The test cluster installed the CRDs already (field manager quiver-dev).
+            "--skip-crds",
         ])
         .await?;
     let operator_config = service_account_kubeconfig(
@@ -97,7 +89,7 @@ async fn operator_and_agent_run_under_the_charts_rbac_and_a_missing_grant_is_a_4
     cluster.add_agent("agent-0", None).await?;
 
     let log_path = dir.join("operator.log");
-    let mut operator = tokio::process::Command::new(operator_binary())
+    let mut operator = tokio::process::Command::new(operator_binary()?)
         .args([
             "run",
             "--identity",
@@ -157,6 +149,13 @@ async fn operator_and_agent_run_under_the_charts_rbac_and_a_missing_grant_is_a_4
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}\noperator log:\n{}", log()))?;
+    let refusal = log()
+        .lines()
+        .find(|l| l.contains("microvms/status"))
+        .unwrap_or_default()
+        .to_owned();
+    println!("the operator's refusal: {refusal}");
+    assert!(refusal.contains("forbidden"), "{refusal}");
     let denied = k.vm("denied").await?;
     assert_eq!(denied.phase, "", "no status without the grant: {denied:?}");
     let _ = operator.kill().await;

@@ -52,6 +52,32 @@ pub fn vm_manifest(guest: &Path, name: &str, extra: &str) -> String {
     )
 }
 
+/// `quiver-operator` for tests that run the operator as its own process:
+/// `$QUIVER_OPERATOR_BIN`, else the one in the target dir this test runs from (the test command
+/// builds it), built first when it is not there yet.
+pub fn operator_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("QUIVER_OPERATOR_BIN") {
+        return Ok(path.into());
+    }
+    // The test runs from <target>/debug/deps/.
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .ancestors()
+        .nth(2)
+        .context("the test executable has no target dir")?;
+    let path = dir.join("quiver-operator");
+    if !path.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "quiver-operator", "--bin", "quiver-operator"])
+            .current_dir(crate::repo_root())
+            .status()
+            .context("building quiver-operator")?;
+        anyhow::ensure!(status.success(), "cargo build -p quiver-operator failed");
+    }
+    Ok(path)
+}
+
 /// Finds `quiver-agent`, building it first when it is not there yet.
 pub fn agent_binary() -> anyhow::Result<PathBuf> {
     let explicit = std::env::var_os("QUIVER_AGENT_BIN").map(PathBuf::from);
