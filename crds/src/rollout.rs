@@ -62,8 +62,7 @@ use crate::transport::TransportTarget;
 #[schemars(transform = kubernetes_compat)]
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": weights_never_decrease(),
-    "message": "spec.steps: each setWeight must be at least the setWeight of every earlier step",
-    "fieldPath": ".steps"
+    "message": "spec.steps: each setWeight must be at least the setWeight of every earlier step"
 }, {
     "rule": "has(self.target) != has(self.microVMs)",
     "message": "spec: set exactly one of target (a transport rollout of Hosts) or microVMs (a \

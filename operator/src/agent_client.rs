@@ -290,6 +290,12 @@ impl AgentCluster {
         lock(&self.inner.agents).keys().cloned().collect()
     }
 
+    /// The host of the latest status any agent reported for `uid` (without copying the rest).
+    #[must_use]
+    pub fn vm_host(&self, uid: &str) -> Option<String> {
+        lock(&self.inner.vms).get(uid).map(|s| s.host.clone())
+    }
+
     /// The latest status any agent reported for `uid`.
     #[must_use]
     pub fn vm(&self, uid: &str) -> Option<proto::VmStatus> {

@@ -9,6 +9,7 @@
 //! memory, kernel, disks...) and only starts/stops it when `runStrategy` changes.
 //! RestartRequired is True while the host still runs an older generation.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,25 +215,31 @@ async fn put(
 }
 
 /// Every registered Host as placement sees it, with the memory of the VMs already on it.
+/// Every Host as placement sees it. Memory in use is summed in one pass over the VMs (each
+/// VM's host looked up once), not once per host: placing N VMs costs N passes, so the pass
+/// must stay cheap.
 fn host_views(ctx: &Context, placing_uid: &str) -> Vec<HostView> {
-    let vms = ctx.vms.state();
+    let mut allocated: HashMap<String, u64> = HashMap::new();
+    for vm in ctx.vms.state() {
+        if vm.uid().is_none_or(|u| u == placing_uid)
+            || vm.spec.run_strategy == quiver_crds::RunStrategy::Halted
+        {
+            continue;
+        }
+        if let Some(host) = assigned_host(ctx, &vm) {
+            *allocated.entry(host).or_default() += u64::from(vm.spec.memory_mib);
+        }
+    }
     ctx.hosts
         .state()
         .iter()
         .map(|h| {
             let name = h.name_any();
             let status = h.status.clone().unwrap_or_default();
-            let allocated_memory_mib = vms
-                .iter()
-                .filter(|vm| vm.uid().is_some_and(|u| u != placing_uid))
-                .filter(|vm| vm.spec.run_strategy != quiver_crds::RunStrategy::Halted)
-                .filter(|vm| assigned_host(ctx, vm).as_deref() == Some(name.as_str()))
-                .map(|vm| u64::from(vm.spec.memory_mib))
-                .sum();
             HostView {
                 labels: h.labels().clone(),
                 capacity: status.capacity.unwrap_or(h.spec.capacity),
-                allocated_memory_mib,
+                allocated_memory_mib: allocated.get(&name).copied().unwrap_or(0),
                 ready: status.condition(READY).is_some_and(|c| c.status == "True"),
                 schedulable: !h.spec.unschedulable && !h.spec.drain,
                 reach: ctx.cluster.reach(&name),
@@ -245,8 +252,7 @@ fn host_views(ctx: &Context, placing_uid: &str) -> Vec<HostView> {
 fn assigned_host(ctx: &Context, vm: &MicroVM) -> Option<String> {
     let uid = vm.uid()?;
     ctx.cluster
-        .vm(&uid)
-        .map(|s| s.host)
+        .vm_host(&uid)
         .or_else(|| ctx.assignment(&uid))
         .or_else(|| vm.status.as_ref().and_then(|s| s.host.clone()))
 }
