@@ -1,6 +1,6 @@
-//! Transport rollouts end to end on the dev control plane: six agents in one Raft group
-//! (simulated driver: no guest boots here, the VMs' placement and lifecycle are real), the
-//! operator's Rollout controller moving them with `Rollout` objects applied by kubectl.
+//! Transport rollouts end to end on the dev control plane: six agents in one Raft group booting
+//! real QEMU guests (TCG), the operator's Rollout controller moving them with `Rollout` objects
+//! applied by kubectl.
 //!
 //! - Pool `a` (four hosts) goes gRPC → Iroh through 5 / 25 / 50 / 100 % with timed pauses and
 //!   one manual promotion (`spec.promoteStep`) after an operator restart; VMs keep running, one
@@ -14,16 +14,11 @@ use std::time::Duration;
 use kube::Api;
 use quiver_crds::{Host, Rollout, RolloutPhase, Service, Transport, Verdict};
 use quiver_rpc::TransportMode;
-use quiver_tests::cluster::TestCluster;
+use quiver_tests::cluster::{TestCluster, guest_dir};
 use quiver_tests::eventually;
+use quiver_tests::vm::{BOOT, qemu_lock};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn simulated_vm(name: &str) -> String {
-    format!(
-        "apiVersion: quiver.dev/v1alpha1\nkind: MicroVM\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  cpus: 1\n  memoryMiB: 128\n  kernel: /var/lib/quiver/guest/vmlinuz\n"
-    )
-}
 
 /// Whether `host` serves every service over `transport`, as its status says.
 async fn serves(hosts: &Api<Host>, host: &str, transport: Transport) -> anyhow::Result<bool> {
@@ -83,7 +78,11 @@ async fn events(cluster: &TestCluster, name: &str) -> anyhow::Result<String> {
 async fn rollouts_move_hosts_to_iroh_step_by_step_and_roll_back_slow_canaries() -> anyhow::Result<()>
 {
     // The operator reaches agents over both transports, as a fleet mid-rollout needs.
-    let mut cluster = TestCluster::start_with(0, true, TransportMode::Dual).await?;
+    let Some(guest) = guest_dir() else {
+        return Ok(());
+    };
+    let _qemu = qemu_lock().await;
+    let mut cluster = TestCluster::start_with(0, false, TransportMode::Dual).await?;
     cluster.stop_operator().await;
     cluster.set_raft(true);
     cluster
@@ -158,9 +157,14 @@ async fn rollouts_move_hosts_to_iroh_step_by_step_and_roll_back_slow_canaries() 
         Ok(Some(()))
     })
     .await?;
-    k.apply(&simulated_vm("before")).await?;
-    k.wait_vm("before", "Running", WAIT, |v| v.phase == "Running")
-        .await?;
+    cluster.apply_vm(&guest, "before", "").await?;
+    k.wait_vm(
+        "before",
+        "GuestReady",
+        BOOT,
+        quiver_tests::vm::VmView::is_ready,
+    )
+    .await?;
 
     // Pool b: the canary is slow on Iroh, so the rollout rolls back by itself.
     k.apply(
@@ -225,9 +229,14 @@ async fn rollouts_move_hosts_to_iroh_step_by_step_and_roll_back_slow_canaries() 
     cluster.stop_operator().await;
     cluster.start_operator();
     // A VM applied mid-rollout starts; the one from before still runs.
-    k.apply(&simulated_vm("during")).await?;
-    k.wait_vm("during", "Running", WAIT, |v| v.phase == "Running")
-        .await?;
+    cluster.apply_vm(&guest, "during", "").await?;
+    k.wait_vm(
+        "during",
+        "GuestReady",
+        BOOT,
+        quiver_tests::vm::VmView::is_ready,
+    )
+    .await?;
 
     // The manual promotion: spec.promoteStep (what `kubectl quiver rollout promote` raises).
     k.run(&[
@@ -274,13 +283,18 @@ async fn rollouts_move_hosts_to_iroh_step_by_step_and_roll_back_slow_canaries() 
         );
     }
     for vm in ["before", "during"] {
-        k.wait_vm(vm, "Running", WAIT, |v| v.phase == "Running")
+        k.wait_vm(vm, "GuestReady", BOOT, quiver_tests::vm::VmView::is_ready)
             .await?;
     }
     // Raft kept working: a VM applied now is placed and runs, and every host knows a leader.
-    k.apply(&simulated_vm("after")).await?;
-    k.wait_vm("after", "Running", WAIT, |v| v.phase == "Running")
-        .await?;
+    cluster.apply_vm(&guest, "after", "").await?;
+    k.wait_vm(
+        "after",
+        "GuestReady",
+        BOOT,
+        quiver_tests::vm::VmView::is_ready,
+    )
+    .await?;
     for host in hosts.list(&Default::default()).await? {
         let raft = host.status.and_then(|s| s.raft);
         assert!(raft.and_then(|r| r.leader).is_some(), "a leader is known");
