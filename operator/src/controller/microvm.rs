@@ -295,23 +295,7 @@ async fn publish_events(
     new: &MicroVMStatus,
     ctx: &Context,
 ) {
-    let reference = vm.object_ref(&());
-    for t in transitions(old, new) {
-        let event = Event {
-            type_: if t.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: t.reason.to_owned(),
-            note: Some(t.note),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(vm = %vm.name_any(), error = %e, "could not publish event");
-        }
-    }
+    super::publish(ctx, &vm.object_ref(&()), transitions(old, new), "Reconcile").await;
 }
 
 /// A safety net only: agent status streams and Host changes wake the controller earlier.

@@ -277,6 +277,33 @@ pub async fn run(
     metrics.leading(None);
 }
 
+/// Publishes one Kubernetes Event per transition about the object `reference` names; a
+/// failure to publish is logged, never fatal.
+pub(crate) async fn publish(
+    ctx: &Context,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    transitions: impl IntoIterator<Item = crate::status::Transition>,
+    action: &str,
+) {
+    use kube::runtime::events::{Event, EventType};
+    for t in transitions {
+        let event = Event {
+            type_: if t.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: t.reason.to_owned(),
+            note: Some(t.note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, reference).await {
+            tracing::warn!(object = ?reference.name, error = %e, "could not publish event");
+        }
+    }
+}
+
 /// Runs one reconcile and records its time and result.
 async fn timed(
     controller: &'static str,

@@ -18,7 +18,6 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use quiver_crds::{AnalysisRecord, MicroVM, Rollout};
 use quiver_rpc::proto::MetricsSnapshot;
@@ -117,7 +116,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Actio
         set_paused(&api, &rollout.name_any(), paused).await?;
     }
     write_status(&api, &rollout, &decision).await?;
-    publish(&ctx, &rollout, decision.events).await;
+    super::publish(&ctx, &rollout.object_ref(&()), decision.events, "Rollout").await;
     Ok(Action::requeue(decision.requeue))
 }
 
@@ -184,26 +183,6 @@ async fn write_status(api: &Api<Rollout>, rollout: &Rollout, decision: &Decision
     )
     .await?;
     Ok(())
-}
-
-async fn publish(ctx: &Context, rollout: &Rollout, events: Vec<crate::status::Transition>) {
-    let reference = rollout.object_ref(&());
-    for t in events {
-        let event = Event {
-            type_: if t.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: t.reason.to_owned(),
-            note: Some(t.note),
-            action: "Rollout".to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(rollout = %rollout.name_any(), error = %e, "could not publish event");
-        }
-    }
 }
 
 // The signature is the one `Controller::run` calls.
