@@ -335,11 +335,14 @@ async fn restarting_every_agent_recovers_the_ledger_and_disturbs_no_guest() -> a
     wait_formed(&cluster, &THREE).await?;
     for (uid, was) in &before {
         let (host, status) = wait_running_once(&cluster, uid, None).await?;
-        assert_eq!(
-            &(host, status.epoch, status.pid),
-            was,
-            "{uid} was restarted or moved"
-        );
+        let now = (host, status.epoch, status.pid);
+        if &now != was {
+            let words = ["lease", "renew", "leader", "down", "elect", "vote", "fenc"];
+            anyhow::bail!(
+                "{uid} was restarted or moved: {was:?} -> {now:?}\nagent logs:{}",
+                cluster.agent_log_lines(&words, 60)
+            );
+        }
     }
     cluster.shutdown().await;
     Ok(())

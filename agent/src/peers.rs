@@ -86,24 +86,42 @@ pub fn spawn(
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
         };
-        let (store, writer) = reflector::store();
-        let events = reflector(
-            writer,
-            watcher(Api::<Host>::all(client), watcher::Config::default()),
-        )
-        .default_backoff();
-        let mut events = std::pin::pin!(events);
-        while let Some(event) = events.next().await {
-            if let Err(e) = event {
+        let events = watcher(Api::<Host>::all(client), watcher::Config::default());
+        publish(events.default_backoff(), &allowlist, &trusted, &hosts_tx).await;
+    })
+}
+
+/// Keeps `allowlist` and `hosts_tx` equal to the Hosts that `events` list, publishing only
+/// complete lists: while a (re)list is under way the reflector's store still holds the last
+/// complete one, and at the very first list it holds nothing. Publishing then would tell
+/// the Raft leader that every Host was deleted, and it would remove them all from the group.
+async fn publish<S>(
+    events: S,
+    allowlist: &Allowlist,
+    trusted: &[EndpointId],
+    hosts_tx: &watch::Sender<Option<Vec<Host>>>,
+) where
+    S: futures::Stream<Item = Result<watcher::Event<Host>, watcher::Error>>,
+{
+    let (store, writer) = reflector::store();
+    let mut events = std::pin::pin!(reflector(writer, events));
+    let mut listed = false;
+    while let Some(event) = events.next().await {
+        match event {
+            Err(e) => {
                 tracing::warn!(error = %e, "watching Hosts");
                 continue;
             }
-            let hosts = store.state();
-            let ids = admitted(hosts.iter().map(AsRef::as_ref), &trusted);
-            allowlist.replace(ids);
-            hosts_tx.send_replace(Some(hosts.iter().map(|h| Host::clone(h)).collect()));
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+            Ok(watcher::Event::InitDone) => listed = true,
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) if !listed => continue,
+            Ok(_) => {}
         }
-    })
+        let hosts = store.state();
+        let ids = admitted(hosts.iter().map(AsRef::as_ref), trusted);
+        allowlist.replace(ids);
+        hosts_tx.send_replace(Some(hosts.iter().map(|h| Host::clone(h)).collect()));
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +163,68 @@ mod tests {
         assert_eq!(
             found,
             BTreeMap::from([(quiver_raft::node_id(&a), expected)])
+        );
+    }
+
+    /// The published list after each of `events` (`None`: nothing published yet).
+    async fn published(events: Vec<watcher::Event<Host>>) -> Vec<Option<Vec<String>>> {
+        let allowlist = Allowlist::default();
+        let (tx, rx) = watch::channel(None);
+        let names = move || {
+            rx.borrow().as_ref().map(|hosts: &Vec<Host>| {
+                let mut names: Vec<String> = hosts
+                    .iter()
+                    .filter_map(|h| h.metadata.name.clone())
+                    .collect();
+                names.sort();
+                names
+            })
+        };
+        let seen = std::sync::Mutex::new(Vec::new());
+        // The publisher handles an event before it polls the next, so reading the channel
+        // when the next one is pulled (and at the end) sees what each event published.
+        let stream = futures::stream::iter(events.into_iter().enumerate()).map(|(i, e)| {
+            if i > 0 {
+                seen.lock().expect("lock").push(names());
+            }
+            Ok(e)
+        });
+        publish(stream, &allowlist, &[], &tx).await;
+        let mut seen = seen.into_inner().expect("lock");
+        seen.push(names());
+        seen
+    }
+
+    #[tokio::test]
+    async fn only_complete_lists_are_published_never_a_list_under_way() {
+        use watcher::Event::{Apply, Init, InitApply, InitDone};
+        let [a, b] = ["a", "b"].map(|n| host(n, SecretKey::generate().public().to_string()));
+        let lists = published(vec![
+            Init,
+            InitApply(a.clone()),
+            InitApply(b.clone()),
+            InitDone,
+            // A relist (after a lost watch): the store keeps [a, b] until it is done.
+            Init,
+            InitApply(a.clone()),
+            InitDone,
+            Apply(b.clone()),
+        ])
+        .await;
+        let ab = Some(vec!["a".to_owned(), "b".to_owned()]);
+        assert_eq!(
+            lists,
+            [
+                None,
+                None,
+                None,
+                ab.clone(),
+                ab.clone(),
+                ab.clone(),
+                Some(vec!["a".to_owned()]),
+                ab,
+            ],
+            "nothing before the first list is complete; a relist keeps the last complete one"
         );
     }
 

@@ -309,6 +309,29 @@ impl TestCluster {
         pids
     }
 
+    /// The last `lines` lines of every agent's log whose text mentions one of `words`, for
+    /// the message of a failed fleet test.
+    pub fn agent_log_lines(&self, words: &[&str], lines: usize) -> String {
+        let mut out = String::new();
+        for agent in &self.agents {
+            let log = std::fs::read_to_string(agent.options.data_dir.join("agent.log"))
+                .unwrap_or_default();
+            let hits: Vec<&str> = log
+                .lines()
+                .filter(|l| words.iter().any(|w| l.contains(w)))
+                .collect();
+            let from = hits.len().saturating_sub(lines);
+            out.push_str(&format!(
+                "
+== {} ==
+",
+                agent.options.name
+            ));
+            out.push_str(&hits[from..].join("\n"));
+        }
+        out
+    }
+
     /// What the agents' run dirs say about each VM (state and the console's last lines), for
     /// the message of a test that timed out waiting on one.
     pub fn diagnostics(&self) -> String {
