@@ -9,7 +9,6 @@
 //! memory, kernel, disks...) and only starts/stops it when `runStrategy` changes.
 //! RestartRequired is True while the host still runs an older generation.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,7 @@ use quiver_crds::condition::READY;
 use quiver_crds::{API_VERSION, MicroVM, MicroVMPhase, MicroVMStatus, VM_FINALIZER};
 use quiver_rpc::proto;
 
+use super::allocations::Allocations;
 use super::{Context, FIELD_MANAGER};
 use crate::convert::put_request;
 use crate::placement::{self, HostView, Placement, place};
@@ -96,10 +96,15 @@ async fn apply(vm: &MicroVM, ctx: &Context, api: &Api<MicroVM>) -> Result<Action
         (host, epoch)
     } else {
         let placed = {
-            let _placing = ctx.placing.lock().await;
-            let placed = place(&vm.spec, &host_views(ctx, &uid));
+            let mut allocations = ctx.placing.lock().await;
+            let now = std::time::Instant::now();
+            if allocations.stale(now) {
+                allocations.recount(now, allocated(ctx));
+            }
+            let placed = place(&vm.spec, &host_views(ctx, &uid, &allocations));
             if let Placement::Host(host) = &placed {
                 ctx.assign(&uid, host);
+                allocations.add(uid.clone(), host.clone(), u64::from(vm.spec.memory_mib));
             }
             placed
         };
@@ -214,22 +219,21 @@ async fn put(
     }
 }
 
-/// Every registered Host as placement sees it, with the memory of the VMs already on it.
-/// Every Host as placement sees it. Memory in use is summed in one pass over the VMs (each
-/// VM's host looked up once), not once per host: placing N VMs costs N passes, so the pass
-/// must stay cheap.
-fn host_views(ctx: &Context, placing_uid: &str) -> Vec<HostView> {
-    let mut allocated: HashMap<String, u64> = HashMap::new();
-    for vm in ctx.vms.state() {
-        if vm.uid().is_none_or(|u| u == placing_uid)
-            || vm.spec.run_strategy == quiver_crds::RunStrategy::Halted
-        {
-            continue;
-        }
-        if let Some(host) = assigned_host(ctx, &vm) {
-            *allocated.entry(host).or_default() += u64::from(vm.spec.memory_mib);
-        }
-    }
+/// `(uid, host, memory)` of every VM that holds memory on a host (Halted ones hold none).
+fn allocated(ctx: &Context) -> Vec<(String, String, u64)> {
+    ctx.vms
+        .state()
+        .iter()
+        .filter(|vm| vm.spec.run_strategy != quiver_crds::RunStrategy::Halted)
+        .filter_map(|vm| {
+            let host = assigned_host(ctx, vm)?;
+            Some((vm.uid()?, host, u64::from(vm.spec.memory_mib)))
+        })
+        .collect()
+}
+
+/// Every registered Host as placement sees it, with the memory the other VMs hold on it.
+fn host_views(ctx: &Context, placing_uid: &str, allocations: &Allocations) -> Vec<HostView> {
     ctx.hosts
         .state()
         .iter()
@@ -239,7 +243,7 @@ fn host_views(ctx: &Context, placing_uid: &str) -> Vec<HostView> {
             HostView {
                 labels: h.labels().clone(),
                 capacity: status.capacity.unwrap_or(h.spec.capacity),
-                allocated_memory_mib: allocated.get(&name).copied().unwrap_or(0),
+                allocated_memory_mib: allocations.on_host_without(&name, placing_uid),
                 ready: status.condition(READY).is_some_and(|c| c.status == "True"),
                 schedulable: !h.spec.unschedulable && !h.spec.drain,
                 reach: ctx.cluster.reach(&name),
@@ -331,7 +335,13 @@ async fn cleanup(vm: &MicroVM, ctx: &Context) -> Result<Action> {
         action: "Delete".to_owned(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &vm.object_ref(&())).await {
+    let reference = vm.object_ref(&());
+    if let Err(e) = ctx
+        .recorders
+        .of(&reference)
+        .publish(&event, &reference)
+        .await
+    {
         tracing::debug!(error = %e, "could not publish event");
     }
     Ok(Action::await_change())

@@ -1,13 +1,15 @@
 //! The controllers and what they share.
 //!
 //! [`run`] wires the MicroVM and Host controllers to one [`Context`]: the agent cluster client,
-//! reflector stores of both kinds, the event recorder and the operator's own memory of where it
+//! reflector stores of both kinds, the event recorders and the operator's own memory of where it
 //! placed VMs. Agent status streams wake the MicroVM controller per VM; a Host becoming Ready,
 //! NotReady or changing labels/capacity wakes every MicroVM (placement may change).
 
+pub mod allocations;
 pub mod host;
 pub mod ledger;
 pub mod microvm;
+pub mod recorders;
 pub mod rollout;
 
 use std::collections::{BTreeSet, HashMap};
@@ -18,7 +20,7 @@ use futures::FutureExt as _;
 
 use futures::StreamExt;
 use kube::runtime::WatchStreamExt as _;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector;
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
@@ -68,7 +70,8 @@ impl Default for ControllerConfig {
 pub struct Context {
     pub client: Client,
     pub cluster: AgentCluster,
-    pub recorder: Recorder,
+    /// Event recorders, one per object.
+    pub recorders: recorders::Recorders,
     pub hosts: Store<Host>,
     /// Becomes true once the Host store holds its first full list.
     hosts_listed: watch::Receiver<bool>,
@@ -76,8 +79,9 @@ pub struct Context {
     pub config: ControllerConfig,
     /// uid → host the operator sent the VM to (survives until the VM is cleaned up).
     assignments: Mutex<HashMap<String, String>>,
-    /// Serializes placement so that concurrent reconciles never double-book a host.
-    pub(crate) placing: tokio::sync::Mutex<()>,
+    /// Serializes placement so that concurrent reconciles never double-book a host, and
+    /// guards the memory in use per host that placement reads.
+    pub(crate) placing: tokio::sync::Mutex<allocations::Allocations>,
     /// Last seen (ready, labels, capacity) per host; a change wakes every MicroVM.
     host_seen: Mutex<HashMap<String, String>>,
     /// Readiness per host as the Host controller last computed it. The Host store lags
@@ -215,7 +219,7 @@ pub async fn run(
         instance: Some(config.instance.clone()),
     };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorders: recorders::Recorders::new(client.clone(), reporter),
         client,
         cluster,
         hosts: host_ctl.store(),
@@ -223,7 +227,7 @@ pub async fn run(
         vms: vm_ctl.store(),
         config,
         assignments: Mutex::new(HashMap::new()),
-        placing: tokio::sync::Mutex::new(()),
+        placing: tokio::sync::Mutex::new(allocations::Allocations::default()),
         host_seen: Mutex::new(HashMap::new()),
         host_ready: Mutex::new(HashMap::new()),
         hosts_changed,
@@ -298,7 +302,7 @@ pub(crate) async fn publish(
             action: action.to_owned(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&event, reference).await {
+        if let Err(e) = ctx.recorders.of(reference).publish(&event, reference).await {
             tracing::warn!(object = ?reference.name, error = %e, "could not publish event");
         }
     }
