@@ -33,6 +33,7 @@ pub async fn reconcile(vm: Arc<MicroVM>, ctx: Arc<Context>) -> Result<Action> {
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<MicroVM> = Api::namespaced(ctx.client.clone(), &ns);
+    let vm = with_finalizer(&api, vm).await?;
     finalizer(&api, VM_FINALIZER, vm, |event| async {
         match event {
             finalizer::Event::Apply(vm) => apply(&vm, &ctx, &api).await,
@@ -46,6 +47,34 @@ pub async fn reconcile(vm: Arc<MicroVM>, ctx: Arc<Context>) -> Result<Action> {
         finalizer::Error::UnnamedObject => Error::MissingField("metadata.name"),
         finalizer::Error::InvalidFinalizer => Error::MissingField("a valid finalizer"),
     })
+}
+
+/// Adds the finalizer to a new VM and goes on with the patched object. kube's `finalizer`
+/// helper would add it too, but then end the reconcile and wait for the patch's watch event:
+/// a round trip through the API and the queue before every VM's first placement.
+async fn with_finalizer(api: &Api<MicroVM>, vm: Arc<MicroVM>) -> Result<Arc<MicroVM>> {
+    if vm.meta().deletion_timestamp.is_some() || vm.finalizers().iter().any(|f| f == VM_FINALIZER) {
+        return Ok(vm);
+    }
+    // The same guarded patch as kube's helper: it fails, and the reconcile is retried, when
+    // someone else changed the finalizers meanwhile.
+    let current = vm.finalizers();
+    let patch = if current.is_empty() {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [VM_FINALIZER]},
+        ])
+    } else {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": current},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": VM_FINALIZER},
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(Error::Serialize)?;
+    let patched = api
+        .patch::<MicroVM>(&vm.name_any(), &PatchParams::default(), &Patch::Json(patch))
+        .await?;
+    Ok(Arc::new(patched))
 }
 
 // The signature is the one `Controller::run` calls.
