@@ -1,7 +1,9 @@
 //! Answers that kube-rs (and kubectl) expect from a real API server, for the places where
 //! the dev control plane used to differ: aggregated discovery, DELETE's `Status`, `/scale`,
 //! CEL messages, server-side apply field removal, multi-version CRDs and events.k8s.io field
-//! selectors. Each test asserts the exact shape a real API server gives.
+//! selectors. Each test asserts the exact shape a real API server gives. `/scale` beyond GET
+//! and PUT is in `scale.rs`, the wire shape of aggregated discovery and kube-rs's own
+//! `dynamic_api` and `kubectl` examples in `kube_examples.rs`.
 
 mod kube_common;
 
