@@ -149,7 +149,8 @@ pub fn record_update(
 
 /// A field another manager owns with a different value.
 struct Conflict {
-    manager: String,
+    /// The owner's name, operation and subresource.
+    owner: (String, String, String),
     /// The manager as Kubernetes names it in the message (`"kubectl" using v1`).
     shown: String,
     path: Path,
@@ -167,9 +168,12 @@ pub fn server_side_apply(
     let applied_leaves = leaves(applied, schema);
     let applied_set = scoped(applied_leaves.keys().cloned().collect(), subresource);
     let mut list = entries(current);
+    // Kubernetes tells managers apart by name, operation and subresource: the same name
+    // applying to `/scale` and to the object itself is two managers.
+    let is_this_apply =
+        |e: &Entry| e.manager == manager && e.operation == "Apply" && e.subresource == subresource;
     let conflicts = find_conflicts(
-        &list,
-        manager,
+        list.iter().filter(|e| !is_this_apply(e)),
         &applied_set,
         &leaves(current, schema),
         &applied_leaves,
@@ -179,8 +183,6 @@ pub fn server_side_apply(
     }
     let mut result = current.clone();
     merge(&mut result, applied, schema, "");
-    let is_this_apply =
-        |e: &Entry| e.manager == manager && e.operation == "Apply" && e.subresource == subresource;
     let previous: FieldSet = list
         .iter()
         .filter(|e| is_this_apply(e))
@@ -188,7 +190,7 @@ pub fn server_side_apply(
         .collect();
     let others: FieldSet = list
         .iter()
-        .filter(|e| !(e.manager == manager && e.operation == "Apply"))
+        .filter(|e| !is_this_apply(e))
         .flat_map(|e| e.set.iter().cloned())
         .collect();
     let dropped: Vec<&[String]> = previous
@@ -221,23 +223,19 @@ pub fn server_side_apply(
 }
 
 /// Fields the applied configuration sets to a value other than the one another manager
-/// (or this one through an update) owns.
-fn find_conflicts(
-    list: &[Entry],
-    manager: &str,
+/// (or this one through an update or another subresource) owns.
+fn find_conflicts<'e>(
+    others: impl Iterator<Item = &'e Entry>,
     applied_set: &FieldSet,
     current: &Leaves<'_>,
     applied: &Leaves<'_>,
 ) -> Vec<Conflict> {
     let mut conflicts = Vec::new();
-    for e in list
-        .iter()
-        .filter(|e| e.manager != manager || e.operation != "Apply")
-    {
+    for e in others {
         for p in e.set.intersection(applied_set) {
             if current.get(p) != applied.get(p) && p.last().is_none_or(|s| s != ".") {
                 conflicts.push(Conflict {
-                    manager: e.manager.clone(),
+                    owner: owner(e),
                     shown: shown_manager(e),
                     path: p.clone(),
                 });
@@ -245,6 +243,14 @@ fn find_conflicts(
         }
     }
     conflicts
+}
+
+fn owner(e: &Entry) -> (String, String, String) {
+    (
+        e.manager.clone(),
+        e.operation.clone(),
+        e.subresource.clone(),
+    )
 }
 
 /// The manager of an entry as Kubernetes prints it: quoted, with its subresource, and for
@@ -299,15 +305,15 @@ fn conflict_error(conflicts: &[Conflict]) -> ApiError {
 
 /// A forced apply takes the conflicting fields away from their previous owners.
 fn take_over(list: &mut [Entry], conflicts: &[Conflict]) {
-    let mut taken: BTreeMap<&str, FieldSet> = BTreeMap::new();
+    let mut taken: BTreeMap<(String, String, String), FieldSet> = BTreeMap::new();
     for c in conflicts {
         taken
-            .entry(c.manager.as_str())
+            .entry(c.owner.clone())
             .or_default()
             .insert(c.path.clone());
     }
     for e in list {
-        if let Some(lost) = taken.get(e.manager.as_str()) {
+        if let Some(lost) = taken.get(&owner(e)) {
             e.set.retain(|p| !lost.contains(p));
         }
     }

@@ -170,3 +170,26 @@ fn conflicts_are_grouped_by_manager_with_kubernetes_paths() {
         ".metadata.finalizers[=\"a\"]"
     );
 }
+
+#[test]
+fn one_name_applying_to_the_object_and_to_scale_is_two_managers() {
+    let applied = |replicas: i64| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a"},
+            "spec": {"replicas": replicas}})
+    };
+    let base = json!({"metadata": {"name": "a"}});
+    let helm = server_side_apply(&base, &applied(2), "helm", false, "", None).expect("apply");
+    let err = server_side_apply(&helm, &applied(3), "helm", false, "scale", None)
+        .expect_err("the object's applier owns the replicas");
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"helm\": .spec.replicas"
+    );
+    let forced =
+        server_side_apply(&helm, &applied(3), "helm", true, "scale", None).expect("forced");
+    let owners: Vec<(String, String)> = entries(&forced)
+        .into_iter()
+        .map(|e| (e.subresource, e.set.len().to_string()))
+        .collect();
+    assert_eq!(owners, [("scale".to_string(), "1".to_string())]);
+}
