@@ -192,6 +192,11 @@ impl ApiError {
         Self::new(500, "InternalError", message)
     }
 
+    /// Details that hold only causes (an apply conflict's fields, for one).
+    pub fn with_causes(self, causes: Vec<Cause>) -> Self {
+        self.with_details("", "", "", causes)
+    }
+
     fn with_details(mut self, name: &str, group: &str, kind: &str, causes: Vec<Cause>) -> Self {
         self.details = Some(Box::new(Details {
             name: name.to_string(),

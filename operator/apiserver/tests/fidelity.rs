@@ -1,7 +1,9 @@
 //! Answers that kube-rs (and kubectl) expect from a real API server, for the places where
 //! the dev control plane used to differ: aggregated discovery, DELETE's `Status`, `/scale`,
 //! CEL messages, server-side apply field removal, multi-version CRDs and events.k8s.io field
-//! selectors. Each test asserts the exact shape a real API server gives.
+//! selectors. Each test asserts the exact shape a real API server gives. `/scale` beyond GET
+//! and PUT is in `scale.rs`, the wire shape of aggregated discovery and kube-rs's own
+//! `dynamic_api` and `kubectl` examples in `kube_examples.rs`.
 
 mod kube_common;
 
@@ -249,7 +251,7 @@ async fn cel_message_expression_reason_and_field_path_show_as_kubernetes_renders
 
 #[tokio::test]
 async fn apply_that_drops_the_only_field_of_a_struct_removes_the_struct() -> anyhow::Result<()> {
-    let (_server, client) = start().await?;
+    let (server, client) = start().await?;
     let ws = widgets(&client, "v2");
     let apply = |spec: serde_json::Value| {
         Patch::Apply(json!({"apiVersion": "example.dev/v2", "kind": "Widget",
@@ -260,6 +262,27 @@ async fn apply_that_drops_the_only_field_of_a_struct_removes_the_struct() -> any
         .await?;
     let after = ws.patch("w", &pp, &apply(json!({"x": 1}))).await?;
     assert_eq!(after.data["spec"], json!({"x": 1}));
+
+    // The same through `kubectl apply --server-side`.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("k.yaml");
+    let file = file.to_string_lossy();
+    let manifest = |spec: &str| {
+        format!("apiVersion: example.dev/v2\nkind: Widget\nmetadata:\n  name: k\nspec: {spec}\n")
+    };
+    for spec in ["{x: 1, sub: {a: enabled}}", "{x: 1}"] {
+        std::fs::write(&*file, manifest(spec))?;
+        kubectl(&server, &["apply", "--server-side", "-f", &file]).await?;
+    }
+    let spec = kubectl(
+        &server,
+        &["get", "widgets.example.dev", "k", "-o", "jsonpath={.spec}"],
+    )
+    .await?;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&spec)?,
+        json!({"x": 1})
+    );
     Ok(())
 }
 
@@ -313,7 +336,7 @@ async fn multi_version_writes_are_pruned_to_the_written_stored_and_read_schemas(
 
 #[tokio::test]
 async fn events_v1_field_selectors_use_the_events_v1_names() -> anyhow::Result<()> {
-    let (_server, client) = start().await?;
+    let (server, client) = start().await?;
     let events: Api<Event> = Api::namespaced(client, "default");
     for (name, kind, controller, type_) in [
         ("a", "Widget", "widget-ctl", "Normal"),
@@ -355,6 +378,18 @@ async fn events_v1_field_selectors_use_the_events_v1_names() -> anyhow::Result<(
         names("regarding.name=w,regarding.namespace=default,type=Normal").await?,
         ["a", "c"]
     );
+    let out = kubectl(
+        &server,
+        &[
+            "get",
+            "events.v1.events.k8s.io",
+            "--field-selector=regarding.kind=Widget,type=Warning",
+            "-o",
+            "name",
+        ],
+    )
+    .await?;
+    assert_eq!(out.trim(), "event.events.k8s.io/b");
     let refused = names("involvedObject.kind=Widget").await;
     assert!(
         refused.as_ref().is_err_and(|e| e

@@ -69,9 +69,14 @@ async fn hostile_bodies_get_4xx_statuses_and_change_no_bystander() -> anyhow::Re
     let mut client = Client::new(&server)?;
     let resources = resources();
     set_up(&mut client, &resources).await?;
+    let endpoints = create_only();
+    let unreached = hostile::coverage::unreached(&mut client, &resources, &endpoints).await?;
+    assert!(
+        unreached.is_empty(),
+        "served but never fuzzed: {unreached:?}"
+    );
     let before = snapshot(&mut client, &resources).await?;
     let mut rng = StdRng::seed_from_u64(seed);
-    let endpoints = create_only();
     let mut agent = Client::with_token(&server, &service_account(&mut client).await?)?;
     let mut codes: BTreeMap<u16, u64> = BTreeMap::new();
     for case in 0..cases {

@@ -116,6 +116,24 @@ async fn token_request_token_authenticates_as_the_service_account() -> anyhow::R
             "system:authenticated".to_string()
         ])
     );
+    let account = Api::<ServiceAccount>::default_namespaced(admin.clone())
+        .get("op")
+        .await?;
+    assert_eq!(user.uid, account.metadata.uid, "the account's uid");
+    assert_eq!(
+        status.audiences,
+        Some(vec![
+            "https://kubernetes.default.svc.cluster.local".to_string()
+        ])
+    );
+    let extra = user.extra.unwrap_or_default();
+    let credential = extra
+        .get("authentication.kubernetes.io/credential-id")
+        .and_then(|ids| ids.first())
+        .cloned()
+        .unwrap_or_default();
+    assert!(credential.starts_with("JTI="), "{credential}");
+    assert_eq!(status.error, None);
 
     let op = client_for(&server, &token).await?;
     let me = Api::<SelfSubjectReview>::all(op.clone())
@@ -156,7 +174,27 @@ async fn token_request_token_authenticates_as_the_service_account() -> anyhow::R
             },
         )
         .await?;
-    assert_ne!(bad_review.status.and_then(|s| s.authenticated), Some(true));
+    // Not authenticated: `authenticated` is left out (false) and the user is empty.
+    let bad = bad_review.status.unwrap_or_default();
+    assert_eq!(bad.authenticated, None);
+    assert_eq!(bad.user, Some(Default::default()));
+    assert_eq!(bad.audiences, None);
+    assert_eq!(bad.error, None, "what is not a JWT is passed over");
+    let forged_review = reviews
+        .create(
+            &PostParams::default(),
+            &TokenReview {
+                spec: TokenReviewSpec {
+                    token: Some(format!("{token}x")),
+                    audiences: None,
+                },
+                ..TokenReview::default()
+            },
+        )
+        .await?;
+    let forged_status = forged_review.status.unwrap_or_default();
+    assert_eq!(forged_status.authenticated, None);
+    assert!(forged_status.error.is_some(), "a bad signature is an error");
     let sas: Api<ServiceAccount> = Api::default_namespaced(admin.clone());
     let short_lived = TokenRequest {
         spec: TokenRequestSpec {
@@ -206,10 +244,15 @@ async fn rbac_denies_with_kubernetes_wording_until_a_role_grants() -> anyhow::Re
             "configmaps \"c\" is forbidden: User \"{SA_USER}\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"default\""
         )
     );
-    let details = denied.details.ok_or_else(|| anyhow::anyhow!("details"))?;
+    // The exact body a real API server sends.
+    let request = http::Request::get("/api/v1/namespaces/default/configmaps/c").body(Vec::new())?;
+    let answer = kube_common::raw(&op, request).await?;
+    assert_eq!(answer.code, 403);
     assert_eq!(
-        (details.name.as_str(), details.kind.as_str()),
-        ("c", "configmaps")
+        answer.body,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": denied.message, "reason": "Forbidden",
+            "details": {"name": "c", "kind": "configmaps"}, "code": 403})
     );
     let ws = widgets(&op, "v2");
     let denied = api_status(ws.list(&ListParams::default()).await)?;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 mod paths;
 
-use crate::error::{ApiError, Result};
+use crate::error::{ApiError, Cause, Result};
 use crate::schema::Schema;
 
 use self::paths::{
@@ -147,8 +147,14 @@ pub fn record_update(
     store_entries(new, &list);
 }
 
-/// `(manager, path)`: a field another manager owns with a different value.
-type Conflict = (String, Path);
+/// A field another manager owns with a different value.
+struct Conflict {
+    /// The owner's name, operation and subresource.
+    owner: (String, String, String),
+    /// The manager as Kubernetes names it in the message (`"kubectl" using v1`).
+    shown: String,
+    path: Path,
+}
 
 /// Server-side apply of `applied` by `manager` onto `current` (or a new object).
 pub fn server_side_apply(
@@ -162,9 +168,12 @@ pub fn server_side_apply(
     let applied_leaves = leaves(applied, schema);
     let applied_set = scoped(applied_leaves.keys().cloned().collect(), subresource);
     let mut list = entries(current);
+    // Kubernetes tells managers apart by name, operation and subresource: the same name
+    // applying to `/scale` and to the object itself is two managers.
+    let is_this_apply =
+        |e: &Entry| e.manager == manager && e.operation == "Apply" && e.subresource == subresource;
     let conflicts = find_conflicts(
-        &list,
-        manager,
+        list.iter().filter(|e| !is_this_apply(e)),
         &applied_set,
         &leaves(current, schema),
         &applied_leaves,
@@ -174,8 +183,6 @@ pub fn server_side_apply(
     }
     let mut result = current.clone();
     merge(&mut result, applied, schema, "");
-    let is_this_apply =
-        |e: &Entry| e.manager == manager && e.operation == "Apply" && e.subresource == subresource;
     let previous: FieldSet = list
         .iter()
         .filter(|e| is_this_apply(e))
@@ -183,7 +190,7 @@ pub fn server_side_apply(
         .collect();
     let others: FieldSet = list
         .iter()
-        .filter(|e| !(e.manager == manager && e.operation == "Apply"))
+        .filter(|e| !is_this_apply(e))
         .flat_map(|e| e.set.iter().cloned())
         .collect();
     let dropped: Vec<&[String]> = previous
@@ -216,69 +223,126 @@ pub fn server_side_apply(
 }
 
 /// Fields the applied configuration sets to a value other than the one another manager
-/// (or this one through an update) owns.
-fn find_conflicts(
-    list: &[Entry],
-    manager: &str,
+/// (or this one through an update or another subresource) owns.
+fn find_conflicts<'e>(
+    others: impl Iterator<Item = &'e Entry>,
     applied_set: &FieldSet,
     current: &Leaves<'_>,
     applied: &Leaves<'_>,
 ) -> Vec<Conflict> {
     let mut conflicts = Vec::new();
-    for e in list
-        .iter()
-        .filter(|e| e.manager != manager || e.operation != "Apply")
-    {
+    for e in others {
         for p in e.set.intersection(applied_set) {
             if current.get(p) != applied.get(p) && p.last().is_none_or(|s| s != ".") {
-                conflicts.push((e.manager.clone(), p.clone()));
+                conflicts.push(Conflict {
+                    owner: owner(e),
+                    shown: shown_manager(e),
+                    path: p.clone(),
+                });
             }
         }
     }
     conflicts
 }
 
-fn conflict_error(conflicts: &[Conflict]) -> ApiError {
-    let lines: Vec<String> = conflicts
-        .iter()
-        .map(|(m, p)| format!("conflict with \"{m}\": {}", display_path(p)))
-        .collect();
-    ApiError::new(
-        409,
-        "Conflict",
-        format!(
-            "Apply failed with {} conflict{}: {}",
-            lines.len(),
-            if lines.len() == 1 { "" } else { "s" },
-            lines.join("\n")
-        ),
+fn owner(e: &Entry) -> (String, String, String) {
+    (
+        e.manager.clone(),
+        e.operation.clone(),
+        e.subresource.clone(),
     )
+}
+
+/// The manager of an entry as Kubernetes prints it: quoted, with its subresource, and for
+/// updates with the API version they wrote.
+fn shown_manager(e: &Entry) -> String {
+    let mut out = format!("{:?}", e.manager);
+    if !e.subresource.is_empty() {
+        out = format!("{out} with subresource {:?}", e.subresource);
+    }
+    if e.operation == "Update" {
+        out = format!("{out} using {}", e.api_version);
+    }
+    out
+}
+
+/// The 409 Kubernetes answers: one line for one conflict, else the paths grouped by manager.
+fn conflict_error(conflicts: &[Conflict]) -> ApiError {
+    let message = if let [one] = conflicts {
+        format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            one.shown,
+            display_path(&one.path)
+        )
+    } else {
+        let mut by_manager: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for c in conflicts {
+            by_manager
+                .entry(&c.shown)
+                .or_default()
+                .push(format!("- {}", display_path(&c.path)));
+        }
+        let lines: Vec<String> = by_manager
+            .into_iter()
+            .flat_map(|(m, paths)| std::iter::once(format!("conflicts with {m}:")).chain(paths))
+            .collect();
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            lines.join("\n")
+        )
+    };
+    let causes = conflicts
+        .iter()
+        .map(|c| Cause {
+            reason: "FieldManagerConflict",
+            field: display_path(&c.path),
+            message: format!("conflict with {}", c.shown),
+        })
+        .collect();
+    ApiError::new(409, "Conflict", message).with_causes(causes)
 }
 
 /// A forced apply takes the conflicting fields away from their previous owners.
 fn take_over(list: &mut [Entry], conflicts: &[Conflict]) {
-    let mut taken: BTreeMap<&str, FieldSet> = BTreeMap::new();
-    for (m, p) in conflicts {
-        taken.entry(m.as_str()).or_default().insert(p.clone());
+    let mut taken: BTreeMap<(String, String, String), FieldSet> = BTreeMap::new();
+    for c in conflicts {
+        taken
+            .entry(c.owner.clone())
+            .or_default()
+            .insert(c.path.clone());
     }
     for e in list {
-        if let Some(lost) = taken.get(e.manager.as_str()) {
+        if let Some(lost) = taken.get(&owner(e)) {
             e.set.retain(|p| !lost.contains(p));
         }
     }
 }
 
+/// A path as Kubernetes prints it: `.spec.ports[port=80,protocol="TCP"].name`, `[="x"]` for
+/// a set member.
 fn display_path(p: &Path) -> String {
     p.iter()
         .filter(|s| *s != ".")
         .map(|s| {
-            s.get(2..).map_or_else(String::new, |rest| {
-                if s.starts_with("f:") {
-                    format!(".{rest}")
-                } else {
-                    format!("[{rest}]")
-                }
-            })
+            if let Some(field) = s.strip_prefix("f:") {
+                format!(".{field}")
+            } else if let Some(key) = s.strip_prefix("k:") {
+                let pairs = serde_json::from_str::<serde_json::Map<String, Value>>(key)
+                    .map(|m| {
+                        let pairs: Vec<String> =
+                            m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        pairs.join(",")
+                    })
+                    .unwrap_or_else(|_| key.to_string());
+                format!("[{pairs}]")
+            } else if let Some(value) = s.strip_prefix("v:") {
+                format!("[={value}]")
+            } else if let Some(index) = s.strip_prefix("i:") {
+                format!("[{index}]")
+            } else {
+                s.clone()
+            }
         })
         .collect()
 }

@@ -39,11 +39,15 @@ fn apply_conflicts_with_another_owner_unless_forced() {
     let applied = json!({"apiVersion": "quiver.dev/v1alpha1", "kind": "MicroVM", "metadata": {"name": "a"}, "spec": {"cpus": 4}});
     let err = server_side_apply(&created, &applied, "ops", false, "", None).expect_err("conflict");
     assert_eq!(err.code, 409);
-    assert!(
-        err.message
-            .contains("conflict with \"kubectl\": .spec.cpus"),
-        "{}",
-        err.message
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"kubectl\" using quiver.dev/v1alpha1: .spec.cpus"
+    );
+    let status = err.to_status();
+    assert_eq!(
+        status["details"],
+        json!({"causes": [{"reason": "FieldManagerConflict", "field": ".spec.cpus",
+            "message": "conflict with \"kubectl\" using quiver.dev/v1alpha1"}]})
     );
     let forced = server_side_apply(&created, &applied, "ops", true, "", None).expect("forced");
     assert_eq!(forced["spec"]["cpus"], 4);
@@ -131,4 +135,61 @@ fn a_struct_someone_else_still_owns_under_stays() {
     let dropped = json!({"apiVersion": "quiver.dev/v1alpha1", "kind": "MicroVM", "metadata": {"name": "a"}, "spec": {}});
     let after = server_side_apply(&shared, &dropped, "ops", false, "", None).expect("apply");
     assert_eq!(after["spec"], json!({"sub": {"y": 2}}));
+}
+
+#[test]
+fn conflicts_are_grouped_by_manager_with_kubernetes_paths() {
+    let mut created = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"},
+        "spec": {"ports": [{"port": 80, "name": "http"}], "type": "ClusterIP"}});
+    record_update(None, &mut created, "kubectl", "", None);
+    let mut scaled = created.clone();
+    scaled["spec"]["type"] = json!("NodePort");
+    record_update(Some(&created), &mut scaled, "hpa", "scale", None);
+    let applied = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"},
+        "spec": {"ports": [{"port": 80, "name": "web"}], "type": "LoadBalancer"}});
+    let err = server_side_apply(&scaled, &applied, "ops", false, "", None).expect_err("conflicts");
+    assert_eq!(
+        err.message,
+        "Apply failed with 2 conflicts: conflicts with \"hpa\" with subresource \"scale\" using v1:\n- .spec.type\nconflicts with \"kubectl\" using v1:\n- .spec.ports"
+    );
+    assert_eq!(
+        display_path(&vec![
+            "f:spec".into(),
+            "f:ports".into(),
+            "k:{\"port\":80,\"protocol\":\"TCP\"}".into(),
+            "f:name".into()
+        ]),
+        ".spec.ports[port=80,protocol=\"TCP\"].name"
+    );
+    assert_eq!(
+        display_path(&vec![
+            "f:metadata".into(),
+            "f:finalizers".into(),
+            "v:\"a\"".into()
+        ]),
+        ".metadata.finalizers[=\"a\"]"
+    );
+}
+
+#[test]
+fn one_name_applying_to_the_object_and_to_scale_is_two_managers() {
+    let applied = |replicas: i64| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a"},
+            "spec": {"replicas": replicas}})
+    };
+    let base = json!({"metadata": {"name": "a"}});
+    let helm = server_side_apply(&base, &applied(2), "helm", false, "", None).expect("apply");
+    let err = server_side_apply(&helm, &applied(3), "helm", false, "scale", None)
+        .expect_err("the object's applier owns the replicas");
+    assert_eq!(
+        err.message,
+        "Apply failed with 1 conflict: conflict with \"helm\": .spec.replicas"
+    );
+    let forced =
+        server_side_apply(&helm, &applied(3), "helm", true, "scale", None).expect("forced");
+    let owners: Vec<(String, String)> = entries(&forced)
+        .into_iter()
+        .map(|e| (e.subresource, e.set.len().to_string()))
+        .collect();
+    assert_eq!(owners, [("scale".to_string(), "1".to_string())]);
 }

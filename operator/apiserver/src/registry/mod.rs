@@ -219,12 +219,13 @@ impl ResourceType {
         t
     }
 
-    /// A `/scale` subresource over `spec.replicas` and `status.replicas`.
+    /// A `/scale` subresource over `spec.replicas` and `status.replicas`, whose selector is
+    /// `spec.selector` written out as text, as Kubernetes does for Deployments.
     fn scaled(mut self) -> Self {
         self.versions[0].scale = Some(ScalePaths {
             spec_replicas: ".spec.replicas".into(),
             status_replicas: ".status.replicas".into(),
-            label_selector: None,
+            label_selector: Some(".spec.selector".into()),
         });
         self
     }

@@ -1,16 +1,26 @@
-//! The `/scale` subresource of custom resources that declare `subresources.scale`: an
-//! `autoscaling/v1 Scale` read from the object at `specReplicasPath`, `statusReplicasPath`
-//! and `labelSelectorPath`; a PUT or PATCH of the Scale writes `spec.replicas` back to
-//! `specReplicasPath` and goes through the object's own validation, as in Kubernetes.
+//! The `/scale` subresource of custom resources that declare `subresources.scale` (and of
+//! Deployments): an `autoscaling/v1 Scale` read from the object at `specReplicasPath`,
+//! `statusReplicasPath` and `labelSelectorPath`; a PUT, PATCH or server-side apply of the
+//! Scale writes `spec.replicas` back to `specReplicasPath` and goes through the object's own
+//! validation, as in Kubernetes. Field ownership is recorded on the object under the
+//! subresource `scale`, so a manager's apply to `/scale` leaves what it applied to the object
+//! itself alone.
+
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{WriteOptions, Written, name_mismatch, rv_text, stale};
+use super::admit::schema_of;
+use super::workload::selector_text;
+use super::{WriteOptions, Written, name_mismatch, name_of, rv_text, stale};
 use crate::api::{Api, Inner, Scope};
 use crate::error::{ApiError, Cause, Result};
+use crate::fields::server_side_apply;
 use crate::patch::{PatchType, apply_patch};
-use crate::registry::ScalePaths;
+use crate::registry::{Behavior, ScalePaths};
 use crate::untrusted;
+
+const SUBRESOURCE: &str = "scale";
 
 /// `.spec.replicas` → `["spec", "replicas"]`.
 fn segments(path: &str) -> Vec<&str> {
@@ -24,7 +34,8 @@ fn at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 /// The Scale of an object. Replicas that are absent read as 0; `spec.replicas` of 0 is left
-/// out and `status.replicas` always shown, as the Go types serialize them.
+/// out and `status.replicas` always shown, as the Go types serialize them. The selector is
+/// the string at the selector path, or a `LabelSelector` object there in its text form.
 pub fn scale_of(paths: &ScalePaths, obj: &Value) -> Value {
     let number = |path: &str| at(obj, path).and_then(Value::as_i64).unwrap_or(0);
     let mut metadata = Map::new();
@@ -50,7 +61,11 @@ pub fn scale_of(paths: &ScalePaths, obj: &Value) -> Value {
         .label_selector
         .as_deref()
         .and_then(|p| at(obj, p))
-        .and_then(Value::as_str)
+        .and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(_) => selector_text(v),
+            _ => None,
+        })
         .filter(|s| !s.is_empty())
     {
         status["selector"] = json!(selector);
@@ -149,10 +164,14 @@ impl Inner {
         let current = scope.present(&existing);
         let scale = match body {
             ScaleBody::Put(v) => v,
-            ScaleBody::Patch(PatchType::Apply | PatchType::Strategic, _) => {
+            // Custom resources have no strategic merge; built-in kinds do.
+            ScaleBody::Patch(PatchType::Strategic, _) if scope.rt.behavior == Behavior::Custom => {
                 return Err(ApiError::unsupported_media_type(
-                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json",
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
                 ));
+            }
+            ScaleBody::Patch(PatchType::Apply, applied) => {
+                return self.apply_scale(scope, paths, &existing, applied, opts);
             }
             ScaleBody::Patch(kind, patch) => {
                 let mut scale = scale_of(paths, &current);
@@ -177,7 +196,52 @@ impl Inner {
         }
         let mut obj = current;
         set_at(&mut obj, &paths.spec_replicas, replicas)?;
-        self.finish_update(scope, &existing, obj, "", opts, "Update")
+        self.finish_update(scope, &existing, obj, SUBRESOURCE, opts, "Update")
+    }
+
+    /// Server-side apply of a Scale: the manager's applied `spec.replicas` becomes an applied
+    /// configuration of the object holding only the replicas path, owned under `scale`.
+    fn apply_scale(
+        &mut self,
+        scope: &Scope,
+        paths: &ScalePaths,
+        existing: &Arc<Value>,
+        body: &[u8],
+        opts: &WriteOptions,
+    ) -> Result<Written> {
+        let name = name_of(existing);
+        if opts.manager.is_empty() {
+            return Err(ApiError::bad_request(
+                "PATCH requests with apply content type require a fieldManager",
+            ));
+        }
+        let scale: Value = serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        let given = scale
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !given.is_empty() && given != name {
+            return Err(name_mismatch(given, name));
+        }
+        let replicas = requested_replicas(&scale, name)?;
+        let mut applied = json!({"apiVersion": scope.rt.api_version(&scope.version),
+            "kind": scope.rt.kind, "metadata": {"name": name}});
+        if scale
+            .pointer("/spec/replicas")
+            .is_some_and(|r| !r.is_null())
+        {
+            set_at(&mut applied, &paths.spec_replicas, replicas)?;
+        }
+        let merged = server_side_apply(
+            &scope.present(existing),
+            &applied,
+            &opts.manager,
+            opts.force,
+            SUBRESOURCE,
+            schema_of(scope).as_deref(),
+        )?;
+        self.finish_update(scope, existing, merged, SUBRESOURCE, opts, "Apply")
     }
 }
 

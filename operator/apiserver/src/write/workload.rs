@@ -51,17 +51,18 @@ pub(super) fn check(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> 
     causes
 }
 
-/// A `LabelSelector` object in the text form (`a=b,c in (d,e),!f`), or `None` when an
-/// operator is unknown or a value could not be written in that form.
-fn selector_text(selector: &Value) -> Option<String> {
-    let mut parts = Vec::new();
+/// A `LabelSelector` object in the text form Kubernetes writes (`a=b,c in (d,e),!f`, terms
+/// and set values sorted), or `None` when an operator is unknown or a value could not be
+/// written in that form.
+pub(super) fn selector_text(selector: &Value) -> Option<String> {
+    let mut terms: Vec<(&str, String)> = Vec::new();
     for (k, v) in selector
         .get("matchLabels")
         .and_then(Value::as_object)
         .into_iter()
         .flatten()
     {
-        parts.push(format!("{k}={}", v.as_str()?));
+        terms.push((k, format!("{k}={}", v.as_str()?)));
     }
     for e in selector
         .get("matchExpressions")
@@ -70,23 +71,26 @@ fn selector_text(selector: &Value) -> Option<String> {
         .flatten()
     {
         let key = e.get("key").and_then(Value::as_str)?;
-        let values: Vec<&str> = e
+        let mut values: Vec<&str> = e
             .get("values")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .map(Value::as_str)
             .collect::<Option<_>>()?;
-        let part = match e.get("operator").and_then(Value::as_str)? {
+        values.sort_unstable();
+        let term = match e.get("operator").and_then(Value::as_str)? {
             "In" => format!("{key} in ({})", values.join(",")),
             "NotIn" => format!("{key} notin ({})", values.join(",")),
             "Exists" => key.to_string(),
             "DoesNotExist" => format!("!{key}"),
             _ => return None,
         };
-        parts.push(part);
+        terms.push((key, term));
     }
-    Some(parts.join(","))
+    terms.sort_by_key(|(key, _)| *key);
+    let terms: Vec<String> = terms.into_iter().map(|(_, t)| t).collect();
+    Some(terms.join(","))
 }
 
 #[cfg(test)]
@@ -137,5 +141,17 @@ mod tests {
         assert_eq!(causes.len(), 1);
         assert!(causes[0].message.ends_with("field is immutable"));
         assert!(check("Deployment", &old, Some(&old)).is_empty());
+    }
+
+    #[test]
+    fn selector_text_sorts_terms_by_key_and_set_values() {
+        let selector = json!({"matchLabels": {"tier": "web", "app": "a"},
+            "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod", "dev"]},
+                {"key": "zz", "operator": "DoesNotExist"}, {"key": "b", "operator": "Exists"}]});
+        assert_eq!(
+            selector_text(&selector).as_deref(),
+            Some("app=a,b,env notin (dev,prod),tier=web,!zz")
+        );
+        assert_eq!(selector_text(&json!({})).as_deref(), Some(""));
     }
 }

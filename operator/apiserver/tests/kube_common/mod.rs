@@ -78,6 +78,35 @@ pub fn widgets(client: &kube::Client, version: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), "default", &widget_resource(version))
 }
 
+/// What the server answered to a request sent as it is: the code, the `Content-Type` and the
+/// body as JSON, whatever the code.
+pub struct RawAnswer {
+    pub code: u16,
+    pub content_type: String,
+    pub body: serde_json::Value,
+}
+
+/// Sends `request` through `client` (its token and TLS) without interpreting the answer.
+pub async fn raw(
+    client: &kube::Client,
+    request: http::Request<Vec<u8>>,
+) -> anyhow::Result<RawAnswer> {
+    let answer = client.send(request.map(kube::client::Body::from)).await?;
+    let code = answer.status().as_u16();
+    let content_type = answer
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let bytes = answer.into_body().collect_bytes().await?;
+    Ok(RawAnswer {
+        code,
+        content_type,
+        body: serde_json::from_slice(&bytes)?,
+    })
+}
+
 /// Runs the real kubectl (`$QUIVER_KUBECTL`, else `kubectl`) against `server`; its stdout,
 /// or an error with its stderr.
 pub async fn kubectl(server: &DevApiServer, args: &[&str]) -> anyhow::Result<String> {
