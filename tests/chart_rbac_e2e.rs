@@ -1,8 +1,8 @@
 //! The operator and an agent run under exactly the Helm chart's RBAC: the real helm installs
 //! `charts/quiver` into the dev control plane (ServiceAccounts, ClusterRoles, Roles and their
 //! bindings), each gets a token from the TokenRequest API of its ServiceAccount, and
-//! `quiver-operator run` and `quiver-agent` use those tokens. A MicroVM then runs end to end
-//! (simulated driver). Taking one grant out of the operator's ClusterRole makes the operator
+//! `quiver-operator run` and `quiver-agent` use those tokens. A MicroVM then boots end to end
+//! (real QEMU and guest; the simulated driver only without the guest image). Taking one grant out of the operator's ClusterRole makes the operator
 //! fail with the 403 Kubernetes would give, naming the verb and the resource.
 //!
 //! Needs helm (see [`quiver_tests::helm`]): skipped without it unless `QUIVER_REQUIRE_HELM` is
@@ -18,17 +18,21 @@ use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use quiver_rpc::TransportMode;
-use quiver_tests::cluster::{TestCluster, operator_binary};
+use quiver_tests::cluster::{TestCluster, guest_dir, operator_binary, vm_manifest};
 use quiver_tests::helm::{self, Helm};
 use quiver_tests::{eventually, repo_root};
 
 const NAMESPACE: &str = "quiver-system";
 const WAIT: Duration = Duration::from_secs(60);
 
-fn vm(name: &str) -> String {
-    format!(
-        "apiVersion: quiver.dev/v1alpha1\nkind: MicroVM\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  cpus: 1\n  memoryMiB: 128\n  kernel: /var/lib/quiver/guest/vmlinuz\n"
-    )
+/// A MicroVM booting the test guest, or a record on the simulated driver without the image.
+fn vm(guest: Option<&Path>, name: &str) -> String {
+    match guest {
+        Some(guest) => vm_manifest(guest, name, ""),
+        None => format!(
+            "apiVersion: quiver.dev/v1alpha1\nkind: MicroVM\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  cpus: 1\n  memoryMiB: 128\n  kernel: /var/lib/quiver/guest/vmlinuz\n"
+        ),
+    }
 }
 
 /// A kubeconfig for the control plane that authenticates with the token of ServiceAccount
@@ -58,7 +62,11 @@ async fn operator_and_agent_run_under_the_charts_rbac_and_a_missing_grant_is_a_4
     if !helm::available() {
         return Ok(());
     }
-    let mut cluster = TestCluster::start_with(0, true, TransportMode::Grpc).await?;
+    // A real guest when the image is there (the test command requires it), so the VM runs end
+    // to end, QEMU included, under the chart's grants.
+    let guest = guest_dir();
+    let _qemu = quiver_tests::vm::qemu_lock().await;
+    let mut cluster = TestCluster::start_with(0, guest.is_none(), TransportMode::Grpc).await?;
     cluster.stop_operator().await;
     let dir = cluster.state.path().to_owned();
     let k = cluster.kubectl();
@@ -110,10 +118,14 @@ async fn operator_and_agent_run_under_the_charts_rbac_and_a_missing_grant_is_a_4
         .spawn()?;
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
-    k.apply(&vm("allowed")).await?;
-    let ran = k
-        .wait_vm("allowed", "Running", WAIT, |v| v.phase == "Running")
-        .await;
+    k.apply(&vm(guest.as_deref(), "allowed")).await?;
+    let ran = if guest.is_some() {
+        k.wait_vm("allowed", "GuestReady", WAIT, |v| v.guest_ready.0 == "True")
+            .await
+    } else {
+        k.wait_vm("allowed", "Running", WAIT, |v| v.phase == "Running")
+            .await
+    };
     assert!(ran.is_ok(), "{ran:?}\noperator log:\n{}", log());
     assert!(
         !log().contains("forbidden"),
@@ -140,7 +152,7 @@ async fn operator_and_agent_run_under_the_charts_rbac_and_a_missing_grant_is_a_4
             &Patch::Merge(serde_json::json!({"rules": role.rules})),
         )
         .await?;
-    k.apply(&vm("denied")).await?;
+    k.apply(&vm(guest.as_deref(), "denied")).await?;
     let wanted = "cannot patch resource \\\"microvms/status\\\" in API group \\\"quiver.dev\\\"";
     let plain = wanted.replace('\\', "");
     eventually(WAIT, "a 403 in the operator's log", || async {
