@@ -45,7 +45,7 @@ for who in operator bench; do
         echo "# $(head -1 "$work/bench.log")"
         echo "# columns: share of samples in the function or below it (children), in the function itself"
         perf report -i "$work/$who.data" --children --no-inline -g none --sort symbol --stdio 2>/dev/null |
-            grep '%' | grep -v '^#' | sed 's/  */ /g; s/ - - *$//' | head -80
+            grep '%' | grep -v '^#' | sed 's/  */ /g; s/ - - *$//' | awk 'NR <= 80'
     } >"$out"
     echo "wrote $out"
 done

@@ -6,14 +6,21 @@
 //! Kubernetes.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use cel::objects::{Key, Value as Cel};
-use cel::{Context, Program};
+use cel::{Context, Env, Program};
 use serde_json::Value;
 
 use crate::error::Cause;
 use crate::schema::{Schema, describe};
+
+/// CEL's standard library, built once: building it for every rule check was a tenth of the
+/// control plane's CPU while 10,000 MicroVMs were written.
+fn stdlib() -> Arc<Env> {
+    static STDLIB: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+    STDLIB.clone()
+}
 
 /// One compiled `x-kubernetes-validations` entry.
 #[derive(Clone)]
@@ -92,7 +99,7 @@ impl Rule {
         if self.transition && old.is_none() {
             return;
         }
-        let mut ctx = Context::default();
+        let mut ctx = Context::with_env(stdlib());
         ctx.add_variable_from_value("self", to_cel(value, Some(schema)));
         if let Some(o) = old {
             ctx.add_variable_from_value("oldSelf", to_cel(o, Some(schema)));
