@@ -129,8 +129,8 @@ pub const OPERATOR_API_ACCESS: &[ApiAccess] = &[
         verbs: &["create", "patch"],
         only_with: None,
         kind: "Recorder",
-        site: "operator/src/controller/mod.rs",
-        why: "kube's Recorder creates Events and patches them when one repeats",
+        site: "operator/src/controller/recorders.rs",
+        why: "kube's Recorder (one per object) creates Events and patches them when one repeats",
     },
     ApiAccess {
         scope: Scope::Namespace(LEASE_NAMESPACE),
