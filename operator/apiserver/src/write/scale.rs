@@ -73,6 +73,18 @@ pub fn scale_of(paths: &ScalePaths, obj: &Value) -> Value {
     json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": metadata, "spec": spec, "status": status})
 }
 
+/// The replicas a Scale body for object `name` asks for, refusing a body naming another object.
+fn named_replicas(scale: &Value, name: &str) -> Result<i64> {
+    let given = scale
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !given.is_empty() && given != name {
+        return Err(name_mismatch(given, name));
+    }
+    requested_replicas(scale, name)
+}
+
 /// Checks a Scale body as Kubernetes does (kind, type and range of `spec.replicas`) and
 /// returns the requested replicas.
 pub fn requested_replicas(scale: &Value, name: &str) -> Result<i64> {
@@ -179,14 +191,7 @@ impl Inner {
                 scale
             }
         };
-        let given = scale
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !given.is_empty() && given != name {
-            return Err(name_mismatch(given, name));
-        }
-        let replicas = requested_replicas(&scale, name)?;
+        let replicas = named_replicas(&scale, name)?;
         let given_rv = scale
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
@@ -217,14 +222,7 @@ impl Inner {
         }
         let scale: Value = serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-        let given = scale
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !given.is_empty() && given != name {
-            return Err(name_mismatch(given, name));
-        }
-        let replicas = requested_replicas(&scale, name)?;
+        let replicas = named_replicas(&scale, name)?;
         let mut applied = json!({"apiVersion": scope.rt.api_version(&scope.version),
             "kind": scope.rt.kind, "metadata": {"name": name}});
         if scale
