@@ -1,6 +1,6 @@
 //! Deployments, DaemonSets and Services in the dev control plane: stored and checked against
 //! their Kubernetes OpenAPI schemas, served to kubectl like any other kind, and run by nothing
-//! (their status stays what was written to `/status`).
+//! (they carry the server's `Stored` condition until something writes `/status`).
 
 use quiver_tests::kube_helpers::raw;
 use quiver_tests::{ControlPlane, eventually};
@@ -172,11 +172,15 @@ async fn kubectl_applies_gets_scales_watches_and_deletes_deployments() -> anyhow
         .unwrap_or_default()
         .split_whitespace()
         .collect();
-    assert_eq!(header, ["NAME", "REPLICAS", "AVAILABLE", "AGE"], "{table}");
+    assert_eq!(
+        header,
+        ["NAME", "REPLICAS", "AVAILABLE", "STATUS", "AGE"],
+        "{table}"
+    );
     assert!(
         table
             .lines()
-            .any(|l| l.starts_with("web") && l.contains(" 2 ")),
+            .any(|l| l.starts_with("web") && l.contains(" 2 ") && l.contains(" StoredNotRun ")),
         "{table}"
     );
     let apps = k.run(&["api-resources", "--api-group=apps"]).await?;
@@ -219,9 +223,14 @@ async fn kubectl_applies_gets_scales_watches_and_deletes_deployments() -> anyhow
     assert_eq!(jsonpath("{.spec.replicas}").await?, "5");
     assert_eq!(jsonpath("{.metadata.generation}").await?, "2");
     assert_eq!(
-        jsonpath("{.status}").await?,
+        jsonpath("{.status.replicas}{.status.availableReplicas}").await?,
         "",
         "nothing runs the Deployment"
+    );
+    assert_eq!(
+        jsonpath("{.status.conditions[0].reason}").await?,
+        "StoredNotRun",
+        "the server says nothing runs it"
     );
 
     // kubectl create sends protobuf for built-in kinds.

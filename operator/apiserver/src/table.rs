@@ -49,14 +49,18 @@ pub fn columns(t: &ResourceType, version: &str) -> Vec<Column> {
         ("", "namespaces") => vec![col("Status", "string", ".status.phase")],
         ("", "secrets") => vec![col("Type", "string", ".type")],
         ("coordination.k8s.io", "leases") => vec![col("Holder", "string", ".spec.holderIdentity")],
-        // No controller runs workloads here: `Available` stays empty unless /status is written.
+        // No controller runs workloads here: `Available` stays empty unless /status is written,
+        // and Status shows the server's `Stored` condition.
         ("apps", "deployments") => vec![
             col("Replicas", "integer", ".spec.replicas"),
             col("Available", "integer", ".status.availableReplicas"),
+            stored_status(),
         ],
+        ("apps", "daemonsets") => vec![stored_status()],
         ("", "services") => vec![
             col("Type", "string", ".spec.type"),
             col("Cluster-IP", "string", ".spec.clusterIP"),
+            stored_status(),
         ],
         ("", "events") => vec![
             col("Type", "string", ".type"),
@@ -80,6 +84,22 @@ pub fn columns(t: &ResourceType, version: &str) -> Vec<Column> {
         out.extend(custom);
     }
     out
+}
+
+/// The reason of the `Stored` condition the server sets on workloads it does not run.
+fn stored_status() -> Column {
+    Column {
+        name: "Status".into(),
+        type_: "string".into(),
+        format: String::new(),
+        description: "Stored (not run): no controller runs this kind in the dev control plane."
+            .into(),
+        priority: 0,
+        json_path: format!(
+            ".status.conditions[?(@.type==\"{}\")].reason",
+            crate::write::stored::CONDITION
+        ),
+    }
 }
 
 fn cell(c: &Column, obj: &Value) -> Value {

@@ -399,3 +399,103 @@ async fn events_v1_field_selectors_use_the_events_v1_names() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// Deployments, DaemonSets and Services are stored, not run: the server says so in a
+/// `Stored` condition that `kubectl get` shows, owned by no field manager, kept by updates.
+#[tokio::test]
+async fn built_in_workloads_say_they_are_stored_not_run() -> anyhow::Result<()> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let (server, client) = start().await?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("workloads.yaml");
+    let manifest = |replicas: u32| {
+        format!(
+            "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: default}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: web, image: nginx}}]}}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec: {{containers: [{{name: agent, image: agent}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80}}]
+"
+        )
+    };
+    std::fs::write(&path, manifest(2))?;
+    kubectl(&server, &["apply", "-f", path.to_str().unwrap_or_default()]).await?;
+
+    let out = kubectl(
+        &server,
+        &["get", "deployments,daemonsets,services", "-n", "default"],
+    )
+    .await?;
+    let mut lines = out.lines().filter(|l| !l.trim().is_empty());
+    let mut rows = 0;
+    while let Some(header) = lines.next() {
+        assert!(header.contains("STATUS"), "a Status column: {out}");
+        let row = lines
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("a row: {out}"))?;
+        assert!(row.contains("StoredNotRun"), "{row}\n{out}");
+        rows += 1;
+    }
+    assert_eq!(rows, 3, "{out}");
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let stored = deployments.get("web").await?;
+    let conditions = stored.status.and_then(|s| s.conditions).unwrap_or_default();
+    let [condition] = conditions.as_slice() else {
+        anyhow::bail!("one condition: {conditions:?}");
+    };
+    assert_eq!(
+        (
+            condition.type_.as_str(),
+            condition.status.as_str(),
+            condition.reason.as_deref()
+        ),
+        ("Stored", "True", Some("StoredNotRun"))
+    );
+    assert!(
+        condition
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no Pods are created"),
+        "{condition:?}"
+    );
+    let owned = serde_json::to_string(&stored.metadata.managed_fields)?;
+    assert!(
+        !owned.contains("f:status"),
+        "the creator owns no status: {owned}"
+    );
+
+    // An update of the object keeps the server's status.
+    std::fs::write(&path, manifest(3))?;
+    kubectl(&server, &["apply", "-f", path.to_str().unwrap_or_default()]).await?;
+    let updated = deployments.get("web").await?;
+    assert_eq!(updated.spec.and_then(|s| s.replicas), Some(3));
+    let reason = updated
+        .status
+        .and_then(|s| s.conditions)
+        .and_then(|c| c.into_iter().next())
+        .and_then(|c| c.reason);
+    assert_eq!(reason.as_deref(), Some("StoredNotRun"));
+    Ok(())
+}

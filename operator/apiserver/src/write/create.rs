@@ -4,7 +4,7 @@ use rand::Rng as _;
 use serde_json::{Value, json};
 
 use super::admit::{check_body, schema_of};
-use super::{WriteOptions, Written, name_of, now};
+use super::{WriteOptions, Written, name_of, now, stored};
 use crate::api::{Inner, Scope};
 use crate::error::{ApiError, Cause, Result};
 use crate::fields::record_update;
@@ -97,6 +97,12 @@ impl Inner {
             "",
             schema_of(scope).as_deref(),
         );
+        // Set after the managers' field sets: no manager owns what the server says.
+        if scope.rt.behavior == Behavior::SpecStatus
+            && let Some(status) = stored::initial_status(&scope.rt.kind, &now())
+        {
+            untrusted::set(&mut obj, &["status"], status)?;
+        }
         Ok((obj, warnings))
     }
 }

@@ -14,6 +14,7 @@ mod create;
 mod patch;
 mod scale;
 mod status;
+pub(crate) mod stored;
 mod update;
 mod workload;
 
