@@ -295,8 +295,11 @@ impl Ledger {
             .iter()
             .filter(|(uid, a)| a.host == host && Some(uid.as_str()) != except)
             .filter_map(|(uid, _)| self.vms.get(uid))
-            .fold((0, 0), |(c, m), vm| {
-                (c + u64::from(vm.cpus), m + vm.memory_mib)
+            .fold((0, 0), |(c, m), vm: &DesiredVm| {
+                (
+                    c.saturating_add(u64::from(vm.cpus)),
+                    m.saturating_add(vm.memory_mib),
+                )
             })
     }
 
@@ -380,7 +383,10 @@ fn usable(host: &HostEntry) -> bool {
 /// Memory is never overcommitted; vCPUs are (as the operator's placement does): a VM may not
 /// ask for more vCPUs than its host has, but VMs that mostly idle share them.
 fn fits(host: &HostEntry, (_, memory): (u64, u64), vm: &DesiredVm) -> bool {
-    vm.cpus <= host.cpus && memory + vm.memory_mib <= host.memory_mib
+    vm.cpus <= host.cpus
+        && memory
+            .checked_add(vm.memory_mib)
+            .is_some_and(|total| total <= host.memory_mib)
 }
 
 /// Why [`place`] finds no host for `vm`: the first of its filters no host passes, in words
