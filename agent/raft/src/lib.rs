@@ -7,6 +7,8 @@
 //!   made durable before openraft is told so; the ledger in memory, rebuilt on start from the
 //!   last snapshot plus the committed log, and snapshots kept in the same database.
 //!   Both pass openraft's storage suite (`tests/storage_suite.rs`).
+//! - [`guard`]: what the service refuses before openraft sees a request (forged senders,
+//!   terms and indexes near overflow, snapshot chunks beyond the size limit).
 //! - [`service`]: the Raft service, implemented once ([`service::RaftService`]), and adapters
 //!   that serve it alone over Iroh and gRPC (tests, benchmarks; the agent has its own, which
 //!   add its transport modes and metrics).
@@ -20,6 +22,7 @@
 
 pub mod addr;
 pub mod db;
+pub mod guard;
 pub mod lease;
 pub mod ledger;
 pub mod log_store;

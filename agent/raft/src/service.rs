@@ -16,38 +16,55 @@ use quiver_rpc::{CallContext, Code, Dispatch, Method, Reply, RpcError, ServiceNa
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::TypeConfig;
+use crate::{TypeConfig, guard};
 
 /// The Raft service of one node.
 #[derive(Clone)]
 pub struct RaftService {
     raft: Raft<TypeConfig>,
+    snapshot: guard::IncomingSnapshot,
 }
 
 impl RaftService {
     #[must_use]
     pub fn new(raft: Raft<TypeConfig>) -> Self {
-        Self { raft }
+        Self {
+            raft,
+            snapshot: guard::IncomingSnapshot::default(),
+        }
     }
 
     /// Answers one call of the Raft service.
     ///
     /// # Errors
-    /// `INVALID_ARGUMENT` for a request that is not the method's JSON, `UNIMPLEMENTED` for a
-    /// method of another service.
+    /// `INVALID_ARGUMENT` for a request that is not the method's JSON or that [`guard`]
+    /// refuses, `UNIMPLEMENTED` for a method of another service.
     pub async fn handle(&self, method: Method, json: &[u8]) -> Result<Bytes, RpcError> {
         match method {
             Method::RaftVote => {
                 let req: VoteRequest<u64> = decode(method, json)?;
+                self.admit(method, guard::check_vote(self.me(), &req))?;
                 answer(&self.raft.vote(req).await)
             }
             Method::RaftAppendEntries => {
                 let req: AppendEntriesRequest<TypeConfig> = decode(method, json)?;
+                self.admit(method, guard::check_append(self.me(), &req))?;
                 answer(&self.raft.append_entries(req).await)
             }
             Method::RaftInstallSnapshot => {
                 let req: InstallSnapshotRequest<TypeConfig> = decode(method, json)?;
-                answer(&self.raft.install_snapshot(req).await)
+                self.admit(method, guard::check_snapshot(self.me(), &req))?;
+                if req.done {
+                    // The whole snapshot is checked before openraft installs it.
+                    self.admit(method, self.snapshot.receive(&req))?;
+                    return answer(&self.raft.install_snapshot(req).await);
+                }
+                // The copy takes only the chunks openraft took.
+                let result = self.raft.install_snapshot(req.clone()).await;
+                if result.is_ok() {
+                    self.admit(method, self.snapshot.receive(&req))?;
+                }
+                answer(&result)
             }
             Method::RaftPropose => {
                 let command: crate::Command = decode(method, json)?;
@@ -58,6 +75,23 @@ impl RaftService {
                 format!("{other} is not a method of the Raft service"),
             )),
         }
+    }
+}
+
+impl RaftService {
+    fn me(&self) -> u64 {
+        self.raft.metrics().borrow().id
+    }
+
+    /// A request [`guard`] refuses is logged and answered `INVALID_ARGUMENT`.
+    fn admit(&self, method: Method, checked: Result<(), guard::Refusal>) -> Result<(), RpcError> {
+        checked.map_err(|refusal| {
+            tracing::warn!(method = method.name(), %refusal, "refused a Raft request");
+            RpcError::new(
+                Code::InvalidArgument,
+                format!("request: {} refused: {refusal}", method.name()),
+            )
+        })
     }
 }
 

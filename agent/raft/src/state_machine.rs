@@ -218,3 +218,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         })
     }
 }
+
+/// Whether `data` is a snapshot this state machine can install (the JSON of its applied
+/// state). openraft treats a failed install as fatal, so the Raft service checks a received
+/// snapshot with this before its last chunk reaches openraft.
+///
+/// # Errors
+/// What does not decode, in serde's words.
+pub fn check_snapshot_data(data: &[u8]) -> Result<(), String> {
+    serde_json::from_slice::<Applied>(data)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
