@@ -106,7 +106,7 @@ impl Actor {
                 }
                 Msg::Event(event) => event,
                 Msg::Up { launched } => {
-                    self.state.started_at_ms = now_ms();
+                    self.state.started_at_ms = launched.spawned_at_ms;
                     self.watch_exit(launched);
                     Event::Launched
                 }

@@ -23,6 +23,10 @@ pub struct ExitInfo {
 /// A VM process that is up.
 pub struct Launched {
     pub pid: u32,
+    /// When the process was spawned (unix ms): the start of the guest's own boot, as a raw
+    /// `qemu-system` run would count it (QEMU's initialization included). 0 for a process
+    /// found again after a restart (recovery keeps the time recorded at launch).
+    pub spawned_at_ms: i64,
     /// Resolves when the process is gone.
     pub exit: BoxFuture<'static, ExitInfo>,
 }

@@ -17,6 +17,7 @@ use super::driver::{Driver, ExitInfo, Launched};
 use super::images::qcow2_backing_file;
 use super::network::{ActiveForward, Network};
 use super::qmp::QmpClient;
+use super::record::now_ms;
 use super::rundir::RunDir;
 use super::spec::VmSpec;
 use super::{console, process};
@@ -169,6 +170,7 @@ impl QemuDriver {
         let log =
             std::fs::File::create(dir.qemu_log()).map_err(|e| Error::io(dir.qemu_log(), e))?;
         let log2 = log.try_clone().map_err(|e| Error::io(dir.qemu_log(), e))?;
+        let spawned_at_ms = now_ms();
         let mut child = Command::new(&self.qemu_binary)
             .args(self.args(dir, spec, forwards))
             .stdin(Stdio::null())
@@ -184,6 +186,7 @@ impl QemuDriver {
         match tokio::time::timeout(START_TIMEOUT, wait_until_up(dir, &mut child)).await {
             Ok(Ok(events)) => Ok(Launched {
                 pid,
+                spawned_at_ms,
                 exit: exit_of_child(dir.clone(), child, events),
             }),
             Ok(Err(message)) => Err(Error::Launch { message }),
@@ -200,8 +203,10 @@ impl QemuDriver {
 }
 
 /// Waits until QMP answers `query-status`; returns the held events connection. Fails with
-/// QEMU's output if the process exits first.
+/// QEMU's output if the process exits first. Polls every 2 ms at first (QEMU is often up within
+/// tens of milliseconds), backing off to 20 ms.
 async fn wait_until_up(dir: &RunDir, child: &mut Child) -> Result<QmpClient, String> {
+    let mut pause = Duration::from_millis(2);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let tail = dir.qemu_log_tail(LOG_TAIL);
@@ -213,7 +218,8 @@ async fn wait_until_up(dir: &RunDir, child: &mut Child) -> Result<QmpClient, Str
         {
             return Ok(events);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
@@ -283,6 +289,8 @@ async fn adopt(dir: &RunDir) -> Option<Launched> {
     };
     Some(Launched {
         pid,
+        // Recovery keeps the start time the agent recorded at launch.
+        spawned_at_ms: 0,
         exit: exit_of_adopted(dir.clone(), pid, events),
     })
 }

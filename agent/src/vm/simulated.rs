@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::driver::{Driver, ExitInfo, Launched};
 use super::network::ActiveForward;
+use super::record::now_ms;
 use super::rundir::RunDir;
 use super::spec::VmSpec;
 use crate::Result;
@@ -73,6 +74,7 @@ impl Driver for SimulatedDriver {
         _forwards: &'a [ActiveForward],
     ) -> BoxFuture<'a, Result<Launched>> {
         async move {
+            let spawned_at_ms = now_ms();
             tokio::time::sleep(Self::ms(self.config.launch_ms)).await;
             let never = spec.cmdline.split_whitespace().any(|w| w == NEVER_READY);
             if let Ok(mut set) = self.never_ready.lock() {
@@ -95,6 +97,7 @@ impl Driver for SimulatedDriver {
             };
             Ok(Launched {
                 pid: 0,
+                spawned_at_ms,
                 exit: exit.boxed(),
             })
         }

@@ -29,11 +29,17 @@ use quiver_crds::{Host, MicroVM, Rollout};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self, Action};
 
 use crate::agent_client::{AgentAccess, AgentAddress, AgentCluster};
 use crate::metrics::OperatorMetrics;
 use crate::{Error, Result};
+
+/// MicroVM reconciles run at once, at most. Each holds a task and, while it waits on the API
+/// server, an HTTP connection of its own: unbounded, a burst of 10,000 creates made the
+/// operator hold thousands of both (most of its peak memory). Waiting reconciles cost only
+/// their key in kube's scheduler.
+const MICROVM_RECONCILES: u16 = 32;
 
 /// The one field manager every status write of the operator uses.
 pub const FIELD_MANAGER: &str = "quiver-operator";
@@ -213,6 +219,7 @@ pub async fn run(
     .reflect(vm_writer)
     .applied_objects();
     let vm_ctl = Controller::for_stream(vm_events, vm_store)
+        .with_config(controller::Config::default().concurrency(MICROVM_RECONCILES))
         .reconcile_on(UnboundedReceiverStream::new(wakeups.vms))
         .reconcile_all_on(placement_changed);
     let rollout_ctl = Controller::new(
