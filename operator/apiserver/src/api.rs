@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::encoded::EncodedObjects;
 use crate::error::{ApiError, Result};
 use crate::persist::Journal;
 use crate::registry::{Registry, ResourceType, from_crd};
@@ -125,6 +126,8 @@ pub struct Api {
     pub(crate) watch_gate: tokio::sync::RwLock<()>,
     /// Bumped to end every open watch stream.
     pub(crate) watch_epoch: tokio::sync::watch::Sender<u64>,
+    /// Stored objects' JSON for list responses.
+    encoded: EncodedObjects,
 }
 
 impl Api {
@@ -146,6 +149,7 @@ impl Api {
             inner: Mutex::new(inner),
             watch_gate: tokio::sync::RwLock::new(()),
             watch_epoch: tokio::sync::watch::Sender::new(0),
+            encoded: EncodedObjects::default(),
         })
     }
 
@@ -265,8 +269,10 @@ impl Api {
         json!({"kind": scope.rt.list_kind, "apiVersion": scope.rt.api_version(&scope.version), "metadata": list_meta(rv, cont), "items": items})
     }
 
-    /// The same list, serialized straight from storage without copying the objects.
+    /// The same list, serialized straight from storage: objects stored at the version asked
+    /// for are written from their cached JSON, others converted first.
     pub fn list_bytes(
+        &self,
         scope: &Scope,
         items: &[Arc<Value>],
         rv: u64,
@@ -277,19 +283,19 @@ impl Api {
         let mut out = serde_json::to_vec(&head).unwrap_or_default();
         out.pop();
         out.extend_from_slice(b",\"items\":[");
-        for (i, obj) in items.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            let stored_version =
-                obj.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str());
-            let written = if stored_version {
-                serde_json::to_writer(&mut out, &**obj)
-            } else {
-                serde_json::to_writer(&mut out, &scope.present(obj))
-            };
-            if let Err(e) = written {
-                tracing::error!(error = %e, "serializing a stored object failed");
+        let stored_version = |obj: &Arc<Value>| {
+            obj.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str())
+        };
+        if items.iter().all(stored_version) {
+            self.encoded.write_list(&mut out, items);
+        } else {
+            for (i, obj) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if let Err(e) = serde_json::to_writer(&mut out, &scope.present(obj)) {
+                    tracing::error!(error = %e, "serializing a stored object failed");
+                }
             }
         }
         out.extend_from_slice(b"]}");

@@ -20,6 +20,7 @@ mod api;
 mod cel;
 mod delete;
 mod discovery;
+mod encoded;
 pub mod error;
 mod events;
 mod fields;

@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::{AppState, Call, Reply, access, body};
-use crate::api::{Api, ListOptions, Scope};
+use crate::api::{ListOptions, Scope};
 use crate::delete::DeleteOptions;
 use crate::error::{ApiError, Result};
 use crate::patch::PatchType;
@@ -240,7 +240,7 @@ fn list_or_watch(st: &AppState, call: &Call<'_>, scope: &Scope) -> Result<Reply>
     }
     let (items, rv, cont) = st.api.list(scope, &list)?;
     let Some((cols, include)) = table else {
-        return Ok(Reply::Bytes(Api::list_bytes(scope, &items, rv, cont)));
+        return Ok(Reply::Bytes(st.api.list_bytes(scope, &items, rv, cont)));
     };
     let items: Vec<Arc<Value>> = items.iter().map(|o| Arc::new(scope.present(o))).collect();
     let meta = match cont {
