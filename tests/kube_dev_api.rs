@@ -629,3 +629,57 @@ async fn foreground_deletion_removes_dependents_before_the_owner() -> anyhow::Re
     .await?;
     Ok(())
 }
+
+/// The operator's Events: the same event again becomes a series on the first Event (as
+/// kube's Recorder does it), another reason is another Event, and `kubectl`'s view of them
+/// (events.k8s.io/v1) shows the count.
+#[tokio::test]
+async fn operator_events_repeat_as_a_series() -> anyhow::Result<()> {
+    use k8s_openapi::api::events::v1::Event;
+    use kube::Resource as _;
+    use kube::runtime::events::Reporter;
+    use quiver_operator::controller::events::{Events, Note};
+
+    let (_cp, client, vms) = setup(Config::default()).await?;
+    let vm = vms
+        .create(&PostParams::default(), &MicroVM::test("noisy"))
+        .await?;
+    let reference = vm.object_ref(&());
+    let events = Events::new(
+        client.clone(),
+        Reporter {
+            controller: "quiver-operator".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let note = |reason: &'static str| Note {
+        warning: reason == "Failed",
+        action: "Reconcile",
+        reason,
+        note: format!("the VM {reason}"),
+    };
+    for reason in ["Failed", "Failed", "Failed", "Started"] {
+        events.publish(note(reason), &reference).await?;
+    }
+    let stored: Vec<Event> = Api::<Event>::namespaced(client, "default")
+        .list(&ListParams::default())
+        .await?
+        .items;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    let failed = stored
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Failed"))
+        .ok_or_else(|| anyhow::anyhow!("a Failed event: {stored:?}"))?;
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    assert_eq!(failed.series.as_ref().map(|s| s.count), Some(3));
+    assert_eq!(
+        failed.regarding.as_ref().and_then(|r| r.uid.clone()),
+        vm.metadata.uid
+    );
+    let started = stored
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("Started"))
+        .ok_or_else(|| anyhow::anyhow!("a Started event: {stored:?}"))?;
+    assert!(started.series.is_none());
+    Ok(())
+}

@@ -128,9 +128,9 @@ pub const OPERATOR_API_ACCESS: &[ApiAccess] = &[
         names: &[],
         verbs: &["create", "patch"],
         only_with: None,
-        kind: "Recorder",
-        site: "operator/src/controller/recorders.rs",
-        why: "kube's Recorder (one per object) creates Events and patches them when one repeats",
+        kind: "Event",
+        site: "operator/src/controller/events.rs",
+        why: "Events about the operator's objects: created, and patched into a series when one repeats",
     },
     ApiAccess {
         scope: Scope::Namespace(LEASE_NAMESPACE),

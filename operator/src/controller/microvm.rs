@@ -12,9 +12,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::events::Note;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use quiver_crds::condition::READY;
@@ -357,20 +357,13 @@ async fn cleanup(vm: &MicroVM, ctx: &Context) -> Result<Action> {
         )));
     }
     ctx.forget(&uid);
-    let event = Event {
-        type_: EventType::Normal,
-        reason: "Deleted".to_owned(),
-        note: Some("the VM is stopped and its files removed".to_owned()),
-        action: "Delete".to_owned(),
-        secondary: None,
+    let deleted = Note {
+        warning: false,
+        action: "Delete",
+        reason: "Deleted",
+        note: "the VM is stopped and its files removed".to_owned(),
     };
-    let reference = vm.object_ref(&());
-    if let Err(e) = ctx
-        .recorders
-        .of(&reference)
-        .publish(&event, &reference)
-        .await
-    {
+    if let Err(e) = ctx.events.publish(deleted, &vm.object_ref(&())).await {
         tracing::debug!(error = %e, "could not publish event");
     }
     Ok(Action::await_change())

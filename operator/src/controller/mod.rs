@@ -1,15 +1,15 @@
 //! The controllers and what they share.
 //!
 //! [`run`] wires the MicroVM and Host controllers to one [`Context`]: the agent cluster client,
-//! reflector stores of both kinds, the event recorders and the operator's own memory of where it
+//! reflector stores of both kinds, the event publisher and the operator's own memory of where it
 //! placed VMs. Agent status streams wake the MicroVM controller per VM; a Host becoming Ready,
 //! NotReady or changing labels/capacity wakes every MicroVM (placement may change).
 
 pub mod allocations;
+pub mod events;
 pub mod host;
 pub mod ledger;
 pub mod microvm;
-pub mod recorders;
 pub mod rollout;
 
 use std::collections::{BTreeSet, HashMap};
@@ -76,8 +76,8 @@ impl Default for ControllerConfig {
 pub struct Context {
     pub client: Client,
     pub cluster: AgentCluster,
-    /// Event recorders, one per object.
-    pub recorders: recorders::Recorders,
+    /// Kubernetes Events about the objects.
+    pub events: events::Events,
     pub hosts: Store<Host>,
     /// Becomes true once the Host store holds its first full list.
     hosts_listed: watch::Receiver<bool>,
@@ -234,7 +234,7 @@ pub async fn run(
         instance: Some(config.instance.clone()),
     };
     let ctx = Arc::new(Context {
-        recorders: recorders::Recorders::new(client.clone(), reporter),
+        events: events::Events::new(client.clone(), reporter),
         client,
         cluster,
         hosts: host_ctl.store(),
@@ -313,20 +313,14 @@ pub(crate) async fn publish(
     transitions: impl IntoIterator<Item = crate::status::Transition>,
     action: &str,
 ) {
-    use kube::runtime::events::{Event, EventType};
     for t in transitions {
-        let event = Event {
-            type_: if t.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: t.reason.to_owned(),
-            note: Some(t.note),
-            action: action.to_owned(),
-            secondary: None,
+        let note = events::Note {
+            warning: t.warning,
+            action,
+            reason: t.reason,
+            note: t.note,
         };
-        if let Err(e) = ctx.recorders.of(reference).publish(&event, reference).await {
+        if let Err(e) = ctx.events.publish(note, reference).await {
             tracing::warn!(object = ?reference.name, error = %e, "could not publish event");
         }
     }
