@@ -638,7 +638,8 @@ async fn operator_events_repeat_as_a_series() -> anyhow::Result<()> {
     use k8s_openapi::api::events::v1::Event;
     use kube::Resource as _;
     use kube::runtime::events::Reporter;
-    use quiver_operator::controller::events::{Events, Note};
+    use quiver_operator::controller::events::Events;
+    use quiver_operator::status::Transition;
 
     let (_cp, client, vms) = setup(Config::default()).await?;
     let vm = vms
@@ -652,14 +653,15 @@ async fn operator_events_repeat_as_a_series() -> anyhow::Result<()> {
             instance: Some("test".into()),
         },
     );
-    let note = |reason: &'static str| Note {
+    let event = |reason: &'static str| Transition {
         warning: reason == "Failed",
-        action: "Reconcile",
         reason,
         note: format!("the VM {reason}"),
     };
     for reason in ["Failed", "Failed", "Failed", "Started"] {
-        events.publish(note(reason), &reference).await?;
+        events
+            .publish(&event(reason), "Reconcile", &reference)
+            .await?;
     }
     let stored: Vec<Event> = Api::<Event>::namespaced(client, "default")
         .list(&ListParams::default())

@@ -134,11 +134,9 @@ impl IncomingSnapshot {
             if req.offset != 0 {
                 return Ok(());
             }
-            *receiving = Some((id.clone(), Vec::new()));
+            *receiving = None;
         }
-        let Some((_, data)) = receiving.as_mut() else {
-            return Ok(());
-        };
+        let (_, data) = receiving.get_or_insert_with(|| (id.clone(), Vec::new()));
         // Bounded by `check_snapshot`: offset + len ≤ MAX_SNAPSHOT_BYTES.
         let start = usize::try_from(req.offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(req.data.len());

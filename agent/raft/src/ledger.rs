@@ -295,7 +295,7 @@ impl Ledger {
             .iter()
             .filter(|(uid, a)| a.host == host && Some(uid.as_str()) != except)
             .filter_map(|(uid, _)| self.vms.get(uid))
-            .fold((0, 0), |(c, m), vm: &DesiredVm| {
+            .fold((0, 0), |(c, m): (u64, u64), vm| {
                 (
                     c.saturating_add(u64::from(vm.cpus)),
                     m.saturating_add(vm.memory_mib),

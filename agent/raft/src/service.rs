@@ -76,9 +76,7 @@ impl RaftService {
             )),
         }
     }
-}
 
-impl RaftService {
     fn me(&self) -> u64 {
         self.raft.metrics().borrow().id
     }

@@ -22,7 +22,7 @@ pub struct EncodedObjects {
 
 #[derive(Default)]
 struct Cache {
-    by_address: HashMap<usize, (Arc<Value>, Arc<[u8]>)>,
+    by_address: HashMap<usize, (Arc<Value>, Box<[u8]>)>,
     sweep_at: usize,
 }
 
@@ -59,7 +59,7 @@ impl EncodedObjects {
     }
 }
 
-fn encode(obj: &Value) -> Arc<[u8]> {
+fn encode(obj: &Value) -> Box<[u8]> {
     serde_json::to_vec(obj)
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "serializing a stored object failed");

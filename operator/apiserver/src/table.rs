@@ -41,6 +41,16 @@ pub fn columns(t: &ResourceType, version: &str) -> Vec<Column> {
         description: "Name must be unique within a namespace.".into(),
         ..col("Name", "string", ".metadata.name")
     }];
+    // The reason of the `Stored` condition the server sets on workloads it does not run.
+    let stored_path = format!(
+        ".status.conditions[?(@.type==\"{}\")].reason",
+        crate::write::stored::CONDITION
+    );
+    let stored_status = || Column {
+        description: "Stored (not run): no controller runs this kind in the dev control plane."
+            .into(),
+        ..col("Status", "string", &stored_path)
+    };
     let custom = t
         .version(version)
         .map(|v| v.columns.clone())
@@ -84,22 +94,6 @@ pub fn columns(t: &ResourceType, version: &str) -> Vec<Column> {
         out.extend(custom);
     }
     out
-}
-
-/// The reason of the `Stored` condition the server sets on workloads it does not run.
-fn stored_status() -> Column {
-    Column {
-        name: "Status".into(),
-        type_: "string".into(),
-        format: String::new(),
-        description: "Stored (not run): no controller runs this kind in the dev control plane."
-            .into(),
-        priority: 0,
-        json_path: format!(
-            ".status.conditions[?(@.type==\"{}\")].reason",
-            crate::write::stored::CONDITION
-        ),
-    }
 }
 
 fn cell(c: &Column, obj: &Value) -> Value {

@@ -21,6 +21,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::Reporter;
 use serde_json::json;
 
+use crate::status::Transition;
+
 /// How long a sent event can still grow into a series (kube's `CACHE_TTL`).
 const SERIES_TTL: Duration = Duration::from_secs(6 * 60);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -90,14 +92,6 @@ impl SentEvents {
     }
 }
 
-/// One event about an object.
-pub struct Note<'a> {
-    pub warning: bool,
-    pub action: &'a str,
-    pub reason: &'a str,
-    pub note: String,
-}
-
 /// The operator's Event publisher.
 pub struct Events {
     client: Client,
@@ -119,7 +113,12 @@ impl Events {
     ///
     /// # Errors
     /// The API server refused the create or the patch.
-    pub async fn publish(&self, note: Note<'_>, regarding: &ObjectReference) -> kube::Result<()> {
+    pub async fn publish(
+        &self,
+        event: &Transition,
+        action: &str,
+        regarding: &ObjectReference,
+    ) -> kube::Result<()> {
         let key = Key {
             regarding: regarding.uid.clone().unwrap_or_else(|| {
                 format!(
@@ -129,9 +128,9 @@ impl Events {
                     regarding.name.as_deref().unwrap_or_default()
                 )
             }),
-            warning: note.warning,
-            action: note.action.to_owned(),
-            reason: note.reason.to_owned(),
+            warning: event.warning,
+            action: action.to_owned(),
+            reason: event.reason.to_owned(),
         };
         let now = Instant::now();
         let decision = self
@@ -151,10 +150,10 @@ impl Events {
                 sent
             }
             Publish::Create => {
-                let event = self.event(&note, regarding);
-                let namespace = event.metadata.namespace.clone().unwrap_or_default();
+                let created = self.event(event, action, regarding);
+                let namespace = created.metadata.namespace.clone().unwrap_or_default();
                 let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-                let created = api.create(&PostParams::default(), &event).await?;
+                let created = api.create(&PostParams::default(), &created).await?;
                 Sent {
                     namespace,
                     name: created.metadata.name.unwrap_or_default(),
@@ -172,7 +171,7 @@ impl Events {
 
     /// The Event as kube's `Recorder` builds it. Cluster-scoped objects' Events go to
     /// `default`.
-    fn event(&self, note: &Note<'_>, regarding: &ObjectReference) -> Event {
+    fn event(&self, event: &Transition, action: &str, regarding: &ObjectReference) -> Event {
         let now = Timestamp::now();
         let controller = &self.reporter.controller;
         let namespace = regarding
@@ -180,9 +179,9 @@ impl Events {
             .clone()
             .unwrap_or_else(|| "default".to_owned());
         Event {
-            action: Some(note.action.to_owned()),
-            reason: Some(note.reason.to_owned()),
-            note: Some(note.note.clone()),
+            action: Some(action.to_owned()),
+            reason: Some(event.reason.to_owned()),
+            note: Some(event.note.clone()),
             event_time: Some(MicroTime(now)),
             regarding: Some(regarding.clone()),
             metadata: ObjectMeta {
@@ -201,7 +200,7 @@ impl Events {
                     .clone()
                     .unwrap_or_else(|| controller.clone()),
             ),
-            type_: Some(if note.warning { "Warning" } else { "Normal" }.to_owned()),
+            type_: Some(if event.warning { "Warning" } else { "Normal" }.to_owned()),
             ..Event::default()
         }
     }

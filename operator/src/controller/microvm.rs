@@ -12,7 +12,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::events::Note;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
@@ -25,7 +24,7 @@ use super::allocations::Allocations;
 use super::{Context, FIELD_MANAGER};
 use crate::convert::put_request;
 use crate::placement::{self, HostView, Placement, place};
-use crate::status::{Assignment, Observation, desired_status, now, transitions};
+use crate::status::{Assignment, Observation, Transition, desired_status, now, transitions};
 use crate::{Error, Result};
 
 pub async fn reconcile(vm: Arc<MicroVM>, ctx: Arc<Context>) -> Result<Action> {
@@ -357,13 +356,16 @@ async fn cleanup(vm: &MicroVM, ctx: &Context) -> Result<Action> {
         )));
     }
     ctx.forget(&uid);
-    let deleted = Note {
+    let deleted = Transition {
         warning: false,
-        action: "Delete",
         reason: "Deleted",
         note: "the VM is stopped and its files removed".to_owned(),
     };
-    if let Err(e) = ctx.events.publish(deleted, &vm.object_ref(&())).await {
+    if let Err(e) = ctx
+        .events
+        .publish(&deleted, "Delete", &vm.object_ref(&()))
+        .await
+    {
         tracing::debug!(error = %e, "could not publish event");
     }
     Ok(Action::await_change())

@@ -314,13 +314,7 @@ pub(crate) async fn publish(
     action: &str,
 ) {
     for t in transitions {
-        let note = events::Note {
-            warning: t.warning,
-            action,
-            reason: t.reason,
-            note: t.note,
-        };
-        if let Err(e) = ctx.events.publish(note, reference).await {
+        if let Err(e) = ctx.events.publish(&t, action, reference).await {
             tracing::warn!(object = ?reference.name, error = %e, "could not publish event");
         }
     }
