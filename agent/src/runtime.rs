@@ -184,7 +184,7 @@ pub async fn run(
         cluster.clone(),
         cluster
             .as_ref()
-            .map(|c| RaftService::new(c.node.raft.clone())),
+            .map(|c| RaftService::new(c.node.proposer.clone())),
     );
     let services = Services {
         faults: Faults::new(config.inject),

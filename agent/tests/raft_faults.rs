@@ -31,7 +31,7 @@ use quiver_agent::cluster::follow::{self, Version};
 use quiver_agent::cluster::leader::LeaseWatch;
 use quiver_raft::lease::{Holder, LeaseConfig};
 use quiver_raft::ledger::DesiredVm;
-use quiver_raft::{Command, Ledger, LogStore, Outcome, RaftDb, StateMachine, TypeConfig};
+use quiver_raft::{Batch, Command, Ledger, LogStore, Outcome, RaftDb, StateMachine, TypeConfig};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -183,10 +183,10 @@ async fn propose(net: SharedNet, from: u64, command: Command, within: Duration) 
         if let Some((id, raft)) = leader {
             let left = until.saturating_duration_since(Instant::now());
             if let Ok(Ok(written)) =
-                tokio::time::timeout(left, raft.client_write(command.clone())).await
+                tokio::time::timeout(left, raft.client_write(Batch(vec![command.clone()]))).await
             {
                 let back = id == from || lock(&net).reach(id, from).is_some();
-                return back.then_some(written.data);
+                return written.data.into_iter().next().filter(|_| back);
             }
         }
         tokio::time::sleep(TICK).await;

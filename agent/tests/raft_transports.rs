@@ -120,7 +120,7 @@ impl Member {
                 access: allowed.clone(),
             },
             None,
-            Some(RaftService::new(node.raft.clone())),
+            Some(RaftService::new(node.proposer.clone())),
         );
         let server = RpcServer::with_peers(
             IrohAdapter::new(services.clone()),

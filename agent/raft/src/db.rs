@@ -55,6 +55,27 @@ impl RaftDb {
         Ok(Self { db: Arc::new(db) })
     }
 
+    /// Runs `op` here, on the caller's thread: for reads, which redb answers from its cache
+    /// without waiting for a writer, where a trip through the blocking pool would cost more
+    /// than the read (two thread wake-ups on every replication and lookup).
+    #[expect(
+        clippy::result_large_err,
+        reason = "openraft's error type, which its storage traits return"
+    )]
+    pub(crate) fn read_here<T>(
+        &self,
+        subject: ErrorSubject<u64>,
+        op: impl FnOnce(&Database) -> Result<T, redb::Error>,
+    ) -> Result<T, StorageError> {
+        op(&self.db).map_err(|e| {
+            StorageError::from(StorageIOError::new(
+                subject,
+                ErrorVerb::Read,
+                AnyError::new(&e),
+            ))
+        })
+    }
+
     /// Runs `op` on the blocking pool; its error becomes a storage error about `subject`.
     pub(crate) async fn run<T, F>(
         &self,

@@ -111,6 +111,12 @@ pub enum Command {
     Rebalance,
 }
 
+/// Commands committed in one log entry, applied in order: the proposer puts what callers
+/// propose while earlier entries are in flight into one entry, so one disk flush carries them
+/// all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch(pub Vec<Command>);
+
 /// What applying a command did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {

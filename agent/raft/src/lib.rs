@@ -15,7 +15,8 @@
 //! - [`network`]: the client side, openraft's network factory: each peer over gRPC, Iroh or
 //!   both (preferring one, falling back to the other), with Raft priorities on Iroh's QUIC
 //!   streams; [`addr`]: a member's address (Iroh endpoint, optional gRPC listener).
-//! - [`node`]: one member, and proposals from any member.
+//! - [`node`]: one member, and proposals from any member; [`proposer`]: the leader's
+//!   batching of proposals into log entries.
 //! - [`lease`]: pure lease logic.
 //!
 //! Not here: the node in the agent, membership from Hosts (`quiver-agent`'s `cluster`).
@@ -28,22 +29,24 @@ pub mod ledger;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod proposer;
 pub mod service;
 pub mod state_machine;
 
 use std::io::Cursor;
 
 pub use db::RaftDb;
-pub use ledger::{Command, Ledger, Outcome};
+pub use ledger::{Batch, Command, Ledger, Outcome};
 pub use log_store::LogStore;
 pub use node::{ProposeError, RaftNode, Timing, node_id};
+pub use proposer::Proposer;
 pub use state_machine::StateMachine;
 
 openraft::declare_raft_types!(
     /// The Raft types of the placement ledger.
     pub TypeConfig:
-        D = Command,
-        R = Outcome,
+        D = Batch,
+        R = Vec<Outcome>,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

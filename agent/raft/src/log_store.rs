@@ -2,14 +2,24 @@
 //!
 //! Every write is one redb transaction committed with immediate durability before the call
 //! returns (and, for appends, before openraft's flush callback fires): an acknowledged entry or
-//! vote survives a crash.
+//! vote survives a crash. The one exception is the committed log id, which openraft calls
+//! optional: [`LogStore::save_committed`] keeps it in memory and the next durable write (an
+//! append, a vote, a truncation or a purge) stores it in the same transaction. openraft 0.9
+//! saves it before applying each commit, so a flush of its own would put a third disk flush on
+//! every commit's path. A crash loses only the updates since the last write; the node then
+//! restarts as if it had crashed those few entries earlier (it re-applies less of its log and
+//! the leader's next message commits the rest), a state any Raft follower can be in.
+//!
+//! Reads run on the caller's thread (redb serves them from its cache without waiting for a
+//! writer); writes, which wait for the disk, on the blocking pool.
 
 use std::fmt::Debug;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote};
-use redb::{ReadableDatabase as _, ReadableTable as _};
+use redb::{ReadableDatabase as _, ReadableTable as _, WriteTransaction};
 
 use crate::db::{LOG, META, RaftDb, decode, encode};
 use crate::{StorageError, TypeConfig};
@@ -22,42 +32,77 @@ const LAST_PURGED: &str = "last_purged";
 #[derive(Clone, Debug)]
 pub struct LogStore {
     db: RaftDb,
+    /// The committed log id saved last and not yet written (JSON).
+    unwritten_committed: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl LogStore {
     #[must_use]
     pub fn new(db: RaftDb) -> Self {
-        Self { db }
+        Self {
+            db,
+            unwritten_committed: Arc::default(),
+        }
     }
 
-    async fn read_meta<T>(&self, key: &'static str) -> Result<Option<T>, StorageError>
-    where
-        T: serde::de::DeserializeOwned + Send + 'static,
-    {
-        self.db
-            .run(ErrorSubject::Store, ErrorVerb::Read, move |db| {
-                let txn = db.begin_read()?;
-                let table = txn.open_table(META)?;
-                table.get(key)?.map(|v| decode(v.value())).transpose()
-            })
-            .await
+    fn unwritten_committed(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
+        self.unwritten_committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn write_meta<T>(&self, key: &'static str, value: &T) -> Result<(), StorageError>
-    where
-        T: serde::Serialize,
-    {
-        let bytes = encode(value).map_err(|e| {
-            StorageError::from(openraft::StorageIOError::write(openraft::AnyError::new(&e)))
-        })?;
+    #[expect(
+        clippy::result_large_err,
+        reason = "openraft's error type, which its storage traits return"
+    )]
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &'static str,
+    ) -> Result<Option<T>, StorageError> {
+        self.db.read_here(ErrorSubject::Store, |db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(META)?;
+            table.get(key)?.map(|v| decode(v.value())).transpose()
+        })
+    }
+
+    /// Runs `op` in one durable write transaction, which also stores the unwritten committed
+    /// log id. openraft makes its log-store calls one at a time, so the ids written never go
+    /// backwards.
+    async fn write(
+        &self,
+        subject: ErrorSubject<u64>,
+        verb: ErrorVerb,
+        op: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
+    ) -> Result<(), StorageError> {
+        let committed = self.unwritten_committed().take();
         self.db
-            .run(ErrorSubject::Store, ErrorVerb::Write, move |db| {
+            .run(subject, verb, move |db| {
                 let txn = db.begin_write()?;
-                txn.open_table(META)?.insert(key, bytes.as_slice())?;
+                op(&txn)?;
+                if let Some(committed) = &committed {
+                    txn.open_table(META)?
+                        .insert(COMMITTED, committed.as_slice())?;
+                }
                 txn.commit()?;
                 Ok(())
             })
             .await
+    }
+
+    async fn write_meta<T: serde::Serialize>(
+        &self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), StorageError> {
+        let bytes = encode(value).map_err(|e| {
+            StorageError::from(openraft::StorageIOError::write(openraft::AnyError::new(&e)))
+        })?;
+        self.write(ErrorSubject::Store, ErrorVerb::Write, move |txn| {
+            txn.open_table(META)?.insert(key, bytes.as_slice())?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -66,20 +111,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
-        let start = range.start_bound().cloned();
-        let end = range.end_bound().cloned();
-        self.db
-            .run(ErrorSubject::Logs, ErrorVerb::Read, move |db| {
-                let txn = db.begin_read()?;
-                let table = txn.open_table(LOG)?;
-                let mut entries = Vec::new();
-                for item in table.range::<u64>((start, end))? {
-                    let (_, value) = item?;
-                    entries.push(decode(value.value())?);
-                }
-                Ok(entries)
-            })
-            .await
+        let range = (range.start_bound().cloned(), range.end_bound().cloned());
+        self.db.read_here(ErrorSubject::Logs, |db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(LOG)?;
+            let mut entries = Vec::new();
+            for item in table.range::<u64>(range)? {
+                let (_, value) = item?;
+                entries.push(decode(value.value())?);
+            }
+            Ok(entries)
+        })
     }
 }
 
@@ -87,18 +129,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId<u64>> = self.read_meta(LAST_PURGED).await?;
-        let last = self
-            .db
-            .run(ErrorSubject::Logs, ErrorVerb::Read, |db| {
-                let txn = db.begin_read()?;
-                let table = txn.open_table(LOG)?;
-                table
-                    .last()?
-                    .map(|(_, v)| decode::<Entry<TypeConfig>>(v.value()))
-                    .transpose()
-            })
-            .await?;
+        let last_purged: Option<LogId<u64>> = self.read_meta(LAST_PURGED)?;
+        let last = self.db.read_here(ErrorSubject::Logs, |db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(LOG)?;
+            table
+                .last()?
+                .map(|(_, v)| decode::<Entry<TypeConfig>>(v.value()))
+                .transpose()
+        })?;
         let last_log_id = last.map(|e| e.log_id).or(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
@@ -115,18 +154,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
-        self.read_meta(VOTE).await
+        self.read_meta(VOTE)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
-        self.write_meta(COMMITTED, &committed).await
+        let bytes = encode(&committed).map_err(|e| {
+            StorageError::from(openraft::StorageIOError::write(openraft::AnyError::new(&e)))
+        })?;
+        *self.unwritten_committed() = Some(bytes);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
-        Ok(self
-            .read_meta::<Option<LogId<u64>>>(COMMITTED)
-            .await?
-            .flatten())
+        let unwritten = self.unwritten_committed().clone();
+        let committed: Option<Option<LogId<u64>>> = match unwritten {
+            Some(bytes) => Some(decode(&bytes).map_err(|e| {
+                StorageError::from(openraft::StorageIOError::read(openraft::AnyError::new(&e)))
+            })?),
+            None => self.read_meta(COMMITTED)?,
+        };
+        Ok(committed.flatten())
     }
 
     async fn append<I>(
@@ -148,16 +195,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 ))
             })?;
         let written = self
-            .db
-            .run(ErrorSubject::Logs, ErrorVerb::Write, move |db| {
-                let txn = db.begin_write()?;
-                {
-                    let mut table = txn.open_table(LOG)?;
-                    for (index, bytes) in &encoded {
-                        table.insert(*index, bytes.as_slice())?;
-                    }
+            .write(ErrorSubject::Logs, ErrorVerb::Write, move |txn| {
+                let mut table = txn.open_table(LOG)?;
+                for (index, bytes) in &encoded {
+                    table.insert(*index, bytes.as_slice())?;
                 }
-                txn.commit()?;
                 Ok(())
             })
             .await;
@@ -172,29 +214,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
-        self.remove_range((Bound::Included(log_id.index), Bound::Unbounded))
-            .await
+        self.write(ErrorSubject::Logs, ErrorVerb::Delete, move |txn| {
+            txn.open_table(LOG)?
+                .retain_in::<u64, _>(log_id.index.., |_, _| false)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
-        // The purge point first: a crash between the two leaves entries that are below it,
-        // which readers never ask for and the next purge removes.
-        self.write_meta(LAST_PURGED, &log_id).await?;
-        self.remove_range((Bound::Unbounded, Bound::Included(log_id.index)))
-            .await
-    }
-}
-
-impl LogStore {
-    async fn remove_range(&self, range: (Bound<u64>, Bound<u64>)) -> Result<(), StorageError> {
-        self.db
-            .run(ErrorSubject::Logs, ErrorVerb::Delete, move |db| {
-                let txn = db.begin_write()?;
-                txn.open_table(LOG)?
-                    .retain_in::<u64, _>(range, |_, _| false)?;
-                txn.commit()?;
-                Ok(())
-            })
-            .await
+        let bytes = encode(&log_id).map_err(|e| {
+            StorageError::from(openraft::StorageIOError::write(openraft::AnyError::new(&e)))
+        })?;
+        self.write(ErrorSubject::Logs, ErrorVerb::Delete, move |txn| {
+            txn.open_table(META)?
+                .insert(LAST_PURGED, bytes.as_slice())?;
+            txn.open_table(LOG)?
+                .retain_in::<u64, _>(..=log_id.index, |_, _| false)?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState};
 use quiver_rpc::iroh::EndpointId;
 use quiver_rpc::{Method, Priority};
@@ -15,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::network::Network;
-use crate::{Command, LogStore, Outcome, RaftDb, StateMachine, TypeConfig};
+use crate::{Command, LogStore, Outcome, Proposer, RaftDb, StateMachine, TypeConfig};
 
 /// Why a proposal was not committed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -58,27 +57,13 @@ pub fn node_id(endpoint: &EndpointId) -> u64 {
     u64::from_be_bytes(first)
 }
 
-/// Writes `command` on `raft`, which should be the leader.
-///
-/// # Errors
-/// [`ProposeError::NotLeader`] when it is not.
-pub async fn write(raft: &Raft<TypeConfig>, command: Command) -> Result<Outcome, ProposeError> {
-    match raft.client_write(command).await {
-        Ok(written) => Ok(written.data),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(ProposeError::NotLeader {
-                leader: f.leader_id,
-            })
-        }
-        Err(e) => Err(ProposeError::Failed(e.to_string())),
-    }
-}
-
 /// A running Raft node; clones share it.
 #[derive(Clone)]
 pub struct RaftNode {
     pub id: u64,
     pub raft: Raft<TypeConfig>,
+    /// Writes through this node when it leads (the Raft service's proposals land here too).
+    pub proposer: Proposer,
     pub machine: StateMachine,
     network: Network,
 }
@@ -151,6 +136,7 @@ impl RaftNode {
         .map_err(|e| format!("starting Raft: {e}"))?;
         Ok(Self {
             id,
+            proposer: Proposer::start(raft.clone()),
             raft,
             machine,
             network,
@@ -222,7 +208,7 @@ impl RaftNode {
     }
 
     async fn write_here(&self, command: Command) -> Result<Outcome, ProposeError> {
-        write(&self.raft, command).await
+        self.proposer.write(command).await
     }
 
     async fn send_to(

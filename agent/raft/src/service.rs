@@ -16,20 +16,22 @@ use quiver_rpc::{CallContext, Code, Dispatch, Method, Reply, RpcError, ServiceNa
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{TypeConfig, guard};
+use crate::{Proposer, TypeConfig, guard};
 
 /// The Raft service of one node.
 #[derive(Clone)]
 pub struct RaftService {
     raft: Raft<TypeConfig>,
+    proposer: Proposer,
     snapshot: guard::IncomingSnapshot,
 }
 
 impl RaftService {
     #[must_use]
-    pub fn new(raft: Raft<TypeConfig>) -> Self {
+    pub fn new(proposer: Proposer) -> Self {
         Self {
-            raft,
+            raft: proposer.raft().clone(),
+            proposer,
             snapshot: guard::IncomingSnapshot::default(),
         }
     }
@@ -68,7 +70,7 @@ impl RaftService {
             }
             Method::RaftPropose => {
                 let command: crate::Command = decode(method, json)?;
-                answer(&crate::node::write(&self.raft, command).await)
+                answer(&self.proposer.write(command).await)
             }
             other => Err(RpcError::new(
                 Code::Unimplemented,
@@ -116,9 +118,9 @@ pub struct RaftDispatch {
 
 impl RaftDispatch {
     #[must_use]
-    pub fn new(raft: Raft<TypeConfig>) -> Self {
+    pub fn new(proposer: Proposer) -> Self {
         Self {
-            service: RaftService::new(raft),
+            service: RaftService::new(proposer),
         }
     }
 }
@@ -196,13 +198,13 @@ impl RaftGrpc for RaftService {
 /// # Errors
 /// The TLS config is refused, or the server fails.
 pub async fn serve_grpc(
-    raft: Raft<TypeConfig>,
+    proposer: Proposer,
     listener: tokio::net::TcpListener,
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let m = quiver_rpc::grpc::MAX_MESSAGE_BYTES;
-    let server = RaftServer::new(RaftService::new(raft))
+    let server = RaftServer::new(RaftService::new(proposer))
         .max_decoding_message_size(m)
         .max_encoding_message_size(m);
     let mut builder = tonic::transport::Server::builder();

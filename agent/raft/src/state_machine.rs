@@ -17,7 +17,7 @@ use redb::ReadableDatabase as _;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{RaftDb, SNAPSHOT, decode, encode};
-use crate::ledger::{Ledger, Outcome};
+use crate::ledger::{Batch, Ledger, Outcome};
 use crate::{StorageError, TypeConfig};
 
 const SNAPSHOT_META: &str = "meta";
@@ -141,7 +141,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((state.last_applied, state.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Outcome>>, StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -150,16 +150,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut outcomes = Vec::new();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
-            let mut outcome = match entry.payload {
-                EntryPayload::Blank => Outcome::default(),
-                EntryPayload::Normal(command) => state.ledger.apply(&command),
+            let mut batch = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(Batch(commands)) => commands
+                    .iter()
+                    .map(|command| state.ledger.apply(command))
+                    .collect(),
                 EntryPayload::Membership(membership) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Outcome::default()
+                    Vec::new()
                 }
             };
-            outcome.index = entry.log_id.index;
-            outcomes.push(outcome);
+            for outcome in &mut batch {
+                outcome.index = entry.log_id.index;
+            }
+            outcomes.push(batch);
         }
         Ok(outcomes)
     }

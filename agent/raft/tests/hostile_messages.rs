@@ -16,7 +16,7 @@ use openraft::{
 };
 use quiver_raft::network::Network;
 use quiver_raft::service::RaftService;
-use quiver_raft::{Command, RaftNode, Timing, TypeConfig};
+use quiver_raft::{Batch, Command, RaftNode, Timing, TypeConfig};
 use quiver_rpc::Method;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -71,7 +71,7 @@ fn message(rng: &mut StdRng) -> (Method, Vec<u8>) {
             let entries = (0..rng.random_range(0..3))
                 .map(|_| Entry::<TypeConfig> {
                     log_id: log_id(rng),
-                    payload: EntryPayload::Normal(Command::Rebalance),
+                    payload: EntryPayload::Normal(Batch(vec![Command::Rebalance])),
                 })
                 .collect();
             let request = AppendEntriesRequest::<TypeConfig> {
@@ -144,7 +144,7 @@ async fn run(seed: u64) {
             .expect("an acknowledged write");
     }
 
-    let service = RaftService::new(node.raft.clone());
+    let service = RaftService::new(node.proposer.clone());
     let mut rng = StdRng::seed_from_u64(seed);
     for _ in 0..MESSAGES {
         let (method, bytes) = message(&mut rng);
@@ -214,7 +214,7 @@ async fn an_honest_snapshot_in_chunks_is_installed() {
     let b = RaftNode::start(dir_b.path(), 2, Network::grpc(None), timing)
         .await
         .expect("node b");
-    let service = RaftService::new(b.raft.clone());
+    let service = RaftService::new(b.proposer.clone());
     let chunks: Vec<&[u8]> = data.chunks(data.len().div_ceil(3)).collect();
     let mut offset = 0;
     for (i, chunk) in chunks.iter().enumerate() {

@@ -34,10 +34,11 @@ async fn reopen() -> Result<(), Box<StorageError>> {
     let snapshot_id = {
         let db = RaftDb::open(&path).expect("open");
         let mut log = LogStore::new(db.clone());
-        log.save_vote(&Vote::new(3, 1)).await.map_err(Box::new)?;
         log.save_committed(Some(committed))
             .await
             .map_err(Box::new)?;
+        // The committed id waits for the next durable write of the log store: this one.
+        log.save_vote(&Vote::new(3, 1)).await.map_err(Box::new)?;
         let mut machine = StateMachine::open(db).await.map_err(Box::new)?;
         machine
             .build_snapshot()

@@ -12,7 +12,7 @@ use openraft::{Config, Raft};
 use quiver_raft::ledger::DesiredVm;
 use quiver_raft::network::{GrpcAddr, Network, NodeAddr, RaftDispatch};
 use quiver_raft::service::serve_grpc;
-use quiver_raft::{Command, LogStore, RaftDb, StateMachine, TypeConfig};
+use quiver_raft::{Batch, Command, LogStore, Proposer, RaftDb, StateMachine, TypeConfig};
 use quiver_rpc::iroh::protocol::Router;
 use quiver_rpc::iroh::{EndpointAddr, SecretKey};
 use quiver_rpc::pki::{Ca, TlsFiles};
@@ -123,7 +123,10 @@ async fn start(id: u64, key: SecretKey, allowed: &Allowlist, ca: &Ca, how: Trans
     .expect("raft");
     let serves_iroh = matches!(how, Transport::Iroh | Transport::Dual { serves_iroh: true });
     let router = if serves_iroh {
-        let server = RpcServer::new(RaftDispatch::new(raft.clone()), ServerConfig::default());
+        let server = RpcServer::new(
+            RaftDispatch::new(Proposer::start(raft.clone())),
+            ServerConfig::default(),
+        );
         Router::builder(endpoint).accept(ALPN, server).spawn()
     } else {
         let server = RpcServer::new(NotServed, ServerConfig::default());
@@ -133,7 +136,7 @@ async fn start(id: u64, key: SecretKey, allowed: &Allowlist, ca: &Ca, how: Trans
         let (stop, stopped) = oneshot::channel::<()>();
         let server_tls = TlsFiles::server_config(&tls).expect("server TLS");
         let served = tokio::spawn(serve_grpc(
-            raft.clone(),
+            Proposer::start(raft.clone()),
             listener,
             Some(server_tls),
             async {
@@ -188,7 +191,11 @@ fn vm(uid: &str) -> Command {
 /// Writes `command` through the leader and waits until every node in `nodes` applied it.
 async fn commit(nodes: &[&Node], leader: u64, command: Command) {
     let leader = nodes.iter().find(|n| n.id == leader).expect("leader node");
-    let written = leader.raft.client_write(command).await.expect("write");
+    let written = leader
+        .raft
+        .client_write(Batch(vec![command]))
+        .await
+        .expect("write");
     let index = written.log_id.index;
     for node in nodes {
         node.raft

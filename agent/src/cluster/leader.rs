@@ -193,7 +193,7 @@ impl Duties {
         });
         for command in commands {
             tracing::info!(?command, "ledger follows the Hosts");
-            if let Err(e) = quiver_raft::node::write(&self.node.raft, command).await {
+            if let Err(e) = self.node.proposer.write(command).await {
                 tracing::warn!(error = %e, "cannot update the ledger's hosts");
             }
         }
@@ -212,7 +212,7 @@ impl Duties {
             };
             let host = host.clone();
             tracing::warn!(%host, "lease lapsed (with margin): declaring the host down");
-            match quiver_raft::node::write(&self.node.raft, command).await {
+            match self.node.proposer.write(command).await {
                 Ok(outcome) => {
                     tracing::warn!(%host, moved = outcome.moved.len(), note = ?outcome.note, "host down");
                 }

@@ -1,7 +1,8 @@
 //! Scale benchmark: thousands of MicroVMs through the dev control plane, the operator (its own
 //! process, `quiver-operator run`, as the Helm chart runs it) and agents on the **simulated
 //! driver** (no QEMU: the VMs are records and timers; what is measured is the control plane).
-//! For each size, in a fresh cluster:
+//! For each placement (the operator's, 2 agents; the agents' Raft group, 3 agents) and size, in a
+//! fresh cluster:
 //! - create every VM (64 creates in flight), then time from the last create to all Running (as
 //!   a watch sees it);
 //! - the operator's reconcile time p50 / p99 from its own `/metrics` histogram;
@@ -12,7 +13,7 @@
 //!
 //! Run: `cargo build --release -p quiver-agent -p quiver-operator && cargo run --release -p
 //! quiver-benches --bin bench-scale` (`-- --smoke`: 50 VMs, writes nothing; `-- --no-write`;
-//! `-- --sizes 1000,10000` to choose).
+//! `-- --sizes 1000,10000`, `-- --placement operator` or `raft` to choose).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -24,11 +25,11 @@ use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
 use quiver_benches::{docs_path, fmt_duration, write_section};
 use quiver_crds::{MicroVM, MicroVMPhase};
+use quiver_raft::{LogStore, RaftDb, StateMachine};
 use quiver_rpc::TransportMode;
 use quiver_tests::cluster::TestCluster;
 use tokio::process::{Child, Command};
 
-const AGENTS: usize = 2;
 const IN_FLIGHT: usize = 64;
 
 /// Peak RSS (MiB) and CPU seconds of a process, from `/proc`.
@@ -71,10 +72,15 @@ fn spawn_operator(
     cluster: &TestCluster,
     dir: &std::path::Path,
     port: u16,
+    placement: Placement,
 ) -> anyhow::Result<Child> {
     let log = std::fs::File::create(dir.join("operator.log"))?;
-    Ok(Command::new(operator_binary()?)
-        .arg("run")
+    let mut command = Command::new(operator_binary()?);
+    command.arg("run");
+    if placement == Placement::Raft {
+        command.arg("--raft");
+    }
+    Ok(command
         .arg("--pki-dir")
         .arg(dir.join("pki"))
         .arg("--iroh-key")
@@ -126,6 +132,22 @@ async fn reconcile_quantiles(port: u16) -> anyhow::Result<(f64, f64, u64)> {
     Ok((at(0.5), at(0.99), total))
 }
 
+/// The highest `quiver_raft_applied_index` among the agents' `/metrics` (the leader's, or
+/// close to it).
+async fn applied_index(ports: &[u16]) -> anyhow::Result<u64> {
+    let mut highest = 0;
+    for port in ports {
+        let body = reqwest_lite(*port).await?;
+        let index = body
+            .lines()
+            .find_map(|l| l.strip_prefix("quiver_raft_applied_index "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        highest = highest.max(index);
+    }
+    Ok(highest)
+}
+
 /// GET /metrics over plain HTTP/1.1.
 async fn reqwest_lite(port: u16) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -137,8 +159,36 @@ async fn reqwest_lite(port: u16) -> anyhow::Result<String> {
     Ok(out)
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Placement {
+    /// The operator places VMs among the agents.
+    Operator,
+    /// The agents' Raft group places them (`--raft`).
+    Raft,
+}
+
+impl Placement {
+    fn agents(self) -> usize {
+        match self {
+            Placement::Operator => 2,
+            // A group that survives the loss of one.
+            Placement::Raft => 3,
+        }
+    }
+}
+
+/// What the Raft group did during one run.
+struct RaftRun {
+    /// Log entries applied from the first create to all Running.
+    entries: u64,
+    /// The final ledger, rebuilt from agent-0's database after the run.
+    ledger: LedgerSize,
+}
+
 struct Run {
     vms: usize,
+    placement: Placement,
+    raft: Option<RaftRun>,
     create: Duration,
     to_running: Duration,
     reconcile_p50: f64,
@@ -163,20 +213,35 @@ fn vm(name: &str) -> MicroVM {
     vm
 }
 
-async fn run(vms: usize) -> anyhow::Result<Run> {
+async fn run(vms: usize, placement: Placement) -> anyhow::Result<Run> {
     let mut cluster = TestCluster::start_with(0, true, TransportMode::Grpc).await?;
     cluster.stop_operator().await;
+    cluster.set_raft(placement == Placement::Raft);
     let memory = u64::try_from(vms).unwrap_or(u64::MAX) * 64;
-    for i in 0..AGENTS {
+    let mut metrics_ports = Vec::new();
+    for i in 0..placement.agents() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let listen = format!("127.0.0.1:{port}");
         cluster
-            .add_agent(&format!("agent-{i}"), Some(memory))
+            .add_agent_with(
+                &format!("agent-{i}"),
+                Some(memory),
+                &["--metrics-listen", &listen],
+            )
             .await?;
+        metrics_ports.push(port);
     }
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut operator = spawn_operator(&cluster, dir.path(), port)?;
+    let mut operator = spawn_operator(&cluster, dir.path(), port, placement)?;
+    let applied_before = match placement {
+        Placement::Raft => applied_index(&metrics_ports).await?,
+        Placement::Operator => 0,
+    };
     let api: Api<MicroVM> = Api::namespaced(cluster.client.clone(), "default");
     let started = Instant::now();
     stream::iter(0..vms)
@@ -229,10 +294,27 @@ async fn run(vms: usize) -> anyhow::Result<Run> {
         .map(usage)
         .collect::<anyhow::Result<Vec<_>>>()?;
     let this_process = usage(std::process::id())?;
+    let raft = match placement {
+        Placement::Raft => {
+            let entries = applied_index(&metrics_ports)
+                .await?
+                .saturating_sub(applied_before);
+            // The agent holds its database open: stop it first.
+            let database = cluster.agents[0].options.data_dir.join("raft.redb");
+            cluster.kill_agent("agent-0").await?;
+            Some(RaftRun {
+                entries,
+                ledger: LedgerSize::measure(&database).await?,
+            })
+        }
+        Placement::Operator => None,
+    };
     let _ = operator.kill().await;
     cluster.shutdown().await;
     Ok(Run {
         vms,
+        placement,
+        raft,
         create,
         to_running,
         reconcile_p50,
@@ -242,6 +324,50 @@ async fn run(vms: usize) -> anyhow::Result<Run> {
         agents,
         this_process,
     })
+}
+
+/// The ledger at the end of a run, as the agent's own snapshot would hold it.
+struct LedgerSize {
+    vms: usize,
+    /// The snapshot: the JSON of the applied state.
+    snapshot_bytes: usize,
+    /// `build_snapshot`: serialize the ledger and store it in redb, durably.
+    build: Duration,
+    /// The whole database file (log, snapshot, metadata).
+    file_bytes: u64,
+}
+
+impl LedgerSize {
+    /// Rebuilds the ledger from a stopped agent's database (its last snapshot plus every log
+    /// entry after it: the run is over, so all of them are committed) and snapshots it.
+    async fn measure(database: &std::path::Path) -> anyhow::Result<Self> {
+        use openraft::storage::{RaftLogStorage as _, RaftStateMachine as _};
+        use openraft::{RaftLogReader as _, RaftSnapshotBuilder as _};
+        let file_bytes = std::fs::metadata(database)?.len();
+        let db = RaftDb::open(database)?;
+        let mut log = LogStore::new(db.clone());
+        let mut machine = StateMachine::open(db).await?;
+        let (applied, _) = machine.applied_state().await?;
+        let last = log.get_log_state().await?.last_log_id;
+        let (from, to) = (
+            applied.map_or(0, |l| l.index + 1),
+            last.map_or(0, |l| l.index + 1),
+        );
+        if to > from {
+            let entries = log.try_get_log_entries(from..to).await?;
+            machine.apply(entries).await?;
+        }
+        let vms = machine.ledger().vms.len();
+        let started = Instant::now();
+        let snapshot = machine.build_snapshot().await?;
+        let build = started.elapsed();
+        Ok(Self {
+            vms,
+            snapshot_bytes: snapshot.snapshot.get_ref().len(),
+            build,
+            file_bytes,
+        })
+    }
 }
 
 /// A histogram bound as a duration; past the last finite bucket (+Inf), "> 10 s" (the
@@ -267,19 +393,74 @@ async fn main() -> anyhow::Result<()> {
         None if smoke => vec![50],
         None => vec![1000, 10_000],
     };
+    let placements = match args.iter().position(|a| a == "--placement") {
+        Some(i) => match args.get(i + 1).map(String::as_str) {
+            Some("operator") => vec![Placement::Operator],
+            Some("raft") => vec![Placement::Raft],
+            other => anyhow::bail!("--placement: operator or raft, not {other:?}"),
+        },
+        None => vec![Placement::Operator, Placement::Raft],
+    };
     let mut runs = Vec::new();
-    for n in sizes {
-        let r = run(n).await?;
-        println!(
-            "{n} VMs: created in {:?}, all Running {:?} after the last create",
-            r.create, r.to_running
-        );
-        runs.push(r);
+    for &placement in &placements {
+        for &n in &sizes {
+            let r = run(n, placement).await?;
+            println!(
+                "{n} VMs, {placement:?} placement: created in {:?}, all Running {:?} after the last create",
+                r.create, r.to_running
+            );
+            runs.push(r);
+        }
     }
+    let mut body = String::from("## Scale: thousands of MicroVMs (simulated driver)\n\n");
+    body.push_str(&describe());
+    for &placement in &placements {
+        let runs: Vec<&Run> = runs.iter().filter(|r| r.placement == placement).collect();
+        body.push_str(&match placement {
+            Placement::Operator => "### Operator placement (2 agents)\n\n".to_owned(),
+            Placement::Raft => "### Raft placement (3 agents, `--raft`)\n\n".to_owned(),
+        });
+        body.push_str(&table(&runs));
+        body.push_str(&growth(&runs));
+        if placement == Placement::Raft {
+            body.push_str(&raft_table(&runs));
+        }
+    }
+    body.push_str(
+        "Targets: 10,000 VMs Running ≤ 60 s after the last create; operator peak RSS ≤ 200 MB at 10,000. What would \
+         change it: the build profile (a debug build is several times slower), real QEMU (each VM then costs a \
+         process and its memory), more agents, and for Raft placement the disk (every commit waits for fsyncs \
+         on two of the three agents, which here share one disk).\n",
+    );
+    println!("{body}");
+    if write {
+        write_section(&docs_path(), "scale", &body)?;
+    }
+    Ok(())
+}
+
+fn describe() -> String {
+    let release = if cfg!(debug_assertions) {
+        ""
+    } else {
+        "--release "
+    };
+    format!(
+        "Command: `cargo build {release}-p quiver-agent -p quiver-operator && cargo run {release}-p quiver-benches --bin bench-scale` \
+         (dev control plane in the benchmark's process, `quiver-operator run` as its own process, `quiver-agent` \
+         processes on the **simulated driver**: no QEMU runs, each VM is a record and two timers (launch 50 ms, \
+         ready 200 ms); 2 cores). Each size runs in a fresh cluster, first with the operator placing VMs, then \
+         with the agents' Raft group placing them (the operator sends each VM to an agent, which commits it to \
+         the ledger; redb on disk, fsync on). RSS is the kernel's peak (`VmHWM`); CPU seconds are user + system \
+         over the whole run divided by the number of VMs.\n\n"
+    )
+}
+
+fn table(runs: &[&Run]) -> String {
     let mut table = String::from(
         "| VMs | create all (64 in flight) | last create → all Running | reconcile p50 / p99 (count) | operator peak RSS | operator CPU s / VM | agents peak RSS (each) | agents CPU s / VM | this process (control plane + client) peak RSS | its CPU s / VM |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for r in &runs {
+    for r in runs {
         let n = r.vms as f64;
         let agents_rss: Vec<String> = r.agents.iter().map(|a| format!("{:.0} MB", a.0)).collect();
         let agents_cpu: f64 = r.agents.iter().map(|a| a.1).sum();
@@ -299,7 +480,12 @@ async fn main() -> anyhow::Result<()> {
             r.this_process.1 / n,
         ));
     }
-    let growth = match (runs.first(), runs.last()) {
+    table.push('\n');
+    table
+}
+
+fn growth(runs: &[&Run]) -> String {
+    match (runs.first(), runs.last()) {
         (Some(a), Some(b)) if b.vms > a.vms => {
             let k = b.vms as f64 / a.vms as f64;
             format!(
@@ -314,27 +500,34 @@ async fn main() -> anyhow::Result<()> {
             )
         }
         _ => String::new(),
-    };
-    let release = if cfg!(debug_assertions) {
-        ""
-    } else {
-        "--release "
-    };
-    let body = format!(
-        "## Scale: thousands of MicroVMs (simulated driver)\n\n\
-         Command: `cargo build {release}-p quiver-agent -p quiver-operator && cargo run {release}-p quiver-benches --bin bench-scale` \
-         (dev control plane in the benchmark's process, `quiver-operator run` as its own process with the operator's own \
-         placement, {AGENTS} `quiver-agent` processes on the **simulated driver**: no QEMU runs, each VM is a record and \
-         two timers (launch 50 ms, ready 200 ms); 2 cores). Each size runs in a fresh cluster. RSS is the kernel's \
-         peak (`VmHWM`); CPU seconds are user + system over the whole run divided by the number of VMs.\n\n\
-         {table}\n{growth}\
-         Targets: 10,000 VMs Running ≤ 60 s after the last create; operator peak RSS ≤ 200 MB at 10,000. What would \
-         change it: the build profile (a debug build is several times slower), real QEMU (each VM then costs a \
-         process and its memory), more agents, and the Raft placement (not measured here yet).\n"
-    );
-    println!("{body}");
-    if write {
-        write_section(&docs_path(), "scale", &body)?;
     }
-    Ok(())
+}
+
+/// The Raft group's side of each run: commit rate during the burst and the ledger's size.
+fn raft_table(runs: &[&Run]) -> String {
+    let mut table = String::from(
+        "| VMs | log entries applied (first create → all Running) | entries / s | VMs committed / s | ledger VMs | snapshot size | snapshot build (serialize + durable write) | raft.redb size |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in runs {
+        let Some(raft) = &r.raft else { continue };
+        let burst = (r.create + r.to_running).as_secs_f64().max(1e-9);
+        table.push_str(&format!(
+            "| {} | {} | {:.0} | {:.0} | {} | {:.1} MB | {} | {:.1} MB |\n",
+            r.vms,
+            raft.entries,
+            raft.entries as f64 / burst,
+            r.vms as f64 / burst,
+            raft.ledger.vms,
+            raft.ledger.snapshot_bytes as f64 / 1e6,
+            fmt_duration(raft.ledger.build),
+            raft.ledger.file_bytes as f64 / 1e6,
+        ));
+    }
+    table.push_str(
+        "\nEntries are log entries: under load the leader's proposer puts many commands in one, so VMs committed \
+         per second can exceed entries per second. The ledger is rebuilt after the run from agent-0's database \
+         (its last snapshot plus the log after it) and snapshotted as the agent would (openraft snapshots every \
+         5,000 entries).\n\n",
+    );
+    table
 }

@@ -1,0 +1,101 @@
+//! The proposer on a real node (redb on disk, one member): concurrent proposals share log
+//! entries, and each caller gets its own command's outcome.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use quiver_raft::ledger::DesiredVm;
+use quiver_raft::network::Network;
+use quiver_raft::{Command, ProposeError, RaftNode, Timing};
+
+const WAIT: Duration = Duration::from_secs(20);
+const PROPOSALS: usize = 300;
+
+fn vm(uid: &str) -> Command {
+    Command::PutVm(DesiredVm {
+        uid: uid.to_owned(),
+        generation: 1,
+        cpus: 1,
+        memory_mib: 1,
+        node_selector: BTreeMap::new(),
+        request: Vec::new(),
+    })
+}
+
+async fn node(dir: &std::path::Path) -> RaftNode {
+    let timing = Timing {
+        heartbeat: Duration::from_millis(50),
+        election_min: Duration::from_millis(200),
+        election_max: Duration::from_millis(400),
+    };
+    RaftNode::start(dir, 1, Network::grpc(None), timing)
+        .await
+        .expect("node")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proposals_share_entries_and_each_gets_its_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = node(dir.path()).await;
+    node.initialize(BasicNode::new("n1"))
+        .await
+        .expect("initialize");
+    node.propose(
+        Command::RegisterHost {
+            name: "h".into(),
+            cpus: 1_000,
+            memory_mib: 1_000_000,
+            labels: BTreeMap::new(),
+        },
+        WAIT,
+    )
+    .await
+    .expect("host");
+    let first_index = node.machine.applied_index();
+
+    let writes: Vec<_> = (0..PROPOSALS)
+        .map(|i| {
+            let node = node.clone();
+            tokio::spawn(async move {
+                let uid = format!("vm-{i}");
+                (uid.clone(), node.proposer.write(vm(&uid)).await)
+            })
+        })
+        .collect();
+    let mut indexes = Vec::new();
+    for write in writes {
+        let (uid, outcome) = write.await.expect("join");
+        let outcome = outcome.unwrap_or_else(|e| panic!("{uid}: {e}"));
+        // Its own outcome: the VM it put, placed on the one host.
+        assert_eq!(outcome.moved.len(), 1, "{uid}: {outcome:?}");
+        assert_eq!(outcome.moved[0].0, uid);
+        assert_eq!(
+            outcome.moved[0].1.as_ref().map(|a| a.host.as_str()),
+            Some("h")
+        );
+        indexes.push(outcome.index);
+    }
+
+    let ledger = node.machine.ledger();
+    assert_eq!(ledger.vms.len(), PROPOSALS);
+    assert_eq!(ledger.assignments.len(), PROPOSALS);
+    let entries = node.machine.applied_index() - first_index;
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(usize::try_from(entries).expect("count"), indexes.len());
+    assert!(
+        indexes.len() < PROPOSALS / 2,
+        "{PROPOSALS} concurrent proposals took {} log entries: they were not batched",
+        indexes.len()
+    );
+}
+
+#[tokio::test]
+async fn a_node_that_does_not_lead_refuses_with_not_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = node(dir.path()).await;
+    // Never initialized: no group, no leader.
+    let refused = node.proposer.write(vm("a")).await;
+    assert_eq!(refused, Err(ProposeError::NotLeader { leader: None }));
+}
