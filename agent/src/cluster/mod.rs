@@ -272,21 +272,28 @@ impl Cluster {
             let now = watchdog::boottime_ms();
             let valid = holder.valid_at(now);
             manager.set_fenced(!valid);
-            let (assigned, requests, to_release) = self.node.machine.with_ledger(|l| {
+            let local = follow::local(&manager);
+            let state = holder.state(now, self.node.machine.applied_index());
+            // The plan is made under the ledger's lock, and only the puts' requests are
+            // copied: a fleet's ledger holds thousands of VMs and this runs at every commit.
+            let (steps, requests, to_release) = self.node.machine.with_ledger(|l| {
                 let assigned = follow::assigned(l, &self.host);
                 let to_release: Vec<String> = l.to_release(&self.host).map(str::to_owned).collect();
-                let requests: BTreeMap<String, Vec<u8>> = assigned
-                    .keys()
-                    .filter_map(|uid| Some((uid.clone(), l.vms.get(uid)?.request.clone())))
+                let steps = follow::plan(&assigned, &local, state);
+                let requests: BTreeMap<String, Vec<u8>> = steps
+                    .iter()
+                    .filter_map(|step| match step {
+                        follow::Step::Put { uid, .. } => {
+                            Some((uid.clone(), l.vms.get(uid)?.request.clone()))
+                        }
+                        follow::Step::Delete { .. } => None,
+                    })
                     .collect();
-                (assigned, requests, to_release)
+                (steps, requests, to_release)
             });
-            let local = follow::local(&manager);
             for uid in follow::released(&to_release, &local) {
                 self.release(uid).await;
             }
-            let state = holder.state(now, self.node.machine.applied_index());
-            let steps = follow::plan(&assigned, &local, state);
             if !valid && !steps.is_empty() {
                 tracing::warn!(
                     vms = steps.len(),
