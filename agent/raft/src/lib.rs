@@ -3,8 +3,8 @@
 //! - [`ledger`]: the state machine's state and its pure, deterministic `apply` (hosts with
 //!   capacity, labels, leases; desired VMs; assignments with fencing epochs; placement).
 //! - [`log_store`] and [`state_machine`]: openraft 0.9 storage (`storage-v2`) in one redb
-//!   database per agent (`<data-dir>/raft.redb`): the log and the vote made durable before
-//!   openraft is told so, the committed log id carried by the next durable write; the ledger in memory, rebuilt on start from the
+//!   database per agent (`<data-dir>/raft.redb`): the log, the vote and the committed log id
+//!   made durable before openraft is told so; the ledger in memory, rebuilt on start from the
 //!   last snapshot plus the committed log, and snapshots kept in the same database.
 //!   Both pass openraft's storage suite (`tests/storage_suite.rs`).
 //! - [`guard`]: what the service refuses before openraft sees a request (forged senders,

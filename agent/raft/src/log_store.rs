@@ -2,20 +2,13 @@
 //!
 //! Every write is one redb transaction committed with immediate durability before the call
 //! returns (and, for appends, before openraft's flush callback fires): an acknowledged entry or
-//! vote survives a crash. The one exception is the committed log id, which openraft calls
-//! optional: [`LogStore::save_committed`] keeps it in memory and the next durable write (an
-//! append, a vote, a truncation or a purge) stores it in the same transaction. openraft 0.9
-//! saves it before applying each commit, so a flush of its own would put a third disk flush on
-//! every commit's path. A crash loses only the updates since the last write; the node then
-//! restarts as if it had crashed those few entries earlier (it re-applies less of its log and
-//! the leader's next message commits the rest), a state any Raft follower can be in.
+//! vote survives a crash, and a restarted node re-applies every entry it knew committed.
 //!
 //! Reads run on the caller's thread (redb serves them from its cache without waiting for a
 //! writer); writes, which wait for the disk, on the blocking pool.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote};
@@ -32,23 +25,12 @@ const LAST_PURGED: &str = "last_purged";
 #[derive(Clone, Debug)]
 pub struct LogStore {
     db: RaftDb,
-    /// The committed log id saved last and not yet written (JSON).
-    unwritten_committed: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl LogStore {
     #[must_use]
     pub fn new(db: RaftDb) -> Self {
-        Self {
-            db,
-            unwritten_committed: Arc::default(),
-        }
-    }
-
-    fn unwritten_committed(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
-        self.unwritten_committed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        Self { db }
     }
 
     #[expect(
@@ -66,24 +48,17 @@ impl LogStore {
         })
     }
 
-    /// Runs `op` in one durable write transaction, which also stores the unwritten committed
-    /// log id. openraft makes its log-store calls one at a time, so the ids written never go
-    /// backwards.
+    /// Runs `op` in one durable write transaction.
     async fn write(
         &self,
         subject: ErrorSubject<u64>,
         verb: ErrorVerb,
         op: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
     ) -> Result<(), StorageError> {
-        let committed = self.unwritten_committed().take();
         self.db
             .run(subject, verb, move |db| {
                 let txn = db.begin_write()?;
                 op(&txn)?;
-                if let Some(committed) = &committed {
-                    txn.open_table(META)?
-                        .insert(COMMITTED, committed.as_slice())?;
-                }
                 txn.commit()?;
                 Ok(())
             })
@@ -158,22 +133,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
-        let bytes = encode(&committed).map_err(|e| {
-            StorageError::from(openraft::StorageIOError::write(openraft::AnyError::new(&e)))
-        })?;
-        *self.unwritten_committed() = Some(bytes);
-        Ok(())
+        self.write_meta(COMMITTED, &committed).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
-        let unwritten = self.unwritten_committed().clone();
-        let committed: Option<Option<LogId<u64>>> = match unwritten {
-            Some(bytes) => Some(decode(&bytes).map_err(|e| {
-                StorageError::from(openraft::StorageIOError::read(openraft::AnyError::new(&e)))
-            })?),
-            None => self.read_meta(COMMITTED)?,
-        };
-        Ok(committed.flatten())
+        Ok(self.read_meta::<Option<LogId<u64>>>(COMMITTED)?.flatten())
     }
 
     async fn append<I>(

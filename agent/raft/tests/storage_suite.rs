@@ -37,7 +37,6 @@ async fn reopen() -> Result<(), Box<StorageError>> {
         log.save_committed(Some(committed))
             .await
             .map_err(Box::new)?;
-        // The committed id waits for the next durable write of the log store: this one.
         log.save_vote(&Vote::new(3, 1)).await.map_err(Box::new)?;
         let mut machine = StateMachine::open(db).await.map_err(Box::new)?;
         machine
