@@ -70,9 +70,7 @@ impl LogStore {
         key: &'static str,
         value: &T,
     ) -> Result<(), StorageError> {
-        let bytes = encode(value).map_err(|e| {
-            StorageError::from(openraft::StorageIOError::write(openraft::AnyError::new(&e)))
-        })?;
+        let bytes = encode_meta(value)?;
         self.write(ErrorSubject::Store, ErrorVerb::Write, move |txn| {
             txn.open_table(META)?.insert(key, bytes.as_slice())?;
             Ok(())
@@ -187,9 +185,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
-        let bytes = encode(&log_id).map_err(|e| {
-            StorageError::from(openraft::StorageIOError::write(openraft::AnyError::new(&e)))
-        })?;
+        let bytes = encode_meta(&log_id)?;
         self.write(ErrorSubject::Logs, ErrorVerb::Delete, move |txn| {
             txn.open_table(META)?
                 .insert(LAST_PURGED, bytes.as_slice())?;
@@ -199,4 +195,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
     }
+}
+
+/// A metadata value as stored; a value that does not encode is a failed write.
+#[expect(
+    clippy::result_large_err,
+    reason = "openraft's error type, which its storage traits return"
+)]
+fn encode_meta<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    encode(value).map_err(|e| {
+        StorageError::from(openraft::StorageIOError::write(openraft::AnyError::new(&e)))
+    })
 }

@@ -9,7 +9,6 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use openraft::Raft;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use quiver_rpc::proto::raft_server::{Raft as RaftGrpc, RaftServer};
 use quiver_rpc::{CallContext, Code, Dispatch, Method, Reply, RpcError, ServiceName, proto};
@@ -21,7 +20,6 @@ use crate::{Proposer, TypeConfig, guard};
 /// The Raft service of one node.
 #[derive(Clone)]
 pub struct RaftService {
-    raft: Raft<TypeConfig>,
     proposer: Proposer,
     snapshot: guard::IncomingSnapshot,
 }
@@ -30,7 +28,6 @@ impl RaftService {
     #[must_use]
     pub fn new(proposer: Proposer) -> Self {
         Self {
-            raft: proposer.raft().clone(),
             proposer,
             snapshot: guard::IncomingSnapshot::default(),
         }
@@ -46,12 +43,12 @@ impl RaftService {
             Method::RaftVote => {
                 let req: VoteRequest<u64> = decode(method, json)?;
                 self.admit(method, guard::check_vote(self.me(), &req))?;
-                answer(&self.raft.vote(req).await)
+                answer(&self.proposer.raft().vote(req).await)
             }
             Method::RaftAppendEntries => {
                 let req: AppendEntriesRequest<TypeConfig> = decode(method, json)?;
                 self.admit(method, guard::check_append(self.me(), &req))?;
-                answer(&self.raft.append_entries(req).await)
+                answer(&self.proposer.raft().append_entries(req).await)
             }
             Method::RaftInstallSnapshot => {
                 let req: InstallSnapshotRequest<TypeConfig> = decode(method, json)?;
@@ -59,10 +56,10 @@ impl RaftService {
                 if req.done {
                     // The whole snapshot is checked before openraft installs it.
                     self.admit(method, self.snapshot.receive(&req))?;
-                    return answer(&self.raft.install_snapshot(req).await);
+                    return answer(&self.proposer.raft().install_snapshot(req).await);
                 }
                 // The copy takes only the chunks openraft took.
-                let result = self.raft.install_snapshot(req.clone()).await;
+                let result = self.proposer.raft().install_snapshot(req.clone()).await;
                 if result.is_ok() {
                     self.admit(method, self.snapshot.receive(&req))?;
                 }
@@ -80,7 +77,7 @@ impl RaftService {
     }
 
     fn me(&self) -> u64 {
-        self.raft.metrics().borrow().id
+        self.proposer.raft().metrics().borrow().id
     }
 
     /// A request [`guard`] refuses is logged and answered `INVALID_ARGUMENT`.
