@@ -5,12 +5,19 @@
 //! The proposer keeps a few entries in flight and puts everything proposed while it waits for
 //! a free slot into the next entry: alone, a command is written at once; under load, one flush
 //! carries many commands. Each caller gets its own command's [`Outcome`].
+//!
+//! An entry that has not committed after [`SLOW_AFTER`] (its followers are starting, or
+//! the quorum is away) gives its slot up and finishes on its own, so that what is proposed
+//! behind it is still appended to the log and commits with it once the quorum answers.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use openraft::Raft;
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{Batch, Command, Outcome, ProposeError, TypeConfig};
 
@@ -21,6 +28,10 @@ const IN_FLIGHT_ENTRIES: usize = 2;
 const MAX_BATCH: usize = 256;
 /// Proposals waiting for an entry; a caller beyond this waits to queue.
 const QUEUE: usize = 4096;
+/// How long an entry holds its slot before it finishes outside the slots.
+pub const SLOW_AFTER: Duration = Duration::from_secs(1);
+/// The most entries finishing outside the slots; beyond it, slow entries keep their slots.
+const SLOW_ENTRIES: usize = 64;
 
 type Reply = oneshot::Sender<Result<Outcome, ProposeError>>;
 
@@ -67,6 +78,7 @@ impl Proposer {
 /// written at once (in this task: no hop through the scheduler on the way).
 async fn batch_and_write(raft: Raft<TypeConfig>, mut waiting: mpsc::Receiver<(Command, Reply)>) {
     let mut in_flight = FuturesUnordered::new();
+    let slow = Arc::new(Semaphore::new(SLOW_ENTRIES));
     loop {
         tokio::select! {
             biased;
@@ -81,11 +93,29 @@ async fn batch_and_write(raft: Raft<TypeConfig>, mut waiting: mpsc::Receiver<(Co
                         Err(_) => break,
                     }
                 }
-                in_flight.push(write_and_reply(raft.clone(), batch));
+                in_flight.push(write_in_slot(raft.clone(), batch, slow.clone()));
             }
         }
     }
     while in_flight.next().await.is_some() {}
+}
+
+/// Writes `batch`, handing it to a task of its own if it is slow to commit (and the slow
+/// entries are not at their limit): the caller's slot is then free again.
+async fn write_in_slot(raft: Raft<TypeConfig>, batch: Vec<(Command, Reply)>, slow: Arc<Semaphore>) {
+    let mut write = Box::pin(write_and_reply(raft, batch));
+    if tokio::time::timeout(SLOW_AFTER, &mut write).await.is_ok() {
+        return;
+    }
+    match slow.try_acquire_owned() {
+        Ok(permit) => {
+            tokio::spawn(async move {
+                write.await;
+                drop(permit);
+            });
+        }
+        Err(_) => write.await,
+    }
 }
 
 async fn write_and_reply(raft: Raft<TypeConfig>, batch: Vec<(Command, Reply)>) {

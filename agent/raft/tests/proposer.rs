@@ -1,13 +1,16 @@
-//! The proposer on a real node (redb on disk, one member): concurrent proposals share log
-//! entries, and each caller gets its own command's outcome.
+//! The proposer on a real node (redb on disk): concurrent proposals share log entries, each
+//! caller gets its own command's outcome, and entries that cannot commit do not keep what is
+//! proposed behind them out of the log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use openraft::BasicNode;
 use quiver_raft::ledger::DesiredVm;
 use quiver_raft::network::Network;
+use quiver_raft::proposer::SLOW_AFTER;
 use quiver_raft::{Command, ProposeError, RaftNode, Timing};
+use quiver_rpc::iroh::SecretKey;
 
 const WAIT: Duration = Duration::from_secs(20);
 const PROPOSALS: usize = 300;
@@ -98,4 +101,57 @@ async fn a_node_that_does_not_lead_refuses_with_not_leader() {
     // Never initialized: no group, no leader.
     let refused = node.proposer.write(vm("a")).await;
     assert_eq!(refused, Err(ProposeError::NotLeader { leader: None }));
+}
+
+/// A member that never answers: a gRPC address nothing listens on.
+fn unreachable_member() -> BasicNode {
+    let id = SecretKey::generate().public();
+    BasicNode::new(format!("{id}@127.0.0.1:9;grpc=gone@127.0.0.1:9"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_that_cannot_commit_free_their_slots_for_what_follows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = node(dir.path()).await;
+    node.initialize(BasicNode::new("n1"))
+        .await
+        .expect("initialize");
+    for id in [2, 3] {
+        node.raft
+            .add_learner(id, unreachable_member(), false)
+            .await
+            .expect("learner");
+    }
+    // Voters {1, 2, 3}, two of which never answer: from the joint membership on, nothing
+    // commits, while node 1 stays the leader and appends what it is given.
+    let raft = node.raft.clone();
+    tokio::spawn(async move {
+        raft.change_membership(BTreeSet::from([1, 2, 3]), false)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = node.metrics().last_log_index.expect("a log");
+    assert!(node.is_leader());
+
+    // More stalled proposals than slots, each in an entry of its own.
+    const STALLED: u64 = 4;
+    let mut writes = Vec::new();
+    for i in 0..STALLED {
+        let proposer = node.proposer.clone();
+        let write = async move { proposer.write(vm(&format!("stalled-{i}"))).await };
+        writes.push(tokio::spawn(write));
+        tokio::time::sleep(SLOW_AFTER + Duration::from_millis(300)).await;
+    }
+    assert!(
+        writes.iter().all(|w| !w.is_finished()),
+        "a write finished: the group was not stalled"
+    );
+    let appended = node.metrics().last_log_index.expect("a log") - before;
+    assert_eq!(
+        appended,
+        STALLED,
+        "{STALLED} proposals made {:?} apart appended {appended} entries: stalled entries kept \
+         their slots",
+        SLOW_AFTER + Duration::from_millis(300)
+    );
 }
