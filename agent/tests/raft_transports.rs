@@ -82,7 +82,9 @@ impl Member {
             election_min: Duration::from_millis(500),
             election_max: Duration::from_millis(1000),
         };
-        let node = RaftNode::start(dir.path(), i, network, timing)
+        // As in an agent: the node id is the key's, which the Iroh caller check matches.
+        let id = quiver_raft::node_id(&endpoint.id());
+        let node = RaftNode::start(dir.path(), id, network, timing)
             .await
             .expect("raft node");
         let manager = VmManager::new(

@@ -9,6 +9,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
+use openraft::Vote;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use quiver_rpc::proto::raft_server::{Raft as RaftGrpc, RaftServer};
 use quiver_rpc::{CallContext, Code, Dispatch, Method, Reply, RpcError, ServiceName, proto};
@@ -33,25 +34,36 @@ impl RaftService {
         }
     }
 
-    /// Answers one call of the Raft service.
+    /// Answers one call of the Raft service. `caller` is the node id the transport
+    /// authenticated, where it names one (over Iroh, the caller's key: [`crate::node_id`]);
+    /// a vote, append or snapshot must then come from the node it claims to come from.
     ///
     /// # Errors
     /// `INVALID_ARGUMENT` for a request that is not the method's JSON or that [`guard`]
-    /// refuses, `UNIMPLEMENTED` for a method of another service.
-    pub async fn handle(&self, method: Method, json: &[u8]) -> Result<Bytes, RpcError> {
+    /// refuses, `PERMISSION_DENIED` for one sent on another node's behalf, `UNIMPLEMENTED`
+    /// for a method of another service.
+    pub async fn handle(
+        &self,
+        method: Method,
+        json: &[u8],
+        caller: Option<u64>,
+    ) -> Result<Bytes, RpcError> {
         match method {
             Method::RaftVote => {
                 let req: VoteRequest<u64> = decode(method, json)?;
+                sent_by(method, &req.vote, caller)?;
                 self.admit(method, guard::check_vote(self.me(), &req))?;
                 answer(&self.proposer.raft().vote(req).await)
             }
             Method::RaftAppendEntries => {
                 let req: AppendEntriesRequest<TypeConfig> = decode(method, json)?;
+                sent_by(method, &req.vote, caller)?;
                 self.admit(method, guard::check_append(self.me(), &req))?;
                 answer(&self.proposer.raft().append_entries(req).await)
             }
             Method::RaftInstallSnapshot => {
                 let req: InstallSnapshotRequest<TypeConfig> = decode(method, json)?;
+                sent_by(method, &req.vote, caller)?;
                 self.admit(method, guard::check_snapshot(self.me(), &req))?;
                 if req.done {
                     // The whole snapshot is checked before openraft installs it.
@@ -92,6 +104,30 @@ impl RaftService {
     }
 }
 
+/// A vote, append or snapshot speaks for the node in its `vote` (the candidate, or the
+/// leader): with an authenticated `caller`, that must be the caller.
+fn sent_by(method: Method, vote: &Vote<u64>, caller: Option<u64>) -> Result<(), RpcError> {
+    let claimed = vote.leader_id.node_id;
+    match caller {
+        Some(caller) if caller != claimed => {
+            tracing::warn!(
+                method = method.name(),
+                claimed,
+                caller,
+                "refused a Raft request sent on another node's behalf"
+            );
+            Err(RpcError::new(
+                Code::PermissionDenied,
+                format!(
+                    "request: {} vote.leader_id.node_id {claimed} is not the caller (node {caller})",
+                    method.name()
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn decode<T: DeserializeOwned>(method: Method, json: &[u8]) -> Result<T, RpcError> {
     serde_json::from_slice(json).map_err(|e| {
         RpcError::new(
@@ -123,9 +159,12 @@ impl RaftDispatch {
 }
 
 impl Dispatch for RaftDispatch {
-    async fn call(&self, service: u16, method: u16, payload: Bytes, _: CallContext) -> Reply {
+    async fn call(&self, service: u16, method: u16, payload: Bytes, ctx: CallContext) -> Reply {
+        let caller = Some(crate::node_id(&ctx.peer));
         let reply = match Method::from_ids(service, method) {
-            Some(m) if m.service() == ServiceName::Raft => self.service.handle(m, &payload).await,
+            Some(m) if m.service() == ServiceName::Raft => {
+                self.service.handle(m, &payload, caller).await
+            }
             _ => Err(RpcError::new(
                 Code::Unimplemented,
                 format!("no method {method} in service {service}"),
@@ -150,8 +189,9 @@ impl RaftService {
         method: Method,
         req: tonic::Request<proto::RaftMessage>,
     ) -> Result<tonic::Response<proto::RaftMessage>, tonic::Status> {
+        // One certificate is shared by the agents: it names no node.
         let json = self
-            .handle(method, &req.into_inner().json)
+            .handle(method, &req.into_inner().json, None)
             .await
             .map_err(|e| status(&e))?;
         Ok(tonic::Response::new(proto::RaftMessage { json }))

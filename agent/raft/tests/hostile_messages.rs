@@ -149,7 +149,8 @@ async fn run(seed: u64) {
     for _ in 0..MESSAGES {
         let (method, bytes) = message(&mut rng);
         // Any answer will do (most are refusals); what counts is what follows.
-        let _ = tokio::time::timeout(Duration::from_secs(2), service.handle(method, &bytes)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), service.handle(method, &bytes, None))
+            .await;
     }
 
     let running = node.raft.metrics().borrow().running_state.clone();
@@ -180,7 +181,8 @@ async fn hostile_raft_messages_leave_the_node_alive_and_its_writes_intact() {
 }
 
 /// The other side of the guard: a leader's real snapshot, sent in chunks through the service
-/// to a fresh node, passes the checks and installs the same ledger.
+/// to a fresh node, passes the checks and installs the same ledger. Sent by an authenticated
+/// caller that is not the leader it names, the same snapshot is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_honest_snapshot_in_chunks_is_installed() {
     use openraft::storage::RaftStateMachine as _;
@@ -215,6 +217,29 @@ async fn an_honest_snapshot_in_chunks_is_installed() {
         .await
         .expect("node b");
     let service = RaftService::new(b.proposer.clone());
+    let whole = InstallSnapshotRequest::<TypeConfig> {
+        vote,
+        meta: snapshot.meta.clone(),
+        offset: 0,
+        data: data.clone(),
+        done: true,
+    };
+    let bytes = serde_json::to_vec(&whole).expect("serialize");
+    let impostor = service
+        .handle(Method::RaftInstallSnapshot, &bytes, Some(7))
+        .await
+        .expect_err("a snapshot sent on node 1's behalf by node 7");
+    assert_eq!(
+        impostor.code,
+        quiver_rpc::Code::PermissionDenied,
+        "{impostor}"
+    );
+    assert!(
+        impostor.message.contains("vote.leader_id.node_id"),
+        "{impostor}"
+    );
+    assert!(b.machine.ledger().hosts.is_empty());
+
     let chunks: Vec<&[u8]> = data.chunks(data.len().div_ceil(3)).collect();
     let mut offset = 0;
     for (i, chunk) in chunks.iter().enumerate() {
@@ -227,7 +252,7 @@ async fn an_honest_snapshot_in_chunks_is_installed() {
         };
         let bytes = serde_json::to_vec(&request).expect("serialize");
         service
-            .handle(Method::RaftInstallSnapshot, &bytes)
+            .handle(Method::RaftInstallSnapshot, &bytes, Some(a.id))
             .await
             .unwrap_or_else(|e| panic!("chunk {i} refused: {e}"));
         offset += chunk.len() as u64;

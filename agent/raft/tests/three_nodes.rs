@@ -228,8 +228,10 @@ async fn replicate_and_survive_losing_the_leader(transports: [Transport; 3]) {
     let allowed = Allowlist::new(keys.iter().map(SecretKey::public));
     let ca = Ca::generate().expect("CA");
     let mut nodes = Vec::new();
-    for (i, (key, how)) in keys.into_iter().zip(transports).enumerate() {
-        nodes.push(start(i as u64 + 1, key, &allowed, &ca, how).await);
+    for (key, how) in keys.into_iter().zip(transports) {
+        // As in an agent: the node id is the key's, so the Iroh caller check can match them.
+        let id = quiver_raft::node_id(&key.public());
+        nodes.push(start(id, key, &allowed, &ca, how).await);
     }
     let members: BTreeMap<u64, openraft::BasicNode> =
         nodes.iter().map(|n| (n.id, n.addr.to_node())).collect();

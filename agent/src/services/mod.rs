@@ -81,15 +81,15 @@ impl Services {
 
 impl Services {
     /// One call of the Raft service (openraft's JSON in and out), whichever transport it came
-    /// in on.
-    pub async fn raft(&self, method: Method, json: &[u8]) -> Result<Bytes> {
+    /// in on; `caller` is the node id the transport authenticated, if it names one.
+    pub async fn raft(&self, method: Method, json: &[u8], caller: Option<u64>) -> Result<Bytes> {
         let Some(raft) = &self.raft else {
             return Err(Error::Raft(RpcError::new(
                 Code::Unimplemented,
                 "this agent is not in a Raft group (started without --raft)",
             )));
         };
-        raft.handle(method, json).await.map_err(Error::Raft)
+        raft.handle(method, json, caller).await.map_err(Error::Raft)
     }
 }
 

@@ -30,10 +30,10 @@ impl IrohAdapter {
     }
 
     /// Raft payloads are openraft's JSON itself, not protobuf (docs/protocol.md).
-    async fn raft(&self, method: Method, payload: &[u8]) -> Reply {
+    async fn raft(&self, method: Method, payload: &[u8], caller: u64) -> Reply {
         let start = Instant::now();
         let result = match self.services.faults.apply(Wire::Iroh, method).await {
-            Ok(()) => self.services.raft(method, payload).await,
+            Ok(()) => self.services.raft(method, payload, Some(caller)).await,
             Err(injected) => Err(injected),
         };
         self.metrics
@@ -112,7 +112,7 @@ fn decode<Req: Message + Default>(method: Method, payload: &[u8]) -> Result<Req>
 }
 
 impl Dispatch for IrohAdapter {
-    async fn call(&self, service: u16, method: u16, payload: Bytes, _: CallContext) -> Reply {
+    async fn call(&self, service: u16, method: u16, payload: Bytes, ctx: CallContext) -> Reply {
         let Some(method) = Method::from_ids(service, method) else {
             let message = format!("no method {method} in service {service}");
             return Reply::Unary(Err(RpcError::new(Code::Unimplemented, message)));
@@ -180,7 +180,10 @@ impl Dispatch for IrohAdapter {
             Method::RaftVote
             | Method::RaftAppendEntries
             | Method::RaftInstallSnapshot
-            | Method::RaftPropose => self.raft(method, &payload).await,
+            | Method::RaftPropose => {
+                let caller = quiver_raft::node_id(&ctx.peer);
+                self.raft(method, &payload, caller).await
+            }
         }
     }
 

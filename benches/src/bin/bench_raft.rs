@@ -58,6 +58,8 @@ impl Group {
         let timing = Timing::default();
         let (mut nodes, mut routers, mut dirs, mut members) = (vec![], vec![], vec![], vec![]);
         for (i, key) in (1..).zip(keys) {
+            // As in an agent: the node id is the key's (the Raft service checks Iroh callers).
+            let id = quiver_raft::node_id(&key.public());
             let dir = tempfile::tempdir()?;
             let name = format!("node-{i}");
             let tls =
@@ -83,9 +85,9 @@ impl Group {
                 Wire::Grpc => Network::grpc(Some(tls.clone())),
             };
             let node = match storage {
-                Storage::Disk => RaftNode::start(dir.path(), i, network, timing).await,
+                Storage::Disk => RaftNode::start(dir.path(), id, network, timing).await,
                 Storage::Memory => {
-                    RaftNode::start_in_memory(RaftDb::in_memory()?, i, network, timing).await
+                    RaftNode::start_in_memory(RaftDb::in_memory()?, id, network, timing).await
                 }
             }
             .map_err(anyhow::Error::msg)?;
@@ -111,7 +113,7 @@ impl Group {
                     }
                 });
             }
-            members.push((i, addr.to_node()));
+            members.push((id, addr.to_node()));
             nodes.push(node);
             dirs.push(dir);
         }
