@@ -1,6 +1,10 @@
 //! Partitions between hosts in network namespaces, with real QEMU: each agent in its own
 //! namespace on a bridge, the operator in a hub namespace, the Kubernetes API reachable from all
 //! (see `quiver_tests::netns_fleet`). Needs root; skipped otherwise.
+//!
+//! One VM lives through a partition of its host (it moves, the cut-off copy dies first),
+//! the healing (one copy stays, nothing flaps), then a drain of its new host (it moves again,
+//! stopped there before it starts on the third host).
 
 use std::time::Duration;
 
@@ -8,7 +12,7 @@ use anyhow::Context as _;
 use quiver_tests::cluster::{guest_dir, qemus_mentioning, vm_manifest};
 use quiver_tests::netns::root_or_skip;
 use quiver_tests::netns_fleet::{FleetPlan, HubCluster, NetFleet};
-use quiver_tests::procs::{alive, started_ms, uptime_ms};
+use quiver_tests::procs::{alive, started_ms, uptime_ms, watch_last_alive};
 use quiver_tests::{ControlPlane, Kubectl, eventually};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -99,14 +103,41 @@ async fn scenario(plan: FleetPlan, guest: std::path::PathBuf) -> anyhow::Result<
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    // Drain the host it moved to: it goes to the third host, stopped here first.
+    let before_drain = *qemus_of(&uid).first().context("the VM's QEMU")?;
+    let last_alive = watch_last_alive(before_drain, WAIT);
+    let drain = r#"{"spec":{"drain":true}}"#;
+    k.run(&["patch", "qh", &moved_to, "--type", "merge", "-p", drain])
+        .await?;
+    let (_, drained_to, epoch) = eventually(WAIT, "cut Running after the drain", || async {
+        let p = placed(&k, "cut").await?;
+        Ok((p.0 == "Running" && p.1 != moved_to).then_some(p))
+    })
+    .await?;
+    assert_eq!(epoch, 3, "moved by the drain under a higher epoch");
+    let last_alive = last_alive
+        .join()
+        .map_err(|_| anyhow::anyhow!("the watcher panicked"))?;
+    let copies = qemus_of(&uid);
+    assert_eq!(copies.len(), 1, "one copy after the drain: {copies:?}");
+    let spawned_at = started_ms(copies[0]).context("drained-to QEMU start")?;
+    eprintln!(
+        "drained {moved_to}: copy last alive at {last_alive} ms, new on {drained_to} at {spawned_at} ms"
+    );
+    // Start times count in 10 ms clock ticks: allow one.
+    assert!(
+        last_alive <= spawned_at + 10,
+        "the drained copy ran at {last_alive} ms, after the new one was spawned at {spawned_at} ms"
+    );
     k.run(&["delete", "mvm", "cut", "--wait=true"]).await?;
     cluster.shutdown().await;
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_hosts_vm_runs_elsewhere_only_after_its_copy_died_and_healing_leaves_one()
--> anyhow::Result<()> {
+async fn a_vm_moves_off_a_partitioned_then_a_drained_host_never_running_twice() -> anyhow::Result<()>
+{
     if !root_or_skip("raft_netns") {
         return Ok(());
     }
