@@ -130,7 +130,12 @@ pub struct Outcome {
 }
 
 /// The replicated state.
+///
+/// Change it only through [`Ledger::apply`]: besides the replicated fields it keeps an index
+/// derived from them (what each host runs), which `apply` maintains and a ledger read back
+/// from a snapshot rebuilds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Replicated")]
 pub struct Ledger {
     pub hosts: BTreeMap<String, HostEntry>,
     pub vms: BTreeMap<String, DesiredVm>,
@@ -142,6 +147,45 @@ pub struct Ledger {
     /// were alive (a drain): the VM starts nowhere else until each has sent
     /// [`Command::Released`], or was declared down (then its lease lapsed: it is fenced).
     pub releases: BTreeMap<String, BTreeSet<String>>,
+    /// Per host with VMs assigned: which, and the memory they take. Derived from
+    /// `assignments` and `vms`, so that placing a VM and following a host's VMs cost the
+    /// host's VMs, not the fleet's.
+    #[serde(skip_serializing)]
+    load: BTreeMap<String, HostLoad>,
+}
+
+/// The VMs assigned to one host and their memory (in `u128`: no sum of `u64`s overflows it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct HostLoad {
+    vms: BTreeSet<String>,
+    memory_mib: u128,
+}
+
+/// The ledger's stored form: its replicated fields, without the derived index.
+#[derive(Deserialize)]
+struct Replicated {
+    hosts: BTreeMap<String, HostEntry>,
+    vms: BTreeMap<String, DesiredVm>,
+    assignments: BTreeMap<String, Assignment>,
+    epochs: BTreeMap<String, u64>,
+    releases: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl From<Replicated> for Ledger {
+    fn from(r: Replicated) -> Self {
+        let mut ledger = Ledger {
+            hosts: r.hosts,
+            vms: r.vms,
+            assignments: BTreeMap::new(),
+            epochs: r.epochs,
+            releases: r.releases,
+            load: BTreeMap::new(),
+        };
+        for (uid, assignment) in r.assignments {
+            ledger.set_assignment(&uid, assignment);
+        }
+        ledger
+    }
 }
 
 impl Ledger {
@@ -236,7 +280,7 @@ impl Ledger {
                     ));
                     return out;
                 }
-                self.vms.insert(vm.uid.clone(), vm.clone());
+                self.set_desired(vm.clone());
                 let fits = self
                     .assignments
                     .get(&vm.uid)
@@ -246,12 +290,12 @@ impl Ledger {
                 }
             }
             Command::DeleteVm { uid } => {
+                if self.take_assignment(uid).is_some() {
+                    out.moved.push((uid.clone(), None));
+                }
                 self.vms.remove(uid);
                 self.epochs.remove(uid);
                 self.releases.remove(uid);
-                if self.assignments.remove(uid).is_some() {
-                    out.moved.push((uid.clone(), None));
-                }
             }
             Command::Rebalance => self.place_unassigned(&mut out),
         }
@@ -263,10 +307,11 @@ impl Ledger {
         &'a self,
         host: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a DesiredVm, u64)> + 'a {
-        self.assignments
-            .iter()
-            .filter(move |(_, a)| a.host == host)
-            .filter_map(|(uid, a)| Some((uid.as_str(), self.vms.get(uid)?, a.epoch)))
+        let assigned = self.load.get(host).map(|load| &load.vms);
+        assigned.into_iter().flatten().filter_map(|uid| {
+            let assignment = self.assignments.get(uid)?;
+            Some((uid.as_str(), self.vms.get(uid)?, assignment.epoch))
+        })
     }
 
     /// The VMs `host` may run now: assigned to it, and no other host still has to release
@@ -295,35 +340,76 @@ impl Ledger {
             .map(|(name, _)| name.as_str())
     }
 
-    /// CPUs and memory assigned on `host`, not counting `except`.
-    fn used(&self, host: &str, except: Option<&str>) -> (u64, u64) {
-        self.assignments
-            .iter()
-            .filter(|(uid, a)| a.host == host && Some(uid.as_str()) != except)
-            .filter_map(|(uid, _)| self.vms.get(uid))
-            .fold((0, 0), |(c, m): (u64, u64), vm| {
-                (
-                    c.saturating_add(u64::from(vm.cpus)),
-                    m.saturating_add(vm.memory_mib),
-                )
-            })
+    /// Memory assigned on `host`, not counting `except`.
+    fn memory_used(&self, host: &str, except: Option<&str>) -> u64 {
+        let Some(load) = self.load.get(host) else {
+            return 0;
+        };
+        let mut used = load.memory_mib;
+        if let Some(uid) = except
+            && load.vms.contains(uid)
+        {
+            used -= self.memory_of(uid);
+        }
+        u64::try_from(used).unwrap_or(u64::MAX)
+    }
+
+    fn memory_of(&self, uid: &str) -> u128 {
+        self.vms.get(uid).map_or(0, |vm| u128::from(vm.memory_mib))
+    }
+
+    /// Places `uid` on `assignment.host` (moving it from any host it had), keeping the index.
+    fn set_assignment(&mut self, uid: &str, assignment: Assignment) {
+        self.take_assignment(uid);
+        let memory = self.memory_of(uid);
+        let load = self.load.entry(assignment.host.clone()).or_default();
+        load.vms.insert(uid.to_owned());
+        load.memory_mib += memory;
+        self.assignments.insert(uid.to_owned(), assignment);
+    }
+
+    /// Unplaces `uid`, keeping the index.
+    fn take_assignment(&mut self, uid: &str) -> Option<Assignment> {
+        let taken = self.assignments.remove(uid)?;
+        let memory = self.memory_of(uid);
+        if let Some(load) = self.load.get_mut(&taken.host) {
+            load.vms.remove(uid);
+            load.memory_mib -= memory;
+            if load.vms.is_empty() {
+                self.load.remove(&taken.host);
+            }
+        }
+        Some(taken)
+    }
+
+    /// Stores `vm`; if it is placed, its host's memory follows its new size.
+    fn set_desired(&mut self, vm: DesiredVm) {
+        if let Some(assignment) = self.assignments.get(&vm.uid)
+            && let Some(load) = self.load.get_mut(&assignment.host)
+        {
+            load.memory_mib -= self
+                .vms
+                .get(&vm.uid)
+                .map_or(0, |old| u128::from(old.memory_mib));
+            load.memory_mib += u128::from(vm.memory_mib);
+        }
+        self.vms.insert(vm.uid.clone(), vm);
     }
 
     fn fits_where_it_is(&self, vm: &DesiredVm, host: &str) -> bool {
         self.hosts
             .get(host)
-            .is_some_and(|h| usable(h) && fits(h, self.used(host, Some(&vm.uid)), vm))
+            .is_some_and(|h| usable(h) && fits(h, self.memory_used(host, Some(&vm.uid)), vm))
     }
 
     /// Moves every VM of `host` elsewhere (or leaves it unplaced), avoiding `host`. With
     /// `handoff` (the host is alive) no new copy starts before `host` released its own.
     fn evacuate(&mut self, host: &str, handoff: bool, out: &mut Outcome) {
         let leaving: Vec<String> = self
-            .assignments
-            .iter()
-            .filter(|(_, a)| a.host == host)
-            .map(|(uid, _)| uid.clone())
-            .collect();
+            .load
+            .get(host)
+            .map(|load| load.vms.iter().cloned().collect())
+            .unwrap_or_default();
         for uid in leaving {
             if handoff {
                 let hosts = self.releases.entry(uid.clone()).or_default();
@@ -356,12 +442,16 @@ impl Ledger {
     /// (Re)places `uid`: every placement gets the next epoch. Without a fitting host the VM
     /// waits unassigned.
     fn assign(&mut self, uid: &str, avoid: Option<String>, out: &mut Outcome) {
-        let Some(vm) = self.vms.get(uid) else {
+        if !self.vms.contains_key(uid) {
             return;
-        };
-        let previous = self.assignments.remove(uid);
+        }
+        let previous = self.take_assignment(uid);
         let avoid = avoid.or_else(|| previous.as_ref().and_then(|p| p.avoid.clone()));
-        match place(self, vm, avoid.as_deref()) {
+        let placed = self
+            .vms
+            .get(uid)
+            .and_then(|vm| place(self, vm, avoid.as_deref()));
+        match placed {
             Some(host) => {
                 // A host's own copy is no second copy: its agent replaces it in place.
                 if let Some(hosts) = self.releases.get_mut(uid)
@@ -373,7 +463,7 @@ impl Ledger {
                 let epoch = self.epochs.get(uid).map_or(1, |e| e + 1);
                 self.epochs.insert(uid.to_owned(), epoch);
                 let assignment = Assignment { host, epoch, avoid };
-                self.assignments.insert(uid.to_owned(), assignment.clone());
+                self.set_assignment(uid, assignment.clone());
                 out.moved.push((uid.to_owned(), Some(assignment)));
             }
             None if previous.is_some() => out.moved.push((uid.to_owned(), None)),
@@ -388,9 +478,9 @@ fn usable(host: &HostEntry) -> bool {
 
 /// Memory is never overcommitted; vCPUs are (as the operator's placement does): a VM may not
 /// ask for more vCPUs than its host has, but VMs that mostly idle share them.
-fn fits(host: &HostEntry, (_, memory): (u64, u64), vm: &DesiredVm) -> bool {
+fn fits(host: &HostEntry, memory_used: u64, vm: &DesiredVm) -> bool {
     vm.cpus <= host.cpus
-        && memory
+        && memory_used
             .checked_add(vm.memory_mib)
             .is_some_and(|total| total <= host.memory_mib)
 }
@@ -438,7 +528,7 @@ pub fn unplaced_reason(ledger: &Ledger, vm: &DesiredVm) -> String {
         .map(|(name, h)| {
             let free = h
                 .memory_mib
-                .saturating_sub(ledger.used(name, Some(&vm.uid)).1);
+                .saturating_sub(ledger.memory_used(name, Some(&vm.uid)));
             (free, name.as_str())
         })
         .max();
@@ -463,8 +553,8 @@ pub fn place(ledger: &Ledger, vm: &DesiredVm, avoid: Option<&str>) -> Option<Str
                 .all(|(k, v)| h.labels.get(k) == Some(v))
         })
         .filter_map(|(name, h)| {
-            let used = ledger.used(name, Some(&vm.uid));
-            fits(h, used, vm).then(|| (name, h.memory_mib - used.1))
+            let used = ledger.memory_used(name, Some(&vm.uid));
+            fits(h, used, vm).then(|| (name, h.memory_mib - used))
         })
         .collect();
     let preferred = candidates

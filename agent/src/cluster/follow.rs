@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::StreamExt as _;
 use prost::Message as _;
 use quiver_raft::Ledger;
 use quiver_raft::lease::LeaseState;
@@ -83,21 +84,25 @@ pub fn assigned(ledger: &Ledger, host: &str) -> BTreeMap<String, Version> {
         .collect()
 }
 
-/// The VM manager's VMs (those being deleted included: deleting again is a no-op).
+/// The VM manager's VMs (those being deleted included: deleting again is a no-op), as last
+/// accepted.
 #[must_use]
 pub fn local(manager: &VmManager) -> BTreeMap<String, Version> {
-    manager
-        .list()
-        .into_iter()
-        .map(|s| {
+    let vms = manager.shared.vms();
+    vms.iter()
+        .map(|(uid, entry)| {
             let version = Version {
-                generation: s.observed_generation,
-                epoch: s.epoch,
+                generation: entry.meta.generation,
+                epoch: entry.meta.epoch,
             };
-            (s.uid, version)
+            (uid.clone(), version)
         })
         .collect()
 }
+
+/// Puts carried out at once: each waits for its VM's actor to take it (files written, QEMU
+/// spawned), so a host given thousands of VMs starts them side by side.
+const CONCURRENT_PUTS: usize = 32;
 
 /// Carries out `steps`; `request` gives a VM's put from the ledger. A put the manager refuses
 /// (an image missing on this host, say) is logged: the entry agent already validated it.
@@ -106,6 +111,7 @@ pub async fn apply(
     steps: Vec<Step>,
     request: impl Fn(&str) -> Option<Vec<u8>>,
 ) {
+    let mut puts = Vec::new();
     for step in steps {
         match step {
             Step::Delete { uid } => {
@@ -115,21 +121,22 @@ pub async fn apply(
             }
             Step::Put { uid, epoch } => {
                 let Some(bytes) = request(&uid) else { continue };
-                let mut put = match proto::PutVmRequest::decode(bytes.as_slice()) {
-                    Ok(put) => put,
-                    Err(e) => {
-                        tracing::error!(%uid, error = %e, "the ledger holds a malformed put");
-                        continue;
-                    }
-                };
-                put.epoch = epoch;
-                match manager.put(&put).await {
-                    Ok(_) => tracing::info!(%uid, epoch, "running the VM the ledger assigned"),
-                    Err(e) => tracing::warn!(%uid, epoch, error = %e, "cannot run an assigned VM"),
+                match proto::PutVmRequest::decode(bytes.as_slice()) {
+                    Ok(put) => puts.push(proto::PutVmRequest { epoch, ..put }),
+                    Err(e) => tracing::error!(%uid, error = %e, "the ledger holds a malformed put"),
                 }
             }
         }
     }
+    futures::stream::iter(puts)
+        .for_each_concurrent(CONCURRENT_PUTS, |put| async move {
+            let (uid, epoch) = (&put.uid, put.epoch);
+            match manager.put(&put).await {
+                Ok(_) => tracing::info!(%uid, epoch, "running the VM the ledger assigned"),
+                Err(e) => tracing::warn!(%uid, epoch, error = %e, "cannot run an assigned VM"),
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]
