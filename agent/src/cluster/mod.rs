@@ -107,6 +107,9 @@ impl Member {
 
 /// How long a proposal may wait for a leader.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The shortest time between two passes over this host's VMs that new commits start (lease
+/// changes and removals start one at once).
+const FOLLOW_COMMITS_EVERY: Duration = Duration::from_millis(100);
 
 /// This agent's membership; clones share it.
 #[derive(Clone)]
@@ -268,6 +271,7 @@ impl Cluster {
         let mut lease = self.lease.clone();
         let mut updates = manager.shared.subscribe();
         loop {
+            let pass_started = tokio::time::Instant::now();
             let holder = *lease.borrow_and_update();
             let now = watchdog::boottime_ms();
             let valid = holder.valid_at(now);
@@ -309,11 +313,16 @@ impl Cluster {
                 Duration::from_secs(1)
             };
             // Also when a VM is gone: a drained one is released at once.
-            tokio::select! {
-                _ = applied.changed() => {}
-                _ = lease.changed() => {}
-                () = next_removal(&mut updates) => {}
-                () = tokio::time::sleep(wake) => {}
+            let woken_by_commit = tokio::select! {
+                _ = applied.changed() => true,
+                _ = lease.changed() => false,
+                () = next_removal(&mut updates) => false,
+                () = tokio::time::sleep(wake) => false,
+            };
+            if woken_by_commit {
+                // In a burst commits come dozens a second and each pass costs this host's
+                // VMs: a pass then takes in every commit of the last FOLLOW_COMMITS_EVERY.
+                tokio::time::sleep_until(pass_started + FOLLOW_COMMITS_EVERY).await;
             }
         }
     }
