@@ -43,6 +43,25 @@ async fn placed(k: &Kubectl, name: &str) -> anyhow::Result<(String, String, u64)
     Ok((phase, host, epoch))
 }
 
+/// Waits for MicroVM `cut` (uid `uid`) to run on a host other than `from`, and checks it went
+/// there under `epoch` with one copy; returns the new host and its QEMU's start time (ms).
+async fn moved(k: &Kubectl, uid: &str, from: &str, epoch: u64) -> anyhow::Result<(String, u64)> {
+    let (_, to, got) = eventually(WAIT, "cut Running on another host", || async {
+        let p = placed(k, "cut").await?;
+        Ok((p.0 == "Running" && p.1 != from).then_some(p))
+    })
+    .await?;
+    assert_eq!(got, epoch, "moved from {from} under a higher epoch");
+    let copies = qemus_of(uid);
+    assert_eq!(
+        copies.len(),
+        1,
+        "one copy runs after leaving {from}: {copies:?}"
+    );
+    let spawned_at = started_ms(copies[0]).context("the new QEMU's start")?;
+    Ok((to, spawned_at))
+}
+
 async fn scenario(plan: FleetPlan, guest: std::path::PathBuf) -> anyhow::Result<()> {
     let cluster = HubCluster::start(&plan).await?;
     let k = plan.kubectl();
@@ -70,15 +89,7 @@ async fn scenario(plan: FleetPlan, guest: std::path::PathBuf) -> anyhow::Result<
         Ok((!alive(old)).then(uptime_ms))
     })
     .await?;
-    let (_, moved_to, epoch) = eventually(WAIT, "cut Running on another host", || async {
-        let p = placed(&k, "cut").await?;
-        Ok((p.0 == "Running" && p.1 != host).then_some(p))
-    })
-    .await?;
-    assert_eq!(epoch, 2, "moved under a higher epoch");
-    let copies = qemus_of(&uid);
-    assert_eq!(copies.len(), 1, "one copy runs: {copies:?}");
-    let spawned_at = started_ms(copies[0]).context("new QEMU start")?;
+    let (moved_to, spawned_at) = moved(&k, &uid, &host, 2).await?;
     eprintln!(
         "partitioned {host}: old copy dead at {died_at} ms, new on {moved_to} at {spawned_at} ms"
     );
@@ -110,18 +121,10 @@ async fn scenario(plan: FleetPlan, guest: std::path::PathBuf) -> anyhow::Result<
     let drain = r#"{"spec":{"drain":true}}"#;
     k.run(&["patch", "qh", &moved_to, "--type", "merge", "-p", drain])
         .await?;
-    let (_, drained_to, epoch) = eventually(WAIT, "cut Running after the drain", || async {
-        let p = placed(&k, "cut").await?;
-        Ok((p.0 == "Running" && p.1 != moved_to).then_some(p))
-    })
-    .await?;
-    assert_eq!(epoch, 3, "moved by the drain under a higher epoch");
+    let (drained_to, spawned_at) = moved(&k, &uid, &moved_to, 3).await?;
     let last_alive = last_alive
         .join()
         .map_err(|_| anyhow::anyhow!("the watcher panicked"))?;
-    let copies = qemus_of(&uid);
-    assert_eq!(copies.len(), 1, "one copy after the drain: {copies:?}");
-    let spawned_at = started_ms(copies[0]).context("drained-to QEMU start")?;
     eprintln!(
         "drained {moved_to}: copy last alive at {last_alive} ms, new on {drained_to} at {spawned_at} ms"
     );

@@ -384,14 +384,11 @@ impl Ledger {
 
     /// Stores `vm`; if it is placed, its host's memory follows its new size.
     fn set_desired(&mut self, vm: DesiredVm) {
+        let old_memory = self.memory_of(&vm.uid);
         if let Some(assignment) = self.assignments.get(&vm.uid)
             && let Some(load) = self.load.get_mut(&assignment.host)
         {
-            load.memory_mib -= self
-                .vms
-                .get(&vm.uid)
-                .map_or(0, |old| u128::from(old.memory_mib));
-            load.memory_mib += u128::from(vm.memory_mib);
+            load.memory_mib = load.memory_mib - old_memory + u128::from(vm.memory_mib);
         }
         self.vms.insert(vm.uid.clone(), vm);
     }

@@ -37,13 +37,19 @@ async fn node(dir: &std::path::Path) -> RaftNode {
         .expect("node")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_proposals_share_entries_and_each_gets_its_outcome() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = node(dir.path()).await;
+/// A node that leads a group of one.
+async fn leader(dir: &std::path::Path) -> RaftNode {
+    let node = node(dir).await;
     node.initialize(BasicNode::new("n1"))
         .await
         .expect("initialize");
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proposals_share_entries_and_each_gets_its_outcome() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = leader(dir.path()).await;
     node.propose(
         Command::RegisterHost {
             name: "h".into(),
@@ -112,10 +118,7 @@ fn unreachable_member() -> BasicNode {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_that_cannot_commit_free_their_slots_for_what_follows() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = node(dir.path()).await;
-    node.initialize(BasicNode::new("n1"))
-        .await
-        .expect("initialize");
+    let node = leader(dir.path()).await;
     for id in [2, 3] {
         node.raft
             .add_learner(id, unreachable_member(), false)
