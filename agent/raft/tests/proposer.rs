@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use openraft::BasicNode;
+use openraft::{BasicNode, ServerState};
 use quiver_raft::ledger::DesiredVm;
 use quiver_raft::network::Network;
 use quiver_raft::proposer::SLOW_AFTER;
@@ -37,12 +37,17 @@ async fn node(dir: &std::path::Path) -> RaftNode {
         .expect("node")
 }
 
-/// A node that leads a group of one.
+/// A node that leads a group of one (initializing returns before it is elected).
 async fn leader(dir: &std::path::Path) -> RaftNode {
     let node = node(dir).await;
     node.initialize(BasicNode::new("n1"))
         .await
         .expect("initialize");
+    node.raft
+        .wait(Some(WAIT))
+        .state(ServerState::Leader, "node 1 leads")
+        .await
+        .expect("node 1 leads its group of one");
     node
 }
 
