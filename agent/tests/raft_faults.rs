@@ -27,10 +27,10 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
-use quiver_agent::cluster::follow::{self, Version};
+use quiver_agent::cluster::follow;
 use quiver_agent::cluster::leader::LeaseWatch;
 use quiver_raft::lease::{Holder, LeaseConfig};
-use quiver_raft::ledger::DesiredVm;
+use quiver_raft::ledger::{DesiredVm, VmVersion};
 use quiver_raft::{Batch, Command, Ledger, LogStore, Outcome, RaftDb, StateMachine, TypeConfig};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -206,7 +206,7 @@ struct Host {
     /// The lease as the deadline file keeps it (it survives a crash).
     holder: Holder,
     /// The VMs whose QEMU runs (they outlive the agent).
-    running: BTreeMap<String, Version>,
+    running: BTreeMap<String, VmVersion>,
     /// Wall clock minus the monotonic clock: jumps do not move leases.
     wall_offset_ms: i64,
     watch: LeaseWatch,
@@ -467,7 +467,10 @@ impl Fleet {
         }
 
         let (assigned, to_release, due) = machine.with_ledger(|l| {
-            let assigned = follow::assigned(l, &h.name);
+            let assigned: BTreeMap<String, VmVersion> = l
+                .runnable_on(&h.name)
+                .map(|(uid, version)| (uid.to_owned(), version))
+                .collect();
             let to_release: Vec<String> = l.to_release(&h.name).map(str::to_owned).collect();
             let leads = raft.metrics().borrow().state == ServerState::Leader;
             let due = if leads {
@@ -479,18 +482,23 @@ impl Fleet {
             (assigned, to_release, due)
         });
         let lease = h.holder.state(now, machine.applied_index());
-        for step in follow::plan(&assigned, &h.running, lease) {
+        let running: Vec<(String, VmVersion)> =
+            h.running.iter().map(|(u, v)| (u.clone(), *v)).collect();
+        let assigned_list = assigned.iter().map(|(u, v)| (u.as_str(), *v));
+        for step in follow::plan(assigned_list, &running, lease) {
             match step {
                 follow::Step::Put { uid, epoch } => {
                     let generation = assigned[&uid].generation;
-                    h.running.insert(uid, Version { generation, epoch });
+                    h.running.insert(uid, VmVersion { generation, epoch });
                 }
                 follow::Step::Delete { uid } => {
                     h.running.remove(&uid);
                 }
             }
         }
-        let releases: Vec<String> = follow::released(&to_release, &h.running).collect();
+        let running: Vec<(String, VmVersion)> =
+            h.running.iter().map(|(u, v)| (u.clone(), *v)).collect();
+        let releases: Vec<String> = follow::released(&to_release, &running).collect();
         let name = h.name.clone();
         let mut proposals = Vec::new();
         for uid in releases {
@@ -779,7 +787,7 @@ impl Fleet {
             let generation = ledger.vms[uid].generation;
             for h in &self.hosts {
                 let copy = h.running.get(uid);
-                let want = (h.name == a.host).then_some(Version {
+                let want = (h.name == a.host).then_some(VmVersion {
                     generation,
                     epoch: a.epoch,
                 });

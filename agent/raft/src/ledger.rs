@@ -56,6 +56,13 @@ pub struct Assignment {
     pub avoid: Option<String>,
 }
 
+/// Which version of a VM a host is to run: the generation asked for, under which epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmVersion {
+    pub generation: i64,
+    pub epoch: u64,
+}
+
 /// A replicated command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -147,17 +154,18 @@ pub struct Ledger {
     /// were alive (a drain): the VM starts nowhere else until each has sent
     /// [`Command::Released`], or was declared down (then its lease lapsed: it is fenced).
     pub releases: BTreeMap<String, BTreeSet<String>>,
-    /// Per host with VMs assigned: which, and the memory they take. Derived from
-    /// `assignments` and `vms`, so that placing a VM and following a host's VMs cost the
-    /// host's VMs, not the fleet's.
+    /// Per host with VMs assigned: which, in which version, and the memory they take.
+    /// Derived from `assignments` and `vms`, so that placing a VM and following a host's VMs
+    /// cost the host's VMs, not the fleet's.
     #[serde(skip_serializing)]
     load: BTreeMap<String, HostLoad>,
 }
 
-/// The VMs assigned to one host and their memory (in `u128`: no sum of `u64`s overflows it).
+/// The VMs assigned to one host, by uid, and their memory (in `u128`: no sum of `u64`s
+/// overflows it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct HostLoad {
-    vms: BTreeSet<String>,
+    vms: BTreeMap<String, VmVersion>,
     memory_mib: u128,
 }
 
@@ -302,26 +310,15 @@ impl Ledger {
         out
     }
 
-    /// The VMs assigned to `host`: (uid, desired VM, epoch).
-    pub fn assigned_to<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> impl Iterator<Item = (&'a str, &'a DesiredVm, u64)> + 'a {
+    /// The VMs `host` may run now, in uid order: assigned to it, and no other host still has
+    /// to release them.
+    pub fn runnable_on<'a>(&'a self, host: &str) -> impl Iterator<Item = (&'a str, VmVersion)> {
         let assigned = self.load.get(host).map(|load| &load.vms);
-        assigned.into_iter().flatten().filter_map(|uid| {
-            let assignment = self.assignments.get(uid)?;
-            Some((uid.as_str(), self.vms.get(uid)?, assignment.epoch))
-        })
-    }
-
-    /// The VMs `host` may run now: assigned to it, and no other host still has to release
-    /// them.
-    pub fn runnable_on<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> impl Iterator<Item = (&'a str, &'a DesiredVm, u64)> + 'a {
-        self.assigned_to(host)
-            .filter(|(uid, _, _)| !self.releases.contains_key(*uid))
+        assigned
+            .into_iter()
+            .flatten()
+            .filter(|(uid, _)| !self.releases.contains_key(*uid))
+            .map(|(uid, version)| (uid.as_str(), *version))
     }
 
     /// The VMs whose new copy waits for `host` to release its old one.
@@ -347,7 +344,7 @@ impl Ledger {
         };
         let mut used = load.memory_mib;
         if let Some(uid) = except
-            && load.vms.contains(uid)
+            && load.vms.contains_key(uid)
         {
             used -= self.memory_of(uid);
         }
@@ -362,8 +359,12 @@ impl Ledger {
     fn set_assignment(&mut self, uid: &str, assignment: Assignment) {
         self.take_assignment(uid);
         let memory = self.memory_of(uid);
+        let version = VmVersion {
+            generation: self.vms.get(uid).map_or(0, |vm| vm.generation),
+            epoch: assignment.epoch,
+        };
         let load = self.load.entry(assignment.host.clone()).or_default();
-        load.vms.insert(uid.to_owned());
+        load.vms.insert(uid.to_owned(), version);
         load.memory_mib += memory;
         self.assignments.insert(uid.to_owned(), assignment);
     }
@@ -382,13 +383,16 @@ impl Ledger {
         Some(taken)
     }
 
-    /// Stores `vm`; if it is placed, its host's memory follows its new size.
+    /// Stores `vm`; if it is placed, its host's index follows its new generation and size.
     fn set_desired(&mut self, vm: DesiredVm) {
         let old_memory = self.memory_of(&vm.uid);
         if let Some(assignment) = self.assignments.get(&vm.uid)
             && let Some(load) = self.load.get_mut(&assignment.host)
         {
             load.memory_mib = load.memory_mib - old_memory + u128::from(vm.memory_mib);
+            if let Some(version) = load.vms.get_mut(&vm.uid) {
+                version.generation = vm.generation;
+            }
         }
         self.vms.insert(vm.uid.clone(), vm);
     }
@@ -405,7 +409,7 @@ impl Ledger {
         let leaving: Vec<String> = self
             .load
             .get(host)
-            .map(|load| load.vms.iter().cloned().collect())
+            .map(|load| load.vms.keys().cloned().collect())
             .unwrap_or_default();
         for uid in leaving {
             if handoff {
@@ -715,7 +719,7 @@ mod tests {
     fn runnable(ledger: &Ledger, host: &str) -> Vec<String> {
         ledger
             .runnable_on(host)
-            .map(|(uid, _, _)| uid.to_owned())
+            .map(|(uid, _)| uid.to_owned())
             .collect()
     }
 

@@ -281,9 +281,8 @@ impl Cluster {
             // The plan is made under the ledger's lock, and only the puts' requests are
             // copied: a fleet's ledger holds thousands of VMs and this runs at every commit.
             let (steps, requests, to_release) = self.node.machine.with_ledger(|l| {
-                let assigned = follow::assigned(l, &self.host);
                 let to_release: Vec<String> = l.to_release(&self.host).map(str::to_owned).collect();
-                let steps = follow::plan(&assigned, &local, state);
+                let steps = follow::plan(l.runnable_on(&self.host), &local, state);
                 let requests: BTreeMap<String, Vec<u8>> = steps
                     .iter()
                     .filter_map(|step| match step {
