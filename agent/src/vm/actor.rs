@@ -93,14 +93,19 @@ impl Actor {
                     reply = Some(r);
                     let Put { meta, spec, respec } = *put;
                     let strategy = spec.run_strategy;
+                    // A new VM's first put is what the manager just wrote; a repeated put
+                    // changes nothing on disk either.
+                    let changed = self.meta != meta || self.spec != spec;
                     self.meta = meta;
                     self.spec = spec;
-                    let file = SpecFile {
-                        meta: self.meta.clone(),
-                        spec: self.spec.clone(),
-                    };
-                    if let Err(e) = self.dir.write_json(&self.dir.spec_file(), &file) {
-                        tracing::error!(uid = %self.meta.uid, error = %e, "cannot persist spec");
+                    if changed {
+                        let file = SpecFile {
+                            meta: self.meta.clone(),
+                            spec: self.spec.clone(),
+                        };
+                        if let Err(e) = self.dir.write_json(&self.dir.spec_file(), &file) {
+                            tracing::error!(uid = %self.meta.uid, error = %e, "cannot persist spec");
+                        }
                     }
                     Event::Apply { strategy, respec }
                 }
