@@ -82,8 +82,7 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Value> {
     let v: Value = if ct.starts_with(protobuf::CONTENT_TYPE) {
         protobuf::decode(body)?
     } else if ct.contains("yaml") {
-        serde_yaml_ng::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+        yaml(body)?
     } else if ct.contains("json") || ct.is_empty() {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))?
@@ -99,10 +98,43 @@ pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Value> {
     Ok(v)
 }
 
+/// Decodes a YAML body. JSON is YAML, and clients send most YAML-typed bodies (apply patches
+/// above all) as JSON: an object is tried with the JSON parser first, several times faster.
+pub fn yaml(body: &[u8]) -> Result<Value> {
+    if body.trim_ascii_start().starts_with(b"{")
+        && let Ok(v) = serde_json::from_slice(body)
+    {
+        return Ok(v);
+    }
+    serde_yaml_ng::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+}
+
 /// The request's `Content-Type`, empty when absent or unreadable.
 pub fn content_type(headers: &HeaderMap) -> &str {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::yaml;
+
+    #[test]
+    fn yaml_bodies_read_the_same_by_either_parser() {
+        let want = json!({"metadata": {"name": "a"}, "spec": {"n": 1, "x": [true, null]}});
+        let json_body = br#" {"metadata":{"name":"a"},"spec":{"n":1,"x":[true,null]}}"#;
+        let yaml_body = b"metadata:\n  name: a\nspec:\n  n: 1\n  x: [true, null]\n";
+        // A YAML flow mapping is not JSON: it falls back to the YAML parser.
+        let flow_body = b"{metadata: {name: a}, spec: {n: 1, x: [true, null]}}";
+        for body in [&json_body[..], yaml_body, flow_body] {
+            assert_eq!(yaml(body).expect("decodes"), want);
+        }
+        let bad = yaml(b"{metadata: [").expect_err("malformed");
+        assert!(bad.to_string().contains("YAML"), "{bad}");
+    }
 }

@@ -7,7 +7,7 @@
 //! `panic` is the last-resort layer that turns a panicking handler into a `500` Status.
 
 mod access;
-mod body;
+pub(crate) mod body;
 mod panic;
 mod route;
 

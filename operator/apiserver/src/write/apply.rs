@@ -75,8 +75,7 @@ impl Inner {
 
 /// The applied configuration: a checked body, named after the URL.
 fn applied_configuration(scope: &Scope, name: &str, body: &[u8]) -> Result<Value> {
-    let mut applied: Value = serde_yaml_ng::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    let mut applied: Value = crate::server::body::yaml(body)?;
     check_body(scope, &applied)?;
     match name_of(&applied) {
         "" => untrusted::set(

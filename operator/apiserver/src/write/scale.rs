@@ -220,8 +220,7 @@ impl Inner {
                 "PATCH requests with apply content type require a fieldManager",
             ));
         }
-        let scale: Value = serde_yaml_ng::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        let scale: Value = crate::server::body::yaml(body)?;
         let replicas = named_replicas(&scale, name)?;
         let mut applied = json!({"apiVersion": scope.rt.api_version(&scope.version),
             "kind": scope.rt.kind, "metadata": {"name": name}});
