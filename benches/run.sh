@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark and rewrites docs/benchmarks.md (each binary its own section) and the
-# JSON beside it (docs/benchmarks/*.json, for the binaries that write one).
+# JSON beside it: docs/benchmarks/<section>.json, each section's tables, written last by
+# bench-json (bench-rpc writes its own rpc.json, with every sample set).
 #
 #   bash benches/run.sh                  every benchmark, release build, docs rewritten
 #   bash benches/run.sh --smoke          every benchmark at a tiny size, debug build, nothing
@@ -83,6 +84,10 @@ for name in "${names[@]}"; do
         failed+=("$name")
     fi
 done
+if [ "$smoke" = 0 ]; then
+    # The page's tables as JSON beside it (docs/benchmarks/<section>.json).
+    "$target/$profile/bench-json"
+fi
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "failed: ${failed[*]}" >&2
     exit 1

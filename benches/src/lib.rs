@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod tables;
+
 /// Latency samples with percentiles.
 #[derive(Debug, Default, Clone)]
 pub struct Samples(Vec<Duration>);
