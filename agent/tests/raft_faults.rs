@@ -215,6 +215,11 @@ struct Host {
     in_flight: BTreeSet<String>,
 }
 
+/// A host's running VMs as the follow loop takes them: a list in uid order.
+fn in_uid_order(running: &BTreeMap<String, VmVersion>) -> Vec<(String, VmVersion)> {
+    running.iter().map(|(u, v)| (u.clone(), *v)).collect()
+}
+
 fn config() -> Arc<Config> {
     let config = Config {
         cluster_name: "faults".into(),
@@ -482,8 +487,7 @@ impl Fleet {
             (assigned, to_release, due)
         });
         let lease = h.holder.state(now, machine.applied_index());
-        let running: Vec<(String, VmVersion)> =
-            h.running.iter().map(|(u, v)| (u.clone(), *v)).collect();
+        let running = in_uid_order(&h.running);
         let assigned_list = assigned.iter().map(|(u, v)| (u.as_str(), *v));
         for step in follow::plan(assigned_list, &running, lease) {
             match step {
@@ -496,8 +500,7 @@ impl Fleet {
                 }
             }
         }
-        let running: Vec<(String, VmVersion)> =
-            h.running.iter().map(|(u, v)| (u.clone(), *v)).collect();
+        let running = in_uid_order(&h.running);
         let releases: Vec<String> = follow::released(&to_release, &running).collect();
         let name = h.name.clone();
         let mut proposals = Vec::new();
