@@ -142,14 +142,11 @@ fn granted(docs: &[Value], account: &str) -> BTreeSet<Grant> {
     out
 }
 
-/// What `declared` needs, given the binary's settings (`setting` answers `only_with` and the
-/// names of configured namespaces).
+/// What `declared` needs, given the binary's settings (`setting` answers the names of
+/// configured namespaces).
 fn needed(declared: &[ApiAccess], setting: &dyn Fn(&str) -> String) -> BTreeSet<Grant> {
     let mut out = BTreeSet::new();
     for access in declared {
-        if access.only_with.is_some_and(|s| setting(s) != "true") {
-            continue;
-        }
         let namespace = match access.scope {
             Scope::Cluster => None,
             Scope::Namespace(ns) => Some(ns.to_owned()),
@@ -209,13 +206,11 @@ fn operator_rbac_is_what_the_operator_declares() {
 }
 
 #[test]
-fn agent_rbac_is_what_the_agent_declares_with_and_without_raft() {
-    for sets in [&[][..], &["raft.enabled=true"][..]] {
+fn agent_rbac_is_what_the_agent_declares() {
+    for sets in [&[][..], &["raft.leaseTtlMs=8000"][..]] {
         let docs = render(sets);
         let (config, _) = agent_config(&docs);
-        assert_eq!(config.raft.enabled, !sets.is_empty());
         let setting = |key: &str| match key {
-            "raft.enabled" => config.raft.enabled.to_string(),
             "raft.namespace" => config.raft.namespace.clone(),
             other => panic!("no such agent setting in this test: {other}"),
         };
@@ -242,7 +237,7 @@ fn unknown_keys(rendered: &Value, known: &Value, at: &str, out: &mut Vec<String>
 
 #[test]
 fn the_agent_reads_every_setting_the_chart_writes() {
-    let docs = render(&["raft.enabled=true", "agent.capacityCpus=4"]);
+    let docs = render(&["raft.leaseTtlMs=8000", "agent.capacityCpus=4"]);
     let (config, rendered) = agent_config(&docs);
     let known = serde_json::to_value(&config).expect("config serializes");
     let mut unknown = Vec::new();

@@ -269,7 +269,7 @@ async fn a_microvm_fails_over_by_itself_when_its_host_dies() -> anyhow::Result<(
     let Some(guest) = guest_dir() else {
         return Ok(());
     };
-    let mut cluster = TestCluster::start_raft(3, true).await?;
+    let mut cluster = TestCluster::start_simulated(3).await?;
     wait_formed(&cluster, &THREE).await?;
     cluster.apply_vm(&guest, "ha", "").await?;
     let k = cluster.kubectl();

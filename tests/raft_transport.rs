@@ -78,7 +78,7 @@ async fn a_host_patch_moves_raft_between_transports_while_the_group_commits() ->
     if guest_dir().is_none() {
         return Ok(());
     }
-    let cluster = TestCluster::start_raft(3, true).await?;
+    let cluster = TestCluster::start_simulated(3).await?;
     formed(&cluster).await?;
     // Formed over gRPC: the default transport of every service, Raft included.
     for i in 0..HOSTS.len() {

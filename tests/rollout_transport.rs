@@ -84,7 +84,6 @@ async fn rollouts_move_hosts_to_iroh_step_by_step_and_roll_back_slow_canaries() 
     let _qemu = qemu_lock().await;
     let mut cluster = TestCluster::start_with(0, false, TransportMode::Dual).await?;
     cluster.stop_operator().await;
-    cluster.set_raft(true);
     cluster
         .add_agent_with(
             "agent-0",

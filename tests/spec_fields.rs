@@ -1,7 +1,7 @@
 //! Every field of `MicroVM.spec` does something: a MicroVM with every field set to a telling
 //! value goes through the operator's conversion and the agent's validation to the QEMU command
 //! line the agent's driver builds, and each field is checked where it lands (the command line,
-//! the agent's record of the VM, or placement for `nodeSelector`). The list of fields comes
+//! the agent's record of the VM, or the placement ledger for `nodeSelector`). The list of fields comes
 //! from the generated CRD schema, so a new field without a check here fails the test.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,11 +17,12 @@ use quiver_agent::vm::qemu::QemuDriver;
 use quiver_agent::vm::rundir::RunDir;
 use quiver_agent::vm::spec::{DiskFormat, Limits, VmSpec, validate};
 use quiver_crds::{
-    Disk, DiskFormat as CrdFormat, HostResources, MicroVM, NetworkMode, PortForward,
-    Protocol as CrdProtocol, Readiness, RunStrategy,
+    Disk, DiskFormat as CrdFormat, MicroVM, NetworkMode, PortForward, Protocol as CrdProtocol,
+    Readiness, RunStrategy,
 };
 use quiver_operator::convert::put_request;
-use quiver_operator::placement::{HostView, Placement, Reach, place};
+use quiver_raft::Command;
+use quiver_raft::ledger::{Ledger, place};
 use serde_json::Value;
 
 /// Leaf paths under `spec` in the CRD schema (`disks[].name`, `network.mode`, …).
@@ -277,20 +278,22 @@ fn every_spec_field_reaches_the_agent_or_placement() {
         check(&landed);
     }
 
-    // nodeSelector is the operator's: it decides which host's agent gets the VM at all.
-    // Without the selector, red-host (more free memory) would win.
-    let host = |name: &str, zone: &str, allocated: u64| HostView {
-        name: name.into(),
-        labels: BTreeMap::from([("zone".into(), zone.into())]),
-        capacity: HostResources {
+    // nodeSelector is the placement ledger's: it decides which host runs the VM at all.
+    // Without the selector, red-host (more memory) would win.
+    let mut ledger = Ledger::default();
+    for (name, zone, memory_mib) in [("red-host", "red", 16384), ("blue-host", "blue", 8192)] {
+        ledger.apply(&Command::RegisterHost {
+            name: name.into(),
             cpus: 8,
-            memory_mib: 8192,
-        },
-        allocated_memory_mib: allocated,
-        ready: true,
-        schedulable: true,
-        reach: Some(Reach::Listed),
-    };
-    let hosts = [host("red-host", "red", 0), host("blue-host", "blue", 4096)];
-    assert_eq!(place(&vm.spec, &hosts), Placement::Host("blue-host".into()));
+            memory_mib,
+            labels: BTreeMap::from([("zone".into(), zone.into())]),
+        });
+        ledger.apply(&Command::RenewLease {
+            host: name.into(),
+            now_ms: 0,
+            ttl_ms: 6000,
+        });
+    }
+    let desired = quiver_agent::services::desired_vm(&put_request(&vm, "uid-all", 1));
+    assert_eq!(place(&ledger, &desired, None).as_deref(), Some("blue-host"));
 }

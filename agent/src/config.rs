@@ -77,13 +77,12 @@ impl Default for SimulatedConfig {
     }
 }
 
-/// The Raft group and its leases (the same values on every agent of a fleet).
+/// The Raft group and its leases (the same values on every agent of a fleet). An agent that
+/// registers a Host (`kubeconfig`) joins the fleet's group: puts and deletes go to the
+/// placement ledger, and this host runs what it assigns.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct RaftSettings {
-    /// Join the fleet's Raft group (needs `kubeconfig`: membership follows the Hosts). Puts
-    /// and deletes then go to the placement ledger, and this host runs what it assigns.
-    pub enabled: bool,
     /// How long one lease renewal lets this host's VMs run.
     pub lease_ttl_ms: u64,
     /// How often the lease is renewed (at most half the ttl).
@@ -104,7 +103,6 @@ impl Default for RaftSettings {
         let timing = quiver_raft::Timing::default();
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         RaftSettings {
-            enabled: false,
             lease_ttl_ms: ms(lease.ttl),
             lease_renew_ms: ms(lease.renew_every),
             lease_margin_ms: ms(lease.margin),

@@ -70,9 +70,6 @@ struct Args {
     /// Host address user-network port forwards listen on (default 127.0.0.1).
     #[arg(long)]
     port_forward_address: Option<std::net::IpAddr>,
-    /// Join the fleet's Raft group (needs --kubeconfig): placement, leases and failover.
-    #[arg(long)]
-    raft: bool,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -147,7 +144,6 @@ fn main() -> anyhow::Result<()> {
     c.insecure_plaintext |= args.insecure_plaintext;
     c.kubeconfig = args.kubeconfig.or(c.kubeconfig);
     c.host_labels.extend(args.host_labels);
-    c.raft.enabled |= args.raft;
     if !args.image_roots.is_empty() {
         c.image_roots = args.image_roots;
     }

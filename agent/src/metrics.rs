@@ -301,7 +301,7 @@ impl Scrape {
         )
     }
 
-    /// This node in the Raft group (nothing without `--raft`).
+    /// This node in the Raft group (nothing on a standalone agent).
     fn encode_raft(&self, e: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let raft: Vec<&proto::RaftInfo> = self.raft.iter().collect();
         family(

@@ -15,7 +15,6 @@ pub const AGENT_API_ACCESS: &[ApiAccess] = &[
         // Server-side apply is a patch; applying a Host that does not exist yet creates it,
         // which RBAC checks as create.
         verbs: &["create", "patch"],
-        only_with: None,
         kind: "Host",
         site: "agent/src/registration.rs",
         why: "each agent registers its own Host by server-side apply",
@@ -26,7 +25,6 @@ pub const AGENT_API_ACCESS: &[ApiAccess] = &[
         resource: "hosts",
         names: &[],
         verbs: &["list", "watch"],
-        only_with: None,
         kind: "Host",
         site: "agent/src/peers.rs",
         why: "the Iroh allowlist and Raft membership follow the registered Hosts",
@@ -37,10 +35,9 @@ pub const AGENT_API_ACCESS: &[ApiAccess] = &[
         resource: "configmaps",
         names: &[],
         verbs: &["create"],
-        only_with: Some("raft.enabled"),
         kind: "ConfigMap",
         site: "agent/src/cluster/bootstrap.rs",
-        why: "with --raft: the agent whose create of quiver-raft succeeds bootstraps the group",
+        why: "the agent whose create of quiver-raft succeeds bootstraps the group",
     },
     ApiAccess {
         scope: Scope::Configured("raft.namespace"),
@@ -48,9 +45,8 @@ pub const AGENT_API_ACCESS: &[ApiAccess] = &[
         resource: "configmaps",
         names: &[CONFIG_MAP],
         verbs: &["get"],
-        only_with: Some("raft.enabled"),
         kind: "ConfigMap",
         site: "agent/src/cluster/bootstrap.rs",
-        why: "with --raft: the others read quiver-raft to learn whether they were named",
+        why: "the others read quiver-raft to learn whether they were named",
     },
 ];

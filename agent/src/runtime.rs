@@ -82,11 +82,6 @@ pub async fn run(
         addr,
         crate::advertise::primary_address,
     )?;
-    if config.raft.enabled && config.kubeconfig.is_none() {
-        return Err(Error::Config(
-            "--raft needs --kubeconfig: the group's membership follows the registered Hosts".into(),
-        ));
-    }
     let key = load_or_create_key(&data_dir.join(KEY_FILE))?;
     let allowlist = Allowlist::new(trusted.iter().copied());
     let endpoint = EndpointOptions::new(key)
@@ -137,7 +132,7 @@ pub async fn run(
         }
     };
     let cluster = match &config.kubeconfig {
-        Some(kubeconfig) if config.raft.enabled => {
+        Some(kubeconfig) => {
             let me = NodeAddr {
                 iroh: iroh_addresses.iter().filter_map(|a| a.parse().ok()).fold(
                     quiver_rpc::iroh::EndpointAddr::new(endpoint.id()),
@@ -167,7 +162,7 @@ pub async fn run(
             };
             Some(crate::cluster::Cluster::start(config.raft.cluster_config(), node, wiring).await?)
         }
-        _ => None,
+        None => None,
     };
     // The server reads its dispatcher's services and Monitoring reads the server's peers:
     // the peer table is made first and shared.

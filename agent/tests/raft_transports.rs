@@ -1,4 +1,4 @@
-//! The Raft service behind the agent's own transport adapters, as an agent with `--raft` runs
+//! The Raft service behind the agent's own transport adapters, as an agent in a Raft group runs
 //! it: three members on loopback, each serving every service over gRPC (mutual TLS from one
 //! CA) and Iroh with per-service modes, each calling its peers over both (Iroh first, the
 //! other transport when a peer refuses). The group forms and commits with Raft served on

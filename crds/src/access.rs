@@ -27,9 +27,6 @@ pub struct ApiAccess {
     /// and `watch`, which RBAC cannot limit by name).
     pub names: &'static [&'static str],
     pub verbs: &'static [&'static str],
-    /// The boolean setting without which the binary never makes these calls (`raft.enabled`);
-    /// `None`: always.
-    pub only_with: Option<&'static str>,
     /// The Rust type the calls go through (`Api<Lease>`), or `Recorder` for Events: the test
     /// checks that `site` uses it, and that no other type is used outside these sites.
     pub kind: &'static str,

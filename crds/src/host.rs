@@ -85,15 +85,14 @@ pub struct HostSpec {
     pub transport: Option<TransportTarget>,
 
     /// Cordon: no new VMs are placed here; those already here stay (like a Node's
-    /// `spec.unschedulable`). Set by people (`kubectl patch`), never by the agent. Honoured
-    /// by both placements (the operator's and the Raft ledger's).
+    /// `spec.unschedulable`). Set by people (`kubectl patch`), never by the agent; the
+    /// agents' Raft leader commits it to the placement ledger.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unschedulable: bool,
 
     /// Drain: no new VMs, and every VM here moves to another host, each stopped here before
     /// its new copy starts; VMs with nowhere to go wait unplaced. Back to service: set both
-    /// this and `unschedulable` to false. Works with either placement (the operator's, or
-    /// the Raft ledger's with `--raft`); `status.vms` counts down to 0.
+    /// this and `unschedulable` to false. `status.vms` counts down to 0.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drain: bool,
 }

@@ -2,10 +2,9 @@
 //! [`AgentAccess::transport`] says), plus a cache of VM status fed by each agent's
 //! `WatchVmStatus` stream.
 //!
-//! Until the agents form a Raft group, each agent runs only the VMs sent to it, so a put goes
-//! to the host the operator placed the VM on ([`crate::placement`]); deletes and lookups try
-//! every endpoint in order. With Raft, a put will go to the first reachable endpoint (followers
-//! forward to the leader) and nothing above this module changes.
+//! The agents form a Raft group that places VMs: a put goes to the first agent that takes it
+//! (any member commits it to the placement ledger through the leader), trying agents that
+//! have listed their VMs first; deletes ask every agent.
 //!
 //! Every gRPC connection is mutual TLS ([`connect_agent`]): the operator presents its client
 //! certificate from the cluster CA ([`crate::pki`]) and accepts only an agent certificate from
@@ -16,9 +15,9 @@
 //!
 //! Every status an agent reports wakes the MicroVM controller for that VM (see
 //! [`AgentCluster::new`]), so status shows up within milliseconds instead of at the next requeue.
-//! Each agent's [`Reach`] (connecting, listed, unreachable) is what placement reads: only an
-//! agent that has listed its VMs since it (re)connected can take a new VM, so one unreachable
-//! agent never blocks placement on the others. A change of reach wakes every MicroVM.
+//! Each agent's [`Reach`] (connecting, listed, unreachable) orders the agents a put tries, so
+//! an unreachable agent costs a put no timeout while another answers. A change of reach wakes
+//! every MicroVM (a put that found no agent is retried).
 //! Agents whose Host is gone are dropped ([`AgentCluster::retain`]): stream ended, connection
 //! closed.
 
@@ -290,6 +289,12 @@ impl AgentCluster {
         lock(&self.inner.agents).keys().cloned().collect()
     }
 
+    /// Every agent the operator follows, in the order a put tries them ([`by_reach`]).
+    fn hosts_by_reach(&self) -> Vec<String> {
+        let agents = lock(&self.inner.agents);
+        by_reach(agents.iter().map(|(host, a)| (host.as_str(), &a.reach)))
+    }
+
     /// The host of the latest status any agent reported for `uid` (without copying the rest).
     #[must_use]
     pub fn vm_host(&self, uid: &str) -> Option<String> {
@@ -326,7 +331,7 @@ impl AgentCluster {
     /// Sends the VM to `host`'s agent and returns the newest status known for it: the one it
     /// answers with, unless the status stream has meanwhile delivered a newer one (the reply
     /// was taken before; recording it would hide a change no later update repeats).
-    pub async fn put_vm(&self, host: &str, req: proto::PutVmRequest) -> Result<proto::VmStatus> {
+    async fn put_vm(&self, host: &str, req: proto::PutVmRequest) -> Result<proto::VmStatus> {
         let client = self.client(host).await?;
         let reply = tokio::time::timeout(CALL_TIMEOUT, client.put_vm(req))
             .await
@@ -342,14 +347,17 @@ impl AgentCluster {
         }
     }
 
-    /// Sends the VM to the first agent that takes it (agents in a Raft group commit it to the
-    /// placement ledger, whichever of them is asked). A refusal of the VM itself is final.
+    /// Sends the VM to the first agent that takes it (agents commit it to the placement
+    /// ledger, whichever of them is asked), listed agents first, unreachable ones last. A
+    /// refusal of the VM itself is final: [`Error::Rejected`].
     pub async fn put_vm_anywhere(&self, req: proto::PutVmRequest) -> Result<proto::VmStatus> {
         let mut last = Error::Unreachable("no agent is registered".into());
-        for host in self.hosts() {
+        for host in self.hosts_by_reach() {
             match self.put_vm(&host, req.clone()).await {
                 Ok(status) => return Ok(status),
-                Err(e @ Error::Agent(_)) if !is_unavailable(&e) => return Err(e),
+                Err(Error::Agent(source)) if !is_unavailable(&source) => {
+                    return Err(Error::Rejected { host, source });
+                }
                 Err(e) => {
                     tracing::debug!(%host, error = %e, "PutVm not taken; trying the next agent");
                     last = e;
@@ -460,6 +468,18 @@ pub async fn connect_agent(
     })
 }
 
+/// Listed agents first, then connecting ones, then unreachable ones; by name within each.
+fn by_reach<'a>(agents: impl Iterator<Item = (&'a str, &'a Reach)>) -> Vec<String> {
+    let rank = |reach: &Reach| match reach {
+        Reach::Listed => 0,
+        Reach::Connecting => 1,
+        Reach::Unreachable(_) => 2,
+    };
+    let mut hosts: Vec<(u8, &str)> = agents.map(|(host, r)| (rank(r), host)).collect();
+    hosts.sort_unstable();
+    hosts.into_iter().map(|(_, host)| host.to_owned()).collect()
+}
+
 /// Which of a PutVm reply and the last streamed status of the same VM is newer.
 #[derive(Debug, PartialEq)]
 enum Newest {
@@ -478,8 +498,14 @@ fn newest(reply: proto::VmStatus, streamed: Option<proto::VmStatus>) -> Newest {
 }
 
 /// A placement-ledger refusal for lack of a leader (retry elsewhere, later).
-fn is_unavailable(e: &Error) -> bool {
-    matches!(e, Error::Agent(c) if matches!(c, quiver_rpc::ClientError::Remote { code: quiver_rpc::Code::Unavailable, .. }))
+fn is_unavailable(e: &quiver_rpc::ClientError) -> bool {
+    matches!(
+        e,
+        quiver_rpc::ClientError::Remote {
+            code: quiver_rpc::Code::Unavailable,
+            ..
+        }
+    )
 }
 
 /// Keeps the newest report of each VM. A report under a lower epoch than the one held comes
@@ -613,8 +639,20 @@ mod tests {
         assert_eq!(newest(changed.clone(), None), Newest::Reply(changed));
     }
 
+    #[test]
+    fn a_put_tries_listed_agents_first_and_unreachable_ones_last() {
+        let down = Reach::Unreachable("connection refused".into());
+        let agents = [
+            ("a", &down),
+            ("b", &Reach::Connecting),
+            ("c", &Reach::Listed),
+            ("d", &Reach::Listed),
+        ];
+        assert_eq!(by_reach(agents.into_iter()), ["c", "d", "b", "a"]);
+    }
+
     #[tokio::test]
-    async fn the_agent_of_a_deleted_host_is_dropped_and_placement_is_woken() {
+    async fn the_agent_of_a_deleted_host_is_dropped_and_every_vm_is_woken() {
         let (cluster, mut wakeups) = AgentCluster::new(AgentAccess::grpc(None));
         let at = |port: u16| AgentAddress {
             grpc: format!("127.0.0.1:{port}"),
@@ -640,7 +678,7 @@ mod tests {
         assert_eq!(cluster.reach("a"), None);
         assert!(
             wakeups.agents.try_recv().is_ok(),
-            "dropping an agent wakes placement"
+            "dropping an agent wakes every VM"
         );
         assert!(cluster.retain(&kept).is_empty(), "dropping is idempotent");
     }

@@ -65,8 +65,6 @@ pub struct AgentOptions {
     pub kubeconfig: PathBuf,
     /// Run the `simulated` driver (no QEMU): for control-plane benchmarks only.
     pub simulated: bool,
-    /// Join the fleet's Raft group (`--raft`).
-    pub raft: bool,
     /// The address the agent listens on (gRPC and Iroh; loopback by default).
     pub listen_ip: std::net::IpAddr,
     /// A command the agent runs under, e.g. `ip netns exec NAME` (tests of partitions).
@@ -102,7 +100,6 @@ impl AgentOptions {
             access,
             kubeconfig,
             simulated: false,
-            raft: false,
             listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             wrapper: Vec::new(),
             extra_args: Vec::new(),
@@ -206,9 +203,6 @@ impl AgentProcess {
         }
         if options.simulated {
             cmd.arg("--driver").arg("simulated");
-        }
-        if options.raft {
-            cmd.arg("--raft");
         }
         if let Some(mem) = options.capacity_memory_mib {
             cmd.arg("--capacity-memory-mib").arg(mem.to_string());

@@ -39,9 +39,6 @@ pub struct DevOptions {
     pub demo_timeout: Duration,
     /// Transport of the agents' services and of the operator's calls to them.
     pub transport: TransportMode,
-    /// The agents form a Raft group that places VMs, with leases and failover (three or
-    /// more agents survive losing one).
-    pub raft: bool,
     /// Serve the operator's `/metrics` and `/healthz` here.
     pub metrics_address: Option<std::net::SocketAddr>,
 }
@@ -158,9 +155,7 @@ impl DevCluster {
         let key_file = opts.state_dir.join("operator").join(KEY_FILE);
         let key = load_or_create_key(&key_file).map_err(Error::Pki)?;
         let access = AgentAccess::new(Some(pki.operator_client()?), opts.transport, key).await?;
-        let mut config =
-            OperatorConfig::new("quiver-operator-dev").with_agent_access(access.clone());
-        config.controllers.raft = opts.raft;
+        let config = OperatorConfig::new("quiver-operator-dev").with_agent_access(access.clone());
         if let Some(address) = opts.metrics_address {
             let listener = crate::metrics::bind(address).await?;
             tracing::info!(%address, "operator metrics on /metrics");
@@ -179,18 +174,15 @@ impl DevCluster {
         for i in 0..opts.agents {
             let name = format!("agent-{i}");
             let data_dir = opts.state_dir.join(&name);
-            let options = AgentOptions {
-                raft: opts.raft,
-                ..AgentOptions::new(
-                    binary.clone(),
-                    &name,
-                    data_dir,
-                    &opts.accel,
-                    &pki,
-                    access.clone(),
-                    opts.kubeconfig.clone(),
-                )?
-            };
+            let options = AgentOptions::new(
+                binary.clone(),
+                &name,
+                data_dir,
+                &opts.accel,
+                &pki,
+                access.clone(),
+                opts.kubeconfig.clone(),
+            )?;
             let started = AgentProcess::start(options).await;
             let agent = match started {
                 Ok(agent) => agent,

@@ -16,6 +16,14 @@ pub enum Error {
     #[error("agent refused the request: {0}")]
     Agent(#[source] quiver_rpc::ClientError),
 
+    /// `host`'s agent refused a VM itself (a bad spec): final until the spec changes.
+    #[error("host {host} refused the VM: {source}")]
+    Rejected {
+        host: String,
+        #[source]
+        source: quiver_rpc::ClientError,
+    },
+
     /// The VM is still known to an agent; cleanup waits for it to be gone.
     #[error("vm {uid} is still being removed by its host")]
     StillRemoving { uid: String },
@@ -60,6 +68,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Unreachable(_) => "unreachable",
             Error::Agent(_) => "agent",
+            Error::Rejected { .. } => "rejected",
             Error::StillRemoving { .. } => "still_removing",
             Error::MissingField(_) => "missing_field",
             Error::Serialize(_) => "serialize",

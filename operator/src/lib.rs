@@ -1,10 +1,11 @@
 //! The Quiver operator: MicroVM and Host controllers, leader election, and `dev` mode.
 //!
 //! # Layout
-//! - [`controller`]: the MicroVM controller (`reconcile` → finalizer → `apply` / `cleanup`)
-//!   and the Host controller (heartbeats), sharing one [`controller::Context`].
-//! - [`status`], [`placement`], [`convert`]: pure decisions (desired MicroVM status and its
-//!   Events, host choice, spec → agent request), unit-tested without I/O.
+//! - [`controller`]: the MicroVM controller (`reconcile` → finalizer → `apply` / `cleanup`;
+//!   the agents' Raft group places VMs), the Host controller (heartbeats) and the Rollout
+//!   controller, sharing one [`controller::Context`].
+//! - [`status`], [`convert`]: pure decisions (desired MicroVM status and its Events, spec →
+//!   agent request), unit-tested without I/O.
 //! - [`agent_client`]: the agent cluster behind one client, with a VM status cache fed by
 //!   each agent's status stream.
 //! - [`leader`]: Lease-based leader election; [`operator`]: controllers run only while leading.
@@ -21,7 +22,7 @@
 //! # Goals
 //! - Reconciling an unchanged object makes no API write; status is written through the status
 //!   subresource with one field manager; every transition is a Kubernetes Event.
-//! - At most one replica reconciles; a VM is never sent to two hosts.
+//! - At most one replica reconciles; a retried put is idempotent (VM uid + generation).
 //!
 //! - [`rollout`]: the Rollout controller's pure decisions (state machine, analysis);
 //!   `controller::rollout` executes them.
@@ -37,7 +38,6 @@ pub mod leftovers;
 pub mod metrics;
 pub mod operator;
 pub mod pki;
-pub mod placement;
 pub mod rbac;
 pub mod rollout;
 pub mod status;

@@ -42,10 +42,6 @@ enum Command {
         /// key, mounted from a Secret, so that agents trust one endpoint id.
         #[arg(long, default_value = "/tmp/quiver-operator/iroh.key")]
         iroh_key: PathBuf,
-        /// The agents run with --raft: send each VM to any agent and follow where their Raft
-        /// group places it, instead of placing VMs here.
-        #[arg(long)]
-        raft: bool,
         /// Where to serve `/metrics` (Prometheus) and `/healthz`.
         #[arg(long, default_value = "0.0.0.0:8080")]
         metrics_address: std::net::SocketAddr,
@@ -69,7 +65,8 @@ struct DevArgs {
     /// Bearer token clients must present (generated when absent).
     #[arg(long, env = "QUIVER_DEV_TOKEN")]
     token: Option<String>,
-    /// Number of agents to start.
+    /// Number of agents to start. They form one Raft group that places VMs (leases, fencing,
+    /// failover): three or more survive losing one.
     #[arg(long, default_value_t = 1)]
     agents: usize,
     /// Directory for the agents' data dirs and logs.
@@ -91,10 +88,6 @@ struct DevArgs {
     /// or dual (agents serve both; the operator prefers Iroh).
     #[arg(long, default_value = "grpc", value_parser = parse_transport)]
     transport: TransportMode,
-    /// Agents form a Raft group that places VMs (leases, fencing, failover); the operator
-    /// sends VMs to any agent. Use three or more agents to survive losing one.
-    #[arg(long)]
-    raft: bool,
     /// Serve the operator's `/metrics` (Prometheus) and `/healthz` here (off when absent).
     #[arg(long)]
     metrics_address: Option<std::net::SocketAddr>,
@@ -131,7 +124,6 @@ async fn main() -> anyhow::Result<()> {
                 demo: a.demo,
                 demo_timeout: Duration::from_secs(a.demo_timeout),
                 transport: a.transport,
-                raft: a.raft,
                 metrics_address: a.metrics_address,
             };
             dev::run(options).await?;
@@ -141,7 +133,6 @@ async fn main() -> anyhow::Result<()> {
             pki_dir,
             transport,
             iroh_key,
-            raft,
             metrics_address,
         } => {
             let identity =
@@ -153,8 +144,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(id) = access.endpoint_id() {
                 tracing::info!(endpoint_id = %id, "agents must trust this Iroh endpoint id");
             }
-            let mut config = OperatorConfig::new(&identity).with_agent_access(access.clone());
-            config.controllers.raft = raft;
+            let config = OperatorConfig::new(&identity).with_agent_access(access.clone());
             let listener = quiver_operator::metrics::bind(metrics_address).await?;
             tokio::spawn(quiver_operator::metrics::serve(
                 config.controllers.metrics.clone(),

@@ -17,11 +17,12 @@ use crate::convert;
 pub enum Assignment {
     /// Sent to `host` with fencing `epoch`.
     Assigned { host: String, epoch: u64 },
-    /// `host`'s agent refused the VM (e.g. a kernel path that does not exist there).
+    /// `host`'s agent refused the VM (e.g. a kernel path outside its image roots).
     Rejected { host: String, message: String },
     /// No host can take it now.
     Unschedulable {
-        reason: &'static str,
+        /// A condition reason (`InsufficientMemory`, `NoMatchingHost`...).
+        reason: String,
         message: String,
     },
 }

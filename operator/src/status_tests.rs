@@ -49,7 +49,7 @@ fn unschedulable_vm_is_pending_with_scheduled_false_and_the_reason() {
     let vm = MicroVM::test("web").memory_mib(100_000);
     let obs = Observation {
         assignment: Assignment::Unschedulable {
-            reason: "InsufficientMemory",
+            reason: "InsufficientMemory".into(),
             message: "spec.memoryMiB 100000 is more than any matching host has free".into(),
         },
         agent: None,

@@ -121,8 +121,6 @@ pub struct TestCluster {
     pub state: tempfile::TempDir,
     /// Agents run the simulated driver (benchmarks of the control plane alone).
     simulated: bool,
-    /// Agents join one Raft group (`--raft`).
-    raft: bool,
     /// The kubeconfig agents added from now on register with (default: the admin one).
     agent_kubeconfig: Option<PathBuf>,
 }
@@ -177,7 +175,6 @@ impl TestCluster {
             pki,
             state,
             simulated,
-            raft: false,
             agent_kubeconfig: None,
         };
         for i in 0..agents {
@@ -192,17 +189,9 @@ impl TestCluster {
     pub async fn start_fleet(agents: usize, simulated: bool) -> anyhow::Result<Self> {
         let mut cluster = Self::start_with(0, simulated, test_transport()?).await?;
         cluster.stop_operator().await;
-        cluster.raft = true;
         for i in 0..agents {
             cluster.add_agent(&format!("agent-{i}"), None).await?;
         }
-        Ok(cluster)
-    }
-
-    /// Like [`TestCluster::start_fleet`], with an operator that sends VMs to the group.
-    pub async fn start_raft(agents: usize, simulated: bool) -> anyhow::Result<Self> {
-        let mut cluster = Self::start_fleet(agents, simulated).await?;
-        cluster.start_operator();
         Ok(cluster)
     }
 
@@ -210,11 +199,6 @@ impl TestCluster {
     /// token instead of the admin's).
     pub fn set_agent_kubeconfig(&mut self, path: PathBuf) {
         self.agent_kubeconfig = Some(path);
-    }
-
-    /// Whether agents added from now on join the Raft group.
-    pub fn set_raft(&mut self, raft: bool) {
-        self.raft = raft;
     }
 
     pub fn kubectl(&self) -> Kubectl {
@@ -238,7 +222,6 @@ impl TestCluster {
             capacity_cpus: Some(4),
             capacity_memory_mib: Some(memory_mib.unwrap_or(8192)),
             simulated: self.simulated,
-            raft: self.raft,
             ..AgentOptions::new(
                 self.binary.clone(),
                 name,
@@ -270,9 +253,8 @@ impl TestCluster {
 
     pub fn start_operator(&mut self) {
         if self.operator.is_none() {
-            let mut config =
+            let config =
                 OperatorConfig::new("test-operator").with_agent_access(self.access.clone());
-            config.controllers.raft = self.raft;
             self.operator = Some(Operator::spawn(self.client.clone(), config));
         }
     }
@@ -356,16 +338,12 @@ impl TestCluster {
         out
     }
 
-    /// Stops the operator, asks each live agent to remove its VMs, stops the agents, then
-    /// stops any QEMU left in their run dirs (the VMs of agents a test killed). A Raft fleet's
-    /// agents are only stopped: deletes would wait for a quorum a test may have taken away,
-    /// and the sweep stops their QEMUs all the same.
+    /// Stops the operator and the agents, then stops any QEMU left in their run dirs. The
+    /// VMs are not deleted through the agents first: deletes would wait for a Raft quorum a
+    /// test may have taken away, and the sweep stops their QEMUs all the same.
     pub async fn shutdown(mut self) {
         self.stop_operator().await;
         for agent in &mut self.agents {
-            if agent.running() && !self.raft {
-                let _ = agent.delete_all_vms(Duration::from_secs(20)).await;
-            }
             agent.stop().await;
         }
         for agent in &self.agents {

@@ -33,7 +33,6 @@ impl DevTestCluster {
             demo: false,
             demo_timeout: Duration::from_secs(1),
             transport: crate::cluster::test_transport()?,
-            raft: false,
             metrics_address: None,
         };
         let kubeconfig = std::fs::read_to_string(control_plane.kubeconfig_path())?;

@@ -211,7 +211,6 @@ impl HubCluster {
             let options = AgentOptions {
                 capacity_cpus: Some(4),
                 capacity_memory_mib: Some(8192),
-                raft: true,
                 listen_ip: (*ip).into(),
                 wrapper: vec!["ip".into(), "netns".into(), "exec".into(), ns.clone()],
                 ..AgentOptions::new(
@@ -228,8 +227,7 @@ impl HubCluster {
             wait_for_host(&client, &agent, Duration::from_secs(30)).await?;
             agents.push(agent);
         }
-        let mut config = OperatorConfig::new("netns-operator").with_agent_access(access.clone());
-        config.controllers.raft = true;
+        let config = OperatorConfig::new("netns-operator").with_agent_access(access.clone());
         let operator = Some(Operator::spawn(client, config));
         Ok(Self {
             agents,

@@ -486,17 +486,35 @@ fn fits(host: &HostEntry, memory_used: u64, vm: &DesiredVm) -> bool {
             .is_some_and(|total| total <= host.memory_mib)
 }
 
-/// Why [`place`] finds no host for `vm`: the first of its filters no host passes, in words
-/// that name what to change.
+/// Why [`place`] found no host for a VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unplaced {
+    /// A condition reason: `NoHosts`, `NoUsableHosts`, `NoMatchingHost`, `InsufficientCPU`
+    /// or `InsufficientMemory`.
+    pub reason: &'static str,
+    /// In words that name what to change.
+    pub message: String,
+}
+
+impl Unplaced {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Unplaced {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why [`place`] finds no host for `vm`: the first of its filters no host passes.
 #[must_use]
-pub fn unplaced_reason(ledger: &Ledger, vm: &DesiredVm) -> String {
+pub fn unplaced(ledger: &Ledger, vm: &DesiredVm) -> Unplaced {
     if ledger.hosts.is_empty() {
-        return "no host is registered yet".into();
+        return Unplaced::new("NoHosts", "no host is registered yet");
     }
     let usable: Vec<(&String, &HostEntry)> =
         ledger.hosts.iter().filter(|(_, h)| usable(h)).collect();
     if usable.is_empty() {
-        return "every host is down, cordoned or draining".into();
+        return Unplaced::new("NoUsableHosts", "every host is down, cordoned or draining");
     }
     let matching: Vec<(&String, &HostEntry)> = usable
         .into_iter()
@@ -512,16 +530,22 @@ pub fn unplaced_reason(ledger: &Ledger, vm: &DesiredVm) -> String {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        return format!(
-            "no usable host has the labels of spec.nodeSelector ({})",
-            wanted.join(",")
+        return Unplaced::new(
+            "NoMatchingHost",
+            format!(
+                "no usable host has the labels of spec.nodeSelector ({})",
+                wanted.join(",")
+            ),
         );
     }
     let most_cpus = matching.iter().map(|(_, h)| h.cpus).max().unwrap_or(0);
     if vm.cpus > most_cpus {
-        return format!(
-            "spec.cpus {} is more than any matching host has (largest: {most_cpus})",
-            vm.cpus
+        return Unplaced::new(
+            "InsufficientCPU",
+            format!(
+                "spec.cpus {} is more than any matching host has (largest: {most_cpus})",
+                vm.cpus
+            ),
         );
     }
     let roomiest = matching
@@ -534,9 +558,12 @@ pub fn unplaced_reason(ledger: &Ledger, vm: &DesiredVm) -> String {
         })
         .max();
     let (free, name) = roomiest.unwrap_or((0, ""));
-    format!(
-        "spec.memoryMiB {} is more than any matching host has free ({name} has {free} MiB)",
-        vm.memory_mib
+    Unplaced::new(
+        "InsufficientMemory",
+        format!(
+            "spec.memoryMiB {} is more than any matching host has free ({name} has {free} MiB)",
+            vm.memory_mib
+        ),
     )
 }
 
@@ -799,19 +826,20 @@ mod tests {
             memory_mib: 4096,
             ..DesiredVm::default()
         };
-        assert!(unplaced_reason(&l, &v).contains("no host"));
+        let says = |l: &Ledger, v: &DesiredVm, reason: &str, words: &str| {
+            let u = unplaced(l, v);
+            assert_eq!(u.reason, reason, "{u:?}");
+            assert!(u.message.contains(words), "{u:?}");
+        };
+        says(&l, &v, "NoHosts", "no host");
         l.apply(&host("a", 2048));
-        assert!(
-            unplaced_reason(&l, &v).contains("a has 2048 MiB"),
-            "{}",
-            unplaced_reason(&l, &v)
-        );
+        says(&l, &v, "InsufficientMemory", "a has 2048 MiB");
         v.cpus = 16;
-        assert!(unplaced_reason(&l, &v).contains("spec.cpus 16"));
+        says(&l, &v, "InsufficientCPU", "spec.cpus 16");
         v.node_selector.insert("zone".into(), "b".into());
-        assert!(unplaced_reason(&l, &v).contains("zone=b"));
+        says(&l, &v, "NoMatchingHost", "zone=b");
         l.apply(&schedule("a", true, false));
-        assert!(unplaced_reason(&l, &v).contains("cordoned"));
+        says(&l, &v, "NoUsableHosts", "cordoned");
     }
 
     #[test]

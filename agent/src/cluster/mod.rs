@@ -209,14 +209,13 @@ impl Cluster {
             .with_ledger(|l| l.assignments.get(uid).cloned())
     }
 
-    /// Why the ledger has no host for `uid` (empty when it does not know the VM).
+    /// Why the ledger has no host for `uid` (`None` when it does not know the VM).
     #[must_use]
-    pub fn unplaced_reason(&self, uid: &str) -> String {
+    pub fn unplaced(&self, uid: &str) -> Option<quiver_raft::ledger::Unplaced> {
         self.node.machine.with_ledger(|l| {
             l.vms
                 .get(uid)
-                .map(|vm| quiver_raft::ledger::unplaced_reason(l, vm))
-                .unwrap_or_default()
+                .map(|vm| quiver_raft::ledger::unplaced(l, vm))
         })
     }
 

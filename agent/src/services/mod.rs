@@ -13,7 +13,7 @@ use quiver_raft::service::RaftService;
 
 pub use admin::{AdminService, ServingModes};
 pub use monitoring::{IrohHealth, MonitoringService};
-pub use vm::VmService;
+pub use vm::{VmService, desired_vm};
 
 use crate::metrics::Metrics;
 use crate::transport::faults::Faults;
@@ -41,7 +41,7 @@ pub struct Services {
     pub vm: VmService,
     pub monitoring: MonitoringService,
     pub admin: AdminService,
-    /// The Raft service, when this agent is in a Raft group (`--raft`).
+    /// The Raft service, when this agent is in a Raft group (it registers a Host).
     pub raft: Option<RaftService>,
     pub metrics: Arc<Metrics>,
     /// Which transport each service answers on (read by the adapters, set by Admin).
@@ -86,7 +86,7 @@ impl Services {
         let Some(raft) = &self.raft else {
             return Err(Error::Raft(RpcError::new(
                 Code::Unimplemented,
-                "this agent is not in a Raft group (started without --raft)",
+                "this agent is not in a Raft group (started without --kubeconfig)",
             )));
         };
         raft.handle(method, json, caller).await.map_err(Error::Raft)

@@ -14,6 +14,20 @@ use crate::cluster::Cluster;
 use crate::vm::VmManager;
 use quiver_rpc::proto;
 
+/// A put as the placement ledger holds it: what placement reads (cpus, memory, node
+/// selector) and the whole request, which the host it lands on runs.
+pub fn desired_vm(req: &proto::PutVmRequest) -> DesiredVm {
+    let spec = req.spec.as_ref();
+    DesiredVm {
+        uid: req.uid.clone(),
+        generation: req.generation,
+        cpus: spec.map_or(0, |s| s.cpus),
+        memory_mib: spec.map_or(0, |s| s.memory_mib),
+        node_selector: req.node_selector.clone().into_iter().collect(),
+        request: req.encode_to_vec(),
+    }
+}
+
 #[derive(Clone)]
 pub struct VmService {
     manager: VmManager,
@@ -34,16 +48,7 @@ impl VmService {
             });
         };
         self.manager.validate(req)?;
-        let spec = req.spec.clone().unwrap_or_default();
-        let desired = DesiredVm {
-            uid: req.uid.clone(),
-            generation: req.generation,
-            cpus: spec.cpus,
-            memory_mib: spec.memory_mib,
-            node_selector: req.node_selector.clone().into_iter().collect(),
-            request: req.encode_to_vec(),
-        };
-        let outcome = cluster.put(desired).await?;
+        let outcome = cluster.put(desired_vm(req)).await?;
         // What this command placed; this agent's own ledger may not have applied it yet.
         let placed = outcome
             .moved
@@ -72,13 +77,15 @@ impl VmService {
         {
             return status;
         }
-        let (phase, message) = if assignment.is_some() {
-            (
-                proto::Phase::Scheduling,
-                "placed by the Raft leader".to_owned(),
-            )
+        let (phase, reason, message) = if assignment.is_some() {
+            let placed = "placed by the Raft leader".to_owned();
+            (proto::Phase::Scheduling, String::new(), placed)
         } else {
-            (proto::Phase::Pending, cluster.unplaced_reason(&req.uid))
+            let unplaced = cluster.unplaced(&req.uid);
+            let (reason, message) = unplaced
+                .map(|u| (u.reason.to_owned(), u.message))
+                .unwrap_or_default();
+            (proto::Phase::Pending, reason, message)
         };
         proto::VmStatus {
             uid: req.uid.clone(),
@@ -90,6 +97,7 @@ impl VmService {
                 .map(|a| a.host.clone())
                 .unwrap_or_default(),
             epoch: assignment.map_or(0, |a| a.epoch),
+            reason,
             message,
             run_strategy: req.spec.as_ref().map_or(0, |s| s.run_strategy),
             ..proto::VmStatus::default()

@@ -92,9 +92,14 @@ impl VmManager {
         self.shared.fenced.load(Ordering::SeqCst)
     }
 
-    /// Checks a put as [`VmManager::put`] would, without applying it.
+    /// Checks a put as [`VmManager::put`] would on any host, without applying it: everything
+    /// but this host's capacity, which the placement ledger weighs against every host's.
     pub fn validate(&self, req: &proto::PutVmRequest) -> Result<()> {
-        spec::validate(req, self.shared.limits, &self.shared.image_roots).map(|_| ())
+        let any_host = spec::Limits {
+            max_cpus: u32::MAX,
+            max_memory_mib: u64::MAX,
+        };
+        spec::validate(req, any_host, &self.shared.image_roots).map(|_| ())
     }
 
     /// Validates and applies a put. Returns the status after it was applied and whether

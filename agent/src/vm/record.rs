@@ -86,5 +86,6 @@ pub(crate) fn status(meta: &VmMeta, state: &StateFile, host: &str) -> proto::VmS
             Vec::new()
         },
         readiness_timed_out: lc.readiness_timed_out,
+        reason: String::new(),
     }
 }

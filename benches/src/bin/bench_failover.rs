@@ -1,4 +1,4 @@
-//! Failover benchmark: three agents in one Raft group (`--raft`), real QEMU guests under TCG,
+//! Failover benchmark: three agents in one Raft group, real QEMU guests under TCG,
 //! the operator in Raft mode. Each trial boots a MicroVM to GuestReady, kills its host's agent
 //! with SIGKILL (its QEMU keeps running until the lease watchdog kills it), and times:
 //! - kill → the VM Running on another host (lease ttl + margin + election, reassign, spawn);
@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..trials {
         raw.extend(&raw_boots(&guest, 1, TIMEOUT).await?);
     }
-    let mut cluster = TestCluster::start_raft(3, false).await?;
+    let mut cluster = TestCluster::start(3).await?;
     all_ready(&cluster).await?;
     let (mut running, mut ready) = (Samples::default(), Samples::default());
     for i in 0..trials {
@@ -137,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
     let body = format!(
         "## Failover: a host's agent killed, its VM back on another host\n\n\
          Command: `cargo build {release}-p quiver-agent && cargo run {release}-p quiver-benches --bin bench-failover` \
-         (dev control plane and operator in-process, three `quiver-agent --raft` processes on loopback, QEMU `microvm` \
+         (dev control plane and operator in-process, three `quiver-agent` processes in one Raft group on loopback, QEMU `microvm` \
          under TCG, 2 cores; {trials} trials). Each trial kills the agent of the VM's host with SIGKILL; its QEMU keeps \
          running until the lease watchdog kills it. Lease: ttl 6 s, renewed every 1 s, margin 2 s (the defaults), so a \
          host is declared down 8 s after the last renewal the leader saw.\n\n\

@@ -196,7 +196,6 @@ async fn main() -> anyhow::Result<()> {
     let trials = if smoke { 1 } else { 5 };
     let mut cluster = TestCluster::start_with(0, true, TransportMode::Dual).await?;
     cluster.stop_operator().await;
-    cluster.set_raft(true);
     let slow = ["--host-label", "pool=b", "--inject-latency-ms", "iroh=60"];
     cluster.add_agent_with("agent-0", None, &slow).await?;
     for i in 1..=4 {
@@ -241,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
     let body = format!(
         "## Rollouts: from a decision to the hosts serving it\n\n\
          Command: `cargo build {release}-p quiver-agent && cargo run {release}-p quiver-benches --bin bench-rollout` \
-         (dev control plane and operator in-process, six `quiver-agent --raft` processes on loopback on the \
+         (dev control plane and operator in-process, six `quiver-agent` processes in one Raft group on loopback on the \
          **simulated driver**, 2 cores; {trials} trials). Times are taken by polling the API every 10 ms, so each \
          includes up to one poll, and starts at the status write announcing the step, which follows the \
          controller's writes of the hosts' `spec.transport` by a few ms. Analysis: 1 s intervals, \

@@ -1,8 +1,7 @@
 //! Scale benchmark: thousands of MicroVMs through the dev control plane, the operator (its own
 //! process, `quiver-operator run`, as the Helm chart runs it) and agents on the **simulated
 //! driver** (no QEMU: the VMs are records and timers; what is measured is the control plane).
-//! For each placement (the operator's, 2 agents; the agents' Raft group, 3 agents) and size, in a
-//! fresh cluster:
+//! For each size, in a fresh cluster of three agents whose Raft group places the VMs:
 //! - create every VM (64 creates in flight), then time from the last create to all Running (as
 //!   a watch sees it);
 //! - the operator's reconcile time p50 / p99 from its own `/metrics` histogram;
@@ -13,7 +12,7 @@
 //!
 //! Run: `cargo build --release -p quiver-agent -p quiver-operator && cargo run --release -p
 //! quiver-benches --bin bench-scale` (`-- --smoke`: 50 VMs, writes nothing; `-- --no-write`;
-//! `-- --sizes 1000,10000`, `-- --placement operator` or `raft` to choose).
+//! `-- --sizes 1000,10000`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -72,15 +71,10 @@ fn spawn_operator(
     cluster: &TestCluster,
     dir: &std::path::Path,
     port: u16,
-    placement: Placement,
 ) -> anyhow::Result<Child> {
     let log = std::fs::File::create(dir.join("operator.log"))?;
-    let mut command = Command::new(operator_binary()?);
-    command.arg("run");
-    if placement == Placement::Raft {
-        command.arg("--raft");
-    }
-    Ok(command
+    Ok(Command::new(operator_binary()?)
+        .arg("run")
         .arg("--pki-dir")
         .arg(dir.join("pki"))
         .arg("--iroh-key")
@@ -159,23 +153,8 @@ async fn reqwest_lite(port: u16) -> anyhow::Result<String> {
     Ok(out)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Placement {
-    /// The operator places VMs among the agents.
-    Operator,
-    /// The agents' Raft group places them (`--raft`).
-    Raft,
-}
-
-impl Placement {
-    fn agents(self) -> usize {
-        match self {
-            Placement::Operator => 2,
-            // A group that survives the loss of one.
-            Placement::Raft => 3,
-        }
-    }
-}
+/// Agents per cluster: a Raft group that survives the loss of one.
+const AGENTS: usize = 3;
 
 /// What the Raft group did during one run.
 struct RaftRun {
@@ -187,8 +166,7 @@ struct RaftRun {
 
 struct Run {
     vms: usize,
-    placement: Placement,
-    raft: Option<RaftRun>,
+    raft: RaftRun,
     create: Duration,
     to_running: Duration,
     reconcile_p50: f64,
@@ -213,17 +191,16 @@ fn vm(name: &str) -> MicroVM {
     vm
 }
 
-async fn run(vms: usize, placement: Placement) -> anyhow::Result<Run> {
-    // This process runs every size and placement in turn: its peak RSS is reset (`clear_refs`
+async fn run(vms: usize) -> anyhow::Result<Run> {
+    // This process runs every size in turn: its peak RSS is reset (`clear_refs`
     // 5) and its CPU counted from here.
     std::fs::write("/proc/self/clear_refs", "5")?;
     let cpu_before = usage(std::process::id())?.1;
     let mut cluster = TestCluster::start_with(0, true, TransportMode::Grpc).await?;
     cluster.stop_operator().await;
-    cluster.set_raft(placement == Placement::Raft);
     let memory = u64::try_from(vms).unwrap_or(u64::MAX) * 64;
     let mut metrics_ports = Vec::new();
-    for i in 0..placement.agents() {
+    for i in 0..AGENTS {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -241,11 +218,8 @@ async fn run(vms: usize, placement: Placement) -> anyhow::Result<Run> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut operator = spawn_operator(&cluster, dir.path(), port, placement)?;
-    let applied_before = match placement {
-        Placement::Raft => applied_index(&metrics_ports).await?,
-        Placement::Operator => 0,
-    };
+    let mut operator = spawn_operator(&cluster, dir.path(), port)?;
+    let applied_before = applied_index(&metrics_ports).await?;
     let api: Api<MicroVM> = Api::namespaced(cluster.client.clone(), "default");
     let started = Instant::now();
     stream::iter(0..vms)
@@ -298,26 +272,20 @@ async fn run(vms: usize, placement: Placement) -> anyhow::Result<Run> {
         .map(usage)
         .collect::<anyhow::Result<Vec<_>>>()?;
     let this_process = usage(std::process::id()).map(|(rss, cpu)| (rss, cpu - cpu_before))?;
-    let raft = match placement {
-        Placement::Raft => {
-            let entries = applied_index(&metrics_ports)
-                .await?
-                .saturating_sub(applied_before);
-            // The agent holds its database open: stop it first.
-            let database = cluster.agents[0].options.data_dir.join("raft.redb");
-            cluster.kill_agent("agent-0").await?;
-            Some(RaftRun {
-                entries,
-                ledger: LedgerSize::measure(&database).await?,
-            })
-        }
-        Placement::Operator => None,
+    let entries = applied_index(&metrics_ports)
+        .await?
+        .saturating_sub(applied_before);
+    // The agent holds its database open: stop it first.
+    let database = cluster.agents[0].options.data_dir.join("raft.redb");
+    cluster.kill_agent("agent-0").await?;
+    let raft = RaftRun {
+        entries,
+        ledger: LedgerSize::measure(&database).await?,
     };
     let _ = operator.kill().await;
     cluster.shutdown().await;
     Ok(Run {
         vms,
-        placement,
         raft,
         create,
         to_running,
@@ -397,44 +365,26 @@ async fn main() -> anyhow::Result<()> {
         None if smoke => vec![50],
         None => vec![1000, 10_000],
     };
-    let placements = match args.iter().position(|a| a == "--placement") {
-        Some(i) => match args.get(i + 1).map(String::as_str) {
-            Some("operator") => vec![Placement::Operator],
-            Some("raft") => vec![Placement::Raft],
-            other => anyhow::bail!("--placement: operator or raft, not {other:?}"),
-        },
-        None => vec![Placement::Operator, Placement::Raft],
-    };
     let mut runs = Vec::new();
-    for &placement in &placements {
-        for &n in &sizes {
-            let r = run(n, placement).await?;
-            println!(
-                "{n} VMs, {placement:?} placement: created in {:?}, all Running {:?} after the last create",
-                r.create, r.to_running
-            );
-            runs.push(r);
-        }
+    for &n in &sizes {
+        let r = run(n).await?;
+        println!(
+            "{n} VMs: created in {:?}, all Running {:?} after the last create",
+            r.create, r.to_running
+        );
+        runs.push(r);
     }
+    let runs: Vec<&Run> = runs.iter().collect();
     let mut body = String::from("## Scale: thousands of MicroVMs (simulated driver)\n\n");
     body.push_str(&describe());
-    for &placement in &placements {
-        let runs: Vec<&Run> = runs.iter().filter(|r| r.placement == placement).collect();
-        body.push_str(&match placement {
-            Placement::Operator => "### Operator placement (2 agents)\n\n".to_owned(),
-            Placement::Raft => "### Raft placement (3 agents, `--raft`)\n\n".to_owned(),
-        });
-        body.push_str(&table(&runs));
-        body.push_str(&growth(&runs));
-        if placement == Placement::Raft {
-            body.push_str(&raft_table(&runs));
-        }
-    }
+    body.push_str(&table(&runs));
+    body.push_str(&growth(&runs));
+    body.push_str(&raft_table(&runs));
     body.push_str(
         "Targets: 10,000 VMs Running ≤ 60 s after the last create; operator peak RSS ≤ 200 MB at 10,000. What would \
          change it: the build profile (a debug build is several times slower), real QEMU (each VM then costs a \
-         process and its memory), more agents, and for Raft placement the disk (every commit waits for fsyncs \
-         on two of the three agents, which here share one disk).\n",
+         process and its memory), more agents, and the disk (every commit waits for fsyncs on two of the three \
+         agents, which here share one disk).\n",
     );
     println!("{body}");
     if write {
@@ -453,9 +403,9 @@ fn describe() -> String {
         "Command: `cargo build {release}-p quiver-agent -p quiver-operator && cargo run {release}-p quiver-benches --bin bench-scale` \
          (dev control plane in the benchmark's process, `quiver-operator run` as its own process, `quiver-agent` \
          processes on the **simulated driver**: no QEMU runs, each VM is a record and two timers (launch 50 ms, \
-         ready 200 ms); 2 cores). Each size runs in a fresh cluster, first with the operator placing VMs, then \
-         with the agents' Raft group placing them (the operator sends each VM to an agent, which commits it to \
-         the ledger; redb on disk, fsync on). RSS is the kernel's peak (`VmHWM`); CPU seconds are user + system \
+         ready 200 ms); 2 cores). Each size runs in a fresh cluster of {AGENTS} agents whose Raft group places \
+         the VMs (the operator sends each VM to an agent, which commits it to the ledger; redb on disk, fsync \
+         on). RSS is the kernel's peak (`VmHWM`); CPU seconds are user + system \
          over the whole run divided by the number of VMs.\n\n"
     )
 }
@@ -513,7 +463,7 @@ fn raft_table(runs: &[&Run]) -> String {
         "| VMs | log entries applied (first create → all Running) | entries / s | VMs / s (first create → all Running) | ledger VMs | snapshot size | snapshot build (serialize + durable write) | raft.redb size |\n|---|---|---|---|---|---|---|---|\n",
     );
     for r in runs {
-        let Some(raft) = &r.raft else { continue };
+        let raft = &r.raft;
         let burst = (r.create + r.to_running).as_secs_f64().max(1e-9);
         table.push_str(&format!(
             "| {} | {} | {:.0} | {:.0} | {} | {:.1} MB | {} | {:.1} MB |\n",

@@ -17,6 +17,23 @@ use crate::convert::put_request;
 use crate::status::Assignment;
 use crate::{Error, Result};
 
+/// Why a VM no agent took waits: no Host at all, or none of their agents answered.
+fn no_agent(ctx: &Context, why: &str) -> Assignment {
+    if ctx.cluster.hosts().is_empty() {
+        return Assignment::Unschedulable {
+            reason: "NoHosts".to_owned(),
+            message: "no Host is registered: no agent can take the VM".to_owned(),
+        };
+    }
+    Assignment::Unschedulable {
+        reason: "HostsUnreachable".to_owned(),
+        message: format!("waiting for a host: no agent took the VM ({why}); retried"),
+    }
+}
+
+/// The reason of an unplaced VM whose agent gave none.
+const NO_HOST_FITS: &str = "NoHostFits";
+
 /// The assignment and the agent report to publish for `vm`.
 pub async fn place(
     vm: &MicroVM,
@@ -33,13 +50,15 @@ pub async fn place(
     } else {
         match ctx.cluster.put_vm_anywhere(put_request(vm, uid, 0)).await {
             Ok(status) => Some(status),
-            Err(Error::Agent(refused)) => {
-                let message = refused.to_string();
-                let host = "any".to_owned();
+            Err(Error::Rejected { host, source }) => {
+                let message = source.to_string();
                 return Ok((Assignment::Rejected { host, message }, None));
             }
             Err(Error::Unreachable(why)) => {
                 tracing::info!(vm = %vm.name_any(), %why, "no agent took the VM; will retry");
+                if reported.is_none() {
+                    return Ok((no_agent(ctx, &why), None));
+                }
                 reported
             }
             Err(other) => return Err(other),
@@ -48,7 +67,11 @@ pub async fn place(
     Ok(match status {
         Some(s) if s.host.is_empty() && !s.message.is_empty() => (
             Assignment::Unschedulable {
-                reason: "NoHostFits",
+                reason: if s.reason.is_empty() {
+                    NO_HOST_FITS.to_owned()
+                } else {
+                    s.reason
+                },
                 message: format!(
                     "{}; the Raft leader places it as soon as a host fits (check `kubectl get qh`)",
                     s.message
@@ -67,7 +90,7 @@ pub async fn place(
         }
         _ => (
             Assignment::Unschedulable {
-                reason: "NoHostFits",
+                reason: NO_HOST_FITS.to_owned(),
                 message: "no host has room for the VM or matches its nodeSelector; the Raft \
                           leader places it as soon as one does (check `kubectl get qh`)"
                     .to_owned(),

@@ -1,11 +1,11 @@
 //! The controllers and what they share.
 //!
-//! [`run`] wires the MicroVM and Host controllers to one [`Context`]: the agent cluster client,
-//! reflector stores of both kinds, the event publisher and the operator's own memory of where it
-//! placed VMs. Agent status streams wake the MicroVM controller per VM; a Host becoming Ready,
-//! NotReady or changing labels/capacity wakes every MicroVM (placement may change).
+//! [`run`] wires the MicroVM, Host and Rollout controllers to one [`Context`]: the agent
+//! cluster client, reflector stores of Hosts and MicroVMs and the event publisher. Agent status
+//! streams wake the MicroVM controller per VM; a Host becoming Ready, NotReady or changing
+//! labels/capacity, or an agent becoming reachable, wakes every MicroVM (its status, or a put
+//! that found no agent, may change).
 
-pub mod allocations;
 pub mod events;
 pub mod host;
 pub mod ledger;
@@ -53,9 +53,6 @@ pub struct ControllerConfig {
     pub instance: String,
     /// How agents are reached: client certificate, Iroh endpoint, transport.
     pub agents: AgentAccess,
-    /// The agents form a Raft group that places VMs: the operator sends each VM to any agent
-    /// and follows where the group runs it (no placement of its own).
-    pub raft: bool,
     /// Reconcile counts and times, and cache gauges while the controllers run.
     pub metrics: Arc<OperatorMetrics>,
 }
@@ -66,7 +63,6 @@ impl Default for ControllerConfig {
             heartbeat_interval: Duration::from_secs(2),
             instance: "quiver-operator".to_owned(),
             agents: AgentAccess::grpc(None),
-            raft: false,
             metrics: Arc::default(),
         }
     }
@@ -83,11 +79,6 @@ pub struct Context {
     hosts_listed: watch::Receiver<bool>,
     pub vms: Store<MicroVM>,
     pub config: ControllerConfig,
-    /// uid → host the operator sent the VM to (survives until the VM is cleaned up).
-    assignments: Mutex<HashMap<String, String>>,
-    /// Serializes placement so that concurrent reconciles never double-book a host, and
-    /// guards the memory in use per host that placement reads.
-    pub(crate) placing: tokio::sync::Mutex<allocations::Allocations>,
     /// Last seen (ready, labels, capacity) per host; a change wakes every MicroVM.
     host_seen: Mutex<HashMap<String, String>>,
     /// Readiness per host as the Host controller last computed it. The Host store lags
@@ -113,18 +104,6 @@ impl Context {
     /// Wakes the Rollout controller: a Host's status changed.
     pub(crate) fn host_status_changed(&self) {
         let _ = self.host_status_changed.send(());
-    }
-
-    pub(crate) fn assignment(&self, uid: &str) -> Option<String> {
-        lock(&self.assignments).get(uid).cloned()
-    }
-
-    pub(crate) fn assign(&self, uid: &str, host: &str) {
-        lock(&self.assignments).insert(uid.to_owned(), host.to_owned());
-    }
-
-    pub(crate) fn forget(&self, uid: &str) {
-        lock(&self.assignments).remove(uid);
     }
 
     /// Waits until the Host store holds its first full list ("no Host" means none exists).
@@ -165,7 +144,7 @@ impl Context {
         lock(&self.host_ready).get(host).copied()
     }
 
-    /// Wakes every MicroVM when what placement sees of `host` changed.
+    /// Wakes every MicroVM when what their status reads of `host` changed.
     pub(crate) fn host_seen(&self, host: &str, ready: Option<bool>, fingerprint: &str) {
         match ready {
             Some(r) => lock(&self.host_ready).insert(host.to_owned(), r),
@@ -202,8 +181,8 @@ pub async fn run(
         })
         .applied_objects();
     let host_ctl = Controller::for_stream(host_events, host_store);
-    // Placement reads Hosts and agents' reach: a change of either may place a waiting VM.
-    let placement_changed = futures::stream::select(
+    // A VM's status reads its Host, and a put waits for a reachable agent.
+    let hosts_or_agents_changed = futures::stream::select(
         UnboundedReceiverStream::new(hosts_rx),
         UnboundedReceiverStream::new(wakeups.agents),
     );
@@ -221,7 +200,7 @@ pub async fn run(
     let vm_ctl = Controller::for_stream(vm_events, vm_store)
         .with_config(controller::Config::default().concurrency(MICROVM_RECONCILES))
         .reconcile_on(UnboundedReceiverStream::new(wakeups.vms))
-        .reconcile_all_on(placement_changed);
+        .reconcile_all_on(hosts_or_agents_changed);
     let rollout_ctl = Controller::new(
         Api::<Rollout>::all(client.clone()),
         watcher::Config::default(),
@@ -241,8 +220,6 @@ pub async fn run(
         hosts_listed,
         vms: vm_ctl.store(),
         config,
-        assignments: Mutex::new(HashMap::new()),
-        placing: tokio::sync::Mutex::new(allocations::Allocations::default()),
         host_seen: Mutex::new(HashMap::new()),
         host_ready: Mutex::new(HashMap::new()),
         hosts_changed,
