@@ -19,7 +19,6 @@ schema = json.load(open(f"{chart}/values.schema.json"))
 
 # Everything optional on, and a fixed Iroh key Secret name: the chart-made key is random per render.
 base = copy.deepcopy(values)
-base["raft"]["enabled"] = True
 base["operator"]["iroh"]["existingSecret"] = "fixed-iroh"
 base["agent"]["kvm"]["mode"] = "devicePlugin"
 base["agent"]["metrics"]["serviceMonitor"]["enabled"] = True
