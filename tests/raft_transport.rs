@@ -1,8 +1,10 @@
 //! The Raft service's transport in a fleet of agent processes: the group forms over gRPC
 //! (the default transport; mutual TLS from the cluster CA, each member's gRPC address taken
-//! from its Host), and `Host.spec.transport.raft` (a `kubectl patch`, applied by the operator
-//! through the Admin service) moves one agent's Raft service to Iroh and another's to both
-//! while the group keeps committing puts and renewing every lease.
+//! from its Host), and `Host.spec.transport.raft` (a `kubectl patch`, which the leader commits
+//! to the placement ledger; no operator runs) moves one agent's Raft service to Iroh and
+//! another's to both while the group keeps committing puts and renewing every lease. A
+//! restarted agent serves the ledger's transports again by itself, and an agent in the group
+//! refuses the Admin service's `SetTransports`: the ledger is the one source.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -78,7 +80,8 @@ async fn a_host_patch_moves_raft_between_transports_while_the_group_commits() ->
     if guest_dir().is_none() {
         return Ok(());
     }
-    let cluster = TestCluster::start_simulated(3).await?;
+    let mut cluster = TestCluster::start_simulated(3).await?;
+    cluster.stop_operator().await;
     formed(&cluster).await?;
     // Formed over gRPC: the default transport of every service, Raft included.
     for i in 0..HOSTS.len() {
@@ -121,6 +124,25 @@ async fn a_host_patch_moves_raft_between_transports_while_the_group_commits() ->
         grpc_on_1,
         "agent-1 answers no Raft call over gRPC once its Raft service is on Iroh"
     );
+    let refused = cluster
+        .agent_client(0)
+        .await?
+        .set_transports(vec![proto::ServiceTransport {
+            service: "vm".into(),
+            mode: proto::TransportMode::Iroh as i32,
+        }])
+        .await
+        .expect_err("SetTransports in a group");
+    assert!(refused.to_string().contains("Raft group"), "{refused}");
+
+    cluster.restart_agent("agent-1").await?;
+    eventually(WAIT, "restarted agent-1 serving Raft over Iroh", || async {
+        let all = statuses(&cluster).await;
+        let mode = all.get("agent-1").and_then(|s| serving(s, "raft"));
+        Ok((mode == Some(quiver_rpc::TransportMode::Iroh)).then_some(()))
+    })
+    .await?;
+    formed(&cluster).await?;
     for uid in &uids {
         eventually(WAIT, "a put VM running", || async {
             for i in 0..HOSTS.len() {

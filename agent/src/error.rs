@@ -23,11 +23,16 @@ pub enum Error {
     #[error("stale epoch for vm {uid}: got {got}, applied {applied}")]
     StaleEpoch { uid: String, got: u64, applied: u64 },
 
-    /// QEMU (or `qemu-img`) could not start the VM; carries its stderr.
     /// The request conflicts with the VM's current state (e.g. put while deleting).
     #[error("conflict: {0}")]
     Conflict(String),
 
+    /// The request does not apply in this agent's state (e.g. `SetTransports` in a Raft
+    /// group, whose transports come from the ledger).
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+
+    /// QEMU (or `qemu-img`) could not start the VM; carries its stderr.
     #[error("launch failed: {message}")]
     Launch { message: String },
 
@@ -93,6 +98,7 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::StaleEpoch { .. } => "stale_epoch",
             Error::Conflict(_) => "conflict",
+            Error::FailedPrecondition(_) => "failed_precondition",
             Error::Launch { .. } => "launch",
             Error::Qmp(_) => "qmp",
             Error::Io { .. } => "io",
@@ -113,7 +119,7 @@ impl Error {
         match self {
             Error::InvalidArgument { .. } => Code::InvalidArgument,
             Error::NotFound { .. } => Code::NotFound,
-            Error::StaleEpoch { .. } => Code::FailedPrecondition,
+            Error::StaleEpoch { .. } | Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Conflict(_) => Code::Aborted,
             Error::ShuttingDown | Error::Unavailable(_) | Error::Injected(_) => Code::Unavailable,
             Error::NotServed { .. } => Code::Unimplemented,

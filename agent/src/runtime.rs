@@ -131,6 +131,9 @@ pub async fn run(
             None
         }
     };
+    // What each service is served on now: the flag's modes, then, in a Raft group, what the
+    // ledger holds for this host.
+    let serving = ServingModes::new(modes.clone());
     let cluster = match &config.kubeconfig {
         Some(kubeconfig) => {
             let me = NodeAddr {
@@ -159,6 +162,8 @@ pub async fn run(
                 kube: crate::registration::kube_client(kubeconfig).await?,
                 hosts: hosts_rx,
                 manager: manager.clone(),
+                modes: serving.clone(),
+                own_modes: modes.clone(),
             };
             Some(crate::cluster::Cluster::start(config.raft.cluster_config(), node, wiring).await?)
         }
@@ -171,7 +176,7 @@ pub async fn run(
         manager.clone(),
         info,
         Arc::new(Metrics::new()),
-        ServingModes::new(modes.clone()),
+        serving,
         IrohHealth {
             peers: peers.clone(),
             access: allowlist.clone(),

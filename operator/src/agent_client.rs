@@ -392,21 +392,6 @@ impl AgentCluster {
         outcome
     }
 
-    /// Asks `host`'s agent to serve `services` on the given transports; returns what it
-    /// serves afterwards.
-    pub async fn set_transports(
-        &self,
-        host: &str,
-        services: Vec<proto::ServiceTransport>,
-        timeout: Duration,
-    ) -> Result<Vec<proto::ServiceTransport>> {
-        let client = self.client(host).await?;
-        tokio::time::timeout(timeout, client.set_transports(services))
-            .await
-            .map_err(|_| Error::Unreachable(format!("{host}: SetTransports timed out")))?
-            .map_err(Error::from)
-    }
-
     /// `host`'s agent's RPC counters and histograms (the Monitoring service).
     pub async fn metrics(&self, host: &str, timeout: Duration) -> Result<proto::MetricsSnapshot> {
         let client = self.client(host).await?;

@@ -1,6 +1,6 @@
 //! Every conversion between the CRD types and `quiver.v1`, each once: MicroVM spec → the
 //! agent's `PutVmRequest`, the agent's reports (phase, forwarded ports) → MicroVM status, and
-//! transports (`Host.spec.transport` → `SetTransports`, the agent's report → `Host.status`).
+//! transports (the agent's report → `Host.status`).
 //!
 //! They live here rather than in `quiver-rpc` so that the RPC crate stays free of Kubernetes
 //! types; conversions between `quiver.v1` and the agent's own types live in the agent.
@@ -12,32 +12,11 @@ use quiver_crds::{
 };
 use quiver_rpc::{ServiceName, TransportMode, proto};
 
-#[must_use]
-pub fn transport_mode(t: Transport) -> TransportMode {
-    match t {
-        Transport::Grpc => TransportMode::Grpc,
-        Transport::Iroh => TransportMode::Iroh,
-        Transport::Dual => TransportMode::Dual,
-    }
-}
-
 fn transport_from_mode(m: TransportMode) -> Transport {
     match m {
         TransportMode::Grpc => Transport::Grpc,
         TransportMode::Iroh => Transport::Iroh,
         TransportMode::Dual => Transport::Dual,
-    }
-}
-
-/// The agent's service of a CRD service name.
-fn service_name(s: Service) -> ServiceName {
-    match s {
-        Service::Health => ServiceName::Health,
-        Service::Status => ServiceName::Status,
-        Service::Vm => ServiceName::Vm,
-        Service::Monitoring => ServiceName::Monitoring,
-        Service::Admin => ServiceName::Admin,
-        Service::Raft => ServiceName::Raft,
     }
 }
 
@@ -50,18 +29,6 @@ fn service_from_name(s: ServiceName) -> Service {
         ServiceName::Admin => Service::Admin,
         ServiceName::Raft => Service::Raft,
     }
-}
-
-/// A transport target as a `SetTransports` list of every service the agent serves.
-#[must_use]
-pub fn service_transports(target: &TransportTarget) -> Vec<proto::ServiceTransport> {
-    Service::ALL
-        .into_iter()
-        .map(|s| proto::ServiceTransport {
-            service: service_name(s).as_str().to_owned(),
-            mode: transport_mode(target.for_service(s)).to_proto() as i32,
-        })
-        .collect()
 }
 
 /// `Host.status.transports`: per service, what `desired` asks for (the agent's own setting when

@@ -33,6 +33,11 @@ pub struct HostEntry {
     /// Draining: no new VMs, and those here move away, each stopped here before it starts
     /// elsewhere ([`Ledger::releases`]).
     pub draining: bool,
+    /// The transport of each service this host is to serve (`vm` → `iroh`), from its Host's
+    /// `spec.transport`; empty: the agent's own setting. Opaque to the ledger: the agent
+    /// checks the names when it applies them.
+    #[serde(default)]
+    pub transports: BTreeMap<String, String>,
 }
 
 /// A VM the operator wants running, with what placement needs to know of it.
@@ -100,6 +105,12 @@ pub enum Command {
         host: String,
         unschedulable: bool,
         drain: bool,
+    },
+    /// The transports `host` is to serve, per service (empty: its own setting). Changes no
+    /// placement.
+    SetTransports {
+        host: String,
+        services: BTreeMap<String, String>,
     },
     /// `host` no longer runs any copy of `uid` (its QEMU has exited): a copy placed elsewhere
     /// during a drain may start.
@@ -268,6 +279,10 @@ impl Ledger {
                         self.place_unassigned(&mut out);
                     }
                 }
+                None => out.note = Some(format!("no host {host}")),
+            },
+            Command::SetTransports { host, services } => match self.hosts.get_mut(host) {
+                Some(entry) => entry.transports.clone_from(services),
                 None => out.note = Some(format!("no host {host}")),
             },
             Command::Released { uid, host } => {
@@ -733,6 +748,38 @@ mod tests {
             drain: true,
         });
         assert_eq!(at(&l, "g"), None, "drained, and nowhere else matches");
+    }
+
+    #[test]
+    fn a_hosts_transports_are_kept_until_changed_and_go_with_the_host() {
+        let mut l = Ledger::default();
+        let iroh = BTreeMap::from([("vm".to_owned(), "iroh".to_owned())]);
+        let set = |host: &str, services: &BTreeMap<String, String>| Command::SetTransports {
+            host: host.into(),
+            services: services.clone(),
+        };
+        let unknown = l.apply(&set("a", &iroh));
+        assert_eq!(unknown.note.as_deref(), Some("no host a"));
+        l.apply(&host("a", 1024));
+        let set_outcome = l.apply(&set("a", &iroh));
+        assert_eq!(set_outcome, Outcome::default(), "no note and nothing moved");
+        l.apply(&host("a", 2048));
+        assert_eq!(l.hosts["a"].transports, iroh, "re-registering keeps them");
+        let stored: Ledger =
+            serde_json::from_str(&serde_json::to_string(&l).expect("json")).expect("read back");
+        assert_eq!(
+            stored.hosts["a"].transports, iroh,
+            "they are replicated state"
+        );
+        l.apply(&set("a", &BTreeMap::new()));
+        assert!(l.hosts["a"].transports.is_empty(), "empty: the agent's own");
+        l.apply(&set("a", &iroh));
+        l.apply(&Command::RemoveHost { name: "a".into() });
+        l.apply(&host("a", 1024));
+        assert!(
+            l.hosts["a"].transports.is_empty(),
+            "a removed host's go with it"
+        );
     }
 
     fn schedule(host: &str, unschedulable: bool, drain: bool) -> Command {

@@ -56,7 +56,7 @@ fn labels(rng: &mut StdRng) -> BTreeMap<String, String> {
 }
 
 fn command(rng: &mut StdRng) -> Command {
-    match rng.random_range(0..10) {
+    match rng.random_range(0..11) {
         0 => Command::RegisterHost {
             name: name(rng, "h"),
             cpus: small(rng),
@@ -89,6 +89,10 @@ fn command(rng: &mut StdRng) -> Command {
             uid: name(rng, "vm"),
         },
         7 => Command::Rebalance,
+        8 => Command::SetTransports {
+            host: name(rng, "h"),
+            services: labels(rng),
+        },
         _ => Command::PutVm(DesiredVm {
             uid: name(rng, "vm"),
             generation: match rng.random_range(0..5) {

@@ -151,7 +151,8 @@ impl Duties {
     }
 
     /// RegisterHost for Hosts the ledger lacks or has with other capacity or labels;
-    /// Schedule for a changed cordon or drain; RemoveHost for ledger hosts whose Host is gone.
+    /// Schedule for a changed cordon or drain; SetTransports for a changed `spec.transport`;
+    /// RemoveHost for ledger hosts whose Host is gone.
     async fn sync_hosts(&self, members: &[Member]) {
         let commands: Vec<Command> = self.node.machine.with_ledger(|l| {
             let mut commands: Vec<Command> = members
@@ -180,6 +181,21 @@ impl Duties {
                         host: m.host.clone(),
                         unschedulable: m.unschedulable,
                         drain: m.drain,
+                    }),
+            );
+            // A host new to the ledger gets its transports in the same pass, after its
+            // RegisterHost.
+            commands.extend(
+                members
+                    .iter()
+                    .filter(|m| {
+                        l.hosts
+                            .get(&m.host)
+                            .map_or(!m.transports.is_empty(), |h| h.transports != m.transports)
+                    })
+                    .map(|m| Command::SetTransports {
+                        host: m.host.clone(),
+                        services: m.transports.clone(),
                     }),
             );
             let registered: BTreeSet<&str> = members.iter().map(|m| m.host.as_str()).collect();

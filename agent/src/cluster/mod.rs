@@ -30,14 +30,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
-use quiver_crds::Host;
+use quiver_crds::{Host, Service, Transport, TransportTarget};
 use quiver_raft::addr::{GrpcAddr, NodeAddr};
 use quiver_raft::lease::{Holder, LeaseConfig};
 use quiver_raft::ledger::{Assignment, DesiredVm};
 use quiver_raft::{Command, Outcome, ProposeError, RaftNode, Timing, node_id};
 use quiver_rpc::iroh::{EndpointAddr, EndpointId};
+use quiver_rpc::{ServiceName, TransportMode, TransportModes};
 use tokio::sync::watch;
 
+use crate::services::ServingModes;
 use crate::vm::VmManager;
 use crate::{Error, Result};
 
@@ -72,6 +74,8 @@ pub struct Member {
     /// `spec.unschedulable` (cordon) and `spec.drain` of the Host.
     pub unschedulable: bool,
     pub drain: bool,
+    /// `spec.transport` of the Host: every service's transport by name (empty when unset).
+    pub transports: BTreeMap<String, String>,
 }
 
 impl Member {
@@ -101,8 +105,50 @@ impl Member {
             labels: host.metadata.labels.clone().unwrap_or_default(),
             unschedulable: host.spec.unschedulable,
             drain: host.spec.drain,
+            transports: host
+                .spec
+                .transport
+                .as_ref()
+                .map(transports_by_name)
+                .unwrap_or_default(),
         })
     }
+}
+
+/// A Host's `spec.transport` as the ledger keeps it: every service's transport, by name.
+fn transports_by_name(target: &TransportTarget) -> BTreeMap<String, String> {
+    Service::ALL
+        .into_iter()
+        .map(|s| {
+            let mode = match target.for_service(s) {
+                Transport::Grpc => TransportMode::Grpc,
+                Transport::Iroh => TransportMode::Iroh,
+                Transport::Dual => TransportMode::Dual,
+            };
+            (s.as_str().to_owned(), mode.as_str().to_owned())
+        })
+        .collect()
+}
+
+/// What this host serves: its own setting (`--transport`), with each service the ledger
+/// names for it on the ledger's transport. Entries that do not parse are skipped and named.
+#[must_use]
+pub fn serving(
+    own: &TransportModes,
+    ledger: &BTreeMap<String, String>,
+) -> (TransportModes, Vec<String>) {
+    let mut modes = own.clone();
+    let mut skipped = Vec::new();
+    for (service, mode) in ledger {
+        match (
+            service.parse::<ServiceName>(),
+            mode.parse::<TransportMode>(),
+        ) {
+            (Ok(service), Ok(mode)) => modes.set(service, mode),
+            _ => skipped.push(format!("{service}={mode}")),
+        }
+    }
+    (modes, skipped)
 }
 
 /// How long a proposal may wait for a leader.
@@ -133,6 +179,10 @@ pub struct Wiring {
     /// Registered Hosts, `None` until first listed.
     pub hosts: watch::Receiver<Option<Vec<Host>>>,
     pub manager: VmManager,
+    /// The transports served now, which follow the ledger's entry for this host, and the
+    /// agent's own setting they fall back to.
+    pub modes: ServingModes,
+    pub own_modes: TransportModes,
 }
 
 impl Cluster {
@@ -166,6 +216,11 @@ impl Cluster {
                 .renew(lease_tx, wiring.data_dir.clone(), resumed),
         );
         tokio::spawn(cluster.clone().follow(wiring.manager.clone()));
+        tokio::spawn(
+            cluster
+                .clone()
+                .serve_transports(wiring.modes, wiring.own_modes),
+        );
         tokio::spawn(cluster.clone().lead(wiring.hosts));
         Ok(cluster)
     }
@@ -325,6 +380,33 @@ impl Cluster {
         }
     }
 
+    /// Serves the transports the ledger holds for this host, from the first applied entry
+    /// on (so a restarted agent serves them again before anyone asks).
+    async fn serve_transports(self, modes: ServingModes, own: TransportModes) {
+        let mut applied = self.node.raft.metrics();
+        let mut warned = Vec::new();
+        loop {
+            let wanted = self.node.machine.with_ledger(|l| {
+                l.hosts
+                    .get(&self.host)
+                    .map(|h| h.transports.clone())
+                    .unwrap_or_default()
+            });
+            let (next, skipped) = serving(&own, &wanted);
+            if !skipped.is_empty() && skipped != warned {
+                tracing::warn!(
+                    ?skipped,
+                    "the ledger names transports this agent does not know"
+                );
+                warned = skipped;
+            }
+            modes.replace(next);
+            if applied.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Tells the group this host's copy of `uid` is gone, so its new copy may start.
     async fn release(&self, uid: String) {
         let host = self.host.clone();
@@ -402,5 +484,35 @@ impl Cluster {
             leader,
             lease_valid: self.lease_valid(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hosts_transport_names_every_service_and_overrides_the_agents_own_setting() {
+        let target = TransportTarget {
+            raft: Some(Transport::Iroh),
+            ..TransportTarget::all(Transport::Dual)
+        };
+        let names = transports_by_name(&target);
+        assert_eq!(names.len(), Service::ALL.len());
+        assert_eq!(names["raft"], "iroh");
+        assert_eq!(names["vm"], "dual");
+        let own = TransportModes::all(TransportMode::Grpc);
+        let (modes, skipped) = serving(&own, &names);
+        assert!(skipped.is_empty());
+        assert_eq!(modes.get(ServiceName::Raft), TransportMode::Iroh);
+        assert_eq!(modes.get(ServiceName::Admin), TransportMode::Dual);
+        assert_eq!(serving(&own, &BTreeMap::new()).0, own, "no entry: its own");
+        let garbled = BTreeMap::from([
+            ("vm".to_owned(), "pigeon".to_owned()),
+            ("nope".to_owned(), "grpc".to_owned()),
+        ]);
+        let (modes, skipped) = serving(&own, &garbled);
+        assert_eq!(modes, own);
+        assert_eq!(skipped, ["nope=grpc", "vm=pigeon"]);
     }
 }

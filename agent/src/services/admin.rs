@@ -1,5 +1,7 @@
 //! The Admin service: the transport each service is served on right now ([`ServingModes`],
-//! shared by both adapters), changed by `SetTransports`.
+//! shared by both adapters), changed by `SetTransports` on a standalone agent. An agent in a
+//! Raft group serves what the placement ledger holds for its host instead (from its Host's
+//! `spec.transport`, [`crate::cluster`]), and refuses `SetTransports`: one source of truth.
 //!
 //! Both listeners always run; the mode decides which services answer on each. A call is
 //! checked once, when it arrives: a call already running finishes on its transport when its
@@ -46,6 +48,18 @@ impl ServingModes {
             .clone()
     }
 
+    /// Serves `next` from now on.
+    pub fn replace(&self, next: TransportModes) {
+        let mut modes = self
+            .modes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *modes != next {
+            tracing::info!(from = %modes, to = %next, "transports changed");
+            *modes = next;
+        }
+    }
+
     /// Applies `changes` (all or none) and returns every service's mode after them.
     pub fn apply(&self, changes: &[proto::ServiceTransport]) -> Result<TransportModes> {
         let mut modes = self
@@ -68,17 +82,26 @@ impl ServingModes {
 #[derive(Clone, Debug)]
 pub struct AdminService {
     modes: ServingModes,
+    /// In a Raft group, where the transports come from instead.
+    in_group: bool,
 }
 
 impl AdminService {
-    pub fn new(modes: ServingModes) -> Self {
-        AdminService { modes }
+    pub fn new(modes: ServingModes, in_group: bool) -> Self {
+        AdminService { modes, in_group }
     }
 
     pub fn set_transports(
         &self,
         req: &proto::SetTransportsRequest,
     ) -> Result<proto::SetTransportsResponse> {
+        if self.in_group {
+            return Err(Error::FailedPrecondition(
+                "this agent is in a Raft group: it serves the transports of its Host's \
+                 spec.transport, committed to the placement ledger (kubectl patch qh)"
+                    .into(),
+            ));
+        }
         let modes = self.modes.apply(&req.services)?;
         Ok(proto::SetTransportsResponse {
             services: modes.to_proto(),

@@ -60,6 +60,7 @@ impl Services {
         cluster: Option<crate::cluster::Cluster>,
         raft: Option<RaftService>,
     ) -> Self {
+        let in_group = cluster.is_some();
         Services {
             health: HealthService,
             status: StatusService {
@@ -70,7 +71,7 @@ impl Services {
             },
             vm: VmService::new(manager.clone(), cluster),
             monitoring: MonitoringService::new(manager, metrics.clone(), iroh),
-            admin: AdminService::new(modes.clone()),
+            admin: AdminService::new(modes.clone(), in_group),
             raft,
             metrics,
             modes,

@@ -3,9 +3,11 @@
 //! Registration is split: each agent writes its own Host `spec` (`agent/src/registration.rs`,
 //! from the agent's `--kubeconfig`), and this controller heartbeats it: it polls the agent's Status service every
 //! `heartbeat_interval` and writes `status` (addresses, endpoint id, capacity, allocation,
-//! transports, heartbeat, Ready). When `spec.transport` differs from what the agent serves, it
-//! asks the agent to switch (Admin service) first. After more than three missed intervals the host turns NotReady, which the MicroVM
-//! controller surfaces on the VMs placed there.
+//! transports, heartbeat, Ready). The agents' Raft leader commits `spec.transport` to the
+//! placement ledger and each agent serves what it holds for its host; while a host serves
+//! other transports than its spec asks for, this controller polls it every
+//! [`SWITCH_POLL`] to report the switch promptly. After more than three missed intervals the
+//! host turns NotReady, which the MicroVM controller surfaces on the VMs placed there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +17,16 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use quiver_crds::condition::READY;
-use quiver_crds::{API_VERSION, Host, HostResources, HostSpec, HostStatus, TransportTarget};
+use quiver_crds::{API_VERSION, Host, HostResources, HostSpec, HostStatus};
 use quiver_rpc::proto;
 
 use super::{Context, FIELD_MANAGER};
 use crate::convert;
 use crate::status::{Conditions, now};
 use crate::{Error, Result};
+
+/// How often a host is polled while it switches transports.
+pub const SWITCH_POLL: Duration = Duration::from_millis(200);
 
 /// Heartbeats missed before a host is NotReady.
 pub const MISSED_HEARTBEATS: u32 = 3;
@@ -30,12 +35,9 @@ pub async fn reconcile(host: Arc<Host>, ctx: Arc<Context>) -> Result<Action> {
     let name = host.name_any();
     let interval = ctx.config.heartbeat_interval;
     ctx.sync_agents();
-    let mut report = ctx.cluster.agent_status(&name, interval).await;
+    let report = ctx.cluster.agent_status(&name, interval).await;
     if let Err(e) = &report {
         tracing::debug!(host = %name, error = %e, "heartbeat failed");
-    }
-    if let (Ok(status), Some(target)) = (&mut report, &host.spec.transport) {
-        apply_transports(&ctx, &name, target, status, interval).await;
     }
     let desired = host_status(
         &host.spec,
@@ -65,30 +67,15 @@ pub async fn reconcile(host: Arc<Host>, ctx: Arc<Context>) -> Result<Action> {
             host.spec.drain
         ),
     );
-    Ok(Action::requeue(interval))
-}
-
-/// Asks the agent to serve what `target` says when its report differs, and updates `report`
-/// with what it serves afterwards. A failure is logged and retried at the next heartbeat.
-async fn apply_transports(
-    ctx: &Context,
-    host: &str,
-    target: &TransportTarget,
-    report: &mut proto::AgentStatus,
-    timeout: Duration,
-) {
-    let wanted = convert::service_transports(target);
-    let differs = wanted.iter().any(|w| !report.transports.contains(w));
-    if !differs {
-        return;
-    }
-    match ctx.cluster.set_transports(host, wanted, timeout).await {
-        Ok(now) => {
-            tracing::info!(%host, "transports applied");
-            report.transports = now;
-        }
-        Err(e) => tracing::warn!(%host, error = %e, "applying Host.spec.transport failed"),
-    }
+    let switching = desired
+        .transports
+        .iter()
+        .any(|t| t.actual != Some(t.desired));
+    Ok(Action::requeue(if switching && report.is_ok() {
+        SWITCH_POLL.min(interval)
+    } else {
+        interval
+    }))
 }
 
 // The signature is the one `Controller::run` calls.
