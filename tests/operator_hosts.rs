@@ -109,8 +109,34 @@ async fn a_cordoned_host_takes_no_new_vm_and_a_drained_one_hands_its_vm_over() -
                 .await
         }
     };
+    // A cordon takes effect once the agents' Raft leader committed it to the ledger, which
+    // the host's status says.
+    let committed = |host: &str, schedulable: &str| {
+        let (k, host, schedulable) = (k.clone(), host.to_owned(), schedulable.to_owned());
+        async move {
+            quiver_tests::eventually(
+                Duration::from_secs(30),
+                &format!("{host} schedulable: {schedulable}"),
+                || async {
+                    let now = k
+                        .run(&[
+                            "get",
+                            "qh",
+                            &host,
+                            "-o",
+                            "jsonpath={.status.raft.schedulable}",
+                        ])
+                        .await?;
+                    Ok((now == schedulable).then_some(()))
+                },
+            )
+            .await
+        }
+    };
     cluster.wait_host_ready("agent-1").await?;
+    committed("agent-1", "true").await?;
     patch("agent-1", r#"{"unschedulable":true}"#).await?;
+    committed("agent-1", "false").await?;
     cluster.apply_vm(&guest, "first", "").await?;
     let first = k
         .wait_vm_phase("first", "Running", Duration::from_secs(60))
@@ -118,6 +144,7 @@ async fn a_cordoned_host_takes_no_new_vm_and_a_drained_one_hands_its_vm_over() -
     assert_eq!(first.host, "agent-0", "agent-1 is cordoned");
 
     patch("agent-0", r#"{"unschedulable":true}"#).await?;
+    committed("agent-0", "false").await?;
     cluster.apply_vm(&guest, "second", "").await?;
     let waiting = k
         .wait_vm(

@@ -412,6 +412,7 @@ impl Host {
                 term: 1,
                 applied_index: 0,
                 leader: None,
+                schedulable: Some(true),
             }),
             ..Default::default()
         });

@@ -182,6 +182,11 @@ pub struct RaftStatus {
     /// Name of the Host this agent believes is the leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
+    /// Whether the placement ledger (as this agent applied it) places new VMs here: the host
+    /// is registered, up, not cordoned and not draining. A cordon or drain in `spec` has taken
+    /// effect once this is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedulable: Option<bool>,
 }
 
 /// Raft role of an agent; see `status.raft.role`.

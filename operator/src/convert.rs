@@ -141,6 +141,7 @@ pub fn raft_status(info: &proto::RaftInfo) -> Option<quiver_crds::RaftStatus> {
         term: info.term,
         applied_index: info.applied_index,
         leader: (!info.leader.is_empty()).then(|| info.leader.clone()),
+        schedulable: Some(info.schedulable),
     })
 }
 

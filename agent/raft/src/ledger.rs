@@ -489,7 +489,15 @@ impl Ledger {
 }
 
 fn usable(host: &HostEntry) -> bool {
-    !host.down && !host.unschedulable && !host.draining
+    host.takes_new_vms()
+}
+
+impl HostEntry {
+    /// Placement may put new VMs here: not down, cordoned or draining.
+    #[must_use]
+    pub fn takes_new_vms(&self) -> bool {
+        !self.down && !self.unschedulable && !self.draining
+    }
 }
 
 /// Memory is never overcommitted; vCPUs are (as the operator's placement does): a VM may not

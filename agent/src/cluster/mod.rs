@@ -483,6 +483,11 @@ impl Cluster {
             applied_index: m.last_applied.map_or(0, |l| l.index),
             leader,
             lease_valid: self.lease_valid(),
+            schedulable: self.node.machine.with_ledger(|l| {
+                l.hosts
+                    .get(&self.host)
+                    .is_some_and(quiver_raft::ledger::HostEntry::takes_new_vms)
+            }),
         }
     }
 }

@@ -258,12 +258,13 @@ impl Client {
 pub fn quiver_crds() -> anyhow::Result<Vec<Value>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/quiver/crds");
     let mut out = Vec::new();
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)?
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| dir.display().to_string())?
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
     paths.sort();
     for path in paths {
-        let text = std::fs::read_to_string(&path)?;
+        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
         out.push(serde_yaml_ng::from_str(&text).with_context(|| path.display().to_string())?);
     }
     Ok(out)
