@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Profiles the scale benchmark: runs bench-scale at one size and placement (release build,
+# Profiles the scale benchmark: runs bench-scale at one size (release build,
 # docs untouched) under `perf record` for the operator process, the benchmark's own process
 # (the dev control plane and the client) and the first agent, and writes the top costs of each
 # as text:
 #
-#   bash benches/profile-scale.sh [VMS] [operator|raft]
-#       default 10000 operator; writes docs/profiles/scale-<VMS>-<placement>-<process>.txt
+#   bash benches/profile-scale.sh [VMS]
+#       default 10000; writes docs/profiles/scale-<VMS>-<process>.txt
 #
 # Needs `perf` (Debian: linux-perf). Symbols come from the release binaries' symbol tables
 # and stacks from their unwind tables (no debuginfo build needed); inlined functions count
@@ -13,15 +13,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 vms="${1:-10000}"
-placement="${2:-operator}"
-case "$placement" in operator | raft) ;; *) echo "usage: $0 [VMS] [operator|raft]" >&2; exit 2 ;; esac
 command -v perf >/dev/null || { echo "profile-scale: needs perf (apt-get install linux-perf)" >&2; exit 1; }
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --locked --release -p quiver-benches -p quiver-agent -p quiver-operator --bins
 export QUIVER_AGENT_BIN="$target/release/quiver-agent" QUIVER_OPERATOR_BIN="$target/release/quiver-operator"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-"$target/release/bench-scale" --sizes "$vms" --placement "$placement" --no-write >"$work/bench.log" 2>&1 &
+"$target/release/bench-scale" --sizes "$vms" --no-write >"$work/bench.log" 2>&1 &
 bench=$!
 operator=""
 for _ in $(seq 1 300); do
@@ -46,10 +44,10 @@ cat "$work/bench.log" | head -1
 [ "$status" -eq 0 ] || { cat "$work/bench.log"; exit "$status"; }
 mkdir -p docs/profiles
 for who in operator bench agent; do
-    out="docs/profiles/scale-$vms-$placement-$who.txt"
+    out="docs/profiles/scale-$vms-$who.txt"
     {
-        echo "# perf profile: bench-scale --sizes $vms --placement $placement, process: $who"
-        echo "# command: bash benches/profile-scale.sh $vms $placement ($(date -u +%F), $(nproc) cores)"
+        echo "# perf profile: bench-scale --sizes $vms, process: $who"
+        echo "# command: bash benches/profile-scale.sh $vms ($(date -u +%F), $(nproc) cores)"
         echo "# $(head -1 "$work/bench.log")"
         echo "# columns: share of samples in the function or below it (children), in the function itself"
         perf report -i "$work/$who.data" --children --no-inline -g none --sort symbol --stdio 2>/dev/null |

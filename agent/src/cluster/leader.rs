@@ -1,7 +1,8 @@
-//! What only the leader does, every [`TICK`]: membership follows the registered Hosts (new
-//! ones join as learners, up to [`MAX_VOTERS`] vote, deleted ones leave), the ledger's hosts
-//! follow their Host objects (capacity, labels), and hosts whose lease lapsed are declared
-//! down, which moves their VMs under a higher epoch.
+//! What only the leader does, every [`TICK`] and whenever a Host changes: membership follows
+//! the registered Hosts (new ones join as learners, up to [`MAX_VOTERS`] vote, deleted ones
+//! leave), the ledger's hosts follow their Host objects (capacity, labels, cordon, drain,
+//! transports), and hosts whose lease lapsed are declared down, which moves their VMs under a
+//! higher epoch.
 //!
 //! [`membership_plan`] is pure; [`Duties`] runs it and the lease [`Watcher`] against openraft.
 

@@ -153,8 +153,9 @@ pub fn serving(
 
 /// How long a proposal may wait for a leader.
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The shortest time between two passes over this host's VMs that new commits start (lease
-/// changes and removals start one at once).
+/// The shortest time between two passes over this host's VMs that new commits start, after a
+/// pass that had work (a burst); after an idle pass, and on lease changes and removals, the
+/// next one starts at once.
 const FOLLOW_COMMITS_EVERY: Duration = Duration::from_millis(100);
 
 /// This agent's membership; clones share it.
@@ -357,6 +358,7 @@ impl Cluster {
                     "lease lapsed: fencing, every VM is killed"
                 );
             }
+            let had_work = !steps.is_empty();
             follow::apply(&manager, steps, |uid| requests.get(uid).cloned()).await;
             // Wake at the next ledger change, lease change, or when the lease would lapse.
             let left = holder.deadline_ms().saturating_sub(watchdog::boottime_ms());
@@ -372,7 +374,7 @@ impl Cluster {
                 () = next_removal(&mut updates) => false,
                 () = tokio::time::sleep(wake) => false,
             };
-            if woken_by_commit {
+            if woken_by_commit && had_work {
                 // In a burst commits come dozens a second and each pass costs this host's
                 // VMs: a pass then takes in every commit of the last FOLLOW_COMMITS_EVERY.
                 tokio::time::sleep_until(pass_started + FOLLOW_COMMITS_EVERY).await;
@@ -427,7 +429,15 @@ impl Cluster {
         let mut tick = tokio::time::interval(leader::TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            // A changed Host (a cordon, a transport) is acted on at once, not at the next tick.
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = hosts.changed() => {
+                    if changed.is_err() {
+                        tick.tick().await;
+                    }
+                }
+            }
             let members: Option<Vec<Member>> = hosts
                 .borrow_and_update()
                 .as_ref()

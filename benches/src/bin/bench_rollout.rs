@@ -248,8 +248,9 @@ async fn main() -> anyhow::Result<()> {
          loaded machine once failed a gate three times and rolled a healthy step back; the bench times the moves, \
          not the gate); the slow canary's rollout adds `maxP99LatencyMs: 50`, so that its failure does not \
          depend on the baseline's p99 (on a slow disk Raft appends raised it enough once to let the canary pass). \
-         A host serves a mode once its Host status says so: the operator's Host controller \
-         has switched the agent (Admin service) and written what the agent reports.\n\n\
+         A host serves a mode once its Host status says so: the agents' Raft leader has committed \
+         the Host's `spec.transport` to the ledger, the agent has switched to it, and the operator's \
+         Host controller has written what the agent reports.\n\n\
          | from | to | samples | p50 | min | max | p50 ÷ by hand |\n|---|---|---|---|---|---|---|\n\
          | a step's gate passing (steps 25/50/75/100 of four hosts, gRPC ↔ Iroh) {}\n\
          | the failure decision (RolledBack) {}\n\

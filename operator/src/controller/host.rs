@@ -26,7 +26,7 @@ use crate::status::{Conditions, now};
 use crate::{Error, Result};
 
 /// How often a host is polled while it switches transports.
-pub const SWITCH_POLL: Duration = Duration::from_millis(200);
+pub const SWITCH_POLL: Duration = Duration::from_millis(50);
 
 /// Heartbeats missed before a host is NotReady.
 pub const MISSED_HEARTBEATS: u32 = 3;
