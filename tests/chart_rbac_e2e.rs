@@ -92,9 +92,15 @@ async fn operator_and_agent_run_under_the_charts_rbac_and_a_missing_grant_is_a_4
     let agent_config =
         service_account_kubeconfig(&cluster, "quiver-agent", &dir.join("agent.kubeconfig")).await?;
 
-    // The agent registers its Host with its ServiceAccount's token.
+    // The agent registers its Host with its ServiceAccount's token, and forms its Raft group
+    // with the ConfigMap in the release namespace, as the chart's agent config says.
     cluster.set_agent_kubeconfig(agent_config);
-    cluster.add_agent("agent-0", None).await?;
+    let agent_file = dir.join("agent.yaml");
+    std::fs::write(&agent_file, format!("raft:\n  namespace: {NAMESPACE}\n"))?;
+    let agent_file = agent_file.to_string_lossy().into_owned();
+    cluster
+        .add_agent_with("agent-0", None, &["--config", &agent_file])
+        .await?;
 
     let log_path = dir.join("operator.log");
     let mut operator = tokio::process::Command::new(operator_binary()?)
