@@ -78,9 +78,10 @@ pub struct HostSpec {
     /// What the host offers to VMs; placement never allocates more than this.
     pub capacity: HostResources,
 
-    /// The transport each RPC service should be served on. The operator applies it to the
-    /// agent (Admin service) without dropping calls in flight; `status.transports` shows
-    /// desired and actual per service. Unset: the agent keeps its own `--transport` setting.
+    /// The transport each RPC service should be served on. The agents' Raft leader commits it
+    /// to the placement ledger and the agent switches without dropping calls in flight (and
+    /// serves it again after a restart); `status.transports` shows desired and actual per
+    /// service. Unset: the agent's own `--transport` setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<TransportTarget>,
 
