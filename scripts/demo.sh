@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/guest-image.sh
 source scripts/tools.sh
-cargo build --locked -p quiver-operator -p quiver-agent --bins
+cargo build --locked -p quiver-operator -p quiver-agent -p kubectl-quiver --bins
 exec "$CARGO_TARGET_DIR/debug/quiver-operator" dev --demo "$@"

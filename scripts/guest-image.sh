@@ -10,9 +10,10 @@
 # Guest behaviour:
 #   - mounts /proc, /sys, /dev (devtmpfs), prints "QUIVER_GUEST_READY" on the serial console;
 #   - kernel cmdline `quiver.oneshot` → `poweroff -f` right after the marker;
-#   - otherwise idles. ACPI powerdown works: the initramfs carries the kernel's `button` and
-#     `evdev` modules and runs busybox `acpid`, whose power-button action is `poweroff -f`. If
-#     either is missing (other kernels/busyboxes), the guest ignores the request and the agent's
+#   - otherwise runs an interactive shell on ttyS0 (the console takes input). ACPI powerdown
+#     works: the initramfs carries the kernel's `button` and `evdev` modules and runs busybox
+#     `acpid`, whose power-button action is `poweroff -f`. If either is missing (other kernels or
+#     busyboxes), the guest ignores the request and the agent's
 #     graceful stop falls through to QMP `quit` after its grace period — fine for stateless guests.
 #
 # Kernel command line for microvm under TCG (tests use this):
@@ -26,7 +27,7 @@ MARKER="QUIVER_GUEST_READY"
 HTTP_MARKER="QUIVER_GUEST_HTTP"
 
 # Bump when the initramfs contents change, so existing images are rebuilt.
-INITRD_VERSION=4
+INITRD_VERSION=5
 MARKER_FILE="$OUT/.initrd-version"
 # Kernel modules the initramfs carries, in load order: the ACPI power button, then virtio over MMIO
 # (the only bus of `-M microvm`) with its block and network drivers.
@@ -110,7 +111,7 @@ if ! initrd_current; then
     root="$WORK/initramfs"
     mkdir -p "$root"/{bin,sbin,proc,sys,dev,etc/acpi/PWRF,lib/modules,tmp,var/log,var/run}
     cp /bin/busybox "$root/bin/busybox"
-    for applet in sh mount poweroff sleep cat echo grep insmod ifconfig route httpd dd; do
+    for applet in sh mount poweroff sleep cat echo grep insmod ifconfig route httpd dd setsid; do
         ln -sf busybox "$root/bin/$applet"
     done
     # ACPI power button → input event → acpid. Both are modules in Debian's cloud kernel.
@@ -169,7 +170,13 @@ echo "$MARKER"
 if grep -q quiver.oneshot /proc/cmdline; then
     poweroff -f
 fi
-while true; do sleep 3600; done
+# An interactive shell on the serial console, started again when it exits: what a user types
+# into \`kubectl quiver vm console\` runs here. setsid + opening ttyS0 makes it the controlling
+# terminal, so Ctrl-C interrupts the command in the foreground.
+while true; do
+    setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1'
+    sleep 1
+done
 INIT
     chmod +x "$root/init"
     (cd "$root" && find . | cpio -o -H newc --quiet | gzip -9) > "$WORK/initrd.gz"

@@ -112,6 +112,37 @@ async fn conformance(setup: Setup) {
     .await;
     assert_eq!(seen.ok(), Some(true), "the watch reports the new VM");
 
+    // Console input: a simulated guest echoes what is typed into its console log.
+    tokio::time::timeout(WAIT, async {
+        while client.get_vm("c-1").await.expect("get").phase != proto::Phase::Running as i32 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the simulated VM runs");
+    client
+        .write_console("c-1", b"typed over the wire\n".to_vec())
+        .await
+        .expect("write console");
+    let mut console = client.console("c-1", 0, false).await.expect("console");
+    let mut echoed = Vec::new();
+    while let Some(chunk) = console.next().await {
+        echoed.extend(chunk.expect("chunk").data);
+    }
+    assert!(
+        String::from_utf8_lossy(&echoed).contains("typed over the wire"),
+        "{echoed:?}"
+    );
+    let too_much = vec![b'x'; quiver_rpc::MAX_CONSOLE_INPUT + 1];
+    let (code, message) = remote_code(client.write_console("c-1", too_much).await);
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(
+        message.starts_with("invalid argument: data: 4097 bytes"),
+        "{message}"
+    );
+    let (code, _) = remote_code(client.write_console("nope", b"x".to_vec()).await);
+    assert_eq!(code, Code::NotFound);
+
     // The same refusals, with the same codes and messages, on every wire.
     let mut bad = req.clone();
     bad.uid = "c-bad".into();
@@ -205,7 +236,7 @@ async fn every_service_over_dual_preferring_grpc() {
 }
 
 /// A real guest over Iroh: put, the status stream up to GuestReady, the console stream with
-/// the guest's marker, delete.
+/// the guest's marker, a command typed into its console and answered, delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_guest_boots_and_streams_its_console_over_iroh() {
     if harness::guest().is_none() {
@@ -240,6 +271,32 @@ async fn a_real_guest_boots_and_streams_its_console_over_iroh() {
     }
     let text = String::from_utf8_lossy(&text);
     assert!(text.contains(harness::MARKER), "console over Iroh:\n{text}");
+    // Typed into the guest's shell: its echo and the command's answer come back.
+    let mut console = client
+        .console("g-1", text.len() as u64, true)
+        .await
+        .expect("console");
+    client
+        .write_console("g-1", b"echo $((6 * 7))-answered\n".to_vec())
+        .await
+        .expect("write console");
+    let answered = tokio::time::timeout(harness::BOOT_TIMEOUT, async {
+        let mut seen = Vec::new();
+        while let Some(chunk) = console.next().await {
+            seen.extend(chunk.expect("chunk").data);
+            let text = String::from_utf8_lossy(&seen);
+            if text.contains("echo $((6 * 7))-answered") && text.contains("\n42-answered") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        answered.ok(),
+        Some(true),
+        "the shell's echo and answer over Iroh"
+    );
     assert!(client.delete_vm("g-1").await.expect("delete"));
     harness::wait_gone(&agent, "g-1").await;
 }

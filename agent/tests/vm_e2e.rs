@@ -417,7 +417,9 @@ async fn unresponsive_leftover_qemu_is_killed_before_the_vm_is_restarted() {
     let impostor_exit = impostor.try_wait().expect("try_wait");
     assert!(
         impostor_exit.is_some(),
-        "unresponsive leftover was not killed"
+        "unresponsive leftover (pid {}) was not killed; the VM is back as {back:?}\n{}",
+        impostor.id(),
+        agent.log()
     );
     assert_ne!(back.pid, impostor.id());
 }

@@ -21,7 +21,7 @@ use clap_complete::Shell;
         # Stop and start a VM (spec.runStrategy Halted / Always)\n  \
         kubectl quiver vm stop demo\n  \
         kubectl quiver vm start demo\n\n  \
-        # Follow a VM's serial console (Ctrl-] ends it)\n  \
+        # Attach to a VM's serial console (Ctrl-] ends it)\n  \
         kubectl quiver vm console demo\n\n  \
         # Move every VM off a host and wait until it is empty\n  \
         kubectl quiver host drain agent-1\n\n  \
@@ -113,12 +113,13 @@ pub enum VmCommand {
         #[arg(long, default_value_t = 120, value_name = "SECONDS")]
         timeout: u64,
     },
-    /// Follow a VM's serial console, streamed from the agent of its host (Ctrl-] ends it).
+    /// Attach to a VM's serial console, through the agent of its host (Ctrl-] ends it).
     ///
     /// Shows the console from the VM's start, then follows it until the VM is deleted or
-    /// leaves the host. Read-only: the agent serves the console as an output stream and QEMU
-    /// takes no serial input, so keys are not sent to the guest. On a terminal it runs in raw
-    /// mode, and Ctrl-] (or Ctrl-C) ends it, restoring the terminal; stdin may also be a pipe.
+    /// leaves the host, and types what you type into the guest's serial port while the VM
+    /// runs. On a terminal it runs in raw mode: every key, Ctrl-C included, goes to the guest,
+    /// and Ctrl-] ends the console, restoring the terminal. stdin may also be a pipe: its
+    /// bytes are typed, and the console stays open after it ends.
     ///
     /// The agent is reached over gRPC with mutual TLS at its Host's spec.grpcAddress, with a
     /// client certificate of the cluster CA from --pki-dir: `operator/ca.pem`,

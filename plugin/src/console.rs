@@ -1,9 +1,10 @@
-//! `vm console`: the VM's serial console, streamed from the agent of its host.
+//! `vm console`: the VM's serial console, from the agent of its host.
 //!
-//! The agent serves the console as an output stream (`Vm.StreamConsole`); QEMU's serial port
-//! writes to a log file and nothing reads input for the guest, so this console is read-only:
-//! keys are not sent. On a terminal it runs in raw mode so that Ctrl-] (or Ctrl-C) ends it at
-//! once, as in `virtctl console`; the terminal is restored on every way out.
+//! Output is the agent's console stream (`Vm.StreamConsole`); what is typed goes to the guest's
+//! serial port (`Vm.WriteConsole`), where the guest's shell echoes it. On a terminal it runs in
+//! raw mode, so every key (Ctrl-C included) reaches the guest as typed, and Ctrl-] ends the
+//! console, as in `virtctl console`; the terminal is restored on every way out. From a pipe,
+//! the piped bytes are typed and the console stays open after the pipe ends.
 //!
 //! The agent is reached like the operator reaches it: gRPC with mutual TLS at the Host's
 //! `spec.grpcAddress`, presenting a client certificate from the cluster CA and accepting only
@@ -27,8 +28,6 @@ use crate::{Error, Result};
 
 /// Ctrl-]: ends the console, as in telnet and virtctl.
 pub const ESCAPE: u8 = 0x1d;
-/// Ctrl-C: in raw mode it arrives as a byte, not a signal; ends the console too.
-const CTRL_C: u8 = 0x03;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client certificate under `pki_dir` (`operator/ca.pem`, `operator/client.pem`,
@@ -107,7 +106,7 @@ pub async fn connect(source: &Source, tls: &TlsFiles) -> Result<AgentClient> {
 /// Why the console ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum End {
-    /// Ctrl-] or Ctrl-C.
+    /// Ctrl-].
     Escape,
     /// The agent ended the stream (the VM was deleted or left the host), or `follow` was off
     /// and everything written so far was shown.
@@ -116,9 +115,8 @@ pub enum End {
     Signal,
 }
 
-/// Streams the console to stdout until the stream ends, Ctrl-] (or Ctrl-C) is read from stdin,
-/// or a signal arrives. stdin may be a terminal (raw mode) or a pipe; what it carries is not
-/// sent to the guest.
+/// Streams the console to stdout and types stdin into it, until the stream ends, Ctrl-] is
+/// read from stdin, or a signal arrives. stdin may be a terminal (raw mode) or a pipe.
 ///
 /// # Errors
 /// The stream could not be opened or broke.
@@ -138,23 +136,16 @@ pub async fn run(name: &str, source: &Source, agent: &AgentClient, follow: bool)
         source: e,
     })?;
     let tty = raw.is_some();
+    let eol = if tty { "\r\n" } else { "\n" };
     if follow {
-        let note = "read-only: the agent takes no console input";
-        if tty {
-            eprint!(
-                "Connected to the serial console of {name} on {} ({note}). Escape: ^]\r\n",
-                source.host
-            );
-        } else {
-            eprintln!(
-                "Connected to the serial console of {name} on {} ({note}).",
-                source.host
-            );
-        }
+        eprint!(
+            "Connected to the serial console of {name} on {}. Escape: ^]{eol}",
+            source.host
+        );
     }
     let mut keys = stdin_keys();
     let mut keys_open = true;
-    let mut warned = false;
+    let mut last_refusal = None;
     let (mut interrupt, mut terminate) = signals()?;
     let mut stdout = std::io::stdout().lock();
     let end = loop {
@@ -169,18 +160,25 @@ pub async fn run(name: &str, source: &Source, agent: &AgentClient, follow: bool)
                 Some(Err(e)) => break Err(unreachable(e)),
                 None => break Ok(End::StreamEnded),
             },
-            key = keys.recv(), if keys_open => match key {
-                Some(bytes) if bytes.contains(&ESCAPE) || (tty && bytes.contains(&CTRL_C)) => {
+            key = keys.recv(), if keys_open => {
+                let Some(bytes) = key else {
+                    // stdin ended: keep showing the console.
+                    keys_open = false;
+                    continue;
+                };
+                let escape = bytes.iter().position(|&b| b == ESCAPE);
+                let typed = &bytes[..escape.unwrap_or(bytes.len())];
+                if let Err(e) = type_into(agent, &source.uid, typed).await {
+                    // Say why input is not taken (the VM stopped, say), once per reason.
+                    let refusal = e.to_string();
+                    if last_refusal.as_ref() != Some(&refusal) {
+                        eprint!("{eol}[input not sent: {refusal}]{eol}");
+                        last_refusal = Some(refusal);
+                    }
+                }
+                if escape.is_some() {
                     break Ok(End::Escape);
                 }
-                Some(_) if !warned => {
-                    warned = true;
-                    let eol = if tty { "\r\n" } else { "\n" };
-                    eprint!("{eol}[input is not sent: the agent's console is output-only; ^] ends]{eol}");
-                }
-                // More input, or stdin closed: keep showing the console.
-                Some(_) => {}
-                None => keys_open = false,
             },
             _ = interrupt.recv() => break Ok(End::Signal),
             _ = terminate.recv() => break Ok(End::Signal),
@@ -191,6 +189,18 @@ pub async fn run(name: &str, source: &Source, agent: &AgentClient, follow: bool)
         eprintln!();
     }
     end
+}
+
+/// Types `bytes` into the console, in pieces the agent takes.
+async fn type_into(
+    agent: &AgentClient,
+    uid: &str,
+    bytes: &[u8],
+) -> std::result::Result<(), quiver_rpc::ClientError> {
+    for piece in bytes.chunks(quiver_rpc::MAX_CONSOLE_INPUT) {
+        agent.write_console(uid, piece.to_vec()).await?;
+    }
+    Ok(())
 }
 
 /// stdin's bytes, read on a plain thread (a blocked read must not hold up the runtime's

@@ -55,6 +55,10 @@ pub mod pki;
 pub mod proto;
 pub mod server;
 
+/// The most bytes one `Vm.WriteConsole` call may type into a console (a paste is sent in
+/// pieces of this size).
+pub const MAX_CONSOLE_INPUT: usize = 4096;
+
 pub use access::{AccessCounts, Allowlist, CLOSE_REFUSED};
 pub use agent_client::{AgentClient, GrpcRoute, IrohRoute, MessageStream};
 pub use client::{BackoffPolicy, ClientConfig, ClientCounts, RpcClient, ServerStream};

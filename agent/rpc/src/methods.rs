@@ -100,6 +100,7 @@ pub enum Method {
     ListVms,
     WatchVmStatus,
     StreamConsole,
+    WriteConsole,
     GetMetrics,
     GetResourceSummary,
     SetTransports,
@@ -110,7 +111,7 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::HealthCheck,
         Self::GetStatus,
         Self::PutVm,
@@ -119,6 +120,7 @@ impl Method {
         Self::ListVms,
         Self::WatchVmStatus,
         Self::StreamConsole,
+        Self::WriteConsole,
         Self::GetMetrics,
         Self::GetResourceSummary,
         Self::SetTransports,
@@ -138,7 +140,8 @@ impl Method {
             | Self::GetVm
             | Self::ListVms
             | Self::WatchVmStatus
-            | Self::StreamConsole => ServiceName::Vm,
+            | Self::StreamConsole
+            | Self::WriteConsole => ServiceName::Vm,
             Self::GetMetrics | Self::GetResourceSummary => ServiceName::Monitoring,
             Self::SetTransports => ServiceName::Admin,
             Self::RaftVote
@@ -163,6 +166,7 @@ impl Method {
             Self::ListVms | Self::RaftPropose => 4,
             Self::WatchVmStatus => 5,
             Self::StreamConsole => 6,
+            Self::WriteConsole => 7,
         }
     }
 
@@ -186,6 +190,7 @@ impl Method {
             Self::ListVms => "ListVms",
             Self::WatchVmStatus => "WatchVmStatus",
             Self::StreamConsole => "StreamConsole",
+            Self::WriteConsole => "WriteConsole",
             Self::GetMetrics => "GetMetrics",
             Self::GetResourceSummary => "GetResourceSummary",
             Self::SetTransports => "SetTransports",
@@ -210,12 +215,21 @@ impl Method {
             self,
             Self::PutVm
                 | Self::DeleteVm
+                | Self::WriteConsole
                 | Self::SetTransports
                 | Self::RaftVote
                 | Self::RaftAppendEntries
                 | Self::RaftInstallSnapshot
                 | Self::RaftPropose
         )
+    }
+
+    /// Whether running the call twice changes nothing more than running it once: true for
+    /// every method but `WriteConsole`, whose bytes would be typed twice. A client retries a
+    /// call whose connection broke (it may have run) only if it is idempotent.
+    #[must_use]
+    pub const fn idempotent(self) -> bool {
+        !matches!(self, Self::WriteConsole)
     }
 
     /// Whether the reply is a server stream.
@@ -271,6 +285,7 @@ mod tests {
             [
                 Method::PutVm,
                 Method::DeleteVm,
+                Method::WriteConsole,
                 Method::SetTransports,
                 Method::RaftVote,
                 Method::RaftAppendEntries,

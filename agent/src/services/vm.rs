@@ -148,4 +148,14 @@ impl VmService {
     ) -> Result<impl Stream<Item = Result<proto::ConsoleChunk>> + Send + use<>> {
         self.manager.console(&req.uid, req.offset, req.follow)
     }
+
+    /// Types the bytes into the VM's serial console, on this host (the VM's host: consoles
+    /// are not forwarded).
+    pub async fn write_console(
+        &self,
+        req: &proto::WriteConsoleRequest,
+    ) -> Result<proto::WriteConsoleResponse> {
+        self.manager.write_console(&req.uid, &req.data).await?;
+        Ok(proto::WriteConsoleResponse {})
+    }
 }

@@ -189,6 +189,17 @@ impl Vm for GrpcAdapter {
             || vm.stream_console(req.get_ref()),
         )
     }
+
+    async fn write_console(
+        &self,
+        req: Request<proto::WriteConsoleRequest>,
+    ) -> GrpcResult<proto::WriteConsoleResponse> {
+        self.unary(
+            Method::WriteConsole,
+            self.services.vm.write_console(req.get_ref()),
+        )
+        .await
+    }
 }
 
 #[tonic::async_trait]

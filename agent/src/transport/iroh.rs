@@ -155,6 +155,14 @@ impl Dispatch for IrohAdapter {
             Method::StreamConsole => self.stream(method, &payload, FirstResponse::Message, |r| {
                 s.vm.stream_console(&r)
             }),
+            Method::WriteConsole => {
+                self.unary(
+                    method,
+                    payload,
+                    |r| async move { s.vm.write_console(&r).await },
+                )
+                .await
+            }
             Method::GetMetrics => {
                 self.unary(
                     method,

@@ -53,6 +53,8 @@ pub trait Driver: Send + Sync + 'static {
     fn kill<'a>(&'a self, dir: &'a RunDir, pid: u32) -> BoxFuture<'a, ()>;
     /// Resolves once the guest shows `marker` on its console after byte `from`.
     fn wait_ready<'a>(&'a self, dir: &'a RunDir, marker: &'a str, from: u64) -> BoxFuture<'a, ()>;
+    /// Types `data` into the running VM's serial console.
+    fn write_console<'a>(&'a self, dir: &'a RunDir, data: &'a [u8]) -> BoxFuture<'a, Result<()>>;
     /// Deletes the VM's files. Only called when no process exists.
     fn remove<'a>(&'a self, dir: &'a RunDir) -> BoxFuture<'a, Result<()>>;
 }

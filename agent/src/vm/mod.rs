@@ -11,6 +11,7 @@ pub mod process;
 pub mod qemu;
 pub mod qmp;
 pub mod rundir;
+pub mod serial;
 pub mod simulated;
 pub mod spec;
 pub mod sweep;

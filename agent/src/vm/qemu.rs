@@ -4,9 +4,12 @@
 //! stdout/stderr in `qemu.log`, so neither a terminal's signals nor the agent's death reach it.
 //! Two QMP sockets: `qmp.sock` for short command connections and `events.sock`, held open to
 //! learn whether an exit was a guest poweroff (`SHUTDOWN`, `guest: true`) or a crash/kill.
+//! The serial port is a socket too (`serial.sock`, console input, see [`super::serial`]) that
+//! logs the guest's output to `console.log`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -19,6 +22,7 @@ use super::network::{ActiveForward, Network};
 use super::qmp::QmpClient;
 use super::record::now_ms;
 use super::rundir::RunDir;
+use super::serial::SerialInputs;
 use super::spec::VmSpec;
 use super::{console, process};
 use crate::config::Accel;
@@ -36,6 +40,7 @@ pub struct QemuDriver {
     pub qemu_binary: PathBuf,
     pub qemu_img: PathBuf,
     pub accel: Accel,
+    serial: Arc<SerialInputs>,
 }
 
 impl QemuDriver {
@@ -45,6 +50,7 @@ impl QemuDriver {
             qemu_binary: "qemu-system-x86_64".into(),
             qemu_img: "qemu-img".into(),
             accel: accel.resolve(),
+            serial: Arc::default(),
         }
     }
 
@@ -71,7 +77,11 @@ impl QemuDriver {
             "-nographic".into(),
             "-no-reboot".into(),
             "-chardev".into(),
-            format!("file,id=console,path={},append=on", p(dir.console_log())),
+            format!(
+                "socket,id=console,path={},server=on,wait=off,logfile={},logappend=on",
+                p(dir.serial_socket()),
+                p(dir.console_log())
+            ),
             "-serial".into(),
             "chardev:console".into(),
             "-qmp".into(),
@@ -158,7 +168,7 @@ impl QemuDriver {
         spec: &VmSpec,
         forwards: &[ActiveForward],
     ) -> Result<Launched> {
-        for socket in [dir.qmp_socket(), dir.events_socket()] {
+        for socket in [dir.qmp_socket(), dir.events_socket(), dir.serial_socket()] {
             if socket.as_os_str().len() > MAX_SOCKET_PATH {
                 let message = format!("socket path too long: {}", socket.display());
                 return Err(Error::Launch { message });
@@ -362,7 +372,12 @@ impl Driver for QemuDriver {
         async move { console::wait_for_marker(&dir.console_log(), marker, from).await }.boxed()
     }
 
+    fn write_console<'a>(&'a self, dir: &'a RunDir, data: &'a [u8]) -> BoxFuture<'a, Result<()>> {
+        async move { self.serial.write(&dir.serial_socket(), data).await }.boxed()
+    }
+
     fn remove<'a>(&'a self, dir: &'a RunDir) -> BoxFuture<'a, Result<()>> {
+        self.serial.forget(&dir.serial_socket());
         async move { dir.remove() }.boxed()
     }
 }

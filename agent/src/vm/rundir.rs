@@ -7,6 +7,7 @@
 //!   qemu.pid      written by QEMU (-pidfile)
 //!   qmp.sock      QMP for commands (short-lived connections)
 //!   events.sock   QMP held by the agent for events (SHUTDOWN …)
+//!   serial.sock   the serial port's input (the agent writes what a user types)
 //!   console.log   serial console, appended across boots
 //!   qemu.log      QEMU's stdout/stderr of the latest launch
 //!   disk-<name>.qcow2 overlays over the spec's writable base images
@@ -57,6 +58,10 @@ impl RunDir {
 
     pub fn events_socket(&self) -> PathBuf {
         self.root.join("events.sock")
+    }
+
+    pub fn serial_socket(&self) -> PathBuf {
+        self.root.join("serial.sock")
     }
 
     pub fn console_log(&self) -> PathBuf {

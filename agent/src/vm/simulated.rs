@@ -2,7 +2,8 @@
 //! benchmarks and tests only: never the default, and the Status service reports
 //! `driver = "simulated"`. A simulated guest whose command line holds [`NEVER_READY`] never
 //! reports readiness, as a real guest with a broken command line would not (for rehearsing a
-//! MicroVM rollout's rollback).
+//! MicroVM rollout's rollback). What is typed into a running simulated VM's console is echoed to
+//! its console log, as a terminal would.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,8 +19,8 @@ use super::network::ActiveForward;
 use super::record::now_ms;
 use super::rundir::RunDir;
 use super::spec::VmSpec;
-use crate::Result;
 use crate::config::SimulatedConfig;
+use crate::{Error, Result};
 
 /// A command-line word that keeps a simulated guest from ever becoming ready.
 pub const NEVER_READY: &str = "quiver.simulated.ready=never";
@@ -134,6 +135,29 @@ impl Driver for SimulatedDriver {
             return futures::future::pending().boxed();
         }
         tokio::time::sleep(Self::ms(self.config.ready_ms)).boxed()
+    }
+
+    fn write_console<'a>(&'a self, dir: &'a RunDir, data: &'a [u8]) -> BoxFuture<'a, Result<()>> {
+        async move {
+            use std::io::Write as _;
+            let running = self
+                .running
+                .lock()
+                .is_ok_and(|m| m.contains_key(dir.root()));
+            if !running {
+                return Err(Error::FailedPrecondition(
+                    "the simulated VM is not running".into(),
+                ));
+            }
+            let path = dir.console_log();
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut log| log.write_all(data))
+                .map_err(|e| Error::io(&path, e))
+        }
+        .boxed()
     }
 
     fn remove<'a>(&'a self, dir: &'a RunDir) -> BoxFuture<'a, Result<()>> {

@@ -1,4 +1,5 @@
-//! The manager's streams: VM status changes for watchers and console bytes for readers.
+//! The manager's streams: VM status changes for watchers, console bytes for readers, and the
+//! console's input.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use crate::{Error, Result};
 use quiver_rpc::proto;
 
 /// How often a following console stream looks for new bytes.
-const CONSOLE_POLL: Duration = Duration::from_millis(100);
+const CONSOLE_POLL: Duration = Duration::from_millis(50);
 
 impl VmManager {
     /// Every VM's current status, then every change. After falling behind, a fresh full list.
@@ -68,5 +69,32 @@ impl VmManager {
                 }
             }
         })
+    }
+
+    /// Types `data` into the VM's serial console; the VM must be running on this host.
+    pub async fn write_console(&self, uid: &str, data: &[u8]) -> Result<()> {
+        let status = self.get(uid)?;
+        if data.len() > quiver_rpc::MAX_CONSOLE_INPUT {
+            return Err(Error::InvalidArgument {
+                field: "data".into(),
+                reason: format!(
+                    "{} bytes; at most {} may be typed in one call",
+                    data.len(),
+                    quiver_rpc::MAX_CONSOLE_INPUT
+                ),
+            });
+        }
+        if status.phase != proto::Phase::Running as i32 {
+            let phase = proto::Phase::try_from(status.phase)
+                .map_or("in an unknown phase", |p| p.as_str_name());
+            return Err(Error::FailedPrecondition(format!(
+                "vm {uid} is not running ({phase}): its console takes input only while it runs"
+            )));
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let dir = RunDir::new(&self.shared.data_dir, uid);
+        self.shared.driver.write_console(&dir, data).await
     }
 }

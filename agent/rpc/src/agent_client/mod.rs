@@ -11,9 +11,11 @@
 //! With both routes ([`AgentClient::dual`]) every call goes to the preferred transport first and
 //! to the other when the preferred one cannot take it ([`ClientError::other_transport_may_help`]:
 //! unreachable, refused, or `UNIMPLEMENTED` because the agent serves that service on the other
-//! transport only). A retried call may have run on the first transport before its connection
-//! broke: every state-changing method is idempotent (puts per uid + generation, deletes, and
-//! transport settings), so running it twice changes nothing.
+//! transport only). A call retried after a broken connection may have run on the first
+//! transport: the state-changing methods are idempotent (puts per uid + generation, deletes,
+//! and transport settings), so running them twice changes nothing, except console input
+//! ([`Method::idempotent`]), which is retried only when it surely did not run (refused, or
+//! `UNIMPLEMENTED`): a lost keystroke is seen and typed again, a doubled one is not undone.
 //! Server streams fall back only while opening; a stream that breaks later ends with its error.
 //!
 //! [`AgentClient::raft`] carries the Raft service between agents the same way: openraft's JSON
@@ -171,7 +173,7 @@ impl AgentClient {
         let mut failed = None;
         for (i, wire) in wires.iter().enumerate() {
             match call(*wire).await {
-                Err(e) if e.other_transport_may_help() && i + 1 < wires.len() => {
+                Err(e) if retry_on_other_wire(method, &e) && i + 1 < wires.len() => {
                     tracing::debug!(%method, transport = wire.as_str(), error = %e, "trying the other transport");
                     failed = Some(e);
                 }
@@ -325,6 +327,16 @@ impl AgentClient {
         self.server_stream(Method::StreamConsole, req).await
     }
 
+    /// Types `data` (at most [`crate::MAX_CONSOLE_INPUT`] bytes) into the VM's serial console.
+    pub async fn write_console(&self, uid: &str, data: Vec<u8>) -> Result<()> {
+        let req = proto::WriteConsoleRequest {
+            uid: uid.to_owned(),
+            data,
+        };
+        let _: proto::WriteConsoleResponse = self.unary(Method::WriteConsole, req).await?;
+        Ok(())
+    }
+
     pub async fn metrics(&self) -> Result<proto::MetricsSnapshot> {
         self.unary(Method::GetMetrics, proto::GetMetricsRequest {})
             .await
@@ -363,5 +375,45 @@ async fn within<T>(deadline: Option<Duration>, call: impl Future<Output = Result
             .await
             .unwrap_or(Err(ClientError::DeadlineExceeded)),
         None => call.await,
+    }
+}
+/// Whether a call that failed with `error` goes to the other transport: when the other may
+/// take it, and, for a method that is not idempotent, only when it surely did not run here (a
+/// connection that broke mid-call may have carried it).
+fn retry_on_other_wire(method: Method, error: &ClientError) -> bool {
+    error.other_transport_may_help()
+        && (method.idempotent() || !matches!(error, ClientError::Unreachable { .. }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Code;
+
+    #[test]
+    fn console_input_goes_to_the_other_wire_only_when_it_surely_did_not_run() {
+        let broken = ClientError::Unreachable {
+            peer: "agent-0".into(),
+            source: "connection lost".into(),
+        };
+        let refused = ClientError::Refused {
+            peer: "agent-0".into(),
+            reason: "unknown endpoint id".into(),
+        };
+        let not_served = ClientError::Remote {
+            code: Code::Unimplemented,
+            message: "vm is served over grpc only".into(),
+        };
+        let failed = ClientError::Remote {
+            code: Code::InvalidArgument,
+            message: "data".into(),
+        };
+        for method in [Method::PutVm, Method::DeleteVm, Method::GetVm] {
+            assert!(retry_on_other_wire(method, &broken), "{method}");
+        }
+        assert!(!retry_on_other_wire(Method::WriteConsole, &broken));
+        assert!(retry_on_other_wire(Method::WriteConsole, &refused));
+        assert!(retry_on_other_wire(Method::WriteConsole, &not_served));
+        assert!(!retry_on_other_wire(Method::PutVm, &failed));
     }
 }
