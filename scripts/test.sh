@@ -32,7 +32,7 @@ qemus_before="$(pgrep -d ' ' -x 'qemu-system-x86' || true)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # The operator's end-to-end tests again, with the operator calling agents over Iroh only.
 echo "== operator end to end over Iroh"

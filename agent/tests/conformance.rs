@@ -69,7 +69,7 @@ fn remote_code(result: Result<impl std::fmt::Debug, ClientError>) -> (Code, Stri
 }
 
 async fn conformance(setup: Setup) {
-    let (agent, client) = subject(setup, &["--driver", "simulated"]).await;
+    let (agent, client) = subject(setup, &["--driver", "simulated", "--log-json"]).await;
 
     // Health and Status.
     let health = client.health().await.expect("health");
@@ -93,8 +93,27 @@ async fn conformance(setup: Setup) {
     let put = client.put_vm(req.clone()).await.expect("put");
     assert!(put.changed);
     assert_eq!(put.status.as_ref().map(|s| s.uid.as_str()), Some("c-1"));
-    let again = client.put_vm(req.clone()).await.expect("put again");
+    // A call made as part of an operation carries its trace id: the agent logs its work for
+    // the call with that id (here the repeated put, a no-op).
+    let trace = quiver_rpc::trace::random();
+    let again = quiver_rpc::trace::scope(Some(trace), client.put_vm(req.clone()))
+        .await
+        .expect("put again");
     assert!(!again.changed, "the same generation is a no-op");
+    let log = agent.log();
+    let traced: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &serde_json::Value| line["span"]["trace_id"] == trace.to_string())
+        .collect();
+    assert!(
+        traced
+            .iter()
+            .any(|line| line["fields"]["message"] == "put applied"
+                && line["fields"]["uid"] == "c-1"
+                && line["span"]["method"] == "quiver.v1.Vm/PutVm"),
+        "no log line of the put with trace id {trace}:\n{log}"
+    );
     assert_eq!(client.get_vm("c-1").await.expect("get").name, "vm-c-1");
     let listed = client.list_vms().await.expect("list");
     assert_eq!(

@@ -354,7 +354,11 @@ impl AgentCluster {
         let mut last = Error::Unreachable("no agent is registered".into());
         for host in self.hosts_by_reach() {
             match self.put_vm(&host, req.clone()).await {
-                Ok(status) => return Ok(status),
+                Ok(status) => {
+                    let (uid, generation) = (&req.uid, req.generation);
+                    tracing::info!(%host, %uid, generation, "PutVm taken");
+                    return Ok(status);
+                }
                 Err(Error::Agent(source)) if !is_unavailable(&source) => {
                     return Err(Error::Rejected { host, source });
                 }

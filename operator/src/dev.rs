@@ -41,6 +41,8 @@ pub struct DevOptions {
     pub transport: TransportMode,
     /// Serve the operator's `/metrics` and `/healthz` here.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// The agents log JSON lines (`--log-json`), as the operator does when so started.
+    pub log_json: bool,
 }
 
 /// A kube client for the dev control plane, from its kubeconfig.
@@ -174,7 +176,7 @@ impl DevCluster {
         for i in 0..opts.agents {
             let name = format!("agent-{i}");
             let data_dir = opts.state_dir.join(&name);
-            let options = AgentOptions::new(
+            let mut options = AgentOptions::new(
                 binary.clone(),
                 &name,
                 data_dir,
@@ -183,6 +185,9 @@ impl DevCluster {
                 access.clone(),
                 opts.kubeconfig.clone(),
             )?;
+            if opts.log_json {
+                options.extra_args.push("--log-json".to_owned());
+            }
             let started = AgentProcess::start(options).await;
             let agent = match started {
                 Ok(agent) => agent,

@@ -20,6 +20,10 @@ use quiver_rpc::identity::load_or_create_key;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log as JSON lines (each reconcile's lines carry its `trace_id`, which the agents' lines
+    /// for the calls it makes carry too). `dev` passes it on to its agents.
+    #[arg(long, global = true)]
+    log_json: bool,
 }
 
 #[derive(Subcommand)]
@@ -99,13 +103,18 @@ fn parse_transport(text: &str) -> Result<TransportMode, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    match cli.command {
         Command::Dev(a) => {
             let control_plane = quiver_apiserver::Config {
                 listen: a.listen,
@@ -125,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
                 demo_timeout: Duration::from_secs(a.demo_timeout),
                 transport: a.transport,
                 metrics_address: a.metrics_address,
+                log_json: cli.log_json,
             };
             dev::run(options).await?;
         }

@@ -34,6 +34,7 @@ impl DevTestCluster {
             demo_timeout: Duration::from_secs(1),
             transport: crate::cluster::test_transport()?,
             metrics_address: None,
+            log_json: false,
         };
         let kubeconfig = std::fs::read_to_string(control_plane.kubeconfig_path())?;
         let dev = DevCluster::start(&options, &kubeconfig).await?;

@@ -54,6 +54,7 @@ pub mod modes;
 pub mod pki;
 pub mod proto;
 pub mod server;
+pub mod trace;
 
 /// The most bytes one `Vm.WriteConsole` call may type into a console (a paste is sent in
 /// pieces of this size).
@@ -70,6 +71,6 @@ pub use methods::{Method, ServiceName};
 pub use modes::{TransportMode, TransportModes, Wire};
 pub use quiver_wire::{
     CodecError, DEFAULT_MAX_PAYLOAD, Frame, FrameCodec, FrameError, FrameType, HEADER_LEN, Header,
-    Priority, codec, frame,
+    PayloadLen, Priority, TraceId, codec, frame,
 };
 pub use server::{ALPN, PeerHealth, PeerTable, RpcServer, ServerConfig, ServerCounts};

@@ -40,8 +40,10 @@ impl VmService {
     }
 
     pub async fn put_vm(&self, req: &proto::PutVmRequest) -> Result<proto::PutVmResponse> {
+        let (uid, generation) = (&req.uid, req.generation);
         let Some(cluster) = &self.cluster else {
             let (status, changed) = self.manager.put(req).await?;
+            tracing::info!(%uid, generation, changed, "put applied");
             return Ok(proto::PutVmResponse {
                 status: Some(status),
                 changed,
@@ -55,6 +57,8 @@ impl VmService {
             .iter()
             .find(|(uid, _)| *uid == req.uid)
             .map(|(_, a)| a.clone());
+        let host = placed.as_ref().map(|a| a.as_ref().map(|a| a.host.as_str()));
+        tracing::info!(%uid, generation, note = ?outcome.note, ?host, "put committed to the ledger");
         Ok(proto::PutVmResponse {
             status: Some(self.placed(cluster, req, placed)),
             changed: outcome.note.is_none(),
@@ -115,14 +119,15 @@ impl VmService {
                 cluster
                     .propose(quiver_raft::Command::DeleteVm { uid })
                     .await?;
+                tracing::info!(uid = %req.uid, "delete committed to the ledger");
             }
             return Ok(proto::DeleteVmResponse {
                 existed: self.manager.get(&req.uid).is_ok(),
             });
         }
-        Ok(proto::DeleteVmResponse {
-            existed: self.manager.delete(&req.uid)?,
-        })
+        let existed = self.manager.delete(&req.uid)?;
+        tracing::info!(uid = %req.uid, existed, "delete applied");
+        Ok(proto::DeleteVmResponse { existed })
     }
 
     pub fn get_vm(&self, req: &proto::GetVmRequest) -> Result<proto::VmStatus> {

@@ -47,7 +47,17 @@ impl GrpcAdapter {
         GrpcAdapter { services, metrics }
     }
 
-    async fn unary<T>(
+    async fn unary<T, R>(
+        &self,
+        method: Method,
+        request: &Request<R>,
+        call: impl Future<Output = Result<T>>,
+    ) -> GrpcResult<T> {
+        let trace_id = quiver_rpc::trace::from_grpc(request.metadata());
+        super::traced(trace_id, method, self.serve_unary(method, call)).await
+    }
+
+    async fn serve_unary<T>(
         &self,
         method: Method,
         call: impl Future<Output = Result<T>>,
@@ -106,7 +116,7 @@ impl Health for GrpcAdapter {
         &self,
         req: Request<proto::HealthCheckRequest>,
     ) -> GrpcResult<proto::HealthCheckResponse> {
-        self.unary(Method::HealthCheck, async {
+        self.unary(Method::HealthCheck, &req, async {
             self.services.health.check(req.get_ref())
         })
         .await
@@ -119,7 +129,7 @@ impl proto::status_server::Status for GrpcAdapter {
         &self,
         req: Request<proto::GetStatusRequest>,
     ) -> GrpcResult<proto::AgentStatus> {
-        self.unary(Method::GetStatus, async {
+        self.unary(Method::GetStatus, &req, async {
             self.services.status.get_status(req.get_ref())
         })
         .await
@@ -129,7 +139,7 @@ impl proto::status_server::Status for GrpcAdapter {
 #[tonic::async_trait]
 impl Vm for GrpcAdapter {
     async fn put_vm(&self, req: Request<proto::PutVmRequest>) -> GrpcResult<proto::PutVmResponse> {
-        self.unary(Method::PutVm, self.services.vm.put_vm(req.get_ref()))
+        self.unary(Method::PutVm, &req, self.services.vm.put_vm(req.get_ref()))
             .await
     }
 
@@ -137,12 +147,16 @@ impl Vm for GrpcAdapter {
         &self,
         req: Request<proto::DeleteVmRequest>,
     ) -> GrpcResult<proto::DeleteVmResponse> {
-        self.unary(Method::DeleteVm, self.services.vm.delete_vm(req.get_ref()))
-            .await
+        self.unary(
+            Method::DeleteVm,
+            &req,
+            self.services.vm.delete_vm(req.get_ref()),
+        )
+        .await
     }
 
     async fn get_vm(&self, req: Request<proto::GetVmRequest>) -> GrpcResult<proto::VmStatus> {
-        self.unary(Method::GetVm, async {
+        self.unary(Method::GetVm, &req, async {
             self.services.vm.get_vm(req.get_ref())
         })
         .await
@@ -152,7 +166,7 @@ impl Vm for GrpcAdapter {
         &self,
         req: Request<proto::ListVmsRequest>,
     ) -> GrpcResult<proto::ListVmsResponse> {
-        self.unary(Method::ListVms, async {
+        self.unary(Method::ListVms, &req, async {
             self.services.vm.list_vms(req.get_ref())
         })
         .await
@@ -196,6 +210,7 @@ impl Vm for GrpcAdapter {
     ) -> GrpcResult<proto::WriteConsoleResponse> {
         self.unary(
             Method::WriteConsole,
+            &req,
             self.services.vm.write_console(req.get_ref()),
         )
         .await
@@ -208,7 +223,7 @@ impl Monitoring for GrpcAdapter {
         &self,
         req: Request<proto::GetMetricsRequest>,
     ) -> GrpcResult<proto::MetricsSnapshot> {
-        self.unary(Method::GetMetrics, async {
+        self.unary(Method::GetMetrics, &req, async {
             self.services.monitoring.get_metrics(req.get_ref())
         })
         .await
@@ -218,7 +233,7 @@ impl Monitoring for GrpcAdapter {
         &self,
         req: Request<proto::GetResourceSummaryRequest>,
     ) -> GrpcResult<proto::ResourceSummary> {
-        self.unary(Method::GetResourceSummary, async {
+        self.unary(Method::GetResourceSummary, &req, async {
             self.services.monitoring.get_resource_summary(req.get_ref())
         })
         .await
@@ -231,7 +246,7 @@ impl Admin for GrpcAdapter {
         &self,
         req: Request<proto::SetTransportsRequest>,
     ) -> GrpcResult<proto::SetTransportsResponse> {
-        self.unary(Method::SetTransports, async {
+        self.unary(Method::SetTransports, &req, async {
             self.services.admin.set_transports(req.get_ref())
         })
         .await
@@ -244,13 +259,14 @@ impl GrpcAdapter {
         method: Method,
         req: Request<proto::RaftMessage>,
     ) -> GrpcResult<proto::RaftMessage> {
+        let trace_id = quiver_rpc::trace::from_grpc(req.metadata());
         let json = req.into_inner().json;
-        self.unary(method, async {
+        let serve = self.serve_unary(method, async {
             // The agents share one certificate: it names no node.
             let json = self.services.raft(method, &json, None).await?;
             Ok(proto::RaftMessage { json })
-        })
-        .await
+        });
+        super::traced(trace_id, method, serve).await
     }
 }
 

@@ -117,6 +117,16 @@ impl Dispatch for IrohAdapter {
             let message = format!("no method {method} in service {service}");
             return Reply::Unary(Err(RpcError::new(Code::Unimplemented, message)));
         };
+        super::traced(ctx.trace_id, method, self.serve(method, payload, ctx)).await
+    }
+
+    fn changes_state(&self, service: u16, method: u16) -> bool {
+        Method::from_ids(service, method).is_none_or(Method::changes_state)
+    }
+}
+
+impl IrohAdapter {
+    async fn serve(&self, method: Method, payload: Bytes, ctx: CallContext) -> Reply {
         if let Err(refused) = self.services.modes.check(method.service(), Wire::Iroh) {
             self.metrics.refused(Wire::Iroh, method);
             return Reply::Unary(Err(refused.to_rpc()));
@@ -193,9 +203,5 @@ impl Dispatch for IrohAdapter {
                 self.raft(method, &payload, caller).await
             }
         }
-    }
-
-    fn changes_state(&self, service: u16, method: u16) -> bool {
-        Method::from_ids(service, method).is_none_or(Method::changes_state)
     }
 }

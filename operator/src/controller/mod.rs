@@ -238,7 +238,10 @@ pub async fn run(
     let hosts = host_ctl
         .graceful_shutdown_on(stopped())
         .run(
-            |host, ctx| timed("host", ctx.clone(), host::reconcile(host, ctx)),
+            |host, ctx| {
+                let object = host.name_any();
+                timed("host", object, ctx.clone(), host::reconcile(host, ctx))
+            },
             host::error_policy,
             ctx.clone(),
         )
@@ -252,7 +255,10 @@ pub async fn run(
     let vms = vm_ctl
         .graceful_shutdown_on(stopped())
         .run(
-            |vm, ctx| timed("microvm", ctx.clone(), microvm::reconcile(vm, ctx)),
+            |vm, ctx| {
+                let object = format!("{}/{}", vm.namespace().unwrap_or_default(), vm.name_any());
+                timed("microvm", object, ctx.clone(), microvm::reconcile(vm, ctx))
+            },
             microvm::error_policy,
             ctx,
         )
@@ -260,7 +266,10 @@ pub async fn run(
     let rollouts = rollout_ctl
         .graceful_shutdown_on(stopped())
         .run(
-            |r, ctx| timed("rollout", ctx.clone(), rollout::reconcile(r, ctx)),
+            |r, ctx| {
+                let object = format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any());
+                timed("rollout", object, ctx.clone(), rollout::reconcile(r, ctx))
+            },
             rollout::error_policy,
             rollout_ctx,
         )
@@ -297,14 +306,22 @@ pub(crate) async fn publish(
     }
 }
 
-/// Runs one reconcile and records its time and result.
+/// Runs one reconcile as an operation of its own, and records its time and result. The
+/// reconcile gets a new trace id: its log lines carry it (span `reconcile`), and so do the
+/// agent calls it makes, and the agents' log lines about them.
 async fn timed(
     controller: &'static str,
+    object: String,
     ctx: Arc<Context>,
     reconcile: impl std::future::Future<Output = Result<Action>>,
 ) -> Result<Action> {
+    use tracing::Instrument as _;
     let started = std::time::Instant::now();
-    let result = reconcile.await;
+    let trace_id = quiver_rpc::trace::random();
+    let span = tracing::info_span!("reconcile", controller, %object, %trace_id);
+    let result = quiver_rpc::trace::scope(Some(trace_id), reconcile)
+        .instrument(span)
+        .await;
     let label = result.as_ref().map_or_else(Error::metric_label, |_| "ok");
     ctx.config
         .metrics

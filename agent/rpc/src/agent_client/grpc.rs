@@ -96,7 +96,7 @@ impl GrpcRoute {
     {
         let (mut grpc, path) = self.grpc(method, req.encoded_len()).await?;
         let codec = StrictCodec::<Req, Resp>::default();
-        grpc.unary(tonic::Request::new(req), path, codec)
+        grpc.unary(traced(req), path, codec)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| self.fail(&s))
@@ -114,7 +114,7 @@ impl GrpcRoute {
         let (mut grpc, path) = self.grpc(method, req.encoded_len()).await?;
         let codec = StrictCodec::<Req, Resp>::default();
         let stream = grpc
-            .server_streaming(tonic::Request::new(req), path, codec)
+            .server_streaming(traced(req), path, codec)
             .await
             .map_err(|s| self.fail(&s))?
             .into_inner();
@@ -123,4 +123,11 @@ impl GrpcRoute {
             item.map_err(|s| from_status(&endpoint, &s))
         })))
     }
+}
+
+/// A request carrying the running task's trace id.
+fn traced<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    crate::trace::to_grpc(&mut request);
+    request
 }

@@ -39,7 +39,8 @@ impl RpcClient {
     ) -> Result<Bytes, ClientError> {
         let header = self.request_header(service, method, priority, deadline);
         let call = async {
-            let mut call = self.start(peer, Frame::new(header, payload)).await?;
+            let request = Frame::new(header, payload).traced(crate::trace::current());
+            let mut call = self.start(peer, request).await?;
             let frame = call.next_frame().await?;
             call.client.healthy(call.peer);
             match frame.header.frame_type {
@@ -66,7 +67,8 @@ impl RpcClient {
     ) -> Result<ServerStream, ClientError> {
         let header = self.request_header(service, method, priority, deadline);
         let deadline = deadline.map(|d| Instant::now() + d);
-        let call = within(deadline, self.start(peer, Frame::new(header, payload))).await?;
+        let request = Frame::new(header, payload).traced(crate::trace::current());
+        let call = within(deadline, self.start(peer, request)).await?;
         Ok(ServerStream {
             call,
             deadline,

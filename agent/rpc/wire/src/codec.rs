@@ -7,14 +7,15 @@
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::frame::{DEFAULT_MAX_PAYLOAD, Frame, FrameError, HEADER_LEN, Header};
+use crate::frame::{DEFAULT_MAX_PAYLOAD, Frame, FrameError, HEADER_LEN, Header, PayloadLen};
+use crate::trace::{TRACE_ID_LEN, TraceId};
 
 /// Reads and writes frames with a payload limit.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameCodec {
     max_payload: u32,
     /// The header of a frame whose payload has not fully arrived: parsed and checked once.
-    pending: Option<(Header, usize)>,
+    pending: Option<(Header, PayloadLen)>,
 }
 
 impl FrameCodec {
@@ -68,7 +69,7 @@ impl Decoder for FrameCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
-        let (header, len) = match self.pending {
+        let (header, payload) = match self.pending {
             Some(pending) => pending,
             None => {
                 let Some(head) = src.get(..HEADER_LEN) else {
@@ -76,26 +77,34 @@ impl Decoder for FrameCodec {
                 };
                 let mut bytes = [0u8; HEADER_LEN];
                 bytes.copy_from_slice(head);
-                let (header, len) =
+                let parsed =
                     Header::parse(&bytes, self.max_payload).map_err(|error| CodecError::Frame {
                         error,
                         request_id: Header::request_id_of(&bytes),
                     })?;
                 src.advance(HEADER_LEN);
-                // `len <= max_payload <= u32::MAX` fits a usize on every supported target.
-                let len = usize::try_from(len).unwrap_or(usize::MAX);
-                (header, len)
+                parsed
             }
         };
+        // `len <= max_payload <= u32::MAX` fits a usize on every supported target.
+        let len = usize::try_from(payload.len).unwrap_or(usize::MAX);
         if src.len() < len {
-            self.pending = Some((header, len));
+            self.pending = Some((header, payload));
             src.reserve(len - src.len());
             return Ok(None);
         }
         self.pending = None;
+        let mut body = src.split_to(len);
+        // The header check guarantees a traced payload holds the whole id.
+        let trace_id = payload.traced.then(|| {
+            let mut id = [0u8; TRACE_ID_LEN];
+            id.copy_from_slice(&body.split_to(TRACE_ID_LEN));
+            TraceId(id)
+        });
         Ok(Some(Frame {
             header,
-            payload: src.split_to(len).freeze(),
+            trace_id,
+            payload: body.freeze(),
         }))
     }
 
@@ -107,7 +116,7 @@ impl Decoder for FrameCodec {
             return Ok(Some(frame));
         }
         let (have, need) = match self.pending {
-            Some((_, len)) => (HEADER_LEN + src.len(), HEADER_LEN + len),
+            Some((_, payload)) => (HEADER_LEN + src.len(), HEADER_LEN + payload.len as usize),
             None if src.is_empty() => return Ok(None),
             None => (src.len(), HEADER_LEN),
         };
