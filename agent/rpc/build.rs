@@ -6,7 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .codec_path("crate::grpc::codec::StrictCodec")
         // Raft payloads pass through without a copy.
-        .bytes(".quiver.v1.RaftMessage.json")
+        .bytes(".quiver.v1.RaftMessage.message")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -17,7 +17,7 @@
 //!   streams; [`addr`]: a member's address (Iroh endpoint, optional gRPC listener).
 //! - [`node`]: one member, and proposals from any member; [`proposer`]: the leader's
 //!   batching of proposals into log entries.
-//! - [`lease`]: pure lease logic.
+//! - [`lease`]: pure lease logic; [`wire`]: the Raft messages as bytes (postcard).
 //!
 //! Not here: the node in the agent, membership from Hosts (`quiver-agent`'s `cluster`).
 
@@ -32,6 +32,7 @@ pub mod node;
 pub mod proposer;
 pub mod service;
 pub mod state_machine;
+pub mod wire;
 
 use std::io::Cursor;
 

@@ -156,7 +156,8 @@ impl Network {
         lock(&self.shared.answered).insert(target, wire);
     }
 
-    /// One call of the Raft service to `target`: `req` as JSON, the reply decoded.
+    /// One call of the Raft service to `target`: `req` encoded ([`crate::wire`]), the reply
+    /// decoded.
     ///
     /// # Errors
     /// The client's failure (after trying every wire it has).
@@ -169,13 +170,13 @@ impl Network {
         req: &Req,
         deadline: Option<Duration>,
     ) -> Result<Resp, CallError> {
-        let json = serde_json::to_vec(req).map_err(CallError::Encode)?;
+        let message = crate::wire::encode(req).map_err(CallError::Encode)?;
         let (reply, wire) = client
-            .raft(method, json.into(), priority, deadline)
+            .raft(method, message.into(), priority, deadline)
             .await
             .map_err(CallError::Client)?;
         self.remember(target, wire);
-        serde_json::from_slice(&reply).map_err(CallError::Decode)
+        crate::wire::decode(&reply).map_err(CallError::Decode)
     }
 }
 
@@ -191,9 +192,9 @@ pub enum CallError {
     #[error(transparent)]
     Client(ClientError),
     #[error("encoding a Raft request: {0}")]
-    Encode(#[source] serde_json::Error),
+    Encode(#[source] crate::wire::Error),
     #[error("malformed Raft reply: {0}")]
-    Decode(#[source] serde_json::Error),
+    Decode(#[source] crate::wire::Error),
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {

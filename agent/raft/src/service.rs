@@ -1,5 +1,5 @@
-//! The Raft service, implemented once ([`RaftService::handle`]): openraft's request as JSON in,
-//! its answer `Result<response, RaftError>` as JSON out (a Raft-level refusal, such as a higher
+//! The Raft service, implemented once ([`RaftService::handle`]): openraft's request in, its
+//! answer `Result<response, RaftError>` out, both in [`crate::wire`]'s encoding (a Raft-level refusal, such as a higher
 //! vote, is an answer, not an error).
 //!
 //! Transports are adapters around it. The agent's own gRPC and Iroh adapters add its
@@ -39,30 +39,30 @@ impl RaftService {
     /// a vote, append or snapshot must then come from the node it claims to come from.
     ///
     /// # Errors
-    /// `INVALID_ARGUMENT` for a request that is not the method's JSON or that [`guard`]
+    /// `INVALID_ARGUMENT` for a request that is not the method's message or that [`guard`]
     /// refuses, `PERMISSION_DENIED` for one sent on another node's behalf, `UNIMPLEMENTED`
     /// for a method of another service.
     pub async fn handle(
         &self,
         method: Method,
-        json: &[u8],
+        message: &[u8],
         caller: Option<u64>,
     ) -> Result<Bytes, RpcError> {
         match method {
             Method::RaftVote => {
-                let req: VoteRequest<u64> = decode(method, json)?;
+                let req: VoteRequest<u64> = decode(method, message)?;
                 sent_by(method, &req.vote, caller)?;
                 self.admit(method, guard::check_vote(self.me(), &req))?;
                 answer(&self.proposer.raft().vote(req).await)
             }
             Method::RaftAppendEntries => {
-                let req: AppendEntriesRequest<TypeConfig> = decode(method, json)?;
+                let req: AppendEntriesRequest<TypeConfig> = decode(method, message)?;
                 sent_by(method, &req.vote, caller)?;
                 self.admit(method, guard::check_append(self.me(), &req))?;
                 answer(&self.proposer.raft().append_entries(req).await)
             }
             Method::RaftInstallSnapshot => {
-                let req: InstallSnapshotRequest<TypeConfig> = decode(method, json)?;
+                let req: InstallSnapshotRequest<TypeConfig> = decode(method, message)?;
                 sent_by(method, &req.vote, caller)?;
                 self.admit(method, guard::check_snapshot(self.me(), &req))?;
                 if req.done {
@@ -78,7 +78,7 @@ impl RaftService {
                 answer(&result)
             }
             Method::RaftPropose => {
-                let command: crate::Command = decode(method, json)?;
+                let command: crate::Command = decode(method, message)?;
                 answer(&self.proposer.write(command).await)
             }
             other => Err(RpcError::new(
@@ -128,8 +128,8 @@ fn sent_by(method: Method, vote: &Vote<u64>, caller: Option<u64>) -> Result<(), 
     }
 }
 
-fn decode<T: DeserializeOwned>(method: Method, json: &[u8]) -> Result<T, RpcError> {
-    serde_json::from_slice(json).map_err(|e| {
+fn decode<T: DeserializeOwned>(method: Method, message: &[u8]) -> Result<T, RpcError> {
+    crate::wire::decode(message).map_err(|e| {
         RpcError::new(
             Code::InvalidArgument,
             format!("request: malformed {} message: {e}", method.name()),
@@ -138,7 +138,7 @@ fn decode<T: DeserializeOwned>(method: Method, json: &[u8]) -> Result<T, RpcErro
 }
 
 fn answer<T: Serialize, E: Serialize>(result: &Result<T, E>) -> Result<Bytes, RpcError> {
-    serde_json::to_vec(result)
+    crate::wire::encode(result)
         .map(Bytes::from)
         .map_err(|e| RpcError::new(Code::Internal, format!("encoding a Raft reply: {e}")))
 }
@@ -190,11 +190,11 @@ impl RaftService {
         req: tonic::Request<proto::RaftMessage>,
     ) -> Result<tonic::Response<proto::RaftMessage>, tonic::Status> {
         // One certificate is shared by the agents: it names no node.
-        let json = self
-            .handle(method, &req.into_inner().json, None)
+        let message = self
+            .handle(method, &req.into_inner().message, None)
             .await
             .map_err(|e| status(&e))?;
-        Ok(tonic::Response::new(proto::RaftMessage { json }))
+        Ok(tonic::Response::new(proto::RaftMessage { message }))
     }
 }
 

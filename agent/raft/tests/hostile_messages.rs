@@ -1,6 +1,6 @@
 //! The Raft service takes its requests from the network. This test sends a running node (a
-//! group of one, with acknowledged writes) seeded random Raft messages: bytes that are no
-//! JSON, truncated JSON, and well-formed votes, appends and snapshot chunks whose terms, log
+//! group of one, with acknowledged writes) seeded random Raft messages: random bytes,
+//! truncated messages, and well-formed votes, appends and snapshot chunks whose terms, log
 //! indexes and offsets are extreme. After them the node must still be alive (no panic in
 //! openraft's core, no abort from a huge allocation), commit a new write, and hold every
 //! write it acknowledged before.
@@ -16,7 +16,7 @@ use openraft::{
 };
 use quiver_raft::network::Network;
 use quiver_raft::service::RaftService;
-use quiver_raft::{Batch, Command, RaftNode, Timing, TypeConfig};
+use quiver_raft::{Batch, Command, RaftNode, Timing, TypeConfig, wire};
 use quiver_rpc::Method;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -58,11 +58,11 @@ fn log_id(rng: &mut StdRng) -> LogId<u64> {
 }
 
 fn message(rng: &mut StdRng) -> (Method, Vec<u8>) {
-    let json = |v: serde_json::Result<Vec<u8>>| v.expect("a request serializes");
+    let encoded = |v: Result<Vec<u8>, wire::Error>| v.expect("a request serializes");
     let (method, bytes) = match rng.random_range(0..4) {
         0 => (
             Method::RaftVote,
-            json(serde_json::to_vec(&VoteRequest::new(
+            encoded(wire::encode(&VoteRequest::new(
                 vote(rng),
                 rng.random::<bool>().then(|| log_id(rng)),
             ))),
@@ -80,10 +80,7 @@ fn message(rng: &mut StdRng) -> (Method, Vec<u8>) {
                 entries,
                 leader_commit: rng.random::<bool>().then(|| log_id(rng)),
             };
-            (
-                Method::RaftAppendEntries,
-                json(serde_json::to_vec(&request)),
-            )
+            (Method::RaftAppendEntries, encoded(wire::encode(&request)))
         }
         2 => {
             let request = InstallSnapshotRequest::<TypeConfig> {
@@ -98,17 +95,14 @@ fn message(rng: &mut StdRng) -> (Method, Vec<u8>) {
                 data: vec![7; rng.random_range(0..64)],
                 done: rng.random_range(0..4) == 0,
             };
-            (
-                Method::RaftInstallSnapshot,
-                json(serde_json::to_vec(&request)),
-            )
+            (Method::RaftInstallSnapshot, encoded(wire::encode(&request)))
         }
         _ => (
             Method::RaftPropose,
             (0..rng.random_range(0..64)).map(|_| rng.random()).collect(),
         ),
     };
-    // Sometimes cut short: the JSON is then malformed.
+    // Sometimes cut short: the message is then malformed.
     if rng.random_range(0..5) == 0 && !bytes.is_empty() {
         let cut = rng.random_range(0..bytes.len());
         return (method, bytes[..cut].to_vec());
@@ -224,7 +218,7 @@ async fn an_honest_snapshot_in_chunks_is_installed() {
         data: data.clone(),
         done: true,
     };
-    let bytes = serde_json::to_vec(&whole).expect("serialize");
+    let bytes = wire::encode(&whole).expect("serialize");
     let impostor = service
         .handle(Method::RaftInstallSnapshot, &bytes, Some(7))
         .await
@@ -250,7 +244,7 @@ async fn an_honest_snapshot_in_chunks_is_installed() {
             data: chunk.to_vec(),
             done: i + 1 == chunks.len(),
         };
-        let bytes = serde_json::to_vec(&request).expect("serialize");
+        let bytes = wire::encode(&request).expect("serialize");
         service
             .handle(Method::RaftInstallSnapshot, &bytes, Some(a.id))
             .await

@@ -260,11 +260,11 @@ impl GrpcAdapter {
         req: Request<proto::RaftMessage>,
     ) -> GrpcResult<proto::RaftMessage> {
         let trace_id = quiver_rpc::trace::from_grpc(req.metadata());
-        let json = req.into_inner().json;
+        let message = req.into_inner().message;
         let serve = self.serve_unary(method, async {
             // The agents share one certificate: it names no node.
-            let json = self.services.raft(method, &json, None).await?;
-            Ok(proto::RaftMessage { json })
+            let message = self.services.raft(method, &message, None).await?;
+            Ok(proto::RaftMessage { message })
         });
         super::traced(trace_id, method, serve).await
     }

@@ -18,7 +18,7 @@
 //! `UNIMPLEMENTED`): a lost keystroke is seen and typed again, a doubled one is not undone.
 //! Server streams fall back only while opening; a stream that breaks later ends with its error.
 //!
-//! [`AgentClient::raft`] carries the Raft service between agents the same way: openraft's JSON
+//! [`AgentClient::raft`] carries the Raft service between agents the same way: openraft's message
 //! at its Raft priority over Iroh, in a `RaftMessage` over gRPC. A Raft message retried on the
 //! other transport is harmless too: votes and appends are idempotent by Raft's rules, and a
 //! proposal's caller already retries through leader changes (see `quiver_raft::node`).
@@ -227,8 +227,8 @@ impl AgentClient {
         .await
     }
 
-    /// One call of the Raft service: `json` is openraft's request, the reply openraft's
-    /// answer. Over Iroh it is the frame's payload, sent at `priority` (so elections and
+    /// One call of the Raft service: `message` is openraft's request, the reply openraft's
+    /// answer (both encoded by `quiver_raft::wire`). Over Iroh it is the frame's payload, sent at `priority` (so elections and
     /// heartbeats overtake snapshots); over gRPC it travels in a `RaftMessage` (HTTP/2 has no
     /// such priorities). `deadline` overrides the client's own. Returns the reply and the wire
     /// that carried it, so that a caller can keep to the wire that works.
@@ -238,7 +238,7 @@ impl AgentClient {
     pub async fn raft(
         &self,
         method: Method,
-        json: Bytes,
+        message: Bytes,
         priority: Priority,
         deadline: Option<Duration>,
     ) -> Result<(Bytes, Wire)> {
@@ -249,21 +249,21 @@ impl AgentClient {
         }
         let deadline = deadline.or(self.deadline);
         self.on_each_wire(method, |wire| {
-            let json = json.clone();
+            let message = message.clone();
             async move {
                 let reply = match (wire, &self.grpc, &self.iroh) {
                     (Wire::Grpc, Some(route), _) => {
-                        let req = proto::RaftMessage { json };
+                        let req = proto::RaftMessage { message };
                         within(deadline, route.unary(method, req))
                             .await
-                            .map(|m: proto::RaftMessage| m.json)
+                            .map(|m: proto::RaftMessage| m.message)
                     }
                     (Wire::Iroh, _, Some(route)) => {
-                        route.raw(method, json, priority, deadline).await
+                        route.raw(method, message, priority, deadline).await
                     }
                     _ => Err(no_route()),
                 };
-                reply.map(|json| (json, wire))
+                reply.map(|reply| (reply, wire))
             }
         })
         .await

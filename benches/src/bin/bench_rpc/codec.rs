@@ -1,135 +1,102 @@
-//! Frame + protobuf serialization of Raft-shaped messages, timed in-process.
+//! The Raft service's codec, timed in-process: openraft's messages as the agents send them
+//! (`quiver_raft::wire`, postcard) in a `quiver/rpc/1` frame, next to postcard alone (the floor)
+//! and JSON (the encoding the Raft service used before, measured in the same run).
 //!
-//! openraft is not in the workspace yet, so the messages are plain prost messages shaped like
-//! openraft 0.9's: a log id is (term, node id, index); a vote request names the candidate and its
-//! last log id; an append carries entries of about 100 bytes of payload; a heartbeat is an append
-//! with no entries; a snapshot chunk carries its metadata, an offset and the data.
+//! The messages: a vote request; a heartbeat (an append with no entries); appends of 1 and 100
+//! entries, each a ledger `PutVm` of about 100 bytes; a 1 MiB snapshot chunk.
 
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use prost::Message;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{
+    CommittedLeaderId, Entry, EntryPayload, LogId, SnapshotMeta, StoredMembership, Vote,
+};
+use quiver_raft::ledger::DesiredVm;
+use quiver_raft::{Batch, Command, TypeConfig, wire};
 use quiver_rpc::{Frame, FrameCodec, FrameType, HEADER_LEN, Header, Priority};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio_util::codec::{Decoder as _, Encoder as _};
 
 use crate::Sizes;
 
-#[derive(Clone, PartialEq, Message)]
-pub struct LogId {
-    #[prost(uint64, tag = "1")]
-    pub term: u64,
-    #[prost(uint64, tag = "2")]
-    pub node_id: u64,
-    #[prost(uint64, tag = "3")]
-    pub index: u64,
+fn log_id(index: u64) -> Option<LogId<u64>> {
+    Some(LogId::new(CommittedLeaderId::new(7, 3), index))
 }
 
-#[derive(Clone, PartialEq, Message)]
-pub struct VoteRequest {
-    #[prost(uint64, tag = "1")]
-    pub term: u64,
-    #[prost(uint64, tag = "2")]
-    pub candidate: u64,
-    #[prost(message, optional, tag = "3")]
-    pub last_log_id: Option<LogId>,
+/// A ledger entry of about 100 bytes: a put with a 60-byte request.
+fn entry(index: u64) -> Entry<TypeConfig> {
+    let vm = DesiredVm {
+        uid: format!("vm-{index:06}"),
+        generation: 1,
+        cpus: 1,
+        memory_mib: 256,
+        node_selector: BTreeMap::new(),
+        request: vec![0x5a; 60],
+    };
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(7, 3), index),
+        payload: EntryPayload::Normal(Batch(vec![Command::PutVm(vm)])),
+    }
 }
 
-#[derive(Clone, PartialEq, Message)]
-pub struct Entry {
-    #[prost(message, optional, tag = "1")]
-    pub log_id: Option<LogId>,
-    #[prost(bytes = "bytes", tag = "2")]
-    pub payload: Bytes,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct AppendEntries {
-    #[prost(uint64, tag = "1")]
-    pub term: u64,
-    #[prost(uint64, tag = "2")]
-    pub leader: u64,
-    #[prost(message, optional, tag = "3")]
-    pub prev_log_id: Option<LogId>,
-    #[prost(message, repeated, tag = "4")]
-    pub entries: Vec<Entry>,
-    #[prost(message, optional, tag = "5")]
-    pub leader_commit: Option<LogId>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub struct SnapshotChunk {
-    #[prost(uint64, tag = "1")]
-    pub term: u64,
-    #[prost(uint64, tag = "2")]
-    pub leader: u64,
-    #[prost(message, optional, tag = "3")]
-    pub last_log_id: Option<LogId>,
-    #[prost(string, tag = "4")]
-    pub snapshot_id: String,
-    #[prost(uint64, tag = "5")]
-    pub offset: u64,
-    #[prost(bytes = "bytes", tag = "6")]
-    pub data: Bytes,
-    #[prost(bool, tag = "7")]
-    pub done: bool,
-}
-
-fn log_id(index: u64) -> Option<LogId> {
-    Some(LogId {
-        term: 7,
-        node_id: 3,
-        index,
-    })
-}
-
-fn append(entries: u64) -> AppendEntries {
-    AppendEntries {
-        term: 7,
-        leader: 3,
+fn append(entries: u64) -> AppendEntriesRequest<TypeConfig> {
+    AppendEntriesRequest {
+        vote: Vote::new_committed(7, 3),
         prev_log_id: log_id(1_000),
-        entries: (0..entries)
-            .map(|i| Entry {
-                log_id: log_id(1_001 + i),
-                payload: Bytes::from(vec![0x5a; 100]),
-            })
-            .collect(),
+        entries: (0..entries).map(|i| entry(1_001 + i)).collect(),
         leader_commit: log_id(1_000),
     }
 }
 
-type EncodeInto = Box<dyn Fn(&mut BytesMut) -> anyhow::Result<()>>;
+type Op = Box<dyn Fn() -> anyhow::Result<Vec<u8>>>;
+type EncodeInto = Box<dyn Fn(&mut Vec<u8>) -> anyhow::Result<()>>;
+type DecodeOp = Box<dyn Fn(&[u8]) -> anyhow::Result<()>>;
 
-/// One message to time: its name, how it is encoded, and how it is decoded.
+/// One message to time: its name, how it is encoded and decoded, in postcard and in JSON.
 pub struct Case {
     pub name: &'static str,
     pub published_ser: Duration,
     pub published_de: Duration,
-    /// Protobuf-encodes into a new buffer, as a caller building a frame does.
-    encode: Box<dyn Fn() -> Bytes>,
-    /// Protobuf-encodes into the end of a buffer the caller reuses.
+    /// Encodes into a new buffer, as a caller building a frame does.
+    encode: Op,
+    /// Encodes into the end of a buffer the caller reuses (postcard alone).
     encode_into: EncodeInto,
-    decode: fn(Bytes) -> anyhow::Result<()>,
+    decode: DecodeOp,
+    encode_json: Op,
+    decode_json: DecodeOp,
     priority: Priority,
 }
 
-fn case<M: Message + Default + Clone + 'static>(
+fn case<M: Serialize + DeserializeOwned + Clone + 'static>(
     name: &'static str,
     published_ns: (u64, u64),
     priority: Priority,
     message: M,
 ) -> Case {
-    let reused = message.clone();
+    let (reused, json) = (message.clone(), message.clone());
     Case {
         name,
         published_ser: Duration::from_nanos(published_ns.0),
         published_de: Duration::from_nanos(published_ns.1),
-        encode: Box::new(move || Bytes::from(message.encode_to_vec())),
-        encode_into: Box::new(move |dst| Ok(reused.encode(dst)?)),
-        decode: |payload| {
-            black_box(M::decode(payload)?);
+        encode: Box::new(move || Ok(wire::encode(&message)?)),
+        encode_into: Box::new(move |dst| {
+            let buffer = std::mem::take(dst);
+            *dst = postcard::to_extend(&reused, buffer)?;
             Ok(())
-        },
+        }),
+        decode: Box::new(|payload| {
+            black_box(wire::decode::<M>(payload)?);
+            Ok(())
+        }),
+        encode_json: Box::new(move || Ok(serde_json::to_vec(&json)?)),
+        decode_json: Box::new(|payload| {
+            black_box(serde_json::from_slice::<M>(payload)?);
+            Ok(())
+        }),
         priority,
     }
 }
@@ -142,11 +109,7 @@ pub fn cases() -> Vec<Case> {
             "vote",
             (408, 238),
             Priority::Election,
-            VoteRequest {
-                term: 8,
-                candidate: 2,
-                last_log_id: log_id(1_000),
-            },
+            VoteRequest::new(Vote::new(8, 2), log_id(1_000)),
         ),
         case(
             "append, 1 entry",
@@ -164,13 +127,15 @@ pub fn cases() -> Vec<Case> {
             "snapshot chunk, 1 MiB",
             (83_900, 186_700),
             Priority::Snapshot,
-            SnapshotChunk {
-                term: 7,
-                leader: 3,
-                last_log_id: log_id(1_000),
-                snapshot_id: "7-3-1000".to_owned(),
+            InstallSnapshotRequest::<TypeConfig> {
+                vote: Vote::new_committed(7, 3),
+                meta: SnapshotMeta {
+                    last_log_id: log_id(1_000),
+                    last_membership: StoredMembership::default(),
+                    snapshot_id: "7-3-1000".to_owned(),
+                },
                 offset: 0,
-                data: Bytes::from(vec![0x5a; 1 << 20]),
+                data: vec![0x5a; 1 << 20],
                 done: false,
             },
         ),
@@ -190,13 +155,17 @@ fn header(priority: Priority) -> Header {
 
 /// Median times per operation over the batches.
 pub struct Timing {
-    /// Frame + protobuf, as the transport does it.
+    /// Frame + postcard, as the transport does it.
     pub ser: Duration,
     pub de: Duration,
-    /// Protobuf alone with no allocation on the encoding side: the floor of any protobuf codec.
-    pub prost_ser: Duration,
-    pub prost_de: Duration,
+    /// Postcard alone, into a reused buffer / from a slice: the floor of this encoding.
+    pub alone_ser: Duration,
+    pub alone_de: Duration,
+    /// Frame + JSON, the Raft service's earlier encoding.
+    pub json_ser: Duration,
+    pub json_de: Duration,
     pub wire_bytes: usize,
+    pub json_wire_bytes: usize,
 }
 
 /// Times every case.
@@ -205,8 +174,14 @@ pub fn all(sizes: Sizes) -> anyhow::Result<Vec<(Case, Timing)>> {
     for case in cases() {
         let timing = time(&case, sizes.codec_batches, sizes.codec_batch_time)?;
         println!(
-            "codec {}: ser {:?} de {:?} (protobuf alone {:?} / {:?})",
-            case.name, timing.ser, timing.de, timing.prost_ser, timing.prost_de
+            "codec {}: ser {:?} de {:?} (postcard alone {:?} / {:?}; JSON {:?} / {:?})",
+            case.name,
+            timing.ser,
+            timing.de,
+            timing.alone_ser,
+            timing.alone_de,
+            timing.json_ser,
+            timing.json_de
         );
         rows.push((case, timing));
     }
@@ -236,27 +211,39 @@ fn median_of(
     Ok(times.get(times.len() / 2).copied().unwrap_or_default())
 }
 
-/// Serialization: protobuf-encode the message, then frame it into a new write buffer (the
-/// client's path: one buffer per request). Deserialization: decode the frame from a read buffer
-/// and protobuf-decode its payload; the read buffers are filled outside the timed region (as
-/// the socket would fill them). Every result is dropped inside the timed region.
-pub fn time(case: &Case, batches: usize, batch_time: Duration) -> anyhow::Result<Timing> {
+/// Frame + encoding, timed both ways.
+struct Framed {
+    ser: Duration,
+    de: Duration,
+    wire: Bytes,
+}
+
+/// Serialization: encode the message, then frame it into a new write buffer (the client's
+/// path: one buffer per request). Deserialization: decode the frame from a read buffer and
+/// decode its payload; the read buffers are filled outside the timed region (as the socket
+/// would fill them). Every result is dropped inside the timed region.
+fn framed(
+    case: &Case,
+    encode: &Op,
+    decode: &DecodeOp,
+    batches: usize,
+    batch_time: Duration,
+) -> anyhow::Result<Framed> {
     let mut codec = FrameCodec::default();
     let mut encode_one = |dst: &mut BytesMut| -> anyhow::Result<()> {
-        let frame = Frame::new(header(case.priority), (case.encode)());
+        let frame = Frame::new(header(case.priority), encode()?);
         codec.encode(frame, dst)?;
         Ok(())
     };
     let mut wire = BytesMut::new();
     encode_one(&mut wire)?;
     let wire = wire.freeze();
-    let payload = wire.slice(HEADER_LEN..);
     let mut decoder = FrameCodec::default();
     let mut decode_one = |src: &mut BytesMut| -> anyhow::Result<()> {
         let frame = decoder
             .decode(src)?
             .ok_or_else(|| anyhow::anyhow!("{}: an incomplete frame", case.name))?;
-        (case.decode)(frame.payload)
+        decode(&frame.payload)
     };
     decode_one(&mut BytesMut::from(&wire[..]))?;
 
@@ -290,8 +277,30 @@ pub fn time(case: &Case, batches: usize, batch_time: Duration) -> anyhow::Result
             decode_one(&mut src)
         },
     )?;
-    let mut reused = BytesMut::with_capacity(wire.len());
-    let prost_ser = median_of(
+    Ok(Framed { ser, de, wire })
+}
+
+/// Times one case: frame + postcard, postcard alone, frame + JSON.
+pub fn time(case: &Case, batches: usize, batch_time: Duration) -> anyhow::Result<Timing> {
+    let postcard = framed(case, &case.encode, &case.decode, batches, batch_time)?;
+    let json = framed(
+        case,
+        &case.encode_json,
+        &case.decode_json,
+        batches,
+        batch_time,
+    )?;
+    let payload = postcard.wire.slice(HEADER_LEN..);
+    let per_batch = {
+        let started = Instant::now();
+        (case.decode)(&payload)?;
+        let one = started.elapsed().max(Duration::from_nanos(50));
+        usize::try_from(batch_time.as_nanos() / one.as_nanos())
+            .unwrap_or(usize::MAX)
+            .clamp(1, 100_000)
+    };
+    let mut reused = Vec::with_capacity(payload.len());
+    let alone_ser = median_of(
         batches,
         per_batch,
         || {},
@@ -302,12 +311,15 @@ pub fn time(case: &Case, batches: usize, batch_time: Duration) -> anyhow::Result
             Ok(())
         },
     )?;
-    let prost_de = median_of(batches, per_batch, || {}, || (case.decode)(payload.clone()))?;
+    let alone_de = median_of(batches, per_batch, || {}, || (case.decode)(&payload))?;
     Ok(Timing {
-        ser,
-        de,
-        prost_ser,
-        prost_de,
-        wire_bytes: wire.len(),
+        ser: postcard.ser,
+        de: postcard.de,
+        alone_ser,
+        alone_de,
+        json_ser: json.ser,
+        json_de: json.de,
+        wire_bytes: postcard.wire.len(),
+        json_wire_bytes: json.wire.len(),
     })
 }

@@ -1,6 +1,6 @@
 //! `bench-rpc`: the `quiver/rpc/1` transport against its baselines, in one run.
 //!
-//! Measures frame + protobuf codec times, unary round trips at 1/16/64 calls in flight over
+//! Measures the Raft codec (frame + postcard, against JSON), unary round trips at 1/16/64 calls in flight over
 //! this protocol on Iroh, tonic with mutual TLS, irpc-iroh, a raw Iroh bi-stream echo and raw
 //! TCP, bulk throughput, connect and reconnect times, and heartbeat latency under bulk load with
 //! QUIC priorities on and off. Rewrites the `rpc` section of `docs/benchmarks.md` and

@@ -147,19 +147,20 @@ fn header(out: &mut String, r: &Results) {
 
 fn codec(out: &mut String, r: &Results) {
     out.push_str(
-        "### Codec: frame + protobuf, one message\n\n\
-         Serialize = prost-encode the message and frame it (24-byte header) into a new write \
-         buffer, as the client does per request; deserialize = decode the frame from a read buffer \
-         and prost-decode its payload (`bytes` fields as `Bytes`, no copy). \"Protobuf alone\" = \
-         prost encode into a reused buffer / decode from a `Bytes`: no frame and no allocation on \
-         the encoding side, the floor of a protobuf codec. Median of batches, one thread; results \
-         dropped inside the timing. openraft is not in the workspace yet: the messages are prost \
-         messages shaped like openraft 0.9's (log ids of term, node id and index; a heartbeat is an \
-         append with no entries; entries carry 100 bytes of payload). The \"published\" columns \
-         are the figures published for the original Iroh design, **not measured here** (another \
-         machine, another serializer).\n\n\
-         | message | wire bytes | ser | de | protobuf alone ser / de | published ser / de | speed-up ser / de | target ≥ 10× |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "### Codec: the Raft service's messages, framed\n\n\
+         The messages are openraft 0.9's, as the agents exchange them: a vote request, a \
+         heartbeat (an append with no entries), appends of 1 and 100 entries (each a ledger \
+         `PutVm` of about 100 bytes) and a 1 MiB snapshot chunk. Serialize = encode the message \
+         (`quiver_raft::wire`: postcard) and frame it (24-byte header) into a new write buffer, as \
+         the client does per request; deserialize = decode the frame from a read buffer and the \
+         message from its payload. \"Postcard alone\" = encode into a reused buffer / decode from \
+         a slice, no frame: the floor of this encoding. \"JSON\" = the same frame with the \
+         encoding the Raft service used before postcard, measured in the same run. Median of \
+         batches, one thread; results dropped inside the timing. The \"published\" columns are \
+         the figures published for the original Iroh design, **not measured here** (another \
+         machine, another serializer); the speed-up and the target compare against them.\n\n\
+         | message | wire bytes (JSON) | ser | de | postcard alone ser / de | JSON ser / de | published ser / de | speed-up ser / de | target ≥ 10× |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     for (case, t) in &r.codec {
         let (sx, dx) = (
@@ -168,32 +169,29 @@ fn codec(out: &mut String, r: &Results) {
         );
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} / {} | {} / {} | {sx:.1}× / {dx:.1}× | {} |",
+            "| {} | {} ({}) | {} | {} | {} / {} | {} / {} | {} / {} | {sx:.1}× / {dx:.1}× | {} |",
             case.name,
             t.wire_bytes,
+            t.json_wire_bytes,
             ns(t.ser),
             ns(t.de),
-            ns(t.prost_ser),
-            ns(t.prost_de),
+            ns(t.alone_ser),
+            ns(t.alone_de),
+            ns(t.json_ser),
+            ns(t.json_de),
             ns(case.published_ser),
             ns(case.published_de),
             verdict(sx >= 10.0 && dx >= 10.0)
         );
     }
     out.push_str(
-        "\nWhere the codec time goes. Serializing allocates twice per message (prost's `Vec`, then \
-         the frame buffer) and copies the payload into the frame: for small messages the two \
-         allocations are most of the time (compare \"protobuf alone\"). A 1 MiB snapshot chunk is \
-         copied twice (into prost's `Vec`, then into the frame), each time into a new 1 MiB buffer: \
-         whether malloc serves those from pages already mapped or maps fresh ones (glibc's mmap \
-         threshold and heap trimming) moves that row by an order of magnitude from run to run, \
-         and a write path that reused its buffers would remove the difference. 10× \
-         the published 83.9 µs is 8.4 µs, less than one copy of 1 MiB takes here, so that target \
-         needs a zero-copy write path (header and protobuf prefix in one small buffer, the data \
-         handed to QUIC as its own `Bytes` chunk), which the transport's framed writer does not \
-         have. Deserializing never copies a payload: the frame and its `bytes` fields are slices \
-         of the read buffer; for the 1 MiB chunk, most of the time is freeing that buffer, which \
-         the timing includes.\n",
+        "\nWhere the codec time goes. Serializing allocates twice per message (postcard's `Vec`, \
+         then the frame buffer) and copies the payload into the frame; deserializing builds \
+         openraft's owned types (an entry's strings and byte vectors are allocated). Serde \
+         writes and reads a `Vec<u8>` byte by byte (openraft's snapshot data is a plain \
+         `Vec<u8>`), which is most of the 1 MiB chunk's time both ways; 10× the published \
+         83.9 µs is 8.4 µs, less than one copy of 1 MiB takes here, so that row needs the chunk's \
+         data outside serde and handed to QUIC as its own buffer.\n",
     );
 }
 
