@@ -1,7 +1,8 @@
 //! The operator and an agent run under exactly the Helm chart's RBAC: the real helm installs
 //! `charts/quiver` into the dev control plane (ServiceAccounts, ClusterRoles, Roles and their
 //! bindings), each gets a token from the TokenRequest API of its ServiceAccount, and
-//! `quiver-operator run` and `quiver-agent` use those tokens. A MicroVM then boots end to end
+//! `quiver-operator run` (calling agents over Iroh first) and `quiver-agent` use those tokens: the
+//! agent admits the operator by the endpoint id the operator publishes. A MicroVM then boots end to end
 //! (real QEMU and guest; the simulated driver only without the guest image). Taking one grant out of the operator's ClusterRole makes the operator
 //! fail with the 403 Kubernetes would give, naming the verb and the resource.
 //!
@@ -115,6 +116,8 @@ async fn operator_and_agent_run_under_the_charts_rbac_and_a_missing_grant_is_a_4
         .arg(dir.join("operator-pki"))
         .arg("--iroh-key")
         .arg(dir.join("operator-iroh.key"))
+        // Iroh first: the agent must admit the operator by the endpoint id it publishes.
+        .args(["--transport", "dual"])
         .env("KUBECONFIG", &operator_config)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -137,6 +140,21 @@ async fn operator_and_agent_run_under_the_charts_rbac_and_a_missing_grant_is_a_4
         !log().contains("forbidden"),
         "no 403 with the chart's grants:\n{}",
         log()
+    );
+    // The agent, with its ServiceAccount's token, follows the ConfigMap the operator publishes
+    // its endpoint id in, and admits that id.
+    let agent_log = || std::fs::read_to_string(dir.join("agent-0/agent.log")).unwrap_or_default();
+    eventually(WAIT, "the agent admitting the operator's id", || async {
+        Ok(agent_log()
+            .contains("admitting the operator's endpoint id")
+            .then_some(()))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\nagent log:\n{}", agent_log()))?;
+    assert!(
+        !agent_log().to_lowercase().contains("forbidden"),
+        "no 403 for the agent with the chart's grants:\n{}",
+        agent_log()
     );
 
     // Without the grant to write MicroVM status, the operator is refused, in Kubernetes' words.

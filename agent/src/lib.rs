@@ -35,6 +35,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod operator_id;
 pub mod peers;
 pub mod rbac;
 pub mod registration;

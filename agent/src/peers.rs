@@ -1,6 +1,7 @@
-//! Who may call this agent over Iroh: the endpoint ids of registered `Host`s plus the trusted
-//! ones from the config (the operator's). A Host's registration admits its agent; deleting the
-//! Host removes its id, which closes its open connections at once.
+//! Who may call this agent over Iroh: the endpoint ids of registered `Host`s, the operator's as
+//! it publishes it ([`crate::operator_id`]), and the trusted ones from the config. A Host's
+//! registration admits its agent; deleting the Host removes its id, which closes its open
+//! connections at once (and so does a change of the operator's published id).
 //!
 //! Without a kubeconfig the agent admits only the trusted ids.
 //!
@@ -86,19 +87,29 @@ pub fn spawn(
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
         };
+        let operator = crate::operator_id::follow(client.clone());
         let events = watcher(Api::<Host>::all(client), watcher::Config::default());
-        publish(events.default_backoff(), &allowlist, &trusted, &hosts_tx).await;
+        publish(
+            events.default_backoff(),
+            &allowlist,
+            &trusted,
+            operator,
+            &hosts_tx,
+        )
+        .await;
     })
 }
 
-/// Keeps `allowlist` and `hosts_tx` equal to the Hosts that `events` list, publishing only
-/// complete lists: while a (re)list is under way the reflector's store still holds the last
-/// complete one, and at the very first list it holds nothing. Publishing then would tell
-/// the Raft leader that every Host was deleted, and it would remove them all from the group.
+/// Keeps `allowlist` and `hosts_tx` equal to the Hosts that `events` list (and `allowlist`
+/// also admitting `trusted` and the `operator`'s id), publishing only complete lists: while a
+/// (re)list is under way the reflector's store still holds the last complete one, and at the
+/// very first list it holds nothing. Publishing then would tell the Raft leader that every
+/// Host was deleted, and it would remove them all from the group.
 async fn publish<S>(
     events: S,
     allowlist: &Allowlist,
     trusted: &[EndpointId],
+    mut operator: watch::Receiver<Option<EndpointId>>,
     hosts_tx: &watch::Sender<Option<Vec<Host>>>,
 ) where
     S: futures::Stream<Item = Result<watcher::Event<Host>, watcher::Error>>,
@@ -106,21 +117,39 @@ async fn publish<S>(
     let (store, writer) = reflector::store();
     let mut events = std::pin::pin!(reflector(writer, events));
     let mut listed = false;
-    while let Some(event) = events.next().await {
-        match event {
-            Err(e) => {
-                tracing::warn!(error = %e, "watching Hosts");
-                continue;
+    let mut operator_open = true;
+    loop {
+        let hosts_changed = tokio::select! {
+            event = events.next() => match event {
+                None => return,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "watching Hosts");
+                    continue;
+                }
+                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
+                Some(Ok(watcher::Event::InitDone)) => {
+                    listed = true;
+                    true
+                }
+                Some(Ok(_)) if !listed => continue,
+                Some(Ok(_)) => true,
+            },
+            changed = operator.changed(), if operator_open => {
+                operator_open = changed.is_ok();
+                false
             }
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
-            Ok(watcher::Event::InitDone) => listed = true,
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) if !listed => continue,
-            Ok(_) => {}
-        }
+        };
+        let mut trusted_now = trusted.to_vec();
+        trusted_now.extend(*operator.borrow_and_update());
         let hosts = store.state();
-        let ids = admitted(hosts.iter().map(AsRef::as_ref), trusted);
-        allowlist.replace(ids);
-        hosts_tx.send_replace(Some(hosts.iter().map(|h| Host::clone(h)).collect()));
+        if listed {
+            allowlist.replace(admitted(hosts.iter().map(AsRef::as_ref), &trusted_now));
+        } else {
+            allowlist.replace(trusted_now);
+        }
+        if hosts_changed {
+            hosts_tx.send_replace(Some(hosts.iter().map(|h| Host::clone(h)).collect()));
+        }
     }
 }
 
@@ -189,7 +218,8 @@ mod tests {
             }
             Ok(e)
         });
-        publish(stream, &allowlist, &[], &tx).await;
+        let (_operator_tx, operator) = watch::channel(None);
+        publish(stream, &allowlist, &[], operator, &tx).await;
         let mut seen = seen.into_inner().expect("lock");
         seen.push(names());
         seen

@@ -5,6 +5,7 @@
 use quiver_crds::access::{ApiAccess, Scope};
 
 use crate::cluster::bootstrap::CONFIG_MAP;
+use quiver_crds::operator_identity;
 
 pub const AGENT_API_ACCESS: &[ApiAccess] = &[
     ApiAccess {
@@ -48,5 +49,15 @@ pub const AGENT_API_ACCESS: &[ApiAccess] = &[
         kind: "ConfigMap",
         site: "agent/src/cluster/bootstrap.rs",
         why: "the others read quiver-raft to learn whether they were named",
+    },
+    ApiAccess {
+        scope: Scope::Namespace(operator_identity::NAMESPACE),
+        group: "",
+        resource: "configmaps",
+        names: &[operator_identity::NAME],
+        verbs: &["list", "watch"],
+        kind: "ConfigMap",
+        site: "agent/src/operator_id.rs",
+        why: "the Iroh allowlist admits the endpoint id the operator publishes (a watch of that one ConfigMap, by field selector)",
     },
 ];

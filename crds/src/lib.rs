@@ -57,6 +57,16 @@ pub const API_VERSION: &str = "quiver.dev/v1alpha1";
 /// before the object goes away.
 pub const VM_FINALIZER: &str = "quiver.dev/vm";
 
+/// Where the operator publishes its Iroh endpoint id for the agents: ConfigMap
+/// `default/quiver-operator`, key `endpointId`. The operator's leader writes it; every agent with
+/// a kubeconfig admits the id it holds over Iroh (besides the registered Hosts' ids).
+pub mod operator_identity {
+    /// The namespace (the operator's Lease's, fixed like it).
+    pub const NAMESPACE: &str = "default";
+    pub const NAME: &str = "quiver-operator";
+    pub const ENDPOINT_ID_KEY: &str = "endpointId";
+}
+
 /// Condition types used in the status of Quiver resources.
 pub mod condition {
     /// MicroVM: the placement ledger has assigned the VM to a host.

@@ -33,6 +33,7 @@ pub mod controller;
 pub mod convert;
 pub mod dev;
 pub mod error;
+pub mod identity;
 pub mod leader;
 pub mod leftovers;
 pub mod metrics;

@@ -152,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
             let key = load_or_create_key(&iroh_key)?;
             let access = AgentAccess::new(Some(pki.operator_client()?), transport, key).await?;
             if let Some(id) = access.endpoint_id() {
-                tracing::info!(endpoint_id = %id, "agents must trust this Iroh endpoint id");
+                tracing::info!(endpoint_id = %id, "the operator's Iroh endpoint id (the leader publishes it for the agents)");
             }
             let config = OperatorConfig::new(&identity).with_agent_access(access.clone());
             let listener = quiver_operator::metrics::bind(metrics_address).await?;

@@ -149,7 +149,8 @@ async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), wait(election)).await;
 }
 
-struct AbortOnDrop(JoinHandle<()>);
+/// A task that ends with its handle.
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -7,6 +7,7 @@ use quiver_crds::access::{ApiAccess, Scope};
 
 use crate::operator::{LEASE_NAME, LEASE_NAMESPACE};
 use crate::pki::{SECRET_NAME, SECRET_NAMESPACE};
+use quiver_crds::operator_identity;
 
 pub const OPERATOR_API_ACCESS: &[ApiAccess] = &[
     ApiAccess {
@@ -160,6 +161,26 @@ pub const OPERATOR_API_ACCESS: &[ApiAccess] = &[
         kind: "Secret",
         site: "operator/src/pki.rs",
         why: "every replica reads the cluster CA at start",
+    },
+    ApiAccess {
+        scope: Scope::Namespace(operator_identity::NAMESPACE),
+        group: "",
+        resource: "configmaps",
+        names: &[],
+        verbs: &["create"],
+        kind: "ConfigMap",
+        site: "operator/src/identity.rs",
+        why: "the leader publishes its Iroh endpoint id by server-side apply, which creates the ConfigMap the first time",
+    },
+    ApiAccess {
+        scope: Scope::Namespace(operator_identity::NAMESPACE),
+        group: "",
+        resource: "configmaps",
+        names: &[operator_identity::NAME],
+        verbs: &["patch"],
+        kind: "ConfigMap",
+        site: "operator/src/identity.rs",
+        why: "and updates it (the agents admit the id it holds over Iroh)",
     },
 ];
 

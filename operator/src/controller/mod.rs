@@ -163,6 +163,11 @@ pub async fn run(
     config: ControllerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    // Agents admit the operator over Iroh by the id it publishes; aborted when leading ends.
+    let _publish = config.agents.endpoint_id().map(|id| {
+        let publish = crate::identity::publish(client.clone(), id);
+        crate::operator::AbortOnDrop(tokio::spawn(publish))
+    });
     let (cluster, wakeups) = AgentCluster::new(config.agents.clone());
     let (hosts_changed, hosts_rx) = mpsc::unbounded_channel();
     let (host_status_changed, host_status_rx) = mpsc::unbounded_channel();

@@ -123,6 +123,32 @@ pub fn of_request(method: &http::Method, path: &str, watch: bool) -> Attributes 
     Attributes::Resource(attrs)
 }
 
+/// A list or watch whose field selector requires one `metadata.name` is authorized as a request
+/// for that name, as Kubernetes does: a rule with `resourceNames` then grants watching one
+/// object.
+#[must_use]
+pub fn with_selected_name(mut attrs: Attributes, field_selector: Option<&str>) -> Attributes {
+    if let Attributes::Resource(r) = &mut attrs
+        && (r.verb == "list" || r.verb == "watch")
+        && r.name.is_empty()
+        && let Some(name) = field_selector.and_then(selected_name)
+    {
+        r.name = name.to_owned();
+    }
+    attrs
+}
+
+/// The name a field selector requires exactly (`metadata.name=x` or `==x` among its terms).
+fn selected_name(selector: &str) -> Option<&str> {
+    selector.split(',').find_map(|term| {
+        let value = term.trim().strip_prefix("metadata.name")?;
+        let value = value
+            .strip_prefix("==")
+            .or_else(|| value.strip_prefix('='))?;
+        (!value.is_empty()).then_some(value)
+    })
+}
+
 fn non_resource_with(method: &str, path: &str) -> Attributes {
     Attributes::NonResource {
         verb: method.to_ascii_lowercase(),
@@ -159,6 +185,31 @@ mod tests {
         assert_eq!((get.verb.as_str(), get.name.as_str()), ("get", "c"));
         let dc = resource(&Method::DELETE, "/api/v1/namespaces/d/configmaps", false);
         assert_eq!(dc.verb, "deletecollection");
+    }
+
+    #[test]
+    fn a_list_or_watch_selecting_one_name_is_a_request_for_that_name() {
+        let path = "/api/v1/namespaces/default/configmaps";
+        let name = |watch, selector| match with_selected_name(
+            of_request(&Method::GET, path, watch),
+            selector,
+        ) {
+            Attributes::Resource(r) => r.name,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            name(true, Some("metadata.name=quiver-operator")),
+            "quiver-operator"
+        );
+        assert_eq!(name(false, Some("a=b,metadata.name==x")), "x");
+        assert_eq!(name(true, Some("metadata.name!=x")), "");
+        assert_eq!(name(true, Some("metadata.namespace=x")), "");
+        assert_eq!(name(true, None), "");
+        let get = with_selected_name(
+            of_request(&Method::GET, "/api/v1/namespaces/d/configmaps/c", false),
+            Some("metadata.name=other"),
+        );
+        assert!(matches!(get, Attributes::Resource(r) if r.name == "c"));
     }
 
     #[test]

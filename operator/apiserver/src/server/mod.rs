@@ -90,7 +90,10 @@ pub async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
         Err(answer) => return answer,
     };
     let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
-    let attrs = crate::rbac::attributes::of_request(&parts.method, &path, watch);
+    let attrs = crate::rbac::attributes::with_selected_name(
+        crate::rbac::attributes::of_request(&parts.method, &path, watch),
+        query.get("fieldSelector").map(String::as_str),
+    );
     if !public && let Err(e) = access::authorize(&st, &user, &attrs) {
         return error_response(&parts.method, &path, &e);
     }

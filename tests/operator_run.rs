@@ -1,7 +1,12 @@
-//! One trace id from the operator through the agent RPC: `quiver-operator run --log-json`
-//! reconciles a MicroVM, its JSON log line about the `PutVm` an agent took carries the
-//! reconcile's `trace_id`, and that agent's JSON log line about committing the put carries the
-//! same id, over gRPC and over Iroh. Agents on the simulated driver: the trace is the subject.
+//! `quiver-operator run` as its own process against an agent, over gRPC and over Iroh:
+//! - one trace id from the operator through the agent RPC: the operator (`--log-json`)
+//!   reconciles a MicroVM, its JSON log line about the `PutVm` an agent took carries the
+//!   reconcile's `trace_id`, and that agent's JSON log line about committing the put carries the
+//!   same id;
+//! - the agent admits the operator over Iroh by the endpoint id the operator publishes
+//!   (ConfigMap `default/quiver-operator`): it is given no `--trust-endpoint-id` for it.
+//!
+//! Agents on the simulated driver: the operator's calls are the subject.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,13 +35,10 @@ async fn trace_crosses_the_rpc(transport: TransportMode) -> anyhow::Result<()> {
     cluster.stop_operator().await;
     let dir = cluster.state.path().to_owned();
     let operator_key = dir.join("operator-iroh.key");
-    let trusted = load_or_create_key(&operator_key)?.public().to_string();
+    let operator_id = load_or_create_key(&operator_key)?.public().to_string();
+    // No --trust-endpoint-id for the operator: the agent learns its id from the ConfigMap.
     cluster
-        .add_agent_with(
-            "agent-0",
-            None,
-            &["--log-json", "--trust-endpoint-id", &trusted],
-        )
+        .add_agent_with("agent-0", None, &["--log-json"])
         .await?;
     let log_path = dir.join("operator.log");
     let mut operator = tokio::process::Command::new(operator_binary()?)
@@ -71,6 +73,35 @@ async fn trace_crosses_the_rpc(transport: TransportMode) -> anyhow::Result<()> {
     let uid = k
         .run(&["get", "mvm", "traced", "-o", "jsonpath={.metadata.uid}"])
         .await?;
+    // The operator publishes its id when it calls agents over Iroh.
+    if transport != TransportMode::Grpc {
+        let published = k
+            .run(&[
+                "-n",
+                "default",
+                "get",
+                "configmap",
+                "quiver-operator",
+                "-o",
+                "jsonpath={.data.endpointId}",
+            ])
+            .await?;
+        assert_eq!(
+            published, operator_id,
+            "the operator publishes its endpoint id"
+        );
+        let admitted = json_lines(&agent_log()).into_iter().any(|line| {
+            line["fields"]["endpoint_id"] == operator_id.as_str()
+                && line["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("admitting the operator's endpoint id"))
+        });
+        assert!(
+            admitted,
+            "the agent admits the published id:\n{}",
+            agent_log()
+        );
+    }
 
     // The operator's line: the agent took the put, within a reconcile of this VM.
     let taken = eventually(WAIT, "the operator's PutVm line", || async {
