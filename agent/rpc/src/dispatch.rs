@@ -14,7 +14,6 @@ use tokio::time::Instant;
 
 use crate::error::RpcError;
 use crate::frame::Priority;
-use crate::trace::TraceId;
 
 /// Who is calling and under which conditions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,8 +28,6 @@ pub struct CallContext {
     /// why the server never dispatches a state-changing method from one.
     pub zero_rtt: bool,
     pub priority: Priority,
-    /// The caller's operation, if it sent one: the dispatcher serves the call as part of it.
-    pub trace_id: Option<TraceId>,
 }
 
 /// The messages of a server stream; an `Err` ends the stream with an Error frame.

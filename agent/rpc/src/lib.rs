@@ -71,6 +71,7 @@ pub use methods::{Method, ServiceName};
 pub use modes::{TransportMode, TransportModes, Wire};
 pub use quiver_wire::{
     CodecError, DEFAULT_MAX_PAYLOAD, Frame, FrameCodec, FrameError, FrameType, HEADER_LEN, Header,
-    PayloadLen, Priority, TraceId, codec, frame,
+    Priority, codec, frame,
 };
 pub use server::{ALPN, PeerHealth, PeerTable, RpcServer, ServerConfig, ServerCounts};
+pub use trace::TraceId;

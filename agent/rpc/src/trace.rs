@@ -1,17 +1,64 @@
 //! The trace id of the operation a task works for, carried across every RPC it makes.
 //!
-//! The operator starts one per reconcile ([`scope`] with [`TraceId::random`]); every call made
-//! inside the scope carries it (gRPC: metadata [`GRPC_HEADER`]; Iroh: the Request frame's trace
-//! id), and the agent serves the call inside a span with the same `trace_id` field, and inside
-//! the same scope, so the calls it makes in turn (a proposal forwarded to the Raft leader) carry
-//! it too. The JSON logs of both show it on every line written within.
+//! The operator starts one per reconcile ([`scope`] with [`random`]); every call made inside the
+//! scope carries it, and the agent serves the call inside a span with the same `trace_id`
+//! field, and inside the same scope, so that the calls it makes in turn carry it too. The JSON
+//! logs of both show it on every line written within.
+//!
+//! On the wire: over gRPC, metadata [`GRPC_HEADER`] (32 hex digits); over Iroh, one more field
+//! of the request message, [`PROTOBUF_FIELD`] (16 bytes), which any protobuf decoder that does
+//! not know it skips, so frames stay as `docs/protocol.md` fixes them and an agent of any
+//! version reads such a request. The Raft service's messages (postcard, not protobuf) carry none.
 
+use std::fmt;
 use std::future::Future;
+use std::str::FromStr;
 
-pub use quiver_wire::trace::{BadTraceId, TraceId};
-
-/// The gRPC metadata key of the trace id (32 hex digits).
+/// The gRPC metadata key of the trace id.
 pub const GRPC_HEADER: &str = "quiver-trace-id";
+/// The field number of the trace id in a request message on Iroh: the largest protobuf allows,
+/// which no `quiver.v1` message uses.
+pub const PROTOBUF_FIELD: u32 = (1 << 29) - 1;
+/// Bytes of a trace id.
+pub const TRACE_ID_LEN: usize = 16;
+
+/// 16 bytes, written as 32 lowercase hex digits (the W3C trace-context form).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceId(pub [u8; TRACE_ID_LEN]);
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceId({self})")
+    }
+}
+
+/// Not 32 hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a trace id is 32 hex digits, got {0:?}")]
+pub struct BadTraceId(pub String);
+
+impl FromStr for TraceId {
+    type Err = BadTraceId;
+
+    fn from_str(text: &str) -> Result<Self, BadTraceId> {
+        let bad = || BadTraceId(text.chars().take(64).collect());
+        if text.len() != 2 * TRACE_ID_LEN || !text.is_ascii() {
+            return Err(bad());
+        }
+        let mut id = [0u8; TRACE_ID_LEN];
+        for (byte, pair) in id.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+        }
+        Ok(Self(id))
+    }
+}
 
 tokio::task_local! {
     static CURRENT: TraceId;
@@ -53,9 +100,87 @@ pub fn to_grpc<T>(request: &mut tonic::Request<T>) {
     }
 }
 
+/// Appends the running task's trace id, if any, to an encoded request message.
+pub fn to_message(message: &mut Vec<u8>) {
+    if let Some(id) = current() {
+        let key = (u64::from(PROTOBUF_FIELD) << 3) | 2;
+        put_varint(message, key);
+        put_varint(message, TRACE_ID_LEN as u64);
+        message.extend_from_slice(&id.0);
+    }
+}
+
+/// The trace id among an encoded message's top-level fields. Reads only what the bytes hold
+/// and allocates nothing; a message that is not well-formed protobuf has none (its decoder
+/// refuses it anyway).
+#[must_use]
+pub fn from_message(mut message: &[u8]) -> Option<TraceId> {
+    while !message.is_empty() {
+        let key = take_varint(&mut message)?;
+        let (field, wire_type) = (key >> 3, key & 7);
+        let skip = match wire_type {
+            0 => {
+                take_varint(&mut message)?;
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(take_varint(&mut message)?).ok()?,
+            5 => 4,
+            _ => return None,
+        };
+        let value = message.get(..skip)?;
+        if field == u64::from(PROTOBUF_FIELD) && wire_type == 2 {
+            return value.try_into().ok().map(TraceId);
+        }
+        message = &message[skip..];
+    }
+    None
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn take_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = input.split_first()?;
+        *input = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto;
+    use prost::Message as _;
+    use rand::{Rng as _, SeedableRng as _};
+
+    #[test]
+    fn hex_round_trips_and_bad_text_is_refused() {
+        let id = TraceId([0xab; TRACE_ID_LEN]);
+        let text = id.to_string();
+        assert_eq!(text, "ab".repeat(16));
+        assert_eq!(text.parse(), Ok(id));
+        for bad in [
+            "",
+            "ab",
+            &"g0".repeat(16),
+            &"ab".repeat(17),
+            &"é".repeat(16),
+        ] {
+            assert!(bad.parse::<TraceId>().is_err(), "{bad:?}");
+        }
+    }
 
     #[tokio::test]
     async fn a_scope_sets_the_current_id_for_its_task_and_grpc_metadata_carries_it() {
@@ -72,5 +197,36 @@ mod tests {
             .metadata_mut()
             .insert(GRPC_HEADER, "not-hex".parse().expect("ascii"));
         assert_eq!(from_grpc(untraced.metadata()), None);
+    }
+
+    #[tokio::test]
+    async fn a_traced_message_is_still_the_message_and_gives_its_id_back() {
+        let request = proto::DeleteVmRequest { uid: "vm-1".into() };
+        let id = random();
+        let mut traced = request.encode_to_vec();
+        scope(Some(id), async { to_message(&mut traced) }).await;
+        assert_eq!(from_message(&traced), Some(id));
+        // A decoder that does not know the field skips it.
+        assert_eq!(
+            proto::DeleteVmRequest::decode(traced.as_slice()).expect("decode"),
+            request
+        );
+        let mut untraced = request.encode_to_vec();
+        to_message(&mut untraced);
+        assert_eq!(untraced, request.encode_to_vec(), "no scope, no field");
+        assert_eq!(from_message(&untraced), None);
+    }
+
+    #[test]
+    fn any_bytes_give_an_id_or_none_and_never_panic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..48);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let _ = from_message(&bytes);
+        }
+        // A length prefix beyond the input, and a varint that never ends.
+        assert_eq!(from_message(&[0x0a, 0xff, 0xff, 0xff, 0x0f]), None);
+        assert_eq!(from_message(&[0x80; 12]), None);
     }
 }

@@ -7,7 +7,7 @@
 
 use bytes::BytesMut;
 use futures::StreamExt as _;
-use quiver_rpc::{CodecError, Frame, FrameCodec, FrameType, HEADER_LEN, Header, Priority, TraceId};
+use quiver_rpc::{CodecError, Frame, FrameCodec, FrameType, HEADER_LEN, Header, Priority};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::codec::{Decoder as _, FramedRead};
@@ -77,11 +77,7 @@ fn random_frame(rng: &mut StdRng) -> Frame {
         rng.random_range(0..64)
     };
     let payload: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-    // A Request may carry a trace id, when it fits under the cap with its message.
-    let traced = frame_type == FrameType::Request
-        && len + HEADER_LEN < MAX_PAYLOAD as usize
-        && rng.random_bool(0.5);
-    Frame::new(header, payload).traced(traced.then(|| TraceId(rng.random())))
+    Frame::new(header, payload)
 }
 
 /// Feeds `input` in random-sized reads; returns the frames, and the error that ended decoding.

@@ -117,7 +117,11 @@ impl Dispatch for IrohAdapter {
             let message = format!("no method {method} in service {service}");
             return Reply::Unary(Err(RpcError::new(Code::Unimplemented, message)));
         };
-        super::traced(ctx.trace_id, method, self.serve(method, payload, ctx)).await
+        // Raft messages are not protobuf and carry no trace id.
+        let trace_id = (method.service() != quiver_rpc::ServiceName::Raft)
+            .then(|| quiver_rpc::trace::from_message(&payload))
+            .flatten();
+        super::traced(trace_id, method, self.serve(method, payload, ctx)).await
     }
 
     fn changes_state(&self, service: u16, method: u16) -> bool {

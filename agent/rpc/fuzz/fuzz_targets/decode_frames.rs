@@ -21,9 +21,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use quiver_wire::{
-    CodecError, Frame, FrameCodec, FrameError, HEADER_LEN, Header, TRACE_ID_LEN, TraceId,
-};
+use quiver_wire::{CodecError, Frame, FrameCodec, FrameError, HEADER_LEN, Header};
 use tokio_util::codec::Decoder as _;
 
 fuzz_target!(|data: &[u8]| {
@@ -79,14 +77,8 @@ fn expected(available: &[u8], max_payload: u32) -> Outcome {
             error,
             request_id: Header::request_id_of(head),
         },
-        Ok((header, payload)) => match available[HEADER_LEN..].get(..payload.len as usize) {
-            // A traced payload starts with the trace id (the header check makes it that long).
-            Some(body) if payload.traced => {
-                let (id, message) = body.split_at(TRACE_ID_LEN);
-                let id = TraceId(id.try_into().expect("16 bytes"));
-                Outcome::Frame(Frame::new(header, message.to_vec()).traced(Some(id)))
-            }
-            Some(body) => Outcome::Frame(Frame::new(header, body.to_vec())),
+        Ok((header, len)) => match available[HEADER_LEN..].get(..len as usize) {
+            Some(payload) => Outcome::Frame(Frame::new(header, payload.to_vec())),
             None => Outcome::NeedMore,
         },
     }

@@ -53,7 +53,7 @@ impl IrohRoute {
                 &self.addr,
                 method.service().id(),
                 method.id(),
-                Bytes::from(req.encode_to_vec()),
+                traced(req),
                 Priority::Normal,
                 deadline,
             )
@@ -97,7 +97,7 @@ impl IrohRoute {
                 &self.addr,
                 method.service().id(),
                 method.id(),
-                Bytes::from(req.encode_to_vec()),
+                traced(req),
                 Priority::Normal,
                 deadline,
             )
@@ -119,4 +119,11 @@ fn decode<Resp: prost::Message + Default>(
         peer: addr.id.to_string(),
         detail: format!("{method} reply: {e}"),
     })
+}
+
+/// The request message, carrying the running task's trace id (see [`crate::trace`]).
+fn traced(req: &impl prost::Message) -> Bytes {
+    let mut message = req.encode_to_vec();
+    crate::trace::to_message(&mut message);
+    Bytes::from(message)
 }

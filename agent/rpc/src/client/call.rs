@@ -39,8 +39,7 @@ impl RpcClient {
     ) -> Result<Bytes, ClientError> {
         let header = self.request_header(service, method, priority, deadline);
         let call = async {
-            let request = Frame::new(header, payload).traced(crate::trace::current());
-            let mut call = self.start(peer, request).await?;
+            let mut call = self.start(peer, Frame::new(header, payload)).await?;
             let frame = call.next_frame().await?;
             call.client.healthy(call.peer);
             match frame.header.frame_type {
@@ -67,8 +66,7 @@ impl RpcClient {
     ) -> Result<ServerStream, ClientError> {
         let header = self.request_header(service, method, priority, deadline);
         let deadline = deadline.map(|d| Instant::now() + d);
-        let request = Frame::new(header, payload).traced(crate::trace::current());
-        let call = within(deadline, self.start(peer, request)).await?;
+        let call = within(deadline, self.start(peer, Frame::new(header, payload))).await?;
         Ok(ServerStream {
             call,
             deadline,

@@ -22,7 +22,6 @@ use crate::codec::{CodecError, FrameCodec};
 use crate::dispatch::{CallContext, Dispatch};
 use crate::error::{Code, RpcError};
 use crate::frame::{Frame, FrameError, FrameType, Header, Priority};
-use crate::trace::TraceId;
 
 pub(super) async fn serve<D: Dispatch>(
     shared: Arc<Shared<D>>,
@@ -143,18 +142,14 @@ impl<D: Dispatch> Reader<'_, D> {
 
     /// What a well-formed frame from a client leads to.
     fn start(&self, frame: Frame) -> Option<Next<'_>> {
-        let Frame {
-            header,
-            trace_id,
-            payload,
-        } = frame;
+        let Frame { header, payload } = frame;
         let shared = self.shared;
         Some(match header.frame_type {
             FrameType::Heartbeat => {
                 ServerStats::bump(&shared.stats.heartbeats);
                 Next::Reply(Frame::new(header.reply(FrameType::Heartbeat), payload))
             }
-            FrameType::Request => self.request(header, trace_id, payload),
+            FrameType::Request => self.request(header, payload),
             other => {
                 ServerStats::bump(&shared.stats.malformed);
                 let error = RpcError::new(
@@ -166,7 +161,7 @@ impl<D: Dispatch> Reader<'_, D> {
         })
     }
 
-    fn request(&self, header: Header, trace_id: Option<TraceId>, payload: Bytes) -> Next<'_> {
+    fn request(&self, header: Header, payload: Bytes) -> Next<'_> {
         let shared = self.shared;
         let (service, method) = (header.service, header.method);
         let refuse = |error: RpcError| {
@@ -195,7 +190,6 @@ impl<D: Dispatch> Reader<'_, D> {
             deadline: header.deadline().map(|after| Instant::now() + after),
             zero_rtt: self.zero_rtt,
             priority: header.priority,
-            trace_id,
         };
         Next::Call(Box::pin(call::run(
             shared,

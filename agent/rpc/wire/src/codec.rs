@@ -7,15 +7,14 @@
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::frame::{DEFAULT_MAX_PAYLOAD, Frame, FrameError, HEADER_LEN, Header, PayloadLen};
-use crate::trace::{TRACE_ID_LEN, TraceId};
+use crate::frame::{DEFAULT_MAX_PAYLOAD, Frame, FrameError, HEADER_LEN, Header};
 
 /// Reads and writes frames with a payload limit.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameCodec {
     max_payload: u32,
     /// The header of a frame whose payload has not fully arrived: parsed and checked once.
-    pending: Option<(Header, PayloadLen)>,
+    pending: Option<(Header, usize)>,
 }
 
 impl FrameCodec {
@@ -69,7 +68,7 @@ impl Decoder for FrameCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
-        let (header, payload) = match self.pending {
+        let (header, len) = match self.pending {
             Some(pending) => pending,
             None => {
                 let Some(head) = src.get(..HEADER_LEN) else {
@@ -77,34 +76,26 @@ impl Decoder for FrameCodec {
                 };
                 let mut bytes = [0u8; HEADER_LEN];
                 bytes.copy_from_slice(head);
-                let parsed =
+                let (header, len) =
                     Header::parse(&bytes, self.max_payload).map_err(|error| CodecError::Frame {
                         error,
                         request_id: Header::request_id_of(&bytes),
                     })?;
                 src.advance(HEADER_LEN);
-                parsed
+                // `len <= max_payload <= u32::MAX` fits a usize on every supported target.
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                (header, len)
             }
         };
-        // `len <= max_payload <= u32::MAX` fits a usize on every supported target.
-        let len = usize::try_from(payload.len).unwrap_or(usize::MAX);
         if src.len() < len {
-            self.pending = Some((header, payload));
+            self.pending = Some((header, len));
             src.reserve(len - src.len());
             return Ok(None);
         }
         self.pending = None;
-        let mut body = src.split_to(len);
-        // The header check guarantees a traced payload holds the whole id.
-        let trace_id = payload.traced.then(|| {
-            let mut id = [0u8; TRACE_ID_LEN];
-            id.copy_from_slice(&body.split_to(TRACE_ID_LEN));
-            TraceId(id)
-        });
         Ok(Some(Frame {
             header,
-            trace_id,
-            payload: body.freeze(),
+            payload: src.split_to(len).freeze(),
         }))
     }
 
@@ -116,7 +107,7 @@ impl Decoder for FrameCodec {
             return Ok(Some(frame));
         }
         let (have, need) = match self.pending {
-            Some((_, payload)) => (HEADER_LEN + src.len(), HEADER_LEN + payload.len as usize),
+            Some((_, len)) => (HEADER_LEN + src.len(), HEADER_LEN + len),
             None if src.is_empty() => return Ok(None),
             None => (src.len(), HEADER_LEN),
         };

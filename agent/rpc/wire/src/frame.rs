@@ -3,7 +3,7 @@
 //! ```text
 //! off size field
 //! 0   1    version = 1
-//! 1   1    flags      (bit0 end-of-stream; bit1 traced; others 0)
+//! 1   1    flags      (bit0 end-of-stream; others 0)
 //! 2   1    type       1 Request 2 Response 3 Error 4 StreamData 5 StreamEnd 6 Heartbeat
 //! 3   1    priority   0 Election 1 Heartbeat 2 LogAppend 3 Snapshot 4 Normal
 //! 4   2    service id (u16 BE)
@@ -13,8 +13,6 @@
 //! 20  4    deadline in ms (u32 BE), 0 = none
 //! ```
 //!
-//! A traced Request (bit1) carries a 16-byte trace id first in its payload, before the message.
-//!
 //! Parsing is check-then-read: [`Header::parse`] validates all 24 bytes, the payload length
 //! against the maximum included, so a reader never allocates for a frame it will refuse.
 
@@ -22,8 +20,6 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
-
-use crate::trace::{TRACE_ID_LEN, TraceId};
 
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 24;
@@ -33,7 +29,6 @@ pub const VERSION: u8 = 1;
 pub const DEFAULT_MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
 
 const FLAG_END_OF_STREAM: u8 = 0x01;
-const FLAG_TRACED: u8 = 0x02;
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -112,14 +107,8 @@ impl Priority {
 pub enum FrameError {
     #[error("version: {0} is not supported (this peer speaks version {VERSION})")]
     Version(u8),
-    #[error(
-        "flags: reserved bits set ({0:#04x}; only bit0 end-of-stream and bit1 traced are defined)"
-    )]
+    #[error("flags: reserved bits set ({0:#04x}; only bit0, end-of-stream, is defined)")]
     ReservedFlags(u8),
-    #[error("flags: only a Request carries a trace id (a {0:?} frame is marked traced)")]
-    Traced(FrameType),
-    #[error("payload length: {0} bytes cannot hold the 16-byte trace id the flags announce")]
-    TraceCut(u32),
     #[error("type: {0} is not a frame type (1..=6)")]
     Type(u8),
     #[error("priority: {0} is not a priority (0..=4)")]
@@ -146,8 +135,7 @@ impl FrameError {
     pub const fn metric_label(&self) -> &'static str {
         match self {
             Self::Version(_) => "version",
-            Self::ReservedFlags(_) | Self::EndOfStream { .. } | Self::Traced(_) => "flags",
-            Self::TraceCut(_) => "trace",
+            Self::ReservedFlags(_) | Self::EndOfStream { .. } => "flags",
             Self::Type(_) => "type",
             Self::Priority(_) => "priority",
             Self::TooLarge { .. } => "too_large",
@@ -169,30 +157,18 @@ pub struct Header {
     pub deadline_ms: u32,
 }
 
-/// What a header says of the payload after it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PayloadLen {
-    /// Bytes after the header, the trace id included.
-    pub len: u32,
-    /// The payload starts with a [`TraceId`].
-    pub traced: bool,
-}
-
 impl Header {
     /// Parses and checks a whole header. Returns it with the payload length that follows.
     ///
     /// # Errors
     /// A [`FrameError`] naming the first field that breaks the protocol, the payload length
     /// above `max_payload` included.
-    pub fn parse(
-        bytes: &[u8; HEADER_LEN],
-        max_payload: u32,
-    ) -> Result<(Self, PayloadLen), FrameError> {
+    pub fn parse(bytes: &[u8; HEADER_LEN], max_payload: u32) -> Result<(Self, u32), FrameError> {
         let [version, flags, type_byte, priority_byte, ..] = *bytes;
         if version != VERSION {
             return Err(FrameError::Version(version));
         }
-        if flags & !(FLAG_END_OF_STREAM | FLAG_TRACED) != 0 {
+        if flags & !FLAG_END_OF_STREAM != 0 {
             return Err(FrameError::ReservedFlags(flags));
         }
         let frame_type = FrameType::from_byte(type_byte).ok_or(FrameError::Type(type_byte))?;
@@ -214,22 +190,7 @@ impl Header {
             deadline_ms: be_u32(bytes, 20),
         };
         header.check(flags & FLAG_END_OF_STREAM != 0)?;
-        let traced = flags & FLAG_TRACED != 0;
-        if traced {
-            header.check_traced()?;
-            if (len as usize) < TRACE_ID_LEN {
-                return Err(FrameError::TraceCut(len));
-            }
-        }
-        Ok((header, PayloadLen { len, traced }))
-    }
-
-    fn check_traced(&self) -> Result<(), FrameError> {
-        if self.frame_type == FrameType::Request {
-            Ok(())
-        } else {
-            Err(FrameError::Traced(self.frame_type))
-        }
+        Ok((header, len))
     }
 
     /// The request id of a header in this version's layout, even one that fails [`Header::parse`]:
@@ -281,12 +242,10 @@ impl Header {
     }
 }
 
-/// A header, the trace id of a traced Request, and the payload (a protobuf message of
-/// `quiver.v1`, not decoded here).
+/// A header and its payload (a protobuf message of `quiver.v1`, not decoded here).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     pub header: Header,
-    pub trace_id: Option<TraceId>,
     pub payload: Bytes,
 }
 
@@ -295,26 +254,14 @@ impl Frame {
     pub fn new(header: Header, payload: impl Into<Bytes>) -> Self {
         Self {
             header,
-            trace_id: None,
             payload: payload.into(),
         }
-    }
-
-    /// The same frame carrying `trace_id` (a Request only: encoding another type fails).
-    #[must_use]
-    pub fn traced(self, trace_id: Option<TraceId>) -> Self {
-        Self { trace_id, ..self }
     }
 
     /// Header and payload length on the wire.
     #[must_use]
     pub fn encoded_len(&self) -> usize {
-        HEADER_LEN + self.payload_len()
-    }
-
-    /// The payload length field: the trace id and the message.
-    fn payload_len(&self) -> usize {
-        self.trace_id.map_or(0, |_| TRACE_ID_LEN) + self.payload.len()
+        HEADER_LEN + self.payload.len()
     }
 
     /// Appends the frame to `dst`.
@@ -323,24 +270,20 @@ impl Frame {
     /// The frame would not parse on the other side: payload above `max_payload`, or fields that
     /// break the rules between them ([`Header::parse`] is the one definition of both).
     pub fn encode(&self, dst: &mut impl BufMut, max_payload: u32) -> Result<(), FrameError> {
-        let len = u32::try_from(self.payload_len())
+        let len = u32::try_from(self.payload.len())
             .ok()
             .filter(|len| *len <= max_payload)
             .ok_or(FrameError::TooLarge {
-                len: self.payload_len() as u64,
+                len: self.payload.len() as u64,
                 max: max_payload,
             })?;
         let header = &self.header;
         header.check(header.frame_type.ends_stream())?;
-        let mut flags = if header.frame_type.ends_stream() {
+        let flags = if header.frame_type.ends_stream() {
             FLAG_END_OF_STREAM
         } else {
             0
         };
-        if self.trace_id.is_some() {
-            header.check_traced()?;
-            flags |= FLAG_TRACED;
-        }
         dst.put_slice(&[
             VERSION,
             flags,
@@ -352,9 +295,6 @@ impl Frame {
         dst.put_u64(header.request_id);
         dst.put_u32(len);
         dst.put_u32(header.deadline_ms);
-        if let Some(trace_id) = &self.trace_id {
-            dst.put_slice(&trace_id.0);
-        }
         dst.put_slice(&self.payload);
         Ok(())
     }
@@ -374,11 +314,7 @@ impl fmt::Display for Frame {
             h.request_id,
             h.deadline_ms,
             self.payload.len()
-        )?;
-        match &self.trace_id {
-            Some(id) => write!(f, " trace={id}"),
-            None => Ok(()),
-        }
+        )
     }
 }
 
@@ -433,13 +369,7 @@ mod tests {
         let head: [u8; HEADER_LEN] = wire[..HEADER_LEN].try_into().expect("24 bytes");
         assert_eq!(
             Header::parse(&head, DEFAULT_MAX_PAYLOAD),
-            Ok((
-                frame.header,
-                PayloadLen {
-                    len: 2,
-                    traced: false
-                }
-            ))
+            Ok((frame.header, 2))
         );
     }
 
@@ -475,53 +405,6 @@ mod tests {
             response_with_deadline.encode(&mut Vec::new(), 10),
             Err(FrameError::Deadline { .. })
         ));
-    }
-
-    #[test]
-    fn a_trace_id_rides_before_the_message_of_a_request_only() {
-        let id = TraceId([7; TRACE_ID_LEN]);
-        let frame = Frame::new(header(FrameType::Request), "hi").traced(Some(id));
-        let mut wire = Vec::new();
-        frame
-            .encode(&mut wire, DEFAULT_MAX_PAYLOAD)
-            .expect("encode");
-        assert_eq!(wire.len(), frame.encoded_len());
-        assert_eq!(wire[1], 0x03, "end-of-stream and traced");
-        assert_eq!(
-            &wire[16..20],
-            &[0, 0, 0, 18],
-            "the length counts the trace id"
-        );
-        assert_eq!(&wire[24..40], &[7; TRACE_ID_LEN]);
-        assert_eq!(&wire[40..], b"hi");
-        let head: [u8; HEADER_LEN] = wire[..HEADER_LEN].try_into().expect("24 bytes");
-        let (_, payload) = Header::parse(&head, DEFAULT_MAX_PAYLOAD).expect("parse");
-        assert_eq!(
-            payload,
-            PayloadLen {
-                len: 18,
-                traced: true
-            }
-        );
-
-        let traced_reply = Frame::new(header(FrameType::Response), "").traced(Some(id));
-        assert_eq!(
-            traced_reply.encode(&mut Vec::new(), DEFAULT_MAX_PAYLOAD),
-            Err(FrameError::Traced(FrameType::Response))
-        );
-        let mut cut = head;
-        cut[16..20].copy_from_slice(&15u32.to_be_bytes());
-        assert_eq!(
-            Header::parse(&cut, DEFAULT_MAX_PAYLOAD),
-            Err(FrameError::TraceCut(15))
-        );
-        let mut response = head;
-        response[2] = FrameType::Response as u8;
-        response[20..24].copy_from_slice(&[0; 4]);
-        assert_eq!(
-            Header::parse(&response, DEFAULT_MAX_PAYLOAD),
-            Err(FrameError::Traced(FrameType::Response))
-        );
     }
 
     #[test]

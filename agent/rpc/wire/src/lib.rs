@@ -5,7 +5,6 @@
 //!   payload length, deadline) and a payload. Parsing checks a header before it allocates for the
 //!   payload.
 //! - [`codec`]: the same frames as a `tokio_util` codec, for reading and writing QUIC streams.
-//! - [`trace`]: the trace id a Request may carry before its message.
 //!
 //! Goals: one definition of the wire format; every malformed input is an error that names the
 //! field, never a panic; a reader holds at most `24 + max payload` bytes per frame, whatever the
@@ -16,10 +15,6 @@
 
 pub mod codec;
 pub mod frame;
-pub mod trace;
 
 pub use codec::{CodecError, FrameCodec};
-pub use frame::{
-    DEFAULT_MAX_PAYLOAD, Frame, FrameError, FrameType, HEADER_LEN, Header, PayloadLen, Priority,
-};
-pub use trace::{BadTraceId, TRACE_ID_LEN, TraceId};
+pub use frame::{DEFAULT_MAX_PAYLOAD, Frame, FrameError, FrameType, HEADER_LEN, Header, Priority};
