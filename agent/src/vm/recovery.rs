@@ -68,7 +68,11 @@ impl VmManager {
         let deleting = state.lifecycle.deleting;
         let (meta, spec) = (file.meta.clone(), file.spec.clone());
         let (actor, tx) = Actor::new(self.shared.clone(), dir, file, state);
-        let status = actor.status();
+        // What the run dir recorded, until the actor has handled `Recovered`: the guest's
+        // readiness is then detected again (a dead QEMU's guest is not ready, and even an
+        // adopted one's marker is searched anew), so it must not be reported meanwhile.
+        let mut status = actor.status();
+        status.guest_ready = false;
         tx.send(Msg::Recovered { launched })
             .map_err(|_| Error::ShuttingDown)?;
         let uid = meta.uid.clone();
@@ -84,5 +88,75 @@ impl VmManager {
         );
         tokio::spawn(actor.run());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::SimulatedConfig;
+    use crate::vm::ImageRoots;
+    use crate::vm::lifecycle::Phase;
+    use crate::vm::manager::ManagerConfig;
+    use crate::vm::network::Network;
+    use crate::vm::simulated::SimulatedDriver;
+    use crate::vm::spec::{Limits, RunStrategy, VmMeta, VmSpec};
+
+    /// A VM whose run dir says it ran with its guest ready, found again after a restart of the
+    /// agent: until recovery has looked at its process, it is not reported ready.
+    #[tokio::test]
+    async fn a_recovered_vm_is_not_reported_ready_before_its_readiness_is_seen_again() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = RunDir::new(data.path(), "vm-1");
+        dir.create().expect("run dir");
+        let spec = VmSpec {
+            run_strategy: RunStrategy::Always,
+            cpus: 1,
+            memory_mib: 64,
+            kernel: "/k".into(),
+            initrd: None,
+            cmdline: String::new(),
+            disks: vec![],
+            network: Network::None,
+            readiness: None,
+        };
+        let meta = VmMeta {
+            uid: "vm-1".into(),
+            namespace: "default".into(),
+            name: "vm".into(),
+            generation: 1,
+            epoch: 1,
+        };
+        dir.write_json(&dir.spec_file(), &SpecFile { meta, spec })
+            .expect("spec");
+        let mut state = StateFile {
+            lifecycle: Lifecycle::new(RunStrategy::Always),
+            ..StateFile::default()
+        };
+        state.lifecycle.phase = Phase::Running;
+        state.lifecycle.guest_ready = true;
+        dir.write_json(&dir.state_file(), &state).expect("state");
+
+        let manager = VmManager::new(
+            Arc::new(SimulatedDriver::new(SimulatedConfig::default())),
+            ManagerConfig {
+                data_dir: data.path().to_owned(),
+                host: "test-host".into(),
+                limits: Limits {
+                    max_cpus: 4,
+                    max_memory_mib: 4096,
+                },
+                stop_grace: Duration::from_secs(1),
+                image_roots: ImageRoots::new(vec![PathBuf::from("/")]),
+                forward_address: std::net::Ipv4Addr::LOCALHOST.into(),
+            },
+        );
+        assert_eq!(manager.recover().await.expect("recover"), 1);
+        let status = manager.get("vm-1").expect("recovered");
+        assert!(!status.guest_ready, "{status:?}");
     }
 }
