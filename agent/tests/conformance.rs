@@ -61,6 +61,16 @@ async fn subject(setup: Setup, extra: &[&str]) -> (Agent, AgentClient) {
     (agent, client.with_deadline(WAIT))
 }
 
+/// Everything the VM's console holds now (the stream without `follow`).
+async fn console_so_far(client: &AgentClient, uid: &str) -> String {
+    let mut console = client.console(uid, 0, false).await.expect("console");
+    let mut bytes = Vec::new();
+    while let Some(chunk) = console.next().await {
+        bytes.extend(chunk.expect("chunk").data);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 fn remote_code(result: Result<impl std::fmt::Debug, ClientError>) -> (Code, String) {
     match result {
         Err(ClientError::Remote { code, message }) => (code, message),
@@ -143,15 +153,8 @@ async fn conformance(setup: Setup) {
         .write_console("c-1", b"typed over the wire\n".to_vec())
         .await
         .expect("write console");
-    let mut console = client.console("c-1", 0, false).await.expect("console");
-    let mut echoed = Vec::new();
-    while let Some(chunk) = console.next().await {
-        echoed.extend(chunk.expect("chunk").data);
-    }
-    assert!(
-        String::from_utf8_lossy(&echoed).contains("typed over the wire"),
-        "{echoed:?}"
-    );
+    let echoed = console_so_far(&client, "c-1").await;
+    assert!(echoed.contains("typed over the wire"), "{echoed:?}");
     let too_much = vec![b'x'; quiver_rpc::MAX_CONSOLE_INPUT + 1];
     let (code, message) = remote_code(client.write_console("c-1", too_much).await);
     assert_eq!(code, Code::InvalidArgument);
@@ -283,12 +286,7 @@ async fn a_real_guest_boots_and_streams_its_console_over_iroh() {
         "GuestReady over Iroh\n{}",
         agent.log()
     );
-    let mut console = client.console("g-1", 0, false).await.expect("console");
-    let mut text = Vec::new();
-    while let Some(chunk) = console.next().await {
-        text.extend(chunk.expect("chunk").data);
-    }
-    let text = String::from_utf8_lossy(&text);
+    let text = console_so_far(&client, "g-1").await;
     assert!(text.contains(harness::MARKER), "console over Iroh:\n{text}");
     // Typed into the guest's shell: its echo and the command's answer come back.
     let mut console = client

@@ -103,57 +103,22 @@ pub fn to_grpc<T>(request: &mut tonic::Request<T>) {
 /// Appends the running task's trace id, if any, to an encoded request message.
 pub fn to_message(message: &mut Vec<u8>) {
     if let Some(id) = current() {
-        let key = (u64::from(PROTOBUF_FIELD) << 3) | 2;
-        put_varint(message, key);
-        put_varint(message, TRACE_ID_LEN as u64);
-        message.extend_from_slice(&id.0);
+        prost::encoding::bytes::encode(PROTOBUF_FIELD, &id.0.to_vec(), message);
     }
 }
 
-/// The trace id among an encoded message's top-level fields. Reads only what the bytes hold
-/// and allocates nothing; a message that is not well-formed protobuf has none (its decoder
-/// refuses it anyway).
+/// The trace id among an encoded message's top-level fields. Reads only what the bytes hold;
+/// a message that is not well-formed protobuf has none (its decoder refuses it anyway).
 #[must_use]
 pub fn from_message(mut message: &[u8]) -> Option<TraceId> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
     while !message.is_empty() {
-        let key = take_varint(&mut message)?;
-        let (field, wire_type) = (key >> 3, key & 7);
-        let skip = match wire_type {
-            0 => {
-                take_varint(&mut message)?;
-                0
-            }
-            1 => 8,
-            2 => usize::try_from(take_varint(&mut message)?).ok()?,
-            5 => 4,
-            _ => return None,
-        };
-        let value = message.get(..skip)?;
-        if field == u64::from(PROTOBUF_FIELD) && wire_type == 2 {
-            return value.try_into().ok().map(TraceId);
+        let (field, wire_type) = decode_key(&mut message).ok()?;
+        if field == PROTOBUF_FIELD && wire_type == WireType::LengthDelimited {
+            let len = usize::try_from(decode_varint(&mut message).ok()?).ok()?;
+            return message.get(..len)?.try_into().ok().map(TraceId);
         }
-        message = &message[skip..];
-    }
-    None
-}
-
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn take_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = input.split_first()?;
-        *input = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
+        skip_field(wire_type, field, &mut message, DecodeContext::default()).ok()?;
     }
     None
 }
