@@ -18,6 +18,7 @@ async fn operator_reaches(tls: &TlsFiles, host: &str, address: &str) -> bool {
         grpc: address.to_owned(),
         endpoint_id: String::new(),
         iroh: Vec::new(),
+        relay: None,
     };
     match connect_agent(&access, host, &address).await {
         Ok(client) => client.health().await.is_ok(),

@@ -143,3 +143,108 @@ fn relayed(key: SecretKey, bind: SocketAddr, relays: RelayMap) -> EndpointOption
         .relay_mode(RelayMode::Custom(relays))
         .relay_ca(CaTlsConfig::insecure_skip_verify())
 }
+
+/// `quiver-operator dev --transport iroh --relay-url … --relay-ca …` in a namespace where every
+/// UDP packet is dropped: the operator and two agents (one Raft group) reach each other only
+/// through a local relay whose certificate comes from the test's own CA, and a VM boots.
+#[tokio::test]
+async fn the_dev_cluster_runs_over_iroh_through_a_relay_when_udp_is_blocked() -> anyhow::Result<()>
+{
+    if !root_or_skip("the_dev_cluster_runs_over_iroh_through_a_relay_when_udp_is_blocked") {
+        return Ok(());
+    }
+    let Some(guest) = quiver_tests::cluster::guest_dir() else {
+        return Ok(());
+    };
+    let _serial = quiver_tests::vm::qemu_lock().await;
+    let ns = Netns::new("devrelay")?;
+    let no_udp = ns.nft_table(
+        "chain out { type filter hook output priority 0; meta l4proto udp counter drop; }",
+    )?;
+    let hosts = ns
+        .spawn(move || cluster_through_the_relay(guest))
+        .join()
+        .await?;
+    let dropped = no_udp.list()?;
+    for (name, relay) in &hosts {
+        assert!(
+            relay.starts_with("https://127.0.0.1:"),
+            "{name} registered its relay: {relay:?}"
+        );
+    }
+    assert_eq!(hosts.len(), 2, "both agents registered: {hosts:?}");
+    assert!(
+        !dropped.contains("packets 0 "),
+        "direct paths were tried and blocked: {dropped}"
+    );
+    Ok(())
+}
+
+/// Relay, dev cluster and a VM, inside the namespace; returns each Host's `spec.irohRelayUrl`.
+async fn cluster_through_the_relay(
+    guest: std::path::PathBuf,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let dir = tempfile::tempdir()?;
+    let (relay, url, ca_file) = relay_with_ca(dir.path()).await?;
+    let mut cluster = quiver_tests::dev::DevTestCluster::start_with(2, |options| {
+        options.transport = quiver_rpc::TransportMode::Iroh;
+        options.relay_url = Some(url.clone());
+        options.relay_ca = Some(ca_file.clone());
+    })
+    .await?;
+    let k = cluster.kubectl();
+    k.apply(&quiver_tests::cluster::vm_manifest(&guest, "relayed", ""))
+        .await?;
+    let ready = k.wait_ready("relayed", quiver_tests::vm::BOOT).await;
+    let hosts = k
+        .run(&[
+            "get",
+            "hosts",
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.name} {.spec.irohRelayUrl}{"\n"}{end}"#,
+        ])
+        .await?;
+    let report = cluster.stop().await?;
+    relay.shutdown().await?;
+    let ready = ready?;
+    eprintln!("relayed VM ready on {}; stop: {report}", ready.host);
+    Ok(hosts
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, u)| (n.to_owned(), u.to_owned()))
+        .collect())
+}
+
+/// An iroh relay on loopback (HTTPS only: its QUIC address discovery would need UDP) with a
+/// certificate for 127.0.0.1 issued by a fresh CA; returns it, its URL and the CA's PEM file.
+async fn relay_with_ca(
+    dir: &std::path::Path,
+) -> anyhow::Result<(iroh_relay::server::Server, String, std::path::PathBuf)> {
+    use iroh_relay::server::{CertConfig, RelayConfig, Server, ServerConfig, TlsConfig};
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let ca = quiver_rpc::pki::Ca::generate()?;
+    let leaf = ca.issue_server(&[])?;
+    let ca_file = dir.join("relay-ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem())?;
+    let certs =
+        CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())?;
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    let mut relay = RelayConfig::new((Ipv4Addr::LOCALHOST, 0));
+    relay.tls = Some(TlsConfig::new(
+        (Ipv4Addr::LOCALHOST, 0),
+        CertConfig::Manual { server_config: tls },
+    ));
+    let mut config = ServerConfig::default();
+    config.relay = Some(relay);
+    let server = Server::spawn(config).await?;
+    let https = server.https_addr().context("the relay serves HTTPS")?;
+    Ok((server, format!("https://{https}"), ca_file))
+}

@@ -27,6 +27,7 @@ async fn grpc_to(
         grpc: address.to_owned(),
         endpoint_id: String::new(),
         iroh: Vec::new(),
+        relay: None,
     };
     connect_agent(&access, host, &address).await
 }

@@ -146,6 +146,13 @@ pub struct AgentConfig {
     /// Endpoint ids (64 hex digits) admitted over Iroh besides those of registered Hosts:
     /// the operator's. Every other endpoint id is refused at the handshake.
     pub trusted_endpoint_ids: Vec<String>,
+    /// An iroh relay the endpoint homes on (`https://host:port`); registered in the Host
+    /// (`spec.irohRelayUrl`) so that peers reach this agent through it where no direct path
+    /// works. None by default: peers dial the direct addresses only.
+    pub relay_url: Option<String>,
+    /// PEM file of the certificates that sign the relay's TLS certificate (default: the web
+    /// PKI roots).
+    pub relay_ca: Option<PathBuf>,
     /// The address others dial (with `grpc_listen`'s port); see [`crate::advertise`].
     pub advertise_address: Option<std::net::IpAddr>,
     /// Serves `/metrics` (Prometheus text) when set.
@@ -191,6 +198,8 @@ impl Default for AgentConfig {
             iroh_listen: SocketAddr::from(([127, 0, 0, 1], 7444)),
             transport: "grpc".into(),
             trusted_endpoint_ids: Vec::new(),
+            relay_url: None,
+            relay_ca: None,
             advertise_address: None,
             metrics_listen: None,
             host_name: default_host_name(),
@@ -311,9 +320,19 @@ mod tests {
     fn yaml_overrides_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("agent.yaml");
-        std::fs::write(&path, "dataDir: /tmp/q\naccel: tcg\ncapacityCpus: 3\n").expect("write");
+        std::fs::write(
+            &path,
+            "dataDir: /tmp/q\naccel: tcg\ncapacityCpus: 3\nrelayUrl: https://relay:8443\n\
+             relayCa: /etc/quiver-relay/ca.pem\n",
+        )
+        .expect("write");
         let c = AgentConfig::load(Some(&path)).expect("load");
         assert_eq!(c.data_dir, PathBuf::from("/tmp/q"));
+        assert_eq!(c.relay_url.as_deref(), Some("https://relay:8443"));
+        assert_eq!(
+            c.relay_ca.as_deref(),
+            Some(Path::new("/etc/quiver-relay/ca.pem"))
+        );
         assert_eq!(c.accel, Accel::Tcg);
         assert_eq!(c.capacity_cpus, 3);
         assert_eq!(c.driver, DriverKind::Qemu);

@@ -28,6 +28,14 @@ struct Args {
     /// An endpoint id admitted over Iroh besides registered Hosts' (the operator's; repeatable).
     #[arg(long = "trust-endpoint-id")]
     trusted_endpoint_ids: Vec<String>,
+    /// An iroh relay to home on (`https://host:port`), for peers with no direct path to this
+    /// host (NAT, UDP blocked). Default: none.
+    #[arg(long)]
+    relay_url: Option<String>,
+    /// PEM file of the CA certificates that sign the relay's TLS certificate (default: the web
+    /// PKI roots).
+    #[arg(long, requires = "relay_url")]
+    relay_ca: Option<PathBuf>,
     /// The IP others dial (default: the --grpc-listen address, or the host's primary
     /// address when that is 0.0.0.0 / ::).
     #[arg(long)]
@@ -133,6 +141,8 @@ fn main() -> anyhow::Result<()> {
     c.iroh_listen = args.iroh_listen.unwrap_or(c.iroh_listen);
     c.transport = args.transport.unwrap_or(c.transport);
     c.trusted_endpoint_ids.extend(args.trusted_endpoint_ids);
+    c.relay_url = args.relay_url.or(c.relay_url);
+    c.relay_ca = args.relay_ca.or(c.relay_ca);
     c.advertise_address = args.advertise_address.or(c.advertise_address);
     c.metrics_listen = args.metrics_listen.or(c.metrics_listen);
     c.host_name = args.host_name.unwrap_or(c.host_name);

@@ -166,6 +166,7 @@ mod tests {
                 endpoint_id,
                 grpc_address: "127.0.0.1:1".into(),
                 iroh_addresses: vec![],
+                iroh_relay_url: None,
                 capacity: HostResources {
                     cpus: 1,
                     memory_mib: 1,

@@ -28,6 +28,8 @@ pub struct Registration {
     /// The Iroh endpoint id (64 hex digits) and the `ip:port` addresses peers dial.
     pub endpoint_id: String,
     pub iroh_addresses: Vec<String>,
+    /// The relay the endpoint homes on, if any.
+    pub iroh_relay_url: Option<String>,
     pub cpus: u32,
     pub memory_mib: u64,
     pub labels: BTreeMap<String, String>,
@@ -41,7 +43,7 @@ impl Registration {
         if !self.labels.is_empty() {
             metadata["labels"] = json!(self.labels);
         }
-        json!({
+        let mut object = json!({
             "apiVersion": API_VERSION,
             "kind": "Host",
             "metadata": metadata,
@@ -51,7 +53,13 @@ impl Registration {
                 "irohAddresses": self.iroh_addresses,
                 "capacity": {"cpus": self.cpus, "memoryMiB": self.memory_mib},
             },
-        })
+        });
+        // Left out when unset, so that this field manager gives it up (and the field goes)
+        // when the agent restarts without a relay.
+        if let Some(url) = &self.iroh_relay_url {
+            object["spec"]["irohRelayUrl"] = json!(url);
+        }
+        object
     }
 
     async fn apply(&self) -> Result<()> {
@@ -125,6 +133,7 @@ mod tests {
             grpc_address: "127.0.0.1:7443".into(),
             endpoint_id: "ab".repeat(32),
             iroh_addresses: vec!["127.0.0.1:7444".into()],
+            iroh_relay_url: None,
             cpus: 4,
             memory_mib: 8192,
             labels: [("gpu".to_owned(), "true".to_owned())].into(),
@@ -136,6 +145,18 @@ mod tests {
         assert_eq!(obj["metadata"]["labels"]["gpu"], "true");
         assert_eq!(obj["spec"]["endpointId"], "ab".repeat(32));
         assert_eq!(obj["spec"]["irohAddresses"][0], "127.0.0.1:7444");
+        assert!(
+            obj["spec"].get("irohRelayUrl").is_none(),
+            "no relay, no field"
+        );
+        let relayed = Registration {
+            iroh_relay_url: Some("https://relay.example/".into()),
+            ..reg
+        };
+        assert_eq!(
+            relayed.host_object()["spec"]["irohRelayUrl"],
+            "https://relay.example/"
+        );
     }
 
     #[test]

@@ -24,8 +24,8 @@ use quiver_rpc::identity::{KEY_FILE, load_or_create_key};
 use quiver_rpc::iroh::protocol::Router;
 use quiver_rpc::pki::{TlsFiles, ensure_dev_pki};
 use quiver_rpc::{
-    ALPN, Allowlist, ClientConfig, EndpointOptions, PeerTable, RpcClient, RpcServer, ServerConfig,
-    ServiceName, TransportMode, Wire, proto,
+    ALPN, Allowlist, ClientConfig, EndpointOptions, PeerTable, Relay, RpcClient, RpcServer,
+    ServerConfig, ServiceName, TransportMode, Wire, proto,
 };
 
 /// The file in the data dir holding the bound gRPC address (useful with port 0).
@@ -84,8 +84,11 @@ pub async fn run(
     )?;
     let key = load_or_create_key(&data_dir.join(KEY_FILE))?;
     let allowlist = Allowlist::new(trusted.iter().copied());
+    let relay = Relay::from_flags(config.relay_url.as_deref(), config.relay_ca.as_deref())
+        .map_err(|e| Error::Config(e.to_string()))?;
     let endpoint = EndpointOptions::new(key)
         .bind_addr(config.iroh_listen)
+        .relay(relay.as_ref())
         .allowlist(allowlist.clone())
         .bind()
         .await
@@ -137,10 +140,12 @@ pub async fn run(
     let cluster = match &config.kubeconfig {
         Some(kubeconfig) => {
             let me = NodeAddr {
-                iroh: iroh_addresses.iter().filter_map(|a| a.parse().ok()).fold(
-                    quiver_rpc::iroh::EndpointAddr::new(endpoint.id()),
-                    |addr, ip| addr.with_ip_addr(ip),
-                ),
+                iroh: quiver_rpc::peer_addr(
+                    &endpoint.id().to_string(),
+                    &iroh_addresses,
+                    relay.as_ref().map(|r| r.url.as_str()),
+                )
+                .map_err(Error::Config)?,
                 grpc: Some(GrpcAddr {
                     name: config.host_name.clone(),
                     socket: advertised,
@@ -218,6 +223,7 @@ pub async fn run(
             grpc_address: advertised.to_string(),
             endpoint_id: endpoint.id().to_string(),
             iroh_addresses: iroh_addresses.clone(),
+            iroh_relay_url: relay.as_ref().map(|r| r.url.to_string()),
             cpus: config.capacity_cpus,
             memory_mib: config.capacity_memory_mib,
             labels: config.host_labels.clone(),
@@ -238,6 +244,7 @@ pub async fn run(
     tracing::info!(
         grpc = %addr,
         iroh = ?iroh_addresses,
+        relay = ?relay.as_ref().map(|r| r.url.as_str()),
         endpoint_id = %endpoint.id(),
         transport = %modes,
         driver = manager.driver_name(),

@@ -364,6 +364,7 @@ impl Host {
             endpoint_id: test_endpoint_id(name),
             grpc_address: "127.0.0.1:7443".to_owned(),
             iroh_addresses: vec!["127.0.0.1:7444".to_owned()],
+            iroh_relay_url: None,
             capacity: HostResources {
                 cpus: 4,
                 memory_mib: 8192,

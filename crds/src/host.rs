@@ -75,6 +75,14 @@ pub struct HostSpec {
     #[schemars(length(max = 16), inner(length(max = 64)))]
     pub iroh_addresses: Vec<String>,
 
+    /// The iroh relay the agent's endpoint homes on (its `--relay-url`), for peers that have no
+    /// direct path to it (NAT, UDP blocked): the operator and the other agents add it to the
+    /// address they dial, and the relay carries the connection (end-to-end encrypted) until a
+    /// direct path opens. Unset: relays off, direct addresses only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255), pattern(r"^https?://[^\s/;,]+(/[^\s;,]*)?$"))]
+    pub iroh_relay_url: Option<String>,
+
     /// What the host offers to VMs; placement never allocates more than this.
     pub capacity: HostResources,
 

@@ -28,6 +28,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
 use quiver_crds::{Host, MicroVM};
+use quiver_rpc::Relay;
 use quiver_rpc::iroh::{EndpointAddr, EndpointId, SecretKey};
 use quiver_rpc::pki::TlsFiles;
 use quiver_rpc::{
@@ -67,14 +68,16 @@ impl AgentAccess {
     }
 
     /// Access over `transport`; binds an Iroh endpoint with `key` (on an ephemeral UDP port
-    /// of every interface) when the transport includes Iroh.
+    /// of every interface, homed on `relay` if given) when the transport includes Iroh.
     pub async fn new(
         tls: Option<TlsFiles>,
         transport: TransportMode,
         key: SecretKey,
+        relay: Option<&Relay>,
     ) -> Result<Self> {
         let iroh = if transport.serves(Wire::Iroh) {
             let endpoint = EndpointOptions::new(key)
+                .relay(relay)
                 .bind()
                 .await
                 .map_err(|e| Error::Dev(format!("binding the operator's Iroh endpoint: {e}")))?;
@@ -112,6 +115,8 @@ pub struct AgentAddress {
     pub endpoint_id: String,
     /// `ip:port`s of the Iroh endpoint.
     pub iroh: Vec<String>,
+    /// The relay the agent's endpoint homes on.
+    pub relay: Option<String>,
 }
 
 impl AgentAddress {
@@ -121,24 +126,15 @@ impl AgentAddress {
             grpc: host.spec.grpc_address.clone(),
             endpoint_id: host.spec.endpoint_id.clone(),
             iroh: host.spec.iroh_addresses.clone(),
+            relay: host.spec.iroh_relay_url.clone(),
         }
     }
 
     /// The Iroh address to dial; malformed direct addresses are skipped (the Host schema
     /// bounds them but cannot parse them).
     fn iroh_addr(&self, host: &str) -> Result<EndpointAddr> {
-        let id: EndpointId = self.endpoint_id.parse().map_err(|e| {
-            Error::Unreachable(format!(
-                "{host}: endpoint id {:?} is not valid: {e}",
-                self.endpoint_id
-            ))
-        })?;
-        let addr = self
-            .iroh
-            .iter()
-            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
-            .fold(EndpointAddr::new(id), EndpointAddr::with_ip_addr);
-        Ok(addr)
+        quiver_rpc::peer_addr(&self.endpoint_id, &self.iroh, self.relay.as_deref())
+            .map_err(|e| Error::Unreachable(format!("{host}: {e}")))
     }
 }
 
@@ -647,6 +643,7 @@ mod tests {
             grpc: format!("127.0.0.1:{port}"),
             endpoint_id: "ab".repeat(32),
             iroh: vec![],
+            relay: None,
         };
         cluster.set_agent("a", &at(1));
         cluster.set_agent("b", &at(2));

@@ -69,6 +69,9 @@ pub struct AgentOptions {
     pub listen_ip: std::net::IpAddr,
     /// A command the agent runs under, e.g. `ip netns exec NAME` (tests of partitions).
     pub wrapper: Vec<String>,
+    /// `--relay-url` and `--relay-ca` of the agent (relays off when `None`).
+    pub relay_url: Option<String>,
+    pub relay_ca: Option<PathBuf>,
     /// More flags, appended last (`--host-label pool=a`, `--inject-latency-ms iroh=60`).
     pub extra_args: Vec<String>,
 }
@@ -102,6 +105,8 @@ impl AgentOptions {
             simulated: false,
             listen_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             wrapper: Vec::new(),
+            relay_url: None,
+            relay_ca: None,
             extra_args: Vec::new(),
         })
     }
@@ -150,6 +155,7 @@ impl AgentProcess {
                 std::net::SocketAddr::new(self.options.listen_ip, self.options.iroh_port)
                     .to_string(),
             ],
+            relay: self.options.relay_url.clone(),
         }
     }
 
@@ -206,6 +212,12 @@ impl AgentProcess {
         }
         if let Some(mem) = options.capacity_memory_mib {
             cmd.arg("--capacity-memory-mib").arg(mem.to_string());
+        }
+        if let Some(url) = &options.relay_url {
+            cmd.arg("--relay-url").arg(url);
+        }
+        if let Some(ca) = &options.relay_ca {
+            cmd.arg("--relay-ca").arg(ca);
         }
         cmd.args(&options.extra_args);
         cmd.stdin(Stdio::null())

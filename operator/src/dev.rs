@@ -12,8 +12,8 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use quiver_crds::condition::GUEST_READY;
 use quiver_crds::{Host, MicroVM};
-use quiver_rpc::TransportMode;
 use quiver_rpc::identity::{KEY_FILE, load_or_create_key};
+use quiver_rpc::{Relay, TransportMode};
 
 use crate::agent_client::AgentAccess;
 use crate::agents::{AgentOptions, AgentProcess, wait_for_host};
@@ -41,6 +41,10 @@ pub struct DevOptions {
     pub transport: TransportMode,
     /// Serve the operator's `/metrics` and `/healthz` here.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// The iroh relay the operator and the agents home on (`--relay-url`), and the PEM file of
+    /// its CA (`--relay-ca`). Off when `None`.
+    pub relay_url: Option<String>,
+    pub relay_ca: Option<PathBuf>,
     /// The agents log JSON lines (`--log-json`), as the operator does when so started.
     pub log_json: bool,
 }
@@ -156,7 +160,15 @@ impl DevCluster {
         let pki = ClusterPki::ensure(&client, &opts.state_dir.join("pki")).await?;
         let key_file = opts.state_dir.join("operator").join(KEY_FILE);
         let key = load_or_create_key(&key_file).map_err(Error::Pki)?;
-        let access = AgentAccess::new(Some(pki.operator_client()?), opts.transport, key).await?;
+        let relay = Relay::from_flags(opts.relay_url.as_deref(), opts.relay_ca.as_deref())
+            .map_err(|e| Error::Dev(e.to_string()))?;
+        let access = AgentAccess::new(
+            Some(pki.operator_client()?),
+            opts.transport,
+            key,
+            relay.as_ref(),
+        )
+        .await?;
         let config = OperatorConfig::new("quiver-operator-dev").with_agent_access(access.clone());
         if let Some(address) = opts.metrics_address {
             let listener = crate::metrics::bind(address).await?;
@@ -188,6 +200,8 @@ impl DevCluster {
             if opts.log_json {
                 options.extra_args.push("--log-json".to_owned());
             }
+            options.relay_url = relay.as_ref().map(|r| r.url.to_string());
+            options.relay_ca.clone_from(&opts.relay_ca);
             let started = AgentProcess::start(options).await;
             let agent = match started {
                 Ok(agent) => agent,

@@ -8,8 +8,8 @@ use quiver_operator::agent_client::AgentAccess;
 use quiver_operator::dev::{self, DevOptions};
 use quiver_operator::operator::{Operator, OperatorConfig};
 use quiver_operator::pki::ClusterPki;
-use quiver_rpc::TransportMode;
 use quiver_rpc::identity::load_or_create_key;
+use quiver_rpc::{Relay, TransportMode};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +49,8 @@ enum Command {
         /// Where to serve `/metrics` (Prometheus) and `/healthz`.
         #[arg(long, default_value = "0.0.0.0:8080")]
         metrics_address: std::net::SocketAddr,
+        #[command(flatten)]
+        relay: RelayArgs,
     },
 }
 
@@ -95,6 +97,21 @@ struct DevArgs {
     /// Serve the operator's `/metrics` (Prometheus) and `/healthz` here (off when absent).
     #[arg(long)]
     metrics_address: Option<std::net::SocketAddr>,
+    /// The agents get the same relay flags.
+    #[command(flatten)]
+    relay: RelayArgs,
+}
+
+#[derive(clap::Args)]
+struct RelayArgs {
+    /// An iroh relay the operator's Iroh endpoint homes on (`https://host:port`), for agents
+    /// it has no direct path to. Default: none (direct addresses only).
+    #[arg(long)]
+    relay_url: Option<String>,
+    /// PEM file of the CA certificates that sign the relay's TLS certificate (default: the
+    /// web PKI roots).
+    #[arg(long, requires = "relay_url")]
+    relay_ca: Option<PathBuf>,
 }
 
 fn parse_transport(text: &str) -> Result<TransportMode, String> {
@@ -134,6 +151,8 @@ async fn main() -> anyhow::Result<()> {
                 demo_timeout: Duration::from_secs(a.demo_timeout),
                 transport: a.transport,
                 metrics_address: a.metrics_address,
+                relay_url: a.relay.relay_url,
+                relay_ca: a.relay.relay_ca,
                 log_json: cli.log_json,
             };
             dev::run(options).await?;
@@ -144,13 +163,17 @@ async fn main() -> anyhow::Result<()> {
             transport,
             iroh_key,
             metrics_address,
+            relay,
         } => {
             let identity =
                 identity.unwrap_or_else(|| format!("quiver-operator-{}", std::process::id()));
             let client = kube::Client::try_default().await?;
             let pki = ClusterPki::ensure(&client, &pki_dir).await?;
             let key = load_or_create_key(&iroh_key)?;
-            let access = AgentAccess::new(Some(pki.operator_client()?), transport, key).await?;
+            let relay = Relay::from_flags(relay.relay_url.as_deref(), relay.relay_ca.as_deref())?;
+            let access =
+                AgentAccess::new(Some(pki.operator_client()?), transport, key, relay.as_ref())
+                    .await?;
             if let Some(id) = access.endpoint_id() {
                 tracing::info!(endpoint_id = %id, "the operator's Iroh endpoint id (the leader publishes it for the agents)");
             }

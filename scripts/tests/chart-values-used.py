@@ -59,6 +59,8 @@ def other(value, s):
             return "45s"
         if s.get("pattern", "").startswith("^(grpc|iroh|dual)"):
             return "iroh" if value != "iroh" else "grpc"
+        if s.get("pattern", "").startswith("^(https?://"):   # a URL
+            return "https://changed.example" if value != "https://changed.example" else ""
         return value + "x" if value else "changed"
     if isinstance(value, list):
         items = s.get("items", {})

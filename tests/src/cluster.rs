@@ -162,8 +162,13 @@ impl TestCluster {
         let state = tempfile::tempdir()?;
         let pki = ClusterPki::ensure(&client, &state.path().join("pki")).await?;
         let operator_tls = pki.operator_client()?;
-        let access =
-            AgentAccess::new(Some(operator_tls.clone()), transport, SecretKey::generate()).await?;
+        let access = AgentAccess::new(
+            Some(operator_tls.clone()),
+            transport,
+            SecretKey::generate(),
+            None,
+        )
+        .await?;
         let mut cluster = TestCluster {
             control_plane,
             client,

@@ -20,6 +20,14 @@ pub struct DevTestCluster {
 impl DevTestCluster {
     /// Control plane, then `dev`'s operator and `agents` agents (`agent-0`...) on TCG.
     pub async fn start(agents: usize) -> anyhow::Result<Self> {
+        Self::start_with(agents, |_| {}).await
+    }
+
+    /// [`DevTestCluster::start`] with `dev`'s options changed by `adjust` first.
+    pub async fn start_with(
+        agents: usize,
+        adjust: impl FnOnce(&mut DevOptions),
+    ) -> anyhow::Result<Self> {
         let control_plane = ControlPlane::start().await?;
         let state = tempfile::tempdir()?;
         let options = DevOptions {
@@ -34,8 +42,12 @@ impl DevTestCluster {
             demo_timeout: Duration::from_secs(1),
             transport: crate::cluster::test_transport()?,
             metrics_address: None,
+            relay_url: None,
+            relay_ca: None,
             log_json: false,
         };
+        let mut options = options;
+        adjust(&mut options);
         let kubeconfig = std::fs::read_to_string(control_plane.kubeconfig_path())?;
         let dev = DevCluster::start(&options, &kubeconfig).await?;
         Ok(DevTestCluster {

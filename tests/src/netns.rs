@@ -244,6 +244,28 @@ pub struct NftTable<'a> {
     table: String,
 }
 
+impl NftTable<'_> {
+    /// The table as `nft list` prints it (with its counters).
+    ///
+    /// # Errors
+    /// `nft` failed.
+    pub fn list(&self) -> anyhow::Result<String> {
+        let output = self
+            .ns
+            .command("nft")
+            .args(["list", "table", "inet", &self.table])
+            .output()
+            .context("nft list")?;
+        if !output.status.success() {
+            bail!(
+                "nft list: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
 impl Drop for NftTable<'_> {
     fn drop(&mut self) {
         let deleted = run(

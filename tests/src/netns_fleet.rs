@@ -202,6 +202,7 @@ impl HubCluster {
             Some(pki.operator_client()?),
             TransportMode::Grpc,
             SecretKey::generate(),
+            None,
         )
         .await?;
         let binary = agent_binary()?;

@@ -1,10 +1,11 @@
 //! A member's address, as openraft keeps it in the membership (`BasicNode::addr`):
 //!
 //! ```text
-//! <endpoint id>@<ip:port>[,<ip:port>…][;grpc=<tls name>@<ip:port>]
+//! <endpoint id>@<ip:port>[,<ip:port>…][;relay=<url>][;grpc=<tls name>@<ip:port>]
 //! ```
 //!
-//! The first part is the node's Iroh endpoint (id and direct addresses). The optional `grpc=`
+//! The first part is the node's Iroh endpoint (id and direct addresses); the optional `relay=`
+//! part the iroh relay it homes on. The optional `grpc=`
 //! part is its gRPC listener and the name its TLS certificate carries (the host name). An
 //! address written before nodes served Raft over gRPC has no such part and still parses: the
 //! node is then reached over Iroh, or over gRPC at an address learned elsewhere
@@ -52,6 +53,9 @@ impl NodeAddr {
     pub fn to_node(&self) -> BasicNode {
         let sockets: Vec<String> = self.iroh.ip_addrs().map(ToString::to_string).collect();
         let mut text = format!("{}@{}", self.iroh.id, sockets.join(","));
+        for relay in self.iroh.relay_urls() {
+            text.push_str(&format!(";relay={relay}"));
+        }
         if let Some(grpc) = &self.grpc {
             text.push_str(&format!(";grpc={}@{}", grpc.name, grpc.socket));
         }
@@ -61,7 +65,8 @@ impl NodeAddr {
     /// Parses a membership entry.
     ///
     /// # Errors
-    /// The part that is not `<endpoint id>@<ip:port>[,…]` or `grpc=<tls name>@<ip:port>`.
+    /// The part that is not `<endpoint id>@<ip:port>[,…]`, `relay=<url>` or
+    /// `grpc=<tls name>@<ip:port>`.
     pub fn parse(node: &BasicNode) -> Result<Self, AddrError> {
         let text = node.addr.as_str();
         let fail = |problem: String| AddrError {
@@ -71,12 +76,15 @@ impl NodeAddr {
         let mut parts = text.split(';');
         let iroh = parts.next().unwrap_or_default();
         let (id, sockets) = iroh.split_once('@').ok_or_else(|| {
-            fail("expected <endpoint id>@<ip:port>[,<ip:port>…][;grpc=<tls name>@<ip:port>]".into())
+            fail(
+                "expected <endpoint id>@<ip:port>[,<ip:port>…][;relay=<url>][;grpc=<tls name>@<ip:port>]"
+                    .into(),
+            )
         })?;
         let id: EndpointId = id
             .parse()
             .map_err(|e| fail(format!("endpoint id {id:?}: {e}")))?;
-        let iroh = sockets.split(',').filter(|s| !s.is_empty()).try_fold(
+        let mut iroh = sockets.split(',').filter(|s| !s.is_empty()).try_fold(
             EndpointAddr::new(id),
             |addr, socket| {
                 let socket: SocketAddr = socket
@@ -87,8 +95,16 @@ impl NodeAddr {
         )?;
         let mut grpc = None;
         for part in parts {
+            if let Some(url) = part.strip_prefix("relay=") {
+                let url = quiver_rpc::relay::parse_url(url)
+                    .map_err(|e| fail(format!("relay {url:?}: {e}")))?;
+                iroh = iroh.with_relay_url(url);
+                continue;
+            }
             let Some(value) = part.strip_prefix("grpc=") else {
-                return Err(fail(format!("unknown part {part:?} (expected grpc=…)")));
+                return Err(fail(format!(
+                    "unknown part {part:?} (expected relay=… or grpc=…)"
+                )));
             };
             if grpc.is_some() {
                 return Err(fail("grpc= given twice".into()));
@@ -141,7 +157,20 @@ mod tests {
         };
         let node = both.to_node();
         assert!(node.addr.ends_with(";grpc=agent-0@10.0.0.5:7443"), "{node}");
-        assert_eq!(NodeAddr::parse(&node), Ok(both));
+        assert_eq!(NodeAddr::parse(&node), Ok(both.clone()));
+        let relayed = NodeAddr {
+            iroh: both
+                .iroh
+                .with_relay_url("https://relay.example:3340".parse().expect("url")),
+            ..both
+        };
+        let node = relayed.to_node();
+        assert!(
+            node.addr
+                .contains(";relay=https://relay.example:3340/;grpc="),
+            "{node}"
+        );
+        assert_eq!(NodeAddr::parse(&node), Ok(relayed));
     }
 
     #[test]
@@ -172,6 +201,8 @@ mod tests {
         assert!(name.contains("TLS name \"\""), "{name}");
         let twice = problem(format!("{id}@;grpc=a@10.0.0.5:1;grpc=b@10.0.0.6:1"));
         assert!(twice.contains("twice"), "{twice}");
+        let relay = problem(format!("{id}@;relay=ftp://x"));
+        assert!(relay.contains("relay \"ftp://x\""), "{relay}");
         let unknown = problem(format!("{id}@;quic=x"));
         assert!(unknown.contains("unknown part \"quic=x\""), "{unknown}");
     }

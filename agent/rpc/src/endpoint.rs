@@ -24,6 +24,7 @@ use iroh::tls::CaTlsConfig;
 use iroh::{Endpoint, RelayMode, SecretKey};
 
 use crate::access::Allowlist;
+use crate::relay::Relay;
 
 /// Streams a peer may have open at once on one connection, unless configured otherwise. QUIC
 /// enforces it: a peer cannot open more, so the server's per-connection memory stays bounded.
@@ -92,6 +93,16 @@ impl EndpointOptions {
     #[must_use]
     pub fn relay_ca(mut self, ca: CaTlsConfig) -> Self {
         self.relay_ca = Some(ca);
+        self
+    }
+
+    /// Homes the endpoint on `relay` (from the flags; `None` leaves relays off).
+    #[must_use]
+    pub fn relay(mut self, relay: Option<&Relay>) -> Self {
+        if let Some(relay) = relay {
+            self.relay_mode = relay.mode();
+            self.relay_ca.clone_from(&relay.ca);
+        }
         self
     }
 

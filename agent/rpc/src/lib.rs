@@ -53,6 +53,7 @@ pub mod methods;
 pub mod modes;
 pub mod pki;
 pub mod proto;
+pub mod relay;
 pub mod server;
 pub mod trace;
 
@@ -73,5 +74,6 @@ pub use quiver_wire::{
     CodecError, DEFAULT_MAX_PAYLOAD, Frame, FrameCodec, FrameError, FrameType, HEADER_LEN, Header,
     Priority, codec, frame,
 };
+pub use relay::{Relay, RelayError, peer_addr};
 pub use server::{ALPN, PeerHealth, PeerTable, RpcServer, ServerConfig, ServerCounts};
 pub use trace::TraceId;

@@ -35,7 +35,6 @@ use quiver_raft::addr::{GrpcAddr, NodeAddr};
 use quiver_raft::lease::{Holder, LeaseConfig};
 use quiver_raft::ledger::{Assignment, DesiredVm};
 use quiver_raft::{Command, Outcome, ProposeError, RaftNode, Timing, node_id};
-use quiver_rpc::iroh::{EndpointAddr, EndpointId};
 use quiver_rpc::{ServiceName, TransportMode, TransportModes};
 use tokio::sync::watch;
 
@@ -82,14 +81,14 @@ impl Member {
     /// The member a Host describes; `None` for a Host whose endpoint id does not parse.
     #[must_use]
     pub fn of(host: &Host) -> Option<Self> {
-        let endpoint: EndpointId = host.spec.endpoint_id.parse().ok()?;
         let name = host.metadata.name.clone()?;
-        let iroh = host
-            .spec
-            .iroh_addresses
-            .iter()
-            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
-            .fold(EndpointAddr::new(endpoint), EndpointAddr::with_ip_addr);
+        let iroh = quiver_rpc::peer_addr(
+            &host.spec.endpoint_id,
+            &host.spec.iroh_addresses,
+            host.spec.iroh_relay_url.as_deref(),
+        )
+        .ok()?;
+        let endpoint = iroh.id;
         // A gRPC address by host name (not ip:port) is left out; the network then finds it
         // among the Hosts when it dials.
         let grpc = host.spec.grpc_address.parse().ok().map(|socket| GrpcAddr {

@@ -187,6 +187,7 @@ mod tests {
             endpoint_id: "a".repeat(64),
             grpc_address: "127.0.0.1:7443".into(),
             iroh_addresses: vec![],
+            iroh_relay_url: None,
             capacity: HostResources {
                 cpus: 2,
                 memory_mib: 4096,
