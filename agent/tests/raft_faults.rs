@@ -26,6 +26,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::storage::RaftLogStorage as _;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use quiver_agent::cluster::follow;
 use quiver_agent::cluster::leader::LeaseWatch;
@@ -233,18 +234,31 @@ fn config() -> Arc<Config> {
     Arc::new(config.validate().expect("raft config"))
 }
 
-async fn start_node(dir: &Path, id: u64, net: &SharedNet) -> (Raft<TypeConfig>, StateMachine) {
+/// A node on the database in `dir`, and the last index its log held at start (what the agent
+/// resumes its lease with, as `RaftNode::start` reads it).
+async fn start_node(
+    dir: &Path,
+    id: u64,
+    net: &SharedNet,
+) -> ((Raft<TypeConfig>, StateMachine), u64) {
     let db = RaftDb::open(&dir.join("raft.redb")).expect("raft db");
     let machine = StateMachine::open(db.clone()).await.expect("state machine");
     let factory = Factory {
         me: id,
         net: net.clone(),
     };
-    let raft = Raft::new(id, config(), factory, LogStore::new(db), machine.clone())
+    let mut log = LogStore::new(db);
+    let last_logged = log
+        .get_log_state()
+        .await
+        .expect("log state")
+        .last_log_id
+        .map_or(0, |id| id.index);
+    let raft = Raft::new(id, config(), factory, log, machine.clone())
         .await
         .expect("raft");
     lock(net).nodes.insert(id, raft.clone());
-    (raft, machine)
+    ((raft, machine), last_logged)
 }
 
 /// A proposal's result, back to the loop.
@@ -296,7 +310,7 @@ impl Fleet {
         for id in 1..=HOSTS {
             let host_dir = dir.path().join(format!("h{id}"));
             std::fs::create_dir_all(&host_dir).expect("host dir");
-            let node = start_node(&host_dir, id, &net).await;
+            let (node, _) = start_node(&host_dir, id, &net).await;
             hosts.push(Host {
                 name: format!("h{id}"),
                 id,
@@ -584,10 +598,13 @@ impl Fleet {
         }
         // The old node's shutdown releases the database; wait for it.
         let mut node = None;
+        let mut last_logged = 0;
         for _ in 0..100 {
             if let Ok(db) = RaftDb::open(&self.hosts[i].dir.join("raft.redb")) {
                 drop(db);
-                node = Some(start_node(&self.hosts[i].dir, self.hosts[i].id, &self.net).await);
+                let (started, logged) =
+                    start_node(&self.hosts[i].dir, self.hosts[i].id, &self.net).await;
+                (node, last_logged) = (Some(started), logged);
                 break;
             }
             tokio::time::sleep(TICK).await;
@@ -601,7 +618,7 @@ impl Fleet {
         self.hosts[i].node = Some(node);
         self.hosts[i].last_renewal = None;
         // What the deadline file keeps: the deadline, not the renewal's index.
-        self.hosts[i].holder = Holder::resume(self.hosts[i].holder.deadline_ms());
+        self.hosts[i].holder = Holder::resume(self.hosts[i].holder.deadline_ms(), last_logged);
         let name = self.hosts[i].name.clone();
         self.note(&format!("{name}: agent restarted"));
     }

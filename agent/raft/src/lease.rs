@@ -90,18 +90,22 @@ pub enum LeaseState {
 pub struct Holder {
     /// Monotonic ms until which VMs may run; 0 = no lease yet.
     deadline_ms: u64,
-    /// The log index of the renewal that granted the lease (0 after a restart: the ledger
-    /// rebuilt from disk is as new as the one the agent followed before).
+    /// The log index the ledger must have applied before it is followed: that of the renewal
+    /// that granted the lease or, after a restart, the last entry in the node's log.
     granted_index: u64,
 }
 
 impl Holder {
-    /// A holder that resumes `deadline_ms` (e.g. the watchdog's file after an agent restart).
+    /// A holder that resumes `deadline_ms` (e.g. the watchdog's file after an agent restart)
+    /// with `last_logged` the last index in the node's log on disk. The node re-applies its
+    /// log only up to the committed index it saved, which may lag what it had applied (and
+    /// acted on) before it stopped: until its ledger reaches `last_logged` again it is
+    /// `Behind`, so it stops nothing it runs for want of an entry it has not re-applied yet.
     #[must_use]
-    pub fn resume(deadline_ms: u64) -> Self {
+    pub fn resume(deadline_ms: u64, last_logged: u64) -> Self {
         Self {
             deadline_ms,
-            granted_index: 0,
+            granted_index: last_logged,
         }
     }
 
@@ -211,14 +215,22 @@ mod tests {
     #[test]
     fn a_lease_granted_past_the_ledger_starts_nothing_until_the_ledger_catches_up() {
         let c = config();
-        let mut h = Holder::resume(0);
+        let mut h = Holder::resume(0, 0);
         h.renewed(10 * SEC, 40, &c);
         assert_eq!(h.state(11 * SEC, 39), LeaseState::Behind);
         assert_eq!(h.state(11 * SEC, 40), LeaseState::Current);
         assert_eq!(h.state(14 * SEC, 40), LeaseState::Lapsed);
         h.renewed(11 * SEC, 7, &c);
         assert_eq!(h.state(12 * SEC, 39), LeaseState::Behind, "never lowered");
-        assert_eq!(Holder::resume(20 * SEC).state(1, 0), LeaseState::Current);
+        assert_eq!(Holder::resume(20 * SEC, 0).state(1, 0), LeaseState::Current);
+    }
+
+    #[test]
+    fn a_restarted_holder_follows_its_ledger_only_once_it_reaches_its_log() {
+        let resumed = Holder::resume(20 * SEC, 57);
+        assert_eq!(resumed.state(SEC, 50), LeaseState::Behind);
+        assert_eq!(resumed.state(SEC, 57), LeaseState::Current);
+        assert_eq!(resumed.state(21 * SEC, 50), LeaseState::Lapsed);
     }
 
     #[test]

@@ -1,14 +1,23 @@
 //! The Raft log, the vote and the committed log id, in redb.
 //!
-//! Every write is one redb transaction committed with immediate durability before the call
-//! returns (and, for appends, before openraft's flush callback fires): an acknowledged entry or
-//! vote survives a crash, and a restarted node re-applies every entry it knew committed.
+//! Every write of the log or the vote is one redb transaction committed with immediate
+//! durability before the call returns (and, for appends, before openraft's flush callback
+//! fires): an acknowledged entry or vote survives a crash.
+//!
+//! The committed log id is the exception. openraft saves it before applying each commit, so a
+//! durable save would put one more fsync (and a trip through the blocking pool) on every
+//! commit's path. It is kept in memory and written in the transaction of the next durable
+//! write: the next append (or vote, truncation, purge). A restarted node may so find an older
+//! committed id than it had applied: it re-applies up to that one, learns the rest from the
+//! leader, and its agent acts on the ledger only once it has applied every entry of its log
+//! again ([`crate::lease::Holder::resume`]). Saving it is optional in openraft for that reason.
 //!
 //! Reads run on the caller's thread (redb serves them from its cache without waiting for a
 //! writer); writes, which wait for the disk, on the blocking pool.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, Vote};
@@ -21,16 +30,29 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 
-/// The log store; clones share the database (openraft takes one as its reader).
+/// The log store; clones share the database and the committed log id not yet written
+/// (openraft takes one as its reader).
 #[derive(Clone, Debug)]
 pub struct LogStore {
     db: RaftDb,
+    /// The latest committed log id openraft saved, encoded: written with every durable write.
+    committed: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl LogStore {
     #[must_use]
     pub fn new(db: RaftDb) -> Self {
-        Self { db }
+        Self {
+            db,
+            committed: Arc::default(),
+        }
+    }
+
+    fn pending_committed(&self) -> Option<Vec<u8>> {
+        self.committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     #[expect(
@@ -48,17 +70,22 @@ impl LogStore {
         })
     }
 
-    /// Runs `op` in one durable write transaction.
+    /// Runs `op` in one durable write transaction, which also writes the latest committed log
+    /// id openraft saved.
     async fn write(
         &self,
         subject: ErrorSubject<u64>,
         verb: ErrorVerb,
         op: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
     ) -> Result<(), StorageError> {
+        let committed = self.pending_committed();
         self.db
             .run(subject, verb, move |db| {
                 let txn = db.begin_write()?;
                 op(&txn)?;
+                if let Some(bytes) = committed {
+                    txn.open_table(META)?.insert(COMMITTED, bytes.as_slice())?;
+                }
                 txn.commit()?;
                 Ok(())
             })
@@ -131,10 +158,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
-        self.write_meta(COMMITTED, &committed).await
+        // To disk with the next durable write (the module's doc says why that is safe).
+        let bytes = encode_meta(&committed)?;
+        *self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(bytes);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
+        if let Some(bytes) = self.pending_committed() {
+            let committed: Option<LogId<u64>> = decode(&bytes).map_err(|e| {
+                StorageError::from(openraft::StorageIOError::read(openraft::AnyError::new(&e)))
+            })?;
+            return Ok(committed);
+        }
         Ok(self.read_meta::<Option<LogId<u64>>>(COMMITTED)?.flatten())
     }
 

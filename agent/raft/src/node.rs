@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::storage::RaftLogStorage as _;
 use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState};
 use quiver_rpc::iroh::EndpointId;
 use quiver_rpc::{Method, Priority};
@@ -65,6 +66,9 @@ pub struct RaftNode {
     /// Writes through this node when it leads (the Raft service's proposals land here too).
     pub proposer: Proposer,
     pub machine: StateMachine,
+    /// The last log index on disk when the node started (0 for a new node): what it may have
+    /// applied before it stopped (see [`crate::lease::Holder::resume`]).
+    pub last_logged_at_start: u64,
     network: Network,
 }
 
@@ -125,20 +129,22 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| format!("Raft config: {e}"))?;
-        let raft = Raft::new(
-            id,
-            Arc::new(config),
-            network.clone(),
-            LogStore::new(db),
-            machine.clone(),
-        )
-        .await
-        .map_err(|e| format!("starting Raft: {e}"))?;
+        let mut log = LogStore::new(db);
+        let last_logged_at_start = log
+            .get_log_state()
+            .await
+            .map_err(|e| format!("Raft database {name}: {e}"))?
+            .last_log_id
+            .map_or(0, |id| id.index);
+        let raft = Raft::new(id, Arc::new(config), network.clone(), log, machine.clone())
+            .await
+            .map_err(|e| format!("starting Raft: {e}"))?;
         Ok(Self {
             id,
             proposer: Proposer::start(raft.clone()),
             raft,
             machine,
+            last_logged_at_start,
             network,
         })
     }

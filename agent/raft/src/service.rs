@@ -248,7 +248,8 @@ pub async fn serve_grpc(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // No Nagle, as the agent's own gRPC listener (`quiver-agent`'s transport says why).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     builder
         .add_service(server)
         .serve_with_incoming_shutdown(incoming, shutdown)

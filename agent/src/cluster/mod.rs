@@ -193,7 +193,10 @@ impl Cluster {
     /// The Raft database cannot be opened (corrupt or truncated: the agent refuses to start).
     pub async fn start(config: ClusterConfig, node: RaftNode, wiring: Wiring) -> Result<Self> {
         config.lease.check().map_err(Error::Config)?;
-        let resumed = Holder::resume(watchdog::read_deadline(&wiring.data_dir));
+        let resumed = Holder::resume(
+            watchdog::read_deadline(&wiring.data_dir),
+            node.last_logged_at_start,
+        );
         let (lease_tx, lease) = watch::channel(resumed);
         let cluster = Self {
             node,

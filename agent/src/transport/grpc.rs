@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response};
 
 use super::timed::{FirstResponse, Timed};
@@ -306,7 +307,9 @@ pub async fn serve(
 ) -> Result<()> {
     let a = GrpcAdapter::new(services);
     let m = max_message_bytes;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Replies go out at once (no Nagle): a unary reply is several small writes (headers, data,
+    // trailers), and Nagle holding the last one for the client's delayed ack cost 40 ms.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder

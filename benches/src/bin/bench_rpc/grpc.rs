@@ -89,7 +89,9 @@ impl Grpc {
         let router = tonic::transport::Server::builder()
             .tls_config(tls)?
             .add_service(EchoServer::new(EchoService));
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // As the agent serves gRPC: no Nagle on accepted connections.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(async move {
             if let Err(error) = router.serve_with_incoming(incoming).await {
                 eprintln!("gRPC echo server: {error}");
