@@ -112,6 +112,14 @@ async fn trace_crosses_the_rpc(transport: TransportMode) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("{e}\noperator log:\n{}", operator_log()))?;
     assert_eq!(taken["span"]["name"], "reconcile", "{taken}");
+    // Sent once for its generation, though the VM was reconciled at every status write.
+    let puts = json_lines(&operator_log())
+        .into_iter()
+        .filter(|line| {
+            line["fields"]["message"] == "PutVm taken" && line["fields"]["uid"] == uid.as_str()
+        })
+        .count();
+    assert_eq!(puts, 1, "one put per generation:\n{}", operator_log());
     assert_eq!(taken["span"]["object"], "default/traced", "{taken}");
     let trace = trace_of(&taken)
         .filter(|t| t.len() == 32)

@@ -4,9 +4,14 @@
 //! through the agents' status streams, keeping for each VM the report with the highest epoch,
 //! so a VM that failed over shows its new host without any write from the operator.
 //!
-//! A put is sent only when no agent reports the current generation yet: retries after a
-//! leader change are safe (the ledger ignores a generation it has), and an unchanged VM costs
-//! no Raft write.
+//! A put is sent once per generation: when no agent reports the current generation yet and no
+//! agent took a put of it lately ([`TakenPuts`]). Until the VM's host reports it, the reply of
+//! that put stands for it (a reconcile comes at every status write, dozens before a VM boots,
+//! and each put is a Raft commit). Retries after a leader change are safe (the ledger ignores
+//! a generation it has), and an unchanged VM costs no Raft write.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use quiver_crds::MicroVM;
@@ -34,6 +39,35 @@ fn no_agent(ctx: &Context, why: &str) -> Assignment {
 /// The reason of an unplaced VM whose agent gave none.
 const NO_HOST_FITS: &str = "NoHostFits";
 
+/// How long the reply of a put an agent took stands for a VM no agent reports: past it, the
+/// put is sent again (in case the ledger lost it, say a group rebuilt from empty data dirs).
+pub const PUT_REPLY_STANDS_FOR: Duration = Duration::from_secs(10);
+
+/// The reply to the last put an agent took, by VM uid: its generation, when, and the reply.
+#[derive(Debug, Default)]
+pub struct TakenPuts {
+    by_uid: HashMap<String, (i64, Instant, proto::VmStatus)>,
+}
+
+impl TakenPuts {
+    /// The reply to a put of `generation` taken within [`PUT_REPLY_STANDS_FOR`] before `now`.
+    #[must_use]
+    pub fn reply(&self, uid: &str, generation: i64, now: Instant) -> Option<proto::VmStatus> {
+        let (taken_generation, at, reply) = self.by_uid.get(uid)?;
+        let fresh = now.saturating_duration_since(*at) < PUT_REPLY_STANDS_FOR;
+        (*taken_generation == generation && fresh).then(|| reply.clone())
+    }
+
+    pub fn taken(&mut self, uid: &str, generation: i64, now: Instant, reply: proto::VmStatus) {
+        self.by_uid.insert(uid.to_owned(), (generation, now, reply));
+    }
+
+    /// The VM is gone.
+    pub fn forget(&mut self, uid: &str) {
+        self.by_uid.remove(uid);
+    }
+}
+
 /// The assignment and the agent report to publish for `vm`.
 pub async fn place(
     vm: &MicroVM,
@@ -45,11 +79,18 @@ pub async fn place(
     let current = reported
         .as_ref()
         .is_some_and(|s| s.observed_generation >= generation);
+    let now = Instant::now();
+    let taken = ctx.taken_puts().reply(uid, generation, now);
     let status = if current {
         reported
+    } else if taken.is_some() {
+        taken
     } else {
         match ctx.cluster.put_vm_anywhere(put_request(vm, uid, 0)).await {
-            Ok(status) => Some(status),
+            Ok(status) => {
+                ctx.taken_puts().taken(uid, generation, now, status.clone());
+                Some(status)
+            }
             Err(Error::Rejected { host, source }) => {
                 let message = source.to_string();
                 return Ok((Assignment::Rejected { host, message }, None));
@@ -98,4 +139,31 @@ pub async fn place(
             None,
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_put_stands_for_its_generation_for_a_while() {
+        let mut puts = TakenPuts::default();
+        let t0 = Instant::now();
+        let reply = proto::VmStatus {
+            host: "agent-1".into(),
+            epoch: 3,
+            ..Default::default()
+        };
+        assert!(puts.reply("u", 1, t0).is_none(), "nothing taken yet");
+        puts.taken("u", 1, t0, reply.clone());
+        assert_eq!(puts.reply("u", 1, t0 + Duration::from_secs(1)), Some(reply));
+        assert!(puts.reply("u", 2, t0).is_none(), "a new generation is sent");
+        assert!(puts.reply("other", 1, t0).is_none());
+        assert!(
+            puts.reply("u", 1, t0 + PUT_REPLY_STANDS_FOR).is_none(),
+            "sent again once the reply is old"
+        );
+        puts.forget("u");
+        assert!(puts.reply("u", 1, t0).is_none(), "forgotten with the VM");
+    }
 }

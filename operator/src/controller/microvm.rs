@@ -196,6 +196,7 @@ async fn cleanup(vm: &MicroVM, ctx: &Context) -> Result<Action> {
     ctx.sync_agents();
     let uid = uid(vm)?;
     let outcome = ctx.cluster.delete_vm(&uid).await;
+    ctx.taken_puts().forget(&uid);
     if outcome.existed {
         return Err(Error::StillRemoving { uid });
     }

@@ -89,6 +89,8 @@ pub struct Context {
     host_status_changed: mpsc::UnboundedSender<()>,
     /// Start snapshots of each Rollout's analysis interval, by Rollout uid.
     windows: Mutex<HashMap<String, rollout::Window>>,
+    /// The last put an agent took, by MicroVM uid (sent once per generation).
+    taken_puts: Mutex<ledger::TakenPuts>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,6 +101,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Context {
     pub(crate) fn windows(&self) -> MutexGuard<'_, HashMap<String, rollout::Window>> {
         lock(&self.windows)
+    }
+
+    pub(crate) fn taken_puts(&self) -> MutexGuard<'_, ledger::TakenPuts> {
+        lock(&self.taken_puts)
     }
 
     /// Wakes the Rollout controller: a Host's status changed.
@@ -230,6 +236,7 @@ pub async fn run(
         hosts_changed,
         host_status_changed,
         windows: Mutex::new(HashMap::new()),
+        taken_puts: Mutex::default(),
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
