@@ -283,7 +283,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         self.call(
             Method::RaftInstallSnapshot,
             Priority::Snapshot,
-            &rpc,
+            &crate::wire::SnapshotChunk::from(&rpc),
             &option,
         )
         .await

@@ -10,7 +10,7 @@ use std::future::Future;
 
 use bytes::Bytes;
 use openraft::Vote;
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use quiver_rpc::proto::raft_server::{Raft as RaftGrpc, RaftServer};
 use quiver_rpc::{CallContext, Code, Dispatch, Method, Reply, RpcError, ServiceName, proto};
 use serde::Serialize;
@@ -62,7 +62,8 @@ impl RaftService {
                 answer(&self.proposer.raft().append_entries(req).await)
             }
             Method::RaftInstallSnapshot => {
-                let req: InstallSnapshotRequest<TypeConfig> = decode(method, message)?;
+                let req = crate::wire::decode_snapshot_chunk(message)
+                    .map_err(|e| malformed(method, &e))?;
                 sent_by(method, &req.vote, caller)?;
                 self.admit(method, guard::check_snapshot(self.me(), &req))?;
                 if req.done {
@@ -129,12 +130,14 @@ fn sent_by(method: Method, vote: &Vote<u64>, caller: Option<u64>) -> Result<(), 
 }
 
 fn decode<T: DeserializeOwned>(method: Method, message: &[u8]) -> Result<T, RpcError> {
-    crate::wire::decode(message).map_err(|e| {
-        RpcError::new(
-            Code::InvalidArgument,
-            format!("request: malformed {} message: {e}", method.name()),
-        )
-    })
+    crate::wire::decode(message).map_err(|e| malformed(method, &e))
+}
+
+fn malformed(method: Method, error: &crate::wire::Error) -> RpcError {
+    RpcError::new(
+        Code::InvalidArgument,
+        format!("request: malformed {} message: {error}", method.name()),
+    )
 }
 
 fn answer<T: Serialize, E: Serialize>(result: &Result<T, E>) -> Result<Bytes, RpcError> {

@@ -7,10 +7,66 @@
 //! hostile bytes are an error, not a panic or a large allocation. Snapshots and the database
 //! (`db.rs`, `state_machine.rs`) keep their own encoding: they are not on the wire.
 
-use serde::Serialize;
+use openraft::raft::InstallSnapshotRequest;
+use openraft::{BasicNode, SnapshotMeta, Vote};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::TypeConfig;
 
 pub use postcard::Error;
+
+/// openraft's snapshot chunk (`InstallSnapshotRequest`) as it is sent: the same fields in the
+/// same order, with the data as one byte string. openraft's `data` is a plain `Vec<u8>`, which
+/// serde writes and reads one element at a time; postcard encodes both the same way (a length,
+/// then the bytes), so the bytes on the wire do not change, only the time it takes.
+#[derive(Serialize)]
+pub struct SnapshotChunk<'a> {
+    vote: &'a Vote<u64>,
+    meta: &'a SnapshotMeta<u64, BasicNode>,
+    offset: u64,
+    #[serde(with = "serde_bytes")]
+    data: &'a [u8],
+    done: bool,
+}
+
+impl<'a> From<&'a InstallSnapshotRequest<TypeConfig>> for SnapshotChunk<'a> {
+    fn from(req: &'a InstallSnapshotRequest<TypeConfig>) -> Self {
+        Self {
+            vote: &req.vote,
+            meta: &req.meta,
+            offset: req.offset,
+            data: &req.data,
+            done: req.done,
+        }
+    }
+}
+
+/// [`SnapshotChunk`], read back.
+#[derive(Deserialize)]
+struct OwnedSnapshotChunk {
+    vote: Vote<u64>,
+    meta: SnapshotMeta<u64, BasicNode>,
+    offset: u64,
+    #[serde(with = "serde_bytes")]
+    data: Vec<u8>,
+    done: bool,
+}
+
+/// The snapshot chunk that `bytes` hold, all of them.
+///
+/// # Errors
+/// `bytes` are not exactly one chunk.
+pub fn decode_snapshot_chunk(bytes: &[u8]) -> Result<InstallSnapshotRequest<TypeConfig>, Error> {
+    let chunk: OwnedSnapshotChunk = decode(bytes)?;
+    Ok(InstallSnapshotRequest {
+        vote: chunk.vote,
+        meta: chunk.meta,
+        offset: chunk.offset,
+        data: chunk.data,
+        done: chunk.done,
+    })
+}
 
 /// The message as bytes.
 ///
@@ -34,9 +90,30 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TypeConfig;
     use openraft::raft::{AppendEntriesRequest, VoteRequest};
     use openraft::{CommittedLeaderId, LogId, Vote};
+
+    #[test]
+    fn a_snapshot_chunk_is_encoded_as_openraft_s_type_would_be_and_reads_back() {
+        let chunk = InstallSnapshotRequest::<TypeConfig> {
+            vote: Vote::new_committed(7, 3),
+            meta: SnapshotMeta {
+                last_log_id: Some(LogId::new(CommittedLeaderId::new(7, 3), 1000)),
+                last_membership: openraft::StoredMembership::default(),
+                snapshot_id: "7-3-1000".to_owned(),
+            },
+            offset: 4096,
+            data: (0..=255u8).cycle().take(10_000).collect(),
+            done: true,
+        };
+        let bytes = encode(&SnapshotChunk::from(&chunk)).expect("encode");
+        assert_eq!(bytes, encode(&chunk).expect("encode"), "the same bytes");
+        assert_eq!(decode_snapshot_chunk(&bytes).expect("decode"), chunk);
+        assert!(decode_snapshot_chunk(&bytes[..bytes.len() - 1]).is_err());
+        let mut trailing = bytes;
+        trailing.push(0);
+        assert!(decode_snapshot_chunk(&trailing).is_err());
+    }
 
     #[test]
     fn raft_messages_round_trip_and_trailing_bytes_are_refused() {

@@ -101,6 +101,34 @@ fn case<M: Serialize + DeserializeOwned + Clone + 'static>(
     }
 }
 
+/// A snapshot chunk, which the agents send as [`wire::SnapshotChunk`] (the data as one byte
+/// string) and read with [`wire::decode_snapshot_chunk`]; JSON as before, through openraft's type.
+fn snapshot_case(published_ns: (u64, u64), chunk: InstallSnapshotRequest<TypeConfig>) -> Case {
+    let (reused, json) = (chunk.clone(), chunk.clone());
+    Case {
+        name: "snapshot chunk, 1 MiB",
+        published_ser: Duration::from_nanos(published_ns.0),
+        published_de: Duration::from_nanos(published_ns.1),
+        encode: Box::new(move || Ok(wire::encode(&wire::SnapshotChunk::from(&chunk))?)),
+        // Through `io::Write`, which takes the data as one slice (`to_extend` takes it a byte
+        // at a time).
+        encode_into: Box::new(move |dst| {
+            postcard::to_io(&wire::SnapshotChunk::from(&reused), &mut *dst)?;
+            Ok(())
+        }),
+        decode: Box::new(|payload| {
+            black_box(wire::decode_snapshot_chunk(payload)?);
+            Ok(())
+        }),
+        encode_json: Box::new(move || Ok(serde_json::to_vec(&json)?)),
+        decode_json: Box::new(|payload| {
+            black_box(serde_json::from_slice::<InstallSnapshotRequest<TypeConfig>>(payload)?);
+            Ok(())
+        }),
+        priority: Priority::Snapshot,
+    }
+}
+
 /// The messages of the published table, with its figures (ser, de in ns).
 pub fn cases() -> Vec<Case> {
     vec![
@@ -123,10 +151,8 @@ pub fn cases() -> Vec<Case> {
             Priority::LogAppend,
             append(100),
         ),
-        case(
-            "snapshot chunk, 1 MiB",
+        snapshot_case(
             (83_900, 186_700),
-            Priority::Snapshot,
             InstallSnapshotRequest::<TypeConfig> {
                 vote: Vote::new_committed(7, 3),
                 meta: SnapshotMeta {
@@ -186,6 +212,26 @@ pub fn all(sizes: Sizes) -> anyhow::Result<Vec<(Case, Timing)>> {
         rows.push((case, timing));
     }
     Ok(rows)
+}
+
+/// One copy of 1 MiB into a new buffer (allocation included), median over the batches.
+pub fn copy_floor(sizes: Sizes) -> anyhow::Result<Duration> {
+    let data = vec![0x5a_u8; 1 << 20];
+    let started = Instant::now();
+    black_box(data.clone());
+    let one = started.elapsed().max(Duration::from_nanos(50));
+    let per_batch = usize::try_from(sizes.codec_batch_time.as_nanos() / one.as_nanos())
+        .unwrap_or(usize::MAX)
+        .clamp(1, 100_000);
+    median_of(
+        sizes.codec_batches,
+        per_batch,
+        || {},
+        || {
+            black_box(data.clone());
+            Ok(())
+        },
+    )
 }
 
 /// Median time of one `op` over `batches` batches of `per_batch` calls, after one uncounted

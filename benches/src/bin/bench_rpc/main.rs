@@ -78,6 +78,8 @@ async fn main() -> anyhow::Result<()> {
     let load_before = report::load_average();
 
     let codec = codec::all(sizes)?;
+    let copy_mib = codec::copy_floor(sizes)?;
+    println!("copy of 1 MiB: {copy_mib:?}");
     let unaries = unary::all(sizes).await?;
     let bulk = links::bulk(sizes).await?;
     println!("bulk: (a) {:.0} B/s, (d) {:.0} B/s", bulk.0, bulk.1);
@@ -89,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         smoke,
         sizes,
         codec,
+        copy_mib,
         unaries,
         bulk,
         connects,
