@@ -283,8 +283,10 @@ fn unary(out: &mut String, r: &Results) {
          server, per stream a reader and a writer joined by a bounded reply queue (so that \
          several calls may share a stream and a peer that stops reading cannot make the server \
          buffer without bound), a cancellation token, the stream and call limits (semaphores), \
-         the dispatch through the `Dispatch` trait, and QUIC stream priorities on both streams. \
-         (c) reads one request and writes one reply per stream. At 1 in flight this is a few µs \
+         the dispatch through the `Dispatch` trait, and QUIC stream priorities on both streams; \
+         and the server's stream task lives until the client has acknowledged the reply (so that \
+         a graceful shutdown or a live transport switch loses no reply), one more wake-up per \
+         call. (c) and (d) write their reply, finish the stream and are done. At 1 in flight this is a few µs \
          on a round trip of tens of µs; at 16 and 64 in flight the machine is CPU-bound and every \
          µs of CPU per call shows in the ratios.\n",
     );
