@@ -10,6 +10,7 @@ mod call;
 mod connection;
 mod peers;
 mod stream;
+mod unacked;
 
 pub use peers::{PeerHealth, PeerTable};
 
@@ -136,6 +137,8 @@ struct Shared<D> {
     /// Drop running calls (the grace period is over).
     abort: CancellationToken,
     tasks: TaskTracker,
+    /// Replies written whose acknowledgement a graceful shutdown waits for.
+    unacked: unacked::Unacked,
     /// Limits of connections whose early streams were taken before the handshake, by
     /// `Connection::stable_id`, until `accept` takes them over.
     early: Mutex<HashMap<usize, connection::Limits>>,
@@ -183,6 +186,7 @@ impl<D: Dispatch> RpcServer<D> {
                 shutdown: CancellationToken::new(),
                 abort: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                unacked: unacked::Unacked::default(),
                 early: Mutex::default(),
                 peers,
             }),
@@ -229,7 +233,11 @@ impl<D: Dispatch> ProtocolHandler for RpcServer<D> {
         let shared = &self.shared;
         shared.shutdown.cancel();
         shared.tasks.close();
-        if tokio::time::timeout(shared.config.shutdown_grace, shared.tasks.wait())
+        let finished = async {
+            shared.tasks.wait().await;
+            shared.unacked.acknowledged().await;
+        };
+        if tokio::time::timeout(shared.config.shutdown_grace, finished)
             .await
             .is_err()
         {

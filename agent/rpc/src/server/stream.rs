@@ -228,11 +228,8 @@ async fn write<D>(
     }
     let mut send = out.into_inner();
     if send.finish().is_ok() {
-        // Acknowledged (or refused) by the peer: a shutdown after this loses no reply.
-        tokio::select! {
-            _ = send.stopped() => {}
-            () = shared.abort.cancelled() => {}
-        }
+        // QUIC delivers it from here; a graceful shutdown waits for the acknowledgement.
+        shared.unacked.keep(send);
     }
 }
 
