@@ -26,7 +26,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::storage::RaftLogStorage as _;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use quiver_agent::cluster::follow;
 use quiver_agent::cluster::leader::LeaseWatch;
@@ -248,12 +247,7 @@ async fn start_node(
         net: net.clone(),
     };
     let mut log = LogStore::new(db);
-    let last_logged = log
-        .get_log_state()
-        .await
-        .expect("log state")
-        .last_log_id
-        .map_or(0, |id| id.index);
+    let last_logged = log.last_index().await.expect("log state");
     let raft = Raft::new(id, config(), factory, log, machine.clone())
         .await
         .expect("raft");

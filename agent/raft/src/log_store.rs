@@ -35,8 +35,9 @@ const LAST_PURGED: &str = "last_purged";
 #[derive(Clone, Debug)]
 pub struct LogStore {
     db: RaftDb,
-    /// The latest committed log id openraft saved, encoded: written with every durable write.
-    committed: Arc<Mutex<Option<Vec<u8>>>>,
+    /// The latest committed log id openraft saved (`None`: none saved since the start), written
+    /// with every durable write.
+    committed: Arc<Mutex<Option<Option<LogId<u64>>>>>,
 }
 
 impl LogStore {
@@ -48,11 +49,23 @@ impl LogStore {
         }
     }
 
-    fn pending_committed(&self) -> Option<Vec<u8>> {
-        self.committed
+    fn pending_committed(&self) -> Option<Option<LogId<u64>>> {
+        *self
+            .committed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    }
+
+    /// The last index in the log (0 when empty).
+    ///
+    /// # Errors
+    /// The log cannot be read.
+    pub async fn last_index(&mut self) -> Result<u64, StorageError> {
+        Ok(self
+            .get_log_state()
+            .await?
+            .last_log_id
+            .map_or(0, |id| id.index))
     }
 
     #[expect(
@@ -78,7 +91,10 @@ impl LogStore {
         verb: ErrorVerb,
         op: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error> + Send + 'static,
     ) -> Result<(), StorageError> {
-        let committed = self.pending_committed();
+        let committed = match self.pending_committed() {
+            Some(committed) => Some(encode_meta(&committed)?),
+            None => None,
+        };
         self.db
             .run(subject, verb, move |db| {
                 let txn = db.begin_write()?;
@@ -159,19 +175,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
         // To disk with the next durable write (the module's doc says why that is safe).
-        let bytes = encode_meta(&committed)?;
         *self
             .committed
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(bytes);
+            .unwrap_or_else(PoisonError::into_inner) = Some(committed);
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
-        if let Some(bytes) = self.pending_committed() {
-            let committed: Option<LogId<u64>> = decode(&bytes).map_err(|e| {
-                StorageError::from(openraft::StorageIOError::read(openraft::AnyError::new(&e)))
-            })?;
+        if let Some(committed) = self.pending_committed() {
             return Ok(committed);
         }
         Ok(self.read_meta::<Option<LogId<u64>>>(COMMITTED)?.flatten())

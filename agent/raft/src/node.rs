@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::storage::RaftLogStorage as _;
 use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState};
 use quiver_rpc::iroh::EndpointId;
 use quiver_rpc::{Method, Priority};
@@ -131,11 +130,9 @@ impl RaftNode {
         .map_err(|e| format!("Raft config: {e}"))?;
         let mut log = LogStore::new(db);
         let last_logged_at_start = log
-            .get_log_state()
+            .last_index()
             .await
-            .map_err(|e| format!("Raft database {name}: {e}"))?
-            .last_log_id
-            .map_or(0, |id| id.index);
+            .map_err(|e| format!("Raft database {name}: {e}"))?;
         let raft = Raft::new(id, Arc::new(config), network.clone(), log, machine.clone())
             .await
             .map_err(|e| format!("starting Raft: {e}"))?;

@@ -2,37 +2,23 @@
 //! caller gets its own command's outcome, and entries that cannot commit do not keep what is
 //! proposed behind them out of the log.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use common::{timing, vm};
 use openraft::{BasicNode, ServerState};
-use quiver_raft::ledger::DesiredVm;
 use quiver_raft::network::Network;
 use quiver_raft::proposer::SLOW_AFTER;
-use quiver_raft::{Command, ProposeError, RaftNode, Timing};
+use quiver_raft::{Command, ProposeError, RaftNode};
 use quiver_rpc::iroh::SecretKey;
 
 const WAIT: Duration = Duration::from_secs(20);
 const PROPOSALS: usize = 300;
 
-fn vm(uid: &str) -> Command {
-    Command::PutVm(DesiredVm {
-        uid: uid.to_owned(),
-        generation: 1,
-        cpus: 1,
-        memory_mib: 1,
-        node_selector: BTreeMap::new(),
-        request: Vec::new(),
-    })
-}
-
 async fn node(dir: &std::path::Path) -> RaftNode {
-    let timing = Timing {
-        heartbeat: Duration::from_millis(50),
-        election_min: Duration::from_millis(200),
-        election_max: Duration::from_millis(400),
-    };
-    RaftNode::start(dir, 1, Network::grpc(None), timing)
+    RaftNode::start(dir, 1, Network::grpc(None), timing())
         .await
         .expect("node")
 }

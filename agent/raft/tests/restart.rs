@@ -3,34 +3,16 @@
 //! applied. It reports the last index of its log at start (the agent follows its ledger only
 //! once it has applied that far again), and every acknowledged write is in its ledger again.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::time::Duration;
 
+use common::{timing, vm};
 use openraft::{BasicNode, ServerState};
-use quiver_raft::ledger::DesiredVm;
+use quiver_raft::RaftNode;
 use quiver_raft::network::Network;
-use quiver_raft::{Command, RaftNode, Timing};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn timing() -> Timing {
-    Timing {
-        heartbeat: Duration::from_millis(50),
-        election_min: Duration::from_millis(200),
-        election_max: Duration::from_millis(400),
-    }
-}
-
-fn vm(uid: &str) -> Command {
-    Command::PutVm(DesiredVm {
-        uid: uid.to_owned(),
-        generation: 1,
-        cpus: 1,
-        memory_mib: 1,
-        node_selector: BTreeMap::new(),
-        request: Vec::new(),
-    })
-}
 
 async fn leads(node: &RaftNode) {
     node.raft
