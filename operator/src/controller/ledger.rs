@@ -8,7 +8,9 @@
 //! agent took a put of it lately ([`TakenPuts`]). Until the VM's host reports it, the reply of
 //! that put stands for it (a reconcile comes at every status write, dozens before a VM boots,
 //! and each put is a Raft commit). Retries after a leader change are safe (the ledger ignores
-//! a generation it has), and an unchanged VM costs no Raft write.
+//! a generation it has), and an unchanged VM costs no Raft write. A put the ledger could not
+//! place does not stand: the VM is put again at each wake-up (a Host change, its requeue), so
+//! its reason follows the Hosts.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -58,8 +60,14 @@ impl TakenPuts {
         (*taken_generation == generation && fresh).then(|| reply.clone())
     }
 
+    /// Keeps `reply` if it placed the VM. An unplaced reply does not stand: its reason changes
+    /// as Hosts come and go, and the Host changes that wake every VM must ask the ledger again.
     pub fn taken(&mut self, uid: &str, generation: i64, now: Instant, reply: proto::VmStatus) {
-        self.by_uid.insert(uid.to_owned(), (generation, now, reply));
+        if reply.host.is_empty() {
+            self.by_uid.remove(uid);
+        } else {
+            self.by_uid.insert(uid.to_owned(), (generation, now, reply));
+        }
     }
 
     /// The VM is gone.
@@ -165,5 +173,31 @@ mod tests {
         );
         puts.forget("u");
         assert!(puts.reply("u", 1, t0).is_none(), "forgotten with the VM");
+    }
+
+    #[test]
+    fn an_unplaced_reply_never_stands() {
+        let mut puts = TakenPuts::default();
+        let t0 = Instant::now();
+        let placed = proto::VmStatus {
+            host: "agent-1".into(),
+            ..Default::default()
+        };
+        let unplaced = proto::VmStatus {
+            reason: "NoHosts".into(),
+            message: "no host is registered yet".into(),
+            ..Default::default()
+        };
+        puts.taken("u", 1, t0, unplaced.clone());
+        assert!(
+            puts.reply("u", 1, t0).is_none(),
+            "asked again at the next wake-up"
+        );
+        puts.taken("u", 1, t0, placed);
+        puts.taken("u", 1, t0, unplaced);
+        assert!(
+            puts.reply("u", 1, t0).is_none(),
+            "the newer unplaced reply wins"
+        );
     }
 }
