@@ -55,6 +55,7 @@ pub mod pki;
 pub mod proto;
 pub mod relay;
 pub mod server;
+mod stream_io;
 pub mod trace;
 
 /// The most bytes one `Vm.WriteConsole` call may type into a console (a paste is sent in
@@ -71,8 +72,8 @@ pub use iroh;
 pub use methods::{Method, ServiceName};
 pub use modes::{TransportMode, TransportModes, Wire};
 pub use quiver_wire::{
-    CodecError, DEFAULT_MAX_PAYLOAD, Frame, FrameCodec, FrameError, FrameType, HEADER_LEN, Header,
-    Priority, codec, frame,
+    ChunkDecoder, CodecError, DEFAULT_MAX_PAYLOAD, Frame, FrameCodec, FrameError, FrameType,
+    HEADER_LEN, Header, Priority, codec, frame,
 };
 pub use relay::{Relay, RelayError, peer_addr};
 pub use server::{ALPN, PeerHealth, PeerTable, RpcServer, ServerConfig, ServerCounts};

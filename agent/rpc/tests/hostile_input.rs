@@ -1,13 +1,16 @@
 //! The decoder under hostile input, from a seeded generator: random bytes, valid streams with
 //! bytes flipped, and every way of cutting a stream into reads. It never panics, never holds
-//! more than a bounded buffer, and decodes valid streams exactly however they are cut.
+//! more than a bounded buffer, and decodes valid streams exactly however they are cut, whether
+//! from a byte buffer ([`FrameCodec`]) or from shared chunks ([`ChunkDecoder`]).
 //!
 //! A failure prints its seed; `QUIVER_FUZZ_SEED=<seed>` replays it and `QUIVER_FUZZ_CASES=<n>`
 //! runs more cases (default 3000 per test).
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt as _;
-use quiver_rpc::{CodecError, Frame, FrameCodec, FrameType, HEADER_LEN, Header, Priority};
+use quiver_rpc::{
+    ChunkDecoder, CodecError, Frame, FrameCodec, FrameType, HEADER_LEN, Header, Priority,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::codec::{Decoder as _, FramedRead};
@@ -211,4 +214,84 @@ async fn framed_read_over_a_byte_stream_yields_frames_then_the_error() {
         .expect_err("version 9 is malformed");
     assert!(matches!(error, CodecError::Frame { .. }), "{error}");
     writing.await.expect("writer");
+}
+
+/// Every frame, then the error if one ended the stream, reading `input` in one buffer.
+fn decode_whole(input: &[u8]) -> (Vec<Frame>, Option<String>) {
+    let mut codec = FrameCodec::new(MAX_PAYLOAD);
+    let mut buf = BytesMut::from(input);
+    let mut frames = Vec::new();
+    loop {
+        match codec.decode_eof(&mut buf) {
+            Ok(Some(frame)) => frames.push(frame),
+            Ok(None) => return (frames, None),
+            Err(error) => return (frames, Some(error.to_string())),
+        }
+    }
+}
+
+/// The same through [`ChunkDecoder`], `input` cut into random chunks; asserts its buffer stays
+/// bounded after every chunk.
+fn decode_chunks(rng: &mut StdRng, input: &[u8]) -> (Vec<Frame>, Option<String>) {
+    let input = Bytes::copy_from_slice(input);
+    let mut decoder = ChunkDecoder::new(MAX_PAYLOAD);
+    let mut frames = Vec::new();
+    let mut at = 0;
+    let largest_chunk = 2 * (HEADER_LEN + MAX_PAYLOAD as usize);
+    while at < input.len() {
+        let take = rng.random_range(1..=(input.len() - at).min(largest_chunk));
+        decoder.push(input.slice(at..at + take));
+        at += take;
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => break,
+                Err(error) => return (frames, Some(error.to_string())),
+            }
+        }
+        let bound = 4 * (HEADER_LEN + MAX_PAYLOAD as usize);
+        assert!(
+            decoder.capacity() <= bound,
+            "assembly buffer grew to {} bytes (bound {bound})",
+            decoder.capacity()
+        );
+    }
+    loop {
+        match decoder.finish() {
+            Ok(Some(frame)) => frames.push(frame),
+            Ok(None) => return (frames, None),
+            Err(error) => return (frames, Some(error.to_string())),
+        }
+    }
+}
+
+#[test]
+fn chunked_decoding_agrees_with_the_buffered_decoder() {
+    for_each_seed("chunked", |rng| {
+        let frames: Vec<Frame> = (0..rng.random_range(0..6))
+            .map(|_| random_frame(rng))
+            .collect();
+        let mut input = encode_all(&frames);
+        match rng.random_range(0..4) {
+            // Valid, as generated.
+            0 => {}
+            // Cut short.
+            1 if !input.is_empty() => input.truncate(rng.random_range(0..input.len())),
+            // Bytes flipped.
+            2 if !input.is_empty() => {
+                for _ in 0..rng.random_range(1..4) {
+                    let at = rng.random_range(0..input.len());
+                    input[at] ^= 1 << rng.random_range(0..8);
+                }
+            }
+            // Random bytes after the frames, often a valid version.
+            _ => {
+                let tail: Vec<u8> = (0..rng.random_range(1..3 * HEADER_LEN))
+                    .map(|i| if i == 0 { 1 } else { rng.random() })
+                    .collect();
+                input.extend(tail);
+            }
+        }
+        assert_eq!(decode_chunks(rng, &input), decode_whole(&input));
+    });
 }

@@ -1,25 +1,28 @@
 //! One call from the client: a request frame on a fresh stream, then its reply frames.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures::{FutureExt as _, Stream, StreamExt as _};
-use iroh::endpoint::{Connection, ReadError, RecvStream, WriteError};
+use bytes::Bytes;
+use futures::{FutureExt as _, Stream};
+use iroh::endpoint::{Connection, ReadError, WriteError};
 use iroh::{EndpointAddr, EndpointId};
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
 
-use super::{RpcClient, connection_error};
-use crate::codec::{CodecError, FrameCodec};
+use super::{Peer, RpcClient, connection_error};
+use crate::codec::CodecError;
 use crate::error::{ClientError, RpcError};
 use crate::frame::{Frame, FrameType, Header, Priority};
+use crate::stream_io::FrameReader;
 
 /// A call's stream, once its request is sent.
 struct Call {
     client: RpcClient,
     peer: EndpointId,
+    /// The client's state for `peer`.
+    link: Arc<Peer>,
     conn: Connection,
-    frames: FramedRead<RecvStream, FrameCodec>,
+    frames: FrameReader,
     request_id: u64,
 }
 
@@ -42,7 +45,7 @@ impl RpcClient {
             let mut call = self.start(peer, Frame::new(header, payload)).await?;
             let frame = call.next_frame().await?;
             call.read_end_if_here();
-            call.client.healthy(call.peer);
+            call.link.healthy();
             match frame.header.frame_type {
                 FrameType::Response => Ok(frame.payload),
                 FrameType::Error => Err(call.remote_error(&frame.payload)),
@@ -103,7 +106,7 @@ impl RpcClient {
             if echo.header.frame_type != FrameType::Heartbeat || echo.payload != nonce {
                 return Err(call.protocol(format!("heartbeat answered by {echo}")));
             }
-            call.client.healthy(call.peer);
+            call.link.healthy();
             Ok(started.elapsed())
         };
         within(Some(started + timeout), round_trip).await
@@ -134,34 +137,37 @@ impl RpcClient {
     /// Opens a stream on the peer's connection and sends `frame` on it.
     async fn start(&self, addr: &EndpointAddr, frame: Frame) -> Result<Call, ClientError> {
         let max_payload = self.inner.config.max_payload;
-        let mut wire = BytesMut::with_capacity(frame.encoded_len());
-        frame
-            .encode(&mut wire, max_payload)
+        let (header, request_id) = (frame.header, frame.header.request_id);
+        // Before dialing: a request the peer would refuse is not sent.
+        let mut chunks = frame
+            .into_chunks(max_payload)
             .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
-        let conn = self.connection(addr).await?;
+        let (link, conn) = self.connection(addr).await?;
         let peer = addr.id;
         let (mut send, recv) = match conn.open_bi().await {
             Ok(pair) => pair,
             Err(error) => {
                 let error = connection_error(peer, error);
-                self.broken(peer, &conn, &error).await;
+                self.broken(peer, &conn, &error);
                 return Err(error);
             }
         };
-        if self.inner.config.priorities {
+        // Normal maps to QUIC's default, which a new stream has already.
+        if self.inner.config.priorities && header.priority != Priority::Normal {
             // Only fails on a closed stream, which the write below reports.
-            let _ = send.set_priority(frame.header.priority.quic_priority());
+            let _ = send.set_priority(header.priority.quic_priority());
         }
         let call = Call {
             client: self.clone(),
             peer,
+            link,
             conn,
-            frames: FramedRead::new(recv, FrameCodec::new(max_payload)),
-            request_id: frame.header.request_id,
+            frames: FrameReader::new(recv, max_payload),
+            request_id,
         };
         // A server that stops reading (it found the request malformed, or it is shutting down)
         // still answers on the other half: only a lost connection ends the call here.
-        if let Err(WriteError::ConnectionLost(error)) = send.write_all(&wire).await {
+        if let Err(WriteError::ConnectionLost(error)) = send.write_all_chunks(&mut chunks).await {
             return Err(call.failed(connection_error(peer, error)).await);
         }
         let _ = send.finish();
@@ -197,7 +203,7 @@ impl Call {
     }
 
     async fn failed(&self, error: ClientError) -> ClientError {
-        self.client.broken(self.peer, &self.conn, &error).await;
+        self.client.broken(self.peer, &self.conn, &error);
         error
     }
 
@@ -265,12 +271,11 @@ impl ServerStream {
         }
         let frame = within(self.deadline, self.call.next_frame()).await;
         let frame = frame.inspect_err(|_| self.done = true)?;
-        let (client, peer) = (&self.call.client, self.call.peer);
         match frame.header.frame_type {
             FrameType::StreamData => Ok(Some(frame.payload)),
             FrameType::StreamEnd => {
                 self.done = true;
-                client.healthy(peer);
+                self.call.link.healthy();
                 self.call.read_end_if_here();
                 Ok(None)
             }

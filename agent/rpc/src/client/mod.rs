@@ -56,9 +56,21 @@ pub struct ClientCounts {
 
 /// A peer's connection and its backoff.
 struct Peer {
+    /// The connection calls use, if one is open.
+    conn: Mutex<Option<Connection>>,
     /// Held while dialing, so concurrent calls share one dial.
-    conn: tokio::sync::Mutex<Option<Connection>>,
+    dialing: tokio::sync::Mutex<()>,
     backoff: Mutex<Backoff>,
+}
+
+impl Peer {
+    /// The connection, if it is open.
+    fn open(&self) -> Option<Connection> {
+        // Cloned before the check: `close_reason` waits for the connection's own lock, which
+        // is no reason to keep the other calls waiting for this one.
+        let conn = lock(&self.conn).clone()?;
+        conn.close_reason().is_none().then_some(conn)
+    }
 }
 
 struct Inner {
@@ -121,20 +133,37 @@ impl RpcClient {
         let mut peers = lock(&self.inner.peers);
         Arc::clone(peers.entry(id).or_insert_with(|| {
             Arc::new(Peer {
-                conn: tokio::sync::Mutex::new(None),
+                conn: Mutex::new(None),
+                dialing: tokio::sync::Mutex::new(()),
                 backoff: Mutex::new(Backoff::new(self.inner.config.backoff)),
             })
         }))
     }
 
-    /// The open connection to `addr`, dialing it (after any backoff) if there is none.
-    async fn connection(&self, addr: &EndpointAddr) -> Result<Connection, ClientError> {
+    /// The open connection to `addr`, dialing it (after any backoff) if there is none, with
+    /// the peer's state.
+    async fn connection(
+        &self,
+        addr: &EndpointAddr,
+    ) -> Result<(Arc<Peer>, Connection), ClientError> {
         let peer = self.peer(addr.id);
-        let mut slot = peer.conn.lock().await;
-        if let Some(conn) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
-            return Ok(conn.clone());
+        let conn = self.open_connection(&peer, addr).await?;
+        Ok((peer, conn))
+    }
+
+    async fn open_connection(
+        &self,
+        peer: &Peer,
+        addr: &EndpointAddr,
+    ) -> Result<Connection, ClientError> {
+        if let Some(conn) = peer.open() {
+            return Ok(conn);
         }
-        *slot = None;
+        let _dialing = peer.dialing.lock().await;
+        // Another call may have dialed while this one waited.
+        if let Some(conn) = peer.open() {
+            return Ok(conn);
+        }
         let not_before = lock(&peer.backoff).not_before();
         if let Some(at) = not_before {
             tokio::time::sleep_until(at).await;
@@ -142,11 +171,11 @@ impl RpcClient {
         self.inner.dials.fetch_add(1, Ordering::Relaxed);
         match self.inner.endpoint.connect(addr.clone(), ALPN).await {
             Ok(conn) => {
-                *slot = Some(conn.clone());
+                *lock(&peer.conn) = Some(conn.clone());
                 Ok(conn)
             }
             Err(error) => {
-                self.failed(&peer);
+                self.failed(peer);
                 Err(connect_error(addr.id, error))
             }
         }
@@ -154,7 +183,7 @@ impl RpcClient {
 
     /// A call on `conn` failed with `error`: if the connection is the cause, forget it and
     /// back off, so the next call redials.
-    async fn broken(&self, id: EndpointId, conn: &Connection, error: &ClientError) {
+    fn broken(&self, id: EndpointId, conn: &Connection, error: &ClientError) {
         if !matches!(
             error,
             ClientError::Unreachable { .. } | ClientError::Refused { .. }
@@ -162,12 +191,13 @@ impl RpcClient {
             return;
         }
         let peer = self.peer(id);
-        let mut slot = peer.conn.lock().await;
+        let mut slot = lock(&peer.conn);
         if slot
             .as_ref()
             .is_some_and(|c| c.stable_id() == conn.stable_id())
         {
             *slot = None;
+            drop(slot);
             self.failed(&peer);
         }
     }
@@ -176,10 +206,12 @@ impl RpcClient {
         self.inner.failures.fetch_add(1, Ordering::Relaxed);
         lock(&peer.backoff).failed(Instant::now());
     }
+}
 
+impl Peer {
     /// A reply came back from the peer.
-    fn healthy(&self, id: EndpointId) {
-        lock(&self.peer(id).backoff).succeeded();
+    fn healthy(&self) {
+        lock(&self.backoff).succeeded();
     }
 }
 

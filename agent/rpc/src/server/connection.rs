@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::{Arc, PoisonError};
 
 use futures::FutureExt as _;
@@ -12,6 +13,7 @@ use iroh::endpoint::{
 };
 use iroh::protocol::AcceptError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::WaitForCancellationFuture;
 
 use super::{ServerConfig, ServerStats, Shared, stream};
 use crate::dispatch::Dispatch;
@@ -45,7 +47,9 @@ pub(super) async fn serve<D: Dispatch>(shared: &Arc<Shared<D>>, conn: Connection
         .remove(&conn.stable_id())
         .unwrap_or_else(|| Limits::new(&shared.config));
     let peer = conn.remote_id();
-    while let Some((permit, send, recv)) = next_stream(shared, &conn, &limits).await {
+    let shutdown = shared.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    while let Some((permit, send, recv)) = next_stream(&mut shutdown, &conn, &limits).await {
         let task = stream::serve(
             Arc::clone(shared),
             peer,
@@ -66,6 +70,8 @@ pub(super) async fn accept_early<D: Dispatch>(
 ) -> Result<Connection, AcceptError> {
     let early = accepting.into_0rtt();
     let limits = Limits::new(&shared.config);
+    let shutdown = shared.shutdown.cancelled();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             biased;
@@ -78,7 +84,7 @@ pub(super) async fn accept_early<D: Dispatch>(
                     .insert(conn.stable_id(), limits);
                 return Ok(conn);
             }
-            next = next_stream(shared, &early, &limits) => {
+            next = next_stream(&mut shutdown, &early, &limits) => {
                 let Some((permit, send, recv)) = next else {
                     return Ok(early.handshake_completed().await?);
                 };
@@ -103,10 +109,11 @@ async fn serve_early<D: Dispatch>(
 }
 
 /// The next stream with a permit to serve it; `None` once the connection ends or the server
-/// shuts down. Waiting for the permit first leaves further streams queued in QUIC, where flow
-/// control bounds them.
-async fn next_stream<D, S: ConnectionState>(
-    shared: &Shared<D>,
+/// shuts down (`shutdown`, made once per connection: polling a new one registers it anew).
+/// Waiting for the permit first leaves further streams queued in QUIC, where flow control
+/// bounds them.
+async fn next_stream<S: ConnectionState>(
+    shutdown: &mut Pin<&mut WaitForCancellationFuture<'_>>,
     conn: &Connection<S>,
     limits: &Limits,
 ) -> Option<(OwnedSemaphorePermit, SendStream, RecvStream)> {
@@ -121,7 +128,7 @@ async fn next_stream<D, S: ConnectionState>(
         }
     };
     tokio::select! {
-        () = shared.shutdown.cancelled() => None,
+        () = shutdown => None,
         next = next => next,
     }
 }
@@ -135,11 +142,14 @@ fn spawn<D: Dispatch>(
 ) {
     ServerStats::bump(&shared.stats.streams);
     let for_task = Arc::clone(shared);
-    shared.tasks.spawn(async move {
-        let _permit = permit;
-        if AssertUnwindSafe(task).catch_unwind().await.is_err() {
+    // A combinator, not an `async` block: a block would hold `task` twice (as captured, and
+    // as awaited), and the task's size is allocated for every stream.
+    let task = AssertUnwindSafe(task).catch_unwind().map(move |outcome| {
+        drop(permit);
+        if outcome.is_err() {
             ServerStats::bump(&for_task.stats.panics);
             tracing::error!(?peer, "a stream task panicked");
         }
     });
+    shared.tasks.spawn(task);
 }

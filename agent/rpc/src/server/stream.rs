@@ -1,27 +1,28 @@
 //! One QUIC bi-stream on the server: read frames, run the calls they start, write the replies.
 //!
-//! Reading and writing run side by side in the stream's task: calls queue their reply frames
-//! on a bounded channel that the writer drains, so a slow reader on the other side slows the
-//! calls on this stream and nothing else.
+//! Most streams carry one request and end with it. Such a call runs in the stream's task and
+//! writes its reply frames itself. A stream that carries more (a batch) runs its calls side by
+//! side: they queue their reply frames on a bounded channel that a writer drains, so a slow
+//! reader on the other side slows the calls on this stream and nothing else.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
-use futures::{SinkExt as _, StreamExt as _};
 use iroh::EndpointId;
 use iroh::endpoint::{RecvStream, SendStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::call::{self, CallFuture};
-use super::{STOP_MALFORMED, STOP_SHUTDOWN, ServerStats, Shared};
-use crate::codec::{CodecError, FrameCodec};
+use super::call::{self, Admitted, ReplySink};
+use super::{STOP_MALFORMED, STOP_SHUTDOWN, ServerConfig, ServerStats, Shared};
+use crate::codec::CodecError;
 use crate::dispatch::{CallContext, Dispatch};
 use crate::error::{Code, RpcError};
 use crate::frame::{Frame, FrameError, FrameType, Header, Priority};
+use crate::stream_io::FrameReader;
 
 pub(super) async fn serve<D: Dispatch>(
     shared: Arc<Shared<D>>,
@@ -30,121 +31,93 @@ pub(super) async fn serve<D: Dispatch>(
     send: SendStream,
     recv: RecvStream,
 ) {
-    let (replies, queue) = mpsc::channel(shared.config.reply_buffer.max(1));
-    // Set when the writer fails (the peer stopped reading or left): nothing more to do here.
-    let writer_gone = CancellationToken::new();
-    let reader = Reader {
+    let gate = Gate {
         shared: &shared,
         peer,
         calls,
         zero_rtt: recv.is_0rtt(),
-        replies,
     };
+    let mut frames = FrameReader::new(recv, shared.config.max_payload);
+    let writer = ReplyWriter::new(&shared.config, send);
+    let first = tokio::select! {
+        first = frames.next() => first,
+        () = shared.abort.cancelled() => return,
+        () = shared.shutdown.cancelled() => {
+            frames.stop(STOP_SHUTDOWN);
+            writer.finish(&shared);
+            return;
+        }
+    };
+    match first {
+        Some(Ok(frame)) if frames.ends_here() => one_call(&gate, frame, writer).await,
+        // Boxed: the stream's task, allocated for every stream, stays the size of one call.
+        first => {
+            let batch = Box::pin(batch(&gate, frames, first, writer));
+            batch.await;
+        }
+    }
+}
+
+/// A stream of several requests, or of one whose end has not arrived yet.
+async fn batch<D: Dispatch>(
+    gate: &Gate<'_, D>,
+    frames: FrameReader,
+    first: Option<Result<Frame, CodecError>>,
+    writer: ReplyWriter,
+) {
+    let (replies, queue) = mpsc::channel(gate.shared.config.reply_buffer.max(1));
+    // Set when the writer fails (the peer stopped reading or left): nothing more to do.
+    let writer_gone = CancellationToken::new();
+    let batch = Batch { gate, replies };
     tokio::join!(
-        reader.run(recv, &writer_gone),
-        write(&shared, send, queue, &writer_gone),
+        batch.run(frames, first, &writer_gone),
+        write(gate.shared, writer, queue, &writer_gone),
     );
 }
 
-struct Reader<'a, D> {
+/// A stream of one request: the call runs here and writes its own replies.
+async fn one_call<D: Dispatch>(gate: &Gate<'_, D>, frame: Frame, mut writer: ReplyWriter) {
+    let shared = gate.shared;
+    match gate.admit(frame) {
+        Next::Call(call) => {
+            tokio::select! {
+                () = call::run(shared, call, &mut writer) => {}
+                () = shared.abort.cancelled() => return,
+            }
+        }
+        Next::Reply(frame) | Next::Last(frame) => {
+            if !(&mut writer).send(frame).await {
+                return;
+            }
+        }
+    }
+    writer.finish(shared);
+}
+
+/// What decides, for each frame a client sends, whether and how it is served.
+struct Gate<'a, D> {
     shared: &'a Shared<D>,
     peer: EndpointId,
     calls: Arc<Semaphore>,
     zero_rtt: bool,
-    replies: mpsc::Sender<Frame>,
 }
 
 /// What a frame read from the stream leads to.
-enum Next<'a> {
-    /// A call, running until it has answered.
-    Call(CallFuture<'a>),
+enum Next {
+    /// A call to run until it has answered.
+    Call(Admitted),
     /// A reply of one frame, sent at once (a heartbeat echo, a refused call).
     Reply(Frame),
     /// A reply of one frame, after which the stream is read no more (a malformed frame).
     Last(Frame),
 }
 
-impl<D: Dispatch> Reader<'_, D> {
-    /// Reads frames and drives the calls they start. One-frame replies go straight to the reply
-    /// queue; when it is full, reading pauses until the writer makes room, so a peer that sends
-    /// without reading cannot make the server hold more than the queue and one frame.
-    async fn run(self, recv: RecvStream, writer_gone: &CancellationToken) {
-        let shared = self.shared;
-        let mut frames = FramedRead::new(recv, FrameCodec::new(shared.config.max_payload));
-        let mut running: FuturesUnordered<CallFuture<'_>> = FuturesUnordered::new();
-        let mut waiting: Option<Frame> = None;
-        let mut reading = true;
-        while reading || waiting.is_some() || !running.is_empty() {
-            tokio::select! {
-                () = writer_gone.cancelled() => return,
-                () = shared.abort.cancelled() => return,
-                () = shared.shutdown.cancelled(), if reading => {
-                    reading = false;
-                    // Already stopped or reset: nothing left to refuse.
-                    let _ = frames.get_mut().stop(STOP_SHUTDOWN);
-                }
-                Some(()) = running.next(), if !running.is_empty() => {}
-                room = self.replies.reserve(), if waiting.is_some() => {
-                    let (Ok(room), Some(frame)) = (room, waiting.take()) else { return };
-                    room.send(frame);
-                }
-                item = frames.next(), if reading && waiting.is_none() => {
-                    let next = match item {
-                        Some(Ok(frame)) => self.start(frame),
-                        Some(Err(CodecError::Frame { error, request_id })) => {
-                            self.malformed(&error, request_id)
-                        }
-                        // Reset by the peer, the connection is gone, or the stream ended
-                        // inside a frame.
-                        Some(Err(CodecError::Io(_))) | None => {
-                            reading = false;
-                            continue;
-                        }
-                    };
-                    let reply = match next {
-                        Some(Next::Call(call)) => {
-                            running.push(call);
-                            continue;
-                        }
-                        Some(Next::Reply(frame)) => Some(frame),
-                        Some(Next::Last(frame)) => {
-                            reading = false;
-                            let _ = frames.get_mut().stop(STOP_MALFORMED);
-                            Some(frame)
-                        }
-                        None => {
-                            reading = false;
-                            let _ = frames.get_mut().stop(STOP_MALFORMED);
-                            None
-                        }
-                    };
-                    match reply.map(|frame| self.replies.try_send(frame)) {
-                        Some(Err(mpsc::error::TrySendError::Full(frame))) => waiting = Some(frame),
-                        Some(Err(mpsc::error::TrySendError::Closed(_))) => return,
-                        Some(Ok(())) | None => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// The answer to a malformed frame: an Error frame if its request is known.
-    fn malformed(&self, error: &FrameError, request_id: Option<u64>) -> Option<Next<'_>> {
-        ServerStats::bump(&self.shared.stats.malformed);
-        tracing::debug!(peer = %self.peer, ?request_id, "malformed frame: {error}");
-        let code = match error {
-            FrameError::TooLarge { .. } => Code::ResourceExhausted,
-            _ => Code::InvalidArgument,
-        };
-        let error = RpcError::new(code, error.to_string());
-        request_id.map(|id| Next::Last(error_frame(id, &error)))
-    }
-
+impl<D: Dispatch> Gate<'_, D> {
     /// What a well-formed frame from a client leads to.
-    fn start(&self, frame: Frame) -> Option<Next<'_>> {
+    fn admit(&self, frame: Frame) -> Next {
         let Frame { header, payload } = frame;
         let shared = self.shared;
-        Some(match header.frame_type {
+        match header.frame_type {
             FrameType::Heartbeat => {
                 ServerStats::bump(&shared.stats.heartbeats);
                 Next::Reply(Frame::new(header.reply(FrameType::Heartbeat), payload))
@@ -158,10 +131,10 @@ impl<D: Dispatch> Reader<'_, D> {
                 );
                 Next::Last(error_frame(header.request_id, &error))
             }
-        })
+        }
     }
 
-    fn request(&self, header: Header, payload: Bytes) -> Next<'_> {
+    fn request(&self, header: Header, payload: Bytes) -> Next {
         let shared = self.shared;
         let (service, method) = (header.service, header.method);
         let refuse = |error: RpcError| {
@@ -191,45 +164,176 @@ impl<D: Dispatch> Reader<'_, D> {
             zero_rtt: self.zero_rtt,
             priority: header.priority,
         };
-        Next::Call(Box::pin(call::run(
-            shared,
+        Next::Call(Admitted {
             header,
             payload,
             context,
-            &self.replies,
             permit,
-        )))
+        })
+    }
+
+    /// The answer to a malformed frame: an Error frame if its request is known.
+    fn malformed(&self, error: &FrameError, request_id: Option<u64>) -> Option<Next> {
+        ServerStats::bump(&self.shared.stats.malformed);
+        tracing::debug!(peer = %self.peer, ?request_id, "malformed frame: {error}");
+        let code = match error {
+            FrameError::TooLarge { .. } => Code::ResourceExhausted,
+            _ => Code::InvalidArgument,
+        };
+        let error = RpcError::new(code, error.to_string());
+        request_id.map(|id| Next::Last(error_frame(id, &error)))
     }
 }
 
-/// Drains reply frames into the stream, then finishes it and waits until the peer has them.
+/// The calls of a stream that carries several.
+struct Batch<'a, 'g, D> {
+    gate: &'g Gate<'a, D>,
+    replies: mpsc::Sender<Frame>,
+}
+
+impl<D: Dispatch> Batch<'_, '_, D> {
+    /// Reads frames and drives the calls they start, beginning with `first`, read already.
+    /// One-frame replies go straight to the reply queue; when it is full, reading pauses until
+    /// the writer makes room, so a peer that sends without reading cannot make the server hold
+    /// more than the queue and one frame.
+    async fn run(
+        self,
+        mut frames: FrameReader,
+        first: Option<Result<Frame, CodecError>>,
+        writer_gone: &CancellationToken,
+    ) {
+        let shared = self.gate.shared;
+        let mut running = FuturesUnordered::new();
+        let mut waiting: Option<Frame> = None;
+        let mut reading = true;
+        let mut read = Some(first);
+        // Made once: each `cancelled()` future registers with its token when first polled.
+        let (writer_gone, abort, shutdown) = (
+            writer_gone.cancelled(),
+            shared.abort.cancelled(),
+            shared.shutdown.cancelled(),
+        );
+        tokio::pin!(writer_gone, abort, shutdown);
+        while reading || waiting.is_some() || !running.is_empty() || read.is_some() {
+            if let Some(item) = read.take() {
+                let reply = match self.next(item) {
+                    Some(Next::Call(call)) => {
+                        running.push(call::run(shared, call, &self.replies));
+                        continue;
+                    }
+                    Some(Next::Reply(frame)) => Some(frame),
+                    Some(Next::Last(frame)) => {
+                        reading = false;
+                        frames.stop(STOP_MALFORMED);
+                        Some(frame)
+                    }
+                    None => {
+                        reading = false;
+                        None
+                    }
+                };
+                match reply.map(|frame| self.replies.try_send(frame)) {
+                    Some(Err(mpsc::error::TrySendError::Full(frame))) => waiting = Some(frame),
+                    Some(Err(mpsc::error::TrySendError::Closed(_))) => return,
+                    Some(Ok(())) | None => {}
+                }
+                continue;
+            }
+            tokio::select! {
+                () = &mut writer_gone => return,
+                () = &mut abort => return,
+                () = &mut shutdown, if reading => {
+                    reading = false;
+                    frames.stop(STOP_SHUTDOWN);
+                }
+                Some(()) = running.next(), if !running.is_empty() => {}
+                room = self.replies.reserve(), if waiting.is_some() => {
+                    let (Ok(room), Some(frame)) = (room, waiting.take()) else { return };
+                    room.send(frame);
+                }
+                item = frames.next(), if reading && waiting.is_none() => read = Some(item),
+            }
+        }
+    }
+
+    /// What an item read from the stream leads to; `None` ends the reading (the stream ended,
+    /// broke, or sent a frame too malformed to answer: then it is stopped as well).
+    fn next(&self, item: Option<Result<Frame, CodecError>>) -> Option<Next> {
+        match item {
+            Some(Ok(frame)) => Some(self.gate.admit(frame)),
+            Some(Err(CodecError::Frame { error, request_id })) => {
+                self.gate.malformed(&error, request_id)
+            }
+            // Reset by the peer, the connection is gone, or the stream ended inside a frame.
+            Some(Err(CodecError::Io(_))) | None => None,
+        }
+    }
+}
+
+/// Drains reply frames into the stream, then finishes it.
 async fn write<D>(
     shared: &Shared<D>,
-    send: SendStream,
+    mut writer: ReplyWriter,
     mut queue: mpsc::Receiver<Frame>,
     writer_gone: &CancellationToken,
 ) {
-    let mut out = FramedWrite::new(send, FrameCodec::new(shared.config.max_payload));
-    let mut priority = None;
     while let Some(frame) = queue.recv().await {
-        if shared.config.priorities {
-            // A stream carries one priority: the most urgent of the calls it answers.
-            let wanted = frame.header.priority.quic_priority();
-            if priority.is_none_or(|current| wanted > current) {
-                priority = Some(wanted);
-                let _ = out.get_ref().set_priority(wanted);
-            }
-        }
-        if let Err(error) = out.send(frame).await {
-            tracing::debug!("reply not written: {error}");
+        if !(&mut writer).send(frame).await {
             writer_gone.cancel();
             return;
         }
     }
-    let mut send = out.into_inner();
-    if send.finish().is_ok() {
-        // QUIC delivers it from here; a graceful shutdown waits for the acknowledgement.
-        shared.unacked.keep(send);
+    writer.finish(shared);
+}
+
+/// The sending half of a stream, at the priority of the most urgent call it answers.
+struct ReplyWriter {
+    send: SendStream,
+    /// The stream's QUIC priority: 0, QUIC's default, until a call asks for more.
+    priority: i32,
+    priorities: bool,
+    max_payload: u32,
+}
+
+impl ReplyWriter {
+    fn new(config: &ServerConfig, send: SendStream) -> Self {
+        Self {
+            send,
+            priority: 0,
+            priorities: config.priorities,
+            max_payload: config.max_payload,
+        }
+    }
+
+    /// Ends the stream: QUIC delivers it from here, and a graceful shutdown waits for the
+    /// acknowledgement.
+    fn finish<D>(mut self, shared: &Shared<D>) {
+        if self.send.finish().is_ok() {
+            shared.unacked.keep(self.send);
+        }
+    }
+}
+
+impl ReplySink for &mut ReplyWriter {
+    async fn send(&mut self, frame: Frame) -> bool {
+        if self.priorities {
+            let wanted = frame.header.priority.quic_priority();
+            if wanted > self.priority {
+                self.priority = wanted;
+                let _ = self.send.set_priority(wanted);
+            }
+        }
+        let written = match frame.into_chunks(self.max_payload) {
+            Ok(mut chunks) => self
+                .send
+                .write_all_chunks(&mut chunks)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        written
+            .inspect_err(|error| tracing::debug!("reply not written: {error}"))
+            .is_ok()
     }
 }
 

@@ -4,7 +4,7 @@
 //! for a payload only after the header passed every check, the maximum length included, so a
 //! peer cannot make it allocate more than `HEADER_LEN + max_payload` per frame.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::frame::{DEFAULT_MAX_PAYLOAD, Frame, FrameError, HEADER_LEN, Header};
@@ -29,6 +29,12 @@ impl FrameCodec {
     #[must_use]
     pub const fn max_payload(&self) -> u32 {
         self.max_payload
+    }
+
+    /// Whether a frame's header has been taken and its payload is still awaited.
+    #[must_use]
+    pub const fn is_pending(&self) -> bool {
+        self.pending.is_some()
     }
 }
 
@@ -63,6 +69,42 @@ impl From<FrameError> for CodecError {
     }
 }
 
+impl FrameCodec {
+    /// Takes a whole frame from the front of `chunk` without copying it: its payload shares
+    /// `chunk`'s memory. `Ok(None)`, with `chunk` untouched, when `chunk` does not begin with a
+    /// whole frame or a frame is already half read: then the bytes go through
+    /// [`Decoder::decode`] as usual. The checks are the same.
+    ///
+    /// # Errors
+    /// A malformed header, as [`Decoder::decode`] reports it.
+    pub fn decode_chunk(&mut self, chunk: &mut Bytes) -> Result<Option<Frame>, CodecError> {
+        if self.pending.is_some() {
+            return Ok(None);
+        }
+        let Some(head) = chunk.first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let (header, len) = parse(head, self.max_payload)?;
+        let end = HEADER_LEN + len;
+        if chunk.len() < end {
+            return Ok(None);
+        }
+        let payload = chunk.slice(HEADER_LEN..end);
+        chunk.advance(end);
+        Ok(Some(Frame { header, payload }))
+    }
+}
+
+/// [`Header::parse`], its payload length as a `usize`, and the request id of a malformed one.
+fn parse(head: &[u8; HEADER_LEN], max_payload: u32) -> Result<(Header, usize), CodecError> {
+    let (header, len) = Header::parse(head, max_payload).map_err(|error| CodecError::Frame {
+        error,
+        request_id: Header::request_id_of(head),
+    })?;
+    // `len <= max_payload <= u32::MAX` fits a usize on every supported target.
+    Ok((header, usize::try_from(len).unwrap_or(usize::MAX)))
+}
+
 impl Decoder for FrameCodec {
     type Item = Frame;
     type Error = CodecError;
@@ -71,19 +113,11 @@ impl Decoder for FrameCodec {
         let (header, len) = match self.pending {
             Some(pending) => pending,
             None => {
-                let Some(head) = src.get(..HEADER_LEN) else {
+                let Some(head) = src.first_chunk::<HEADER_LEN>() else {
                     return Ok(None);
                 };
-                let mut bytes = [0u8; HEADER_LEN];
-                bytes.copy_from_slice(head);
-                let (header, len) =
-                    Header::parse(&bytes, self.max_payload).map_err(|error| CodecError::Frame {
-                        error,
-                        request_id: Header::request_id_of(&bytes),
-                    })?;
+                let (header, len) = parse(head, self.max_payload)?;
                 src.advance(HEADER_LEN);
-                // `len <= max_payload <= u32::MAX` fits a usize on every supported target.
-                let len = usize::try_from(len).unwrap_or(usize::MAX);
                 (header, len)
             }
         };

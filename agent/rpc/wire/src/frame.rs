@@ -267,9 +267,19 @@ impl Frame {
     /// Appends the frame to `dst`.
     ///
     /// # Errors
+    /// As [`Frame::encode_header`].
+    pub fn encode(&self, dst: &mut impl BufMut, max_payload: u32) -> Result<(), FrameError> {
+        dst.put_slice(&self.encode_header(max_payload)?);
+        dst.put_slice(&self.payload);
+        Ok(())
+    }
+
+    /// The frame's header on the wire, for a writer that sends the payload as it is.
+    ///
+    /// # Errors
     /// The frame would not parse on the other side: payload above `max_payload`, or fields that
     /// break the rules between them ([`Header::parse`] is the one definition of both).
-    pub fn encode(&self, dst: &mut impl BufMut, max_payload: u32) -> Result<(), FrameError> {
+    pub fn encode_header(&self, max_payload: u32) -> Result<[u8; HEADER_LEN], FrameError> {
         let len = u32::try_from(self.payload.len())
             .ok()
             .filter(|len| *len <= max_payload)
@@ -284,19 +294,29 @@ impl Frame {
         } else {
             0
         };
-        dst.put_slice(&[
+        let mut bytes = [0u8; HEADER_LEN];
+        bytes[..4].copy_from_slice(&[
             VERSION,
             flags,
             header.frame_type as u8,
             header.priority as u8,
         ]);
-        dst.put_u16(header.service);
-        dst.put_u16(header.method);
-        dst.put_u64(header.request_id);
-        dst.put_u32(len);
-        dst.put_u32(header.deadline_ms);
-        dst.put_slice(&self.payload);
-        Ok(())
+        bytes[4..6].copy_from_slice(&header.service.to_be_bytes());
+        bytes[6..8].copy_from_slice(&header.method.to_be_bytes());
+        bytes[8..16].copy_from_slice(&header.request_id.to_be_bytes());
+        bytes[16..20].copy_from_slice(&len.to_be_bytes());
+        bytes[20..24].copy_from_slice(&header.deadline_ms.to_be_bytes());
+        Ok(bytes)
+    }
+
+    /// The frame as the two chunks a writer hands QUIC in one call: its header, and its
+    /// payload as it is, not copied.
+    ///
+    /// # Errors
+    /// As [`Self::encode_header`].
+    pub fn into_chunks(self, max_payload: u32) -> Result<[Bytes; 2], FrameError> {
+        let header = self.encode_header(max_payload)?;
+        Ok([Bytes::copy_from_slice(&header), self.payload])
     }
 }
 

@@ -5,6 +5,8 @@
 //!   payload length, deadline) and a payload. Parsing checks a header before it allocates for the
 //!   payload.
 //! - [`codec`]: the same frames as a `tokio_util` codec, for reading and writing QUIC streams.
+//! - [`chunks`]: frames from a stream received as chunks of shared memory, without a copy when
+//!   a chunk holds a whole frame.
 //!
 //! Goals: one definition of the wire format; every malformed input is an error that names the
 //! field, never a panic; a reader holds at most `24 + max payload` bytes per frame, whatever the
@@ -13,8 +15,10 @@
 //! Non-goals: the transport (streams, calls, access: `quiver-rpc`, which re-exports both
 //! modules); decoding payloads (protobuf messages of `quiver.v1`).
 
+pub mod chunks;
 pub mod codec;
 pub mod frame;
 
+pub use chunks::ChunkDecoder;
 pub use codec::{CodecError, FrameCodec};
 pub use frame::{DEFAULT_MAX_PAYLOAD, Frame, FrameError, FrameType, HEADER_LEN, Header, Priority};

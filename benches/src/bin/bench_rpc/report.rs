@@ -153,9 +153,11 @@ fn codec(out: &mut String, r: &Results) {
          The messages are openraft 0.9's, as the agents exchange them: a vote request, a \
          heartbeat (an append with no entries), appends of 1 and 100 entries (each a ledger \
          `PutVm` of about 100 bytes) and a 1 MiB snapshot chunk. Serialize = encode the message \
-         (`quiver_raft::wire`: postcard) and frame it (24-byte header) into a new write buffer, as \
-         the client does per request; deserialize = decode the frame from a read buffer and the \
-         message from its payload. \"Postcard alone\" = encode into a reused buffer / decode from \
+         (`quiver_raft::wire`: postcard) and frame it as a writer sends it (a 24-byte header and \
+         the payload, not copied); deserialize = the frame's wire bytes in chunks of 1100 bytes, \
+         as QUIC delivers them, through the readers' `ChunkDecoder`, and the message from its \
+         payload (a frame that fits one chunk is taken without a copy, a longer one is \
+         assembled). \"Postcard alone\" = encode into a reused buffer / decode from \
          a slice, no frame: the floor of this encoding. \"JSON\" = the same frame with the \
          encoding the Raft service used before postcard, measured in the same run. Median of \
          batches, one thread; results dropped inside the timing. The \"published\" columns are \
@@ -189,16 +191,18 @@ fn codec(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
         "\nWhere the codec time goes. Serializing allocates twice per message (postcard's `Vec`, \
-         then the frame buffer) and copies the payload into the frame; deserializing builds \
-         openraft's owned types (an entry's strings and byte vectors are allocated). A snapshot \
-         chunk's data goes as one byte string (`quiver_raft::wire::SnapshotChunk`; the same \
-         bytes as openraft's `Vec<u8>`, which serde would write and read one element at a \
-         time), so its serialization copies the data twice (into postcard's buffer, into the \
-         frame) and its deserialization once (into openraft's `Vec<u8>`). One copy of 1 MiB into \
-         a new buffer takes {} here, measured in the same run: 10× the published figures \
-         (8.4 µs / 18.7 µs) is below one copy, so that row would need the data handed to QUIC \
-         and to openraft without a copy, which openraft 0.9's `Vec<u8>` rules out on the \
-         receiving side.",
+         then the 24-byte header); deserializing builds openraft's owned types (an entry's \
+         strings and byte vectors are allocated). A snapshot chunk's data goes as one byte \
+         string (`quiver_raft::wire::SnapshotChunk`; the same bytes as openraft's `Vec<u8>`, \
+         which serde would write and read one element at a time), so its serialization copies \
+         the data once (into postcard's buffer) and its deserialization twice (the frame \
+         assembled from about a thousand chunks, then the data into openraft's `Vec<u8>`). One \
+         copy of 1 MiB into a new buffer takes {} here, measured in the same run: 10× the \
+         published figures (8.4 µs / 18.7 µs) is below one copy, so that row would need the \
+         data handed to QUIC and to openraft without any copy, which openraft 0.9's `Vec<u8>` \
+         rules out on both sides. For the small messages, 10× the published figures (38 ns / \
+         21 ns for a heartbeat, 41 ns / 24 ns for a vote) leaves about the time postcard alone \
+         takes (its column) for the encoding, the allocations and the frame's checks together.",
         quiver_benches::fmt_duration(r.copy_mib)
     );
 }
@@ -278,19 +282,22 @@ fn unary(out: &mut String, r: &Results) {
     }
     out.push_str(
         "\nWhat (a) does per call beyond the floor (d): the 24-byte header and its checks on both \
-         sides; a frame buffer per request and per reply; on the client, a lookup of the peer's \
-         shared connection behind a per-peer lock and backoff bookkeeping on each reply; on the \
-         server, per stream a reader and a writer joined by a bounded reply queue (so that \
-         several calls may share a stream and a peer that stops reading cannot make the server \
-         buffer without bound), a cancellation token, the stream and call limits (semaphores), \
-         the dispatch through the `Dispatch` trait, and QUIC stream priorities on both streams; \
-         and the finished reply stream is kept in a list that a graceful shutdown (or a live \
-         transport switch) waits on, so that none loses a reply. (Before, each stream's task \
-         waited for its reply's acknowledgement itself, a wake-up per call: at 16 in flight \
-         (a) was at 1.40–1.46× of (d) in three runs of that version.) (c) and (d) write their \
-         reply, finish the stream and are done. At 1 in flight this is a few µs \
-         on a round trip of tens of µs; at 16 and 64 in flight the machine is CPU-bound and every \
-         µs of CPU per call shows in the ratios.\n",
+         sides; on the client, the peer's shared connection (cloned under a per-peer lock and \
+         checked still open) and backoff bookkeeping on each reply; on the server, the stream \
+         and call limits (semaphores), the dispatch through the `Dispatch` trait, a look at \
+         whether the stream ends after its first request (a stream that carries more, a batch, \
+         gets a reader and a writer joined by a bounded reply queue, so that a peer that stops \
+         reading cannot make the server buffer without bound), and the finished reply stream \
+         kept in a list that a graceful shutdown (or a live transport switch) waits on, so that \
+         none loses a reply. Frames are taken from QUIC's received chunks without a copy and \
+         written as two chunks, header and payload, without one. (c) and (d) write their \
+         reply, finish the stream and are done. At 1 in flight this is a few µs on a round trip \
+         of tens of µs; at 16 and 64 in flight the machine is CPU-bound and every µs of CPU per \
+         call shows in the ratios. Earlier versions of (a), same command: with a reader, a \
+         writer and a reply queue on every stream and a frame buffer per request and per reply \
+         (commit 92e6a9c), 1.22× of (d) and 0.92× of (c)'s calls/s at 16 in flight; before \
+         that, with each stream's task waiting for its reply's acknowledgement, 1.40–1.46× of \
+         (d) in three runs.\n",
     );
 }
 
