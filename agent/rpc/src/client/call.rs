@@ -142,16 +142,8 @@ impl RpcClient {
         let mut chunks = frame
             .into_chunks(max_payload)
             .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
-        let (link, conn) = self.connection(addr).await?;
+        let (link, conn, mut send, recv) = self.open_stream(addr).await?;
         let peer = addr.id;
-        let (mut send, recv) = match conn.open_bi().await {
-            Ok(pair) => pair,
-            Err(error) => {
-                let error = connection_error(peer, error);
-                self.broken(peer, &conn, &error);
-                return Err(error);
-            }
-        };
         // Normal maps to QUIC's default, which a new stream has already.
         if self.inner.config.priorities && header.priority != Priority::Normal {
             // Only fails on a closed stream, which the write below reports.

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use iroh::endpoint::{ConnectError, ConnectingError, Connection, ConnectionError};
+use iroh::endpoint::{
+    ConnectError, ConnectingError, Connection, ConnectionError, RecvStream, SendStream,
+};
 use iroh::{Endpoint, EndpointAddr, EndpointId};
 use tokio::time::Instant;
 
@@ -64,12 +66,30 @@ struct Peer {
 }
 
 impl Peer {
-    /// The connection, if it is open.
-    fn open(&self) -> Option<Connection> {
-        // Cloned before the check: `close_reason` waits for the connection's own lock, which
-        // is no reason to keep the other calls waiting for this one.
-        let conn = lock(&self.conn).clone()?;
-        conn.close_reason().is_none().then_some(conn)
+    /// The connection calls use, if there is one. It may have closed since its last call: then
+    /// it refuses new streams ([`RpcClient::open_stream`]).
+    fn current(&self) -> Option<Connection> {
+        lock(&self.conn).clone()
+    }
+
+    /// A reply came back from the peer.
+    fn healthy(&self) {
+        lock(&self.backoff).succeeded();
+    }
+
+    /// Whether `conn` has closed; if so, it is no longer the peer's connection.
+    fn forget(&self, conn: &Connection) -> bool {
+        if conn.close_reason().is_none() {
+            return false;
+        }
+        let mut slot = lock(&self.conn);
+        if slot
+            .as_ref()
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            *slot = None;
+        }
+        true
     }
 }
 
@@ -140,29 +160,47 @@ impl RpcClient {
         }))
     }
 
-    /// The open connection to `addr`, dialing it (after any backoff) if there is none, with
-    /// the peer's state.
-    async fn connection(
+    /// A new stream to `addr`, with the peer's state and the connection the stream is on.
+    ///
+    /// The stream opens on the peer's connection, dialed (after any backoff) if there is none.
+    /// A connection that closed since the last call refuses the stream, before anything is
+    /// sent on it: it is forgotten and the peer dialed once more, as if it had been noticed
+    /// closed beforehand (which would cost each call a look at it).
+    async fn open_stream(
         &self,
         addr: &EndpointAddr,
-    ) -> Result<(Arc<Peer>, Connection), ClientError> {
+    ) -> Result<(Arc<Peer>, Connection, SendStream, RecvStream), ClientError> {
         let peer = self.peer(addr.id);
-        let conn = self.open_connection(&peer, addr).await?;
-        Ok((peer, conn))
+        let mut may_redial = true;
+        loop {
+            let (conn, dialed) = self.open_connection(&peer, addr).await?;
+            let error = match conn.open_bi().await {
+                Ok((send, recv)) => return Ok((peer, conn, send, recv)),
+                Err(error) => error,
+            };
+            if may_redial && !dialed && peer.forget(&conn) {
+                may_redial = false;
+                continue;
+            }
+            let error = connection_error(addr.id, error);
+            self.broken(addr.id, &conn, &error);
+            return Err(error);
+        }
     }
 
+    /// The peer's connection, and whether this call dialed it.
     async fn open_connection(
         &self,
         peer: &Peer,
         addr: &EndpointAddr,
-    ) -> Result<Connection, ClientError> {
-        if let Some(conn) = peer.open() {
-            return Ok(conn);
+    ) -> Result<(Connection, bool), ClientError> {
+        if let Some(conn) = peer.current() {
+            return Ok((conn, false));
         }
         let _dialing = peer.dialing.lock().await;
         // Another call may have dialed while this one waited.
-        if let Some(conn) = peer.open() {
-            return Ok(conn);
+        if let Some(conn) = peer.current() {
+            return Ok((conn, false));
         }
         let not_before = lock(&peer.backoff).not_before();
         if let Some(at) = not_before {
@@ -172,7 +210,7 @@ impl RpcClient {
         match self.inner.endpoint.connect(addr.clone(), ALPN).await {
             Ok(conn) => {
                 *lock(&peer.conn) = Some(conn.clone());
-                Ok(conn)
+                Ok((conn, true))
             }
             Err(error) => {
                 self.failed(peer);
@@ -205,13 +243,6 @@ impl RpcClient {
     fn failed(&self, peer: &Peer) {
         self.inner.failures.fetch_add(1, Ordering::Relaxed);
         lock(&peer.backoff).failed(Instant::now());
-    }
-}
-
-impl Peer {
-    /// A reply came back from the peer.
-    fn healthy(&self) {
-        lock(&self.backoff).succeeded();
     }
 }
 

@@ -107,3 +107,43 @@ async fn a_failing_peer_is_redialed_only_after_the_backoff() {
     assert_eq!(client.stats().dials, 1);
     assert_eq!(client.stats().failures, 1);
 }
+
+#[tokio::test]
+async fn a_connection_closed_between_calls_is_replaced_by_the_next_call() {
+    // A backoff far past the calls' deadline: a call that waited for it would fail.
+    let endpoint = client().await.endpoint().clone();
+    let client = quiver_rpc::RpcClient::new(
+        endpoint,
+        quiver_rpc::ClientConfig {
+            backoff: quiver_rpc::BackoffPolicy {
+                initial: Duration::from_secs(600),
+                max: Duration::from_secs(600),
+            },
+            ..quiver_rpc::ClientConfig::default()
+        },
+    );
+    let id = client.endpoint().id();
+    let server = TestServer::start(&[id], ServerConfig::default()).await;
+    let call = || {
+        client.unary(
+            &server.addr,
+            SERVICE,
+            ECHO,
+            Bytes::from("hi"),
+            Priority::Normal,
+            Some(Duration::from_secs(20)),
+        )
+    };
+    call().await.expect("the first call");
+
+    // Revoking closes the connection; the peer is let back in at once. The client learns of
+    // the close from the peer's CONNECTION_CLOSE, which loopback delivers within the second.
+    assert!(server.allowlist.remove(&id));
+    server.allowlist.insert(id);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    assert_eq!(call().await.expect("the call after the close"), "hi");
+    let stats = client.stats();
+    assert_eq!(stats.dials, 2, "{stats:?}");
+    assert_eq!(stats.failures, 0, "{stats:?}");
+}

@@ -282,8 +282,8 @@ fn unary(out: &mut String, r: &Results) {
     }
     out.push_str(
         "\nWhat (a) does per call beyond the floor (d): the 24-byte header and its checks on both \
-         sides; on the client, the peer's shared connection (cloned under a per-peer lock and \
-         checked still open) and backoff bookkeeping on each reply; on the server, the stream \
+         sides; on the client, the peer's shared connection (cloned under a per-peer lock; one \
+         that closed is noticed when it refuses the call's stream) and backoff bookkeeping on each reply; on the server, the stream \
          and call limits (semaphores), the dispatch through the `Dispatch` trait, a look at \
          whether the stream ends after its first request (a stream that carries more, a batch, \
          gets a reader and a writer joined by a bounded reply queue, so that a peer that stops \
