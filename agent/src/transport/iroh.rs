@@ -112,16 +112,26 @@ fn decode<Req: Message + Default>(method: Method, payload: &[u8]) -> Result<Req>
 }
 
 impl Dispatch for IrohAdapter {
-    async fn call(&self, service: u16, method: u16, payload: Bytes, ctx: CallContext) -> Reply {
-        let Some(method) = Method::from_ids(service, method) else {
-            let message = format!("no method {method} in service {service}");
-            return Reply::Unary(Err(RpcError::new(Code::Unimplemented, message)));
-        };
-        // Raft messages are not protobuf and carry no trace id.
-        let trace_id = (method.service() != quiver_rpc::ServiceName::Raft)
-            .then(|| quiver_rpc::trace::from_message(&payload))
-            .flatten();
-        super::traced(trace_id, method, self.serve(method, payload, ctx)).await
+    /// Boxed: the services' futures nest deep, and the RPC server holds a call's future in the
+    /// type of every stream's task, which the compiler would otherwise lay out in full.
+    fn call(
+        &self,
+        service: u16,
+        method: u16,
+        payload: Bytes,
+        ctx: CallContext,
+    ) -> impl Future<Output = Reply> + Send {
+        Box::pin(async move {
+            let Some(method) = Method::from_ids(service, method) else {
+                let message = format!("no method {method} in service {service}");
+                return Reply::Unary(Err(RpcError::new(Code::Unimplemented, message)));
+            };
+            // Raft messages are not protobuf and carry no trace id.
+            let trace_id = (method.service() != quiver_rpc::ServiceName::Raft)
+                .then(|| quiver_rpc::trace::from_message(&payload))
+                .flatten();
+            super::traced(trace_id, method, self.serve(method, payload, ctx)).await
+        })
     }
 
     fn changes_state(&self, service: u16, method: u16) -> bool {
