@@ -39,7 +39,11 @@ pub(super) async fn serve<D: Dispatch>(
     };
     let mut frames = FrameReader::new(recv, shared.config.max_payload);
     let writer = ReplyWriter::new(&shared.config, send);
+    // Biased, the frame first: it has usually arrived with the stream, and then the tokens'
+    // futures are never polled (polling one registers it with its token, under a lock that
+    // every stream of the server shares).
     let first = tokio::select! {
+        biased;
         first = frames.next() => first,
         () = shared.abort.cancelled() => return,
         () = shared.shutdown.cancelled() => {
@@ -80,7 +84,9 @@ async fn one_call<D: Dispatch>(gate: &Gate<'_, D>, frame: Frame, mut writer: Rep
     let shared = gate.shared;
     match gate.admit(frame) {
         Next::Call(call) => {
+            // Biased, as above: most calls answer in their first poll.
             tokio::select! {
+                biased;
                 () = call::run(shared, call, &mut writer) => {}
                 () = shared.abort.cancelled() => return,
             }

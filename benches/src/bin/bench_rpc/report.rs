@@ -212,7 +212,8 @@ fn unary(out: &mut String, r: &Results) {
         out,
         "\n### Unary echo, {REQUEST_BYTES}-byte request\n\n\
          Calls per level: {:?} over {} interleaved rounds (each round runs every transport once at \
-         that level; {} uncounted warm-up calls per round). (a) and (d) use one QUIC connection and \
+         that level, starting one transport further on than the round before; {} uncounted \
+         warm-up calls per round). (a) and (d) use one QUIC connection and \
          one bi-stream per call; (c) its own QUIC connection from the same endpoint; (b) one \
          HTTP/2 connection; (e) one TCP connection per call in flight (TCP has no streams). \
          (a)'s calls carry no deadline, like the baselines'. (d) sends a length and the bytes, and \

@@ -1,7 +1,8 @@
 //! Unary echo over the five transports, interleaved: each round runs every transport at one
 //! in-flight level before the next round starts, so that a change in the machine's load during
 //! the run (the cores are shared) falls on every transport alike rather than on whichever ran
-//! last.
+//! last. The order turns by one each round: no transport always runs first or always follows
+//! the same one.
 
 use std::sync::Arc;
 
@@ -99,8 +100,12 @@ pub async fn all(sizes: Sizes) -> anyhow::Result<Vec<Unary>> {
         .collect();
     for (level, (in_flight, calls)) in IN_FLIGHT.into_iter().zip(sizes.calls).enumerate() {
         let per_round = calls.div_ceil(sizes.rounds);
-        for _ in 0..sizes.rounds {
-            for (transport, result) in transports.iter().zip(&mut results) {
+        for round in 0..sizes.rounds {
+            // Each round starts one transport further on, so none always runs first or
+            // always follows the same one.
+            for turn in 0..transports.len() {
+                let i = (round + turn) % transports.len();
+                let (transport, result) = (&transports[i], &mut results[i]);
                 let run = transport
                     .run(payload.clone(), in_flight, per_round, sizes.warmup)
                     .await
