@@ -70,6 +70,7 @@ pub fn operator_binary() -> anyhow::Result<PathBuf> {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
             .args(["build", "-p", "quiver-operator", "--bin", "quiver-operator"])
+            .args(same_profile())
             .current_dir(crate::repo_root())
             .status()
             .context("building quiver-operator")?;
@@ -87,11 +88,22 @@ pub fn agent_binary() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
         .args(["build", "-p", "quiver-agent", "--bin", "quiver-agent"])
+        .args(same_profile())
         .current_dir(crate::repo_root())
         .status()
         .context("building quiver-agent")?;
     anyhow::ensure!(status.success(), "cargo build -p quiver-agent failed");
     Ok(locate_agent_binary(None)?)
+}
+
+/// `--release` when this executable is a release build (a benchmark run with `--release`), so
+/// that the binary built is the one looked for: next to this executable.
+fn same_profile() -> &'static [&'static str] {
+    let release = std::env::current_exe().is_ok_and(|exe| {
+        exe.ancestors()
+            .any(|dir| dir.file_name() == Some("release".as_ref()))
+    });
+    if release { &["--release"] } else { &[] }
 }
 
 /// The transport of test clusters: `QUIVER_TEST_TRANSPORT` (`grpc`, `iroh` or `dual`; default

@@ -86,9 +86,10 @@ fn table(runs: &[Run], calls: usize) -> String {
          each way at random (`numgen random mod 100 < N drop`: this kernel has no netem). \
          {calls} calls per row, one at a time (Health, Status, ListVms, GetResourceSummary in \
          turn), 30 s deadline each, after one untimed call that opens the connection under the \
-         same loss. Latency of the calls that succeeded. A lost packet delays a gRPC call by \
-         at least TCP's 200 ms minimum retransmission timeout, an Iroh call by QUIC's probe \
-         timeout (a few round trips plus the peer's ack delay): hence the p99s under loss.\n"
+         same loss. Latency of the calls that succeeded. A lost packet delays a gRPC call until \
+         TCP retransmits (after a tail-loss probe of a few round trips, or after the \
+         retransmission timeout, 200 ms at least), an Iroh call until QUIC's probe timeout (a \
+         few round trips plus the peer's ack delay): hence the p99s and maxima under loss.\n"
     );
     let _ = writeln!(
         out,
