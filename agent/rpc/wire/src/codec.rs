@@ -1,4 +1,6 @@
-//! [`Frame`]s as a `tokio_util` codec: `FramedRead` / `FramedWrite` over QUIC streams.
+//! [`Frame`]s as a `tokio_util` codec over byte buffers. The RPC layer's readers go through
+//! [`crate::ChunkDecoder`]: it takes a frame that one QUIC chunk holds whole without a copy, and
+//! assembles the others with this codec.
 //!
 //! The decoder tells "need more bytes" (`Ok(None)`) from "malformed" (`Err`). It reserves room
 //! for a payload only after the header passed every check, the maximum length included, so a
