@@ -6,6 +6,9 @@
 //!   must then never grow it, which bounds what it reserves to `24 + max payload` exactly.
 //!   Otherwise its reservations do allocate, and the capacity is held to a looser bound that
 //!   allows for `BytesMut`'s amortised growth.
+//! - byte 0, bit 1: read through [`ChunkDecoder`] instead, each read handed over as a chunk of
+//!   shared memory (as QUIC's `read_chunk` gives them), which takes a frame that a chunk holds
+//!   whole without a copy and assembles the others.
 //! - bytes 1..3: the maximum payload (u16 BE). Small limits reach the paths around the limit
 //!   (a claimed length just above or at it) in short inputs; the default (16 MiB) would only add
 //!   16 MiB allocations that cost ten times the executions per second.
@@ -19,19 +22,24 @@
 
 #![no_main]
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use quiver_wire::{CodecError, Frame, FrameCodec, FrameError, HEADER_LEN, Header};
+use quiver_wire::{ChunkDecoder, CodecError, Frame, FrameCodec, FrameError, HEADER_LEN, Header};
 use tokio_util::codec::Decoder as _;
 
 fuzz_target!(|data: &[u8]| {
     if let Some(input) = Input::parse(data) {
-        run(&input);
+        if input.chunks {
+            run_chunks(&input);
+        } else {
+            run(&input);
+        }
     }
 });
 
 struct Input<'a> {
     keep_room: bool,
+    chunks: bool,
     max_payload: u32,
     reads: Vec<usize>,
     stream: &'a [u8],
@@ -48,6 +56,7 @@ impl<'a> Input<'a> {
             .collect();
         Some(Self {
             keep_room: options & 1 != 0,
+            chunks: options & 2 != 0,
             max_payload,
             reads,
             stream,
@@ -174,5 +183,61 @@ fn decode(codec: &mut FrameCodec, buf: &mut BytesMut, input: &Input<'_>) -> Outc
         Ok(None) => Outcome::NeedMore,
         Err(CodecError::Frame { error, request_id }) => Outcome::Malformed { error, request_id },
         Err(CodecError::Io(error)) => panic!("decode failed on I/O without I/O: {error}"),
+    }
+}
+
+/// [`run`] through [`ChunkDecoder`]: the same outcomes at the same offsets, and never more held
+/// than what was handed over and not yet taken as frames.
+fn run_chunks(input: &Input<'_>) {
+    let max = input.max_payload;
+    let stream = Bytes::copy_from_slice(input.stream);
+    let mut decoder = ChunkDecoder::new(max);
+    let (mut fed, mut at) = (0, 0);
+    let mut reads = input.reads.iter().cycle();
+    while fed < stream.len() {
+        let read = reads.next().copied().unwrap_or(stream.len());
+        let end = fed.saturating_add(read).min(stream.len());
+        decoder.push(stream.slice(fed..end));
+        fed = end;
+        loop {
+            let outcome = match decoder.next_frame() {
+                Ok(Some(frame)) => Outcome::Frame(frame),
+                Ok(None) => Outcome::NeedMore,
+                Err(CodecError::Frame { error, request_id }) => {
+                    Outcome::Malformed { error, request_id }
+                }
+                Err(CodecError::Io(error)) => panic!("decode failed on I/O without I/O: {error}"),
+            };
+            assert_eq!(
+                outcome,
+                expected(&stream[at..fed], max),
+                "decoding chunks at byte {at} with {fed} bytes handed over"
+            );
+            match outcome {
+                Outcome::Frame(frame) => at += HEADER_LEN + frame.payload.len(),
+                Outcome::NeedMore => break,
+                Outcome::Malformed { .. } => return,
+            }
+        }
+        assert!(
+            decoder.buffered() <= fed - at,
+            "{} bytes held, {} handed over and not taken",
+            decoder.buffered(),
+            fed - at
+        );
+        // What is assembled is one frame at most: its header checked, its payload bounded.
+        let bound = 2 * (HEADER_LEN + max as usize + (64 << 10));
+        assert!(
+            decoder.capacity() <= bound,
+            "assembly buffer capacity {} above {bound} bytes",
+            decoder.capacity()
+        );
+    }
+    match decoder.finish() {
+        Ok(None) => assert_eq!(at, fed, "the stream ended inside a frame without an error"),
+        Err(CodecError::Io(error)) => {
+            assert!(at < fed, "an error at a clean end of stream: {error}");
+        }
+        other => panic!("at the end of the stream, after \"need more\": {other:?}"),
     }
 }
