@@ -96,6 +96,8 @@ async fn one_call<D: Dispatch>(gate: &Gate<'_, D>, frame: Frame, mut writer: Rep
                 return;
             }
         }
+        // Only a malformed frame stops a stream, and this one was read whole.
+        Next::Stop => {}
     }
     writer.finish(shared);
 }
@@ -116,6 +118,9 @@ enum Next {
     Reply(Frame),
     /// A reply of one frame, after which the stream is read no more (a malformed frame).
     Last(Frame),
+    /// The stream is read no more, with nothing to answer (a frame too malformed to tell
+    /// which request it belongs to).
+    Stop,
 }
 
 impl<D: Dispatch> Gate<'_, D> {
@@ -179,7 +184,7 @@ impl<D: Dispatch> Gate<'_, D> {
     }
 
     /// The answer to a malformed frame: an Error frame if its request is known.
-    fn malformed(&self, error: &FrameError, request_id: Option<u64>) -> Option<Next> {
+    fn malformed(&self, error: &FrameError, request_id: Option<u64>) -> Next {
         ServerStats::bump(&self.shared.stats.malformed);
         tracing::debug!(peer = %self.peer, ?request_id, "malformed frame: {error}");
         let code = match error {
@@ -187,7 +192,7 @@ impl<D: Dispatch> Gate<'_, D> {
             _ => Code::InvalidArgument,
         };
         let error = RpcError::new(code, error.to_string());
-        request_id.map(|id| Next::Last(error_frame(id, &error)))
+        request_id.map_or(Next::Stop, |id| Next::Last(error_frame(id, &error)))
     }
 }
 
@@ -233,6 +238,11 @@ impl<D: Dispatch> Batch<'_, '_, D> {
                         frames.stop(STOP_MALFORMED);
                         Some(frame)
                     }
+                    Some(Next::Stop) => {
+                        reading = false;
+                        frames.stop(STOP_MALFORMED);
+                        None
+                    }
                     None => {
                         reading = false;
                         None
@@ -262,13 +272,13 @@ impl<D: Dispatch> Batch<'_, '_, D> {
         }
     }
 
-    /// What an item read from the stream leads to; `None` ends the reading (the stream ended,
-    /// broke, or sent a frame too malformed to answer: then it is stopped as well).
+    /// What an item read from the stream leads to; `None` when there is nothing more to read
+    /// (the stream ended or broke).
     fn next(&self, item: Option<Result<Frame, CodecError>>) -> Option<Next> {
         match item {
             Some(Ok(frame)) => Some(self.gate.admit(frame)),
             Some(Err(CodecError::Frame { error, request_id })) => {
-                self.gate.malformed(&error, request_id)
+                Some(self.gate.malformed(&error, request_id))
             }
             // Reset by the peer, the connection is gone, or the stream ended inside a frame.
             Some(Err(CodecError::Io(_))) | None => None,

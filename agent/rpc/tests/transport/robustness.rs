@@ -197,3 +197,27 @@ async fn random_garbage_on_streams_never_breaks_the_server() {
         "the generator produced malformed frames: {stats:?}"
     );
 }
+
+#[tokio::test]
+async fn a_frame_too_malformed_to_answer_stops_its_stream_and_nothing_else() {
+    let (server, client) = pair(ServerConfig::default()).await;
+    let conn = client
+        .endpoint()
+        .connect(server.addr.clone(), ALPN)
+        .await
+        .expect("connect");
+    // A header of a version this server does not read: no request id to answer. The stream
+    // stays open on this side, so only the server can end the exchange.
+    let (mut send, recv) = conn.open_bi().await.expect("stream");
+    send.write_all(&[9; HEADER_LEN]).await.expect("write");
+    let stopped = tokio::time::timeout(Duration::from_secs(20), send.stopped())
+        .await
+        .expect("the server stops the stream")
+        .expect("stream state");
+    // STOP_SENDING code 1: malformed (docs/protocol.md).
+    assert_eq!(stopped.map(|code| code.into_inner()), Some(1));
+    let (replies, _) = read_all(recv).await;
+    assert!(replies.is_empty(), "{replies:?}");
+    assert_eq!(server.server.stats().malformed, 1);
+    echo_works(&client, &server.addr).await;
+}
