@@ -114,6 +114,14 @@ fn decode_in_reads(rng: &mut StdRng, input: &[u8]) -> (Vec<Frame>, Option<CodecE
     (frames, None)
 }
 
+/// Flips one to three random bits of `wire` (not empty).
+fn flip_bits(rng: &mut StdRng, wire: &mut [u8]) {
+    for _ in 0..rng.random_range(1..4) {
+        let at = rng.random_range(0..wire.len());
+        wire[at] ^= 1 << rng.random_range(0..8);
+    }
+}
+
 fn encode_all(frames: &[Frame]) -> Vec<u8> {
     let mut wire = Vec::new();
     for frame in frames {
@@ -159,10 +167,7 @@ fn flipped_bytes_in_valid_streams_never_panic_or_overrun() {
             .map(|_| random_frame(rng))
             .collect();
         let mut wire = encode_all(&frames);
-        for _ in 0..rng.random_range(1..4) {
-            let at = rng.random_range(0..wire.len());
-            wire[at] ^= 1 << rng.random_range(0..8);
-        }
+        flip_bits(rng, &mut wire);
         let (decoded, _error) = decode_in_reads(rng, &wire);
         // Whatever decodes re-encodes to a valid frame: the decoder admits nothing the encoder refuses.
         for frame in decoded {
@@ -216,18 +221,24 @@ async fn framed_read_over_a_byte_stream_yields_frames_then_the_error() {
     writing.await.expect("writer");
 }
 
+/// Takes frames from `next` into `frames` until it needs more bytes (`Ok`) or fails (the error).
+fn take_frames(
+    frames: &mut Vec<Frame>,
+    mut next: impl FnMut() -> Result<Option<Frame>, CodecError>,
+) -> Result<(), String> {
+    while let Some(frame) = next().map_err(|error| error.to_string())? {
+        frames.push(frame);
+    }
+    Ok(())
+}
+
 /// Every frame, then the error if one ended the stream, reading `input` in one buffer.
 fn decode_whole(input: &[u8]) -> (Vec<Frame>, Option<String>) {
     let mut codec = FrameCodec::new(MAX_PAYLOAD);
     let mut buf = BytesMut::from(input);
     let mut frames = Vec::new();
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(frame)) => frames.push(frame),
-            Ok(None) => return (frames, None),
-            Err(error) => return (frames, Some(error.to_string())),
-        }
-    }
+    let end = take_frames(&mut frames, || codec.decode_eof(&mut buf));
+    (frames, end.err())
 }
 
 /// The same through [`ChunkDecoder`], `input` cut into random chunks; asserts its buffer stays
@@ -242,12 +253,8 @@ fn decode_chunks(rng: &mut StdRng, input: &[u8]) -> (Vec<Frame>, Option<String>)
         let take = rng.random_range(1..=(input.len() - at).min(largest_chunk));
         decoder.push(input.slice(at..at + take));
         at += take;
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => frames.push(frame),
-                Ok(None) => break,
-                Err(error) => return (frames, Some(error.to_string())),
-            }
+        if let Err(error) = take_frames(&mut frames, || decoder.next_frame()) {
+            return (frames, Some(error));
         }
         let bound = 4 * (HEADER_LEN + MAX_PAYLOAD as usize);
         assert!(
@@ -256,13 +263,8 @@ fn decode_chunks(rng: &mut StdRng, input: &[u8]) -> (Vec<Frame>, Option<String>)
             decoder.capacity()
         );
     }
-    loop {
-        match decoder.finish() {
-            Ok(Some(frame)) => frames.push(frame),
-            Ok(None) => return (frames, None),
-            Err(error) => return (frames, Some(error.to_string())),
-        }
-    }
+    let end = take_frames(&mut frames, || decoder.finish());
+    (frames, end.err())
 }
 
 #[test]
@@ -278,12 +280,7 @@ fn chunked_decoding_agrees_with_the_buffered_decoder() {
             // Cut short.
             1 if !input.is_empty() => input.truncate(rng.random_range(0..input.len())),
             // Bytes flipped.
-            2 if !input.is_empty() => {
-                for _ in 0..rng.random_range(1..4) {
-                    let at = rng.random_range(0..input.len());
-                    input[at] ^= 1 << rng.random_range(0..8);
-                }
-            }
+            2 if !input.is_empty() => flip_bits(rng, &mut input),
             // Random bytes after the frames, often a valid version.
             _ => {
                 let tail: Vec<u8> = (0..rng.random_range(1..3 * HEADER_LEN))

@@ -160,7 +160,7 @@ impl RpcClient {
         // A server that stops reading (it found the request malformed, or it is shutting down)
         // still answers on the other half: only a lost connection ends the call here.
         if let Err(WriteError::ConnectionLost(error)) = send.write_all_chunks(&mut chunks).await {
-            return Err(call.failed(connection_error(peer, error)).await);
+            return Err(call.failed(connection_error(peer, error)));
         }
         let _ = send.finish();
         Ok(call)
@@ -191,11 +191,11 @@ impl Call {
                 source: "the stream ended before the reply".into(),
             },
         };
-        Err(self.failed(error).await)
+        Err(self.failed(error))
     }
 
-    async fn failed(&self, error: ClientError) -> ClientError {
-        self.client.broken(self.peer, &self.conn, &error);
+    fn failed(&self, error: ClientError) -> ClientError {
+        self.client.broken(&self.link, &self.conn, &error);
         error
     }
 

@@ -82,14 +82,20 @@ impl Peer {
         if conn.close_reason().is_none() {
             return false;
         }
+        self.let_go(conn);
+        true
+    }
+
+    /// Lets go of `conn` if it is still the peer's connection; whether it was.
+    fn let_go(&self, conn: &Connection) -> bool {
         let mut slot = lock(&self.conn);
-        if slot
+        let current = slot
             .as_ref()
-            .is_some_and(|c| c.stable_id() == conn.stable_id())
-        {
+            .is_some_and(|c| c.stable_id() == conn.stable_id());
+        if current {
             *slot = None;
         }
-        true
+        current
     }
 }
 
@@ -183,7 +189,7 @@ impl RpcClient {
                 continue;
             }
             let error = connection_error(addr.id, error);
-            self.broken(addr.id, &conn, &error);
+            self.broken(&peer, &conn, &error);
             return Err(error);
         }
     }
@@ -221,22 +227,13 @@ impl RpcClient {
 
     /// A call on `conn` failed with `error`: if the connection is the cause, forget it and
     /// back off, so the next call redials.
-    fn broken(&self, id: EndpointId, conn: &Connection, error: &ClientError) {
-        if !matches!(
+    fn broken(&self, peer: &Peer, conn: &Connection, error: &ClientError) {
+        let connection_failed = matches!(
             error,
             ClientError::Unreachable { .. } | ClientError::Refused { .. }
-        ) {
-            return;
-        }
-        let peer = self.peer(id);
-        let mut slot = lock(&peer.conn);
-        if slot
-            .as_ref()
-            .is_some_and(|c| c.stable_id() == conn.stable_id())
-        {
-            *slot = None;
-            drop(slot);
-            self.failed(&peer);
+        );
+        if connection_failed && peer.let_go(conn) {
+            self.failed(peer);
         }
     }
 

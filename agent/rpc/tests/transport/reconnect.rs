@@ -70,17 +70,7 @@ async fn the_client_reconnects_after_the_server_restarts() {
 
 #[tokio::test]
 async fn a_failing_peer_is_redialed_only_after_the_backoff() {
-    let endpoint = client().await.endpoint().clone();
-    let client = quiver_rpc::RpcClient::new(
-        endpoint,
-        quiver_rpc::ClientConfig {
-            backoff: quiver_rpc::BackoffPolicy {
-                initial: Duration::from_secs(600),
-                max: Duration::from_secs(600),
-            },
-            ..quiver_rpc::ClientConfig::default()
-        },
-    );
+    let client = client_with_long_backoff().await;
     // The server refuses this client: every attempt fails.
     let server = TestServer::start(&[], ServerConfig::default()).await;
     let call = |deadline: Duration| {
@@ -110,18 +100,7 @@ async fn a_failing_peer_is_redialed_only_after_the_backoff() {
 
 #[tokio::test]
 async fn a_connection_closed_between_calls_is_replaced_by_the_next_call() {
-    // A backoff far past the calls' deadline: a call that waited for it would fail.
-    let endpoint = client().await.endpoint().clone();
-    let client = quiver_rpc::RpcClient::new(
-        endpoint,
-        quiver_rpc::ClientConfig {
-            backoff: quiver_rpc::BackoffPolicy {
-                initial: Duration::from_secs(600),
-                max: Duration::from_secs(600),
-            },
-            ..quiver_rpc::ClientConfig::default()
-        },
-    );
+    let client = client_with_long_backoff().await;
     let id = client.endpoint().id();
     let server = TestServer::start(&[id], ServerConfig::default()).await;
     let call = || {
@@ -146,4 +125,20 @@ async fn a_connection_closed_between_calls_is_replaced_by_the_next_call() {
     let stats = client.stats();
     assert_eq!(stats.dials, 2, "{stats:?}");
     assert_eq!(stats.failures, 0, "{stats:?}");
+}
+
+/// A client whose backoff (10 minutes) is far past any call's deadline here: a call that
+/// waited for it would fail.
+async fn client_with_long_backoff() -> quiver_rpc::RpcClient {
+    let endpoint = client().await.endpoint().clone();
+    quiver_rpc::RpcClient::new(
+        endpoint,
+        quiver_rpc::ClientConfig {
+            backoff: quiver_rpc::BackoffPolicy {
+                initial: Duration::from_secs(600),
+                max: Duration::from_secs(600),
+            },
+            ..quiver_rpc::ClientConfig::default()
+        },
+    )
 }

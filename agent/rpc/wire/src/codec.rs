@@ -38,6 +38,30 @@ impl FrameCodec {
     pub const fn is_pending(&self) -> bool {
         self.pending.is_some()
     }
+
+    /// Takes a whole frame from the front of `chunk` without copying it: its payload shares
+    /// `chunk`'s memory. `Ok(None)`, with `chunk` untouched, when `chunk` does not begin with a
+    /// whole frame or a frame is already half read: then the bytes go through
+    /// [`Decoder::decode`] as usual. The checks are the same.
+    ///
+    /// # Errors
+    /// A malformed header, as [`Decoder::decode`] reports it.
+    pub fn decode_chunk(&mut self, chunk: &mut Bytes) -> Result<Option<Frame>, CodecError> {
+        if self.pending.is_some() {
+            return Ok(None);
+        }
+        let Some(head) = chunk.first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let (header, len) = parse(head, self.max_payload)?;
+        let end = HEADER_LEN + len;
+        if chunk.len() < end {
+            return Ok(None);
+        }
+        let payload = chunk.slice(HEADER_LEN..end);
+        chunk.advance(end);
+        Ok(Some(Frame { header, payload }))
+    }
 }
 
 impl Default for FrameCodec {
@@ -68,32 +92,6 @@ impl From<FrameError> for CodecError {
             error,
             request_id: None,
         }
-    }
-}
-
-impl FrameCodec {
-    /// Takes a whole frame from the front of `chunk` without copying it: its payload shares
-    /// `chunk`'s memory. `Ok(None)`, with `chunk` untouched, when `chunk` does not begin with a
-    /// whole frame or a frame is already half read: then the bytes go through
-    /// [`Decoder::decode`] as usual. The checks are the same.
-    ///
-    /// # Errors
-    /// A malformed header, as [`Decoder::decode`] reports it.
-    pub fn decode_chunk(&mut self, chunk: &mut Bytes) -> Result<Option<Frame>, CodecError> {
-        if self.pending.is_some() {
-            return Ok(None);
-        }
-        let Some(head) = chunk.first_chunk::<HEADER_LEN>() else {
-            return Ok(None);
-        };
-        let (header, len) = parse(head, self.max_payload)?;
-        let end = HEADER_LEN + len;
-        if chunk.len() < end {
-            return Ok(None);
-        }
-        let payload = chunk.slice(HEADER_LEN..end);
-        chunk.advance(end);
-        Ok(Some(Frame { header, payload }))
     }
 }
 

@@ -267,7 +267,7 @@ struct Framed {
 
 /// The most stream data one QUIC packet carries on loopback here (its 1200-byte minimum less
 /// headers, rounded down): a frame longer than this arrives in several chunks.
-const CHUNK: usize = 1100;
+pub const CHUNK: usize = 1100;
 
 /// Serialization: encode the message and frame it as a writer sends it (a 24-byte header and
 /// the payload as two chunks, the payload not copied). Deserialization: the frame's wire bytes

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use quiver_benches::{Samples, fmt_duration};
 
-use crate::codec::{Case, Timing};
+use crate::codec::{CHUNK, Case, Timing};
 use crate::links::Connects;
 use crate::priority::PriorityRun;
 use crate::unary::Unary;
@@ -148,13 +148,14 @@ fn header(out: &mut String, r: &Results) {
 }
 
 fn codec(out: &mut String, r: &Results) {
-    out.push_str(
+    let _ = write!(
+        out,
         "### Codec: the Raft service's messages, framed\n\n\
          The messages are openraft 0.9's, as the agents exchange them: a vote request, a \
          heartbeat (an append with no entries), appends of 1 and 100 entries (each a ledger \
          `PutVm` of about 100 bytes) and a 1 MiB snapshot chunk. Serialize = encode the message \
          (`quiver_raft::wire`: postcard) and frame it as a writer sends it (a 24-byte header and \
-         the payload, not copied); deserialize = the frame's wire bytes in chunks of 1100 bytes, \
+         the payload, not copied); deserialize = the frame's wire bytes in chunks of {CHUNK} bytes, \
          as QUIC delivers them, through the readers' `ChunkDecoder`, and the message from its \
          payload (a frame that fits one chunk is taken without a copy, a longer one is \
          assembled). \"Postcard alone\" = encode into a reused buffer / decode from \
