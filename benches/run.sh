@@ -6,6 +6,8 @@
 #   bash benches/run.sh                  every benchmark, release build, docs rewritten
 #   bash benches/run.sh --smoke          every benchmark at a tiny size, debug build, nothing
 #                                        written: seconds, so CI keeps the harness from rotting
+#                                        (bench-rpc without its (f) baseline, benches/tonic-iroh,
+#                                        a second build of iroh that the full run makes)
 #   bash benches/run.sh [--smoke] rpc e2e   only the named ones (apiserver, agent, e2e, rpc,
 #                                        failover, raft, rollout, scale)
 #
@@ -60,6 +62,14 @@ for name in "${names[@]}"; do
 done
 echo "== build ($profile)"
 cargo build --locked "${build[@]}" "${packages[@]}" --bins
+for name in "${names[@]}"; do
+    if [ "$name" = rpc ] && [ "$smoke" = 0 ]; then
+        # bench-rpc's (f) baseline: its own crate and lockfile (iroh 0.98 cannot share ours).
+        echo "== build benches/tonic-iroh (release)"
+        cargo build --locked --release --manifest-path benches/tonic-iroh/Cargo.toml
+        export QUIVER_TONIC_IROH_BIN="$target/release/bench-tonic-iroh"
+    fi
+done
 
 for name in "${names[@]}"; do
     case "$name" in

@@ -1,11 +1,13 @@
 //! `bench-rpc`: the `quiver/rpc/1` transport against its baselines, in one run.
 //!
-//! Measures the Raft codec (frame + postcard, against JSON), unary round trips at 1/16/64 calls in flight over
-//! this protocol on Iroh, tonic with mutual TLS, irpc-iroh, a raw Iroh bi-stream echo and raw
-//! TCP, bulk throughput, connect and reconnect times, and heartbeat latency under bulk load with
-//! QUIC priorities on and off. Rewrites the `rpc` section of `docs/benchmarks.md` and
-//! `docs/benchmarks/rpc.json`; `--smoke` runs every part at a tiny size and writes nothing (it
-//! keeps the harness from rotting in CI), `--no-write` runs in full and writes nothing.
+//! Measures the Raft codec (frame + postcard, against JSON), unary round trips at 1/16/64 calls
+//! in flight over this protocol on Iroh, tonic with mutual TLS, irpc-iroh, a raw Iroh bi-stream
+//! echo and raw TCP (and tonic over `tonic-iroh-transport`, a crate of its own, when
+//! `benches/run.sh` built it: see `tonic_iroh`), bulk throughput, connect and reconnect times,
+//! and heartbeat latency under bulk load with QUIC priorities on and off. Rewrites the `rpc`
+//! section of `docs/benchmarks.md` and `docs/benchmarks/rpc.json`; `--smoke` runs every part at
+//! a tiny size and writes nothing (it keeps the harness from rotting in CI), `--no-write` runs
+//! in full and writes nothing.
 
 mod codec;
 mod grpc;
@@ -17,6 +19,7 @@ mod priority;
 mod record;
 mod report;
 mod tcp;
+mod tonic_iroh;
 mod unary;
 
 use std::time::Duration;

@@ -243,14 +243,9 @@ fn unary(out: &mut String, r: &Results) {
             );
         }
     }
+    tonic_iroh(out, r);
     out.push_str(
-        "| `tonic-iroh-transport` 0.9 | — | not measured | | | | |\n\n\
-         (c) is `irpc-iroh` with a server that answers each request in its own task. \
-         `tonic-iroh-transport` 0.9 depends on iroh 0.98, which cannot share this workspace's \
-         lockfile with iroh 1.4 (one version of iroh per lockfile, and the two are not \
-         API-compatible): measuring it needs a separate bench crate outside the workspace with \
-         its own lockfile and its own build of iroh 0.98, tonic and rustls, and it is not \
-         measured.\n\n\
+        "\n(c) is `irpc-iroh` with a server that answers each request in its own task.\n\n\
          Targets for (a). \"No slower\" compares p50 and calls/s. The verdict is on all rounds \
          pooled; \"rounds\" gives the lowest and highest of the same ratio taken round by round \
          (same round, same level): where that range straddles the target, the verdict is within \
@@ -300,6 +295,43 @@ fn unary(out: &mut String, r: &Results) {
          (commit 92e6a9c), 1.22× of (d) and 0.92× of (c)'s calls/s at 16 in flight; before \
          that, with each stream's task waiting for its reply's acknowledgement, 1.40–1.46× of \
          (d) in three runs.\n",
+    );
+}
+
+/// (f) and (f0), or why they are missing.
+fn tonic_iroh(out: &mut String, r: &Results) {
+    let f = summary(r, "(f)");
+    if f.is_empty() {
+        let _ = writeln!(
+            out,
+            "| (f) tonic over `tonic-iroh-transport` 0.9 | — | not measured: `{}` was not set \
+             (`bash benches/run.sh rpc` builds `benches/tonic-iroh` and sets it) | | | | |",
+            crate::tonic_iroh::BIN_VAR
+        );
+        return;
+    }
+    let a = summary(r, "(a)");
+    let versus: Vec<String> = IN_FLIGHT
+        .iter()
+        .zip(a.iter().zip(&f))
+        .map(|(n, ((a50, aps), (f50, fps)))| {
+            format!(
+                "{n} in flight {:.2}× / {:.2}×",
+                ratio(*a50, *f50),
+                ratio(*aps, *fps)
+            )
+        })
+        .collect();
+    let _ = write!(
+        out,
+        "\n(f) and (f0) run in a child process, `bench-tonic-iroh` (`benches/tonic-iroh`, a crate \
+         with its own lockfile: `tonic-iroh-transport` 0.9 needs iroh 0.98, which cannot share \
+         this workspace's lockfile with iroh 1.4), driven a run at a time in the same rounds as \
+         the others; its server and client share that process, on loopback. (f) is tonic's \
+         generated client on one `tonic-iroh-transport` channel (HTTP/2 over QUIC); (f0) is \
+         (d)'s raw echo on iroh 0.98, which tells the version of iroh apart from the transport. \
+         (a)'s p50 / calls/s ÷ (f)'s: {}.\n",
+        versus.join(", ")
     );
 }
 

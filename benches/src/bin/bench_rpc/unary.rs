@@ -1,4 +1,4 @@
-//! Unary echo over the five transports, interleaved: each round runs every transport at one
+//! Unary echo over the five transports (and (f), (f0) in a child process when it is built), interleaved: each round runs every transport at one
 //! in-flight level before the next round starts, so that a change in the machine's load during
 //! the run (the cores are shared) falls on every transport alike rather than on whichever ran
 //! last. The order turns by one each round: no transport always runs first or always follows
@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::load::{self, Echo, LoadResult};
 use crate::over_iroh::{RAW_ALPN, RawEchoClient, RpcEcho, Server, client_endpoint, rpc_client};
+use crate::tonic_iroh::Remote;
 use crate::{IN_FLIGHT, REQUEST_BYTES, Sizes, grpc, over_irpc, tcp};
 
 /// Unary results of one transport, one per in-flight level.
@@ -29,6 +30,8 @@ enum Transport {
     Irpc(Arc<over_irpc::IrpcEcho>),
     Raw(Arc<RawEchoClient>),
     Tcp(Arc<tcp::TcpEcho>),
+    /// (f) or (f0), by the child's name for it.
+    Remote(Arc<Remote>, &'static str),
 }
 
 impl Transport {
@@ -39,6 +42,8 @@ impl Transport {
             Self::Irpc(_) => "(c) irpc-iroh 0.17",
             Self::Raw(_) => "(d) raw Iroh bi-stream echo",
             Self::Tcp(_) => "(e) raw TCP, loopback",
+            Self::Remote(_, "f") => "(f) tonic over tonic-iroh-transport 0.9 (iroh 0.98)",
+            Self::Remote(_, _) => "(f0) raw bi-stream echo on iroh 0.98",
         }
     }
 
@@ -64,6 +69,11 @@ impl Transport {
             Self::Irpc(e) => go(e, payload, in_flight, calls, warmup).await,
             Self::Raw(e) => go(e, payload, in_flight, calls, warmup).await,
             Self::Tcp(e) => go(e, payload, in_flight, calls, warmup).await,
+            Self::Remote(remote, which) => {
+                remote
+                    .run(which, payload.len(), in_flight, calls, warmup)
+                    .await
+            }
         }
     }
 }
@@ -77,7 +87,7 @@ pub async fn all(sizes: Sizes) -> anyhow::Result<Vec<Unary>> {
         .connect(server.addr.clone(), over_irpc::ALPN)
         .await?;
     let (tcp_addr, tcp_server) = tcp::server().await?;
-    let transports = [
+    let mut transports = vec![
         Transport::Rpc(Arc::new(RpcEcho {
             // A clone: the endpoint closes, with every connection on it, when its last
             // handle drops.
@@ -89,6 +99,10 @@ pub async fn all(sizes: Sizes) -> anyhow::Result<Vec<Unary>> {
         Transport::Raw(Arc::new(RawEchoClient { conn: raw_conn })),
         Transport::Tcp(tcp::TcpEcho::connect(tcp_addr, IN_FLIGHT[2]).await?),
     ];
+    if let Some(remote) = Remote::start().await? {
+        transports.push(Transport::Remote(Arc::clone(&remote), "f"));
+        transports.push(Transport::Remote(remote, "f0"));
+    }
     let payload = Bytes::from(vec![0x42; REQUEST_BYTES]);
     let mut results: Vec<Unary> = transports
         .iter()
