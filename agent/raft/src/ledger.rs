@@ -48,7 +48,10 @@ pub struct DesiredVm {
     pub cpus: u32,
     pub memory_mib: u64,
     pub node_selector: BTreeMap<String, String>,
-    /// The agent's `PutVmRequest`, encoded; opaque to the ledger.
+    /// The agent's `PutVmRequest`, encoded; opaque to the ledger. One byte string to serde
+    /// (postcard writes the same bytes as for a sequence of `u8`, JSON the same array), read
+    /// and written in one piece rather than a byte at a time.
+    #[serde(with = "serde_bytes")]
     pub request: Vec<u8>,
 }
 
@@ -624,6 +627,53 @@ pub fn place(ledger: &Ledger, vm: &DesiredVm, avoid: Option<&str>) -> Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vm_s_request_bytes_encode_as_a_sequence_of_u8_did() {
+        /// [`DesiredVm`] as it was, its request a plain `Vec<u8>` (serde: one `u8` at a time).
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Before {
+            uid: String,
+            generation: i64,
+            cpus: u32,
+            memory_mib: u64,
+            node_selector: BTreeMap<String, String>,
+            request: Vec<u8>,
+        }
+        let vm = DesiredVm {
+            uid: "vm-1".into(),
+            generation: 2,
+            cpus: 1,
+            memory_mib: 256,
+            node_selector: BTreeMap::from([("zone".into(), "a".into())]),
+            request: (0..=255).collect(),
+        };
+        let before = Before {
+            uid: vm.uid.clone(),
+            generation: vm.generation,
+            cpus: vm.cpus,
+            memory_mib: vm.memory_mib,
+            node_selector: vm.node_selector.clone(),
+            request: vm.request.clone(),
+        };
+        // The Raft messages (postcard) and the database (JSON) read what the other wrote.
+        let wire = postcard::to_stdvec(&vm).expect("encode");
+        assert_eq!(wire, postcard::to_stdvec(&before).expect("encode"));
+        assert_eq!(
+            postcard::from_bytes::<DesiredVm>(&wire).expect("decode"),
+            vm
+        );
+        let json = serde_json::to_vec(&vm).expect("encode");
+        assert_eq!(json, serde_json::to_vec(&before).expect("encode"));
+        assert_eq!(
+            serde_json::from_slice::<DesiredVm>(&json).expect("decode"),
+            vm
+        );
+        assert_eq!(
+            serde_json::from_slice::<Before>(&json).expect("decode"),
+            before
+        );
+    }
 
     fn host(name: &str, memory_mib: u64) -> Command {
         Command::RegisterHost {

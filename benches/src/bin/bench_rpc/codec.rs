@@ -185,6 +185,11 @@ pub struct Timing {
     /// Frame + postcard, as the transport does it.
     pub ser: Duration,
     pub de: Duration,
+    /// The frame alone: the same path around a payload already encoded (ser: the header and
+    /// the two chunks; de: the chunks through `ChunkDecoder`, the payload not decoded). The
+    /// transport's share of `ser` and `de`.
+    pub frame_ser: Duration,
+    pub frame_de: Duration,
     /// Postcard alone, into a reused buffer / from a slice: the floor of this encoding.
     pub alone_ser: Duration,
     pub alone_de: Duration,
@@ -201,10 +206,12 @@ pub fn all(sizes: Sizes) -> anyhow::Result<Vec<(Case, Timing)>> {
     for case in cases() {
         let timing = time(&case, sizes.codec_batches, sizes.codec_batch_time)?;
         println!(
-            "codec {}: ser {:?} de {:?} (postcard alone {:?} / {:?}; JSON {:?} / {:?})",
+            "codec {}: ser {:?} de {:?} (frame alone {:?} / {:?}; postcard alone {:?} / {:?}; JSON {:?} / {:?})",
             case.name,
             timing.ser,
             timing.de,
+            timing.frame_ser,
+            timing.frame_de,
             timing.alone_ser,
             timing.alone_de,
             timing.json_ser,
@@ -277,8 +284,8 @@ pub const CHUNK: usize = 1100;
 /// timed region.
 fn framed(
     case: &Case,
-    encode: &Op,
-    decode: &DecodeOp,
+    encode: &dyn Fn() -> anyhow::Result<Bytes>,
+    decode: &dyn Fn(&[u8]) -> anyhow::Result<()>,
     batches: usize,
     batch_time: Duration,
 ) -> anyhow::Result<Framed> {
@@ -331,17 +338,31 @@ fn framed(
     Ok(Framed { ser, de, wire })
 }
 
-/// Times one case: frame + postcard, postcard alone, frame + JSON.
+/// Times one case: frame + postcard, the frame alone, postcard alone, frame + JSON.
 pub fn time(case: &Case, batches: usize, batch_time: Duration) -> anyhow::Result<Timing> {
-    let postcard = framed(case, &case.encode, &case.decode, batches, batch_time)?;
-    let json = framed(
+    let postcard = framed(
         case,
-        &case.encode_json,
-        &case.decode_json,
+        &|| Ok((case.encode)()?.into()),
+        &case.decode,
         batches,
         batch_time,
     )?;
     let payload = postcard.wire.slice(HEADER_LEN..);
+    // The same frames around the payload already encoded (shared, not copied), not decoded.
+    let frame_alone = framed(
+        case,
+        &|| Ok(payload.clone()),
+        &|_| Ok(()),
+        batches,
+        batch_time,
+    )?;
+    let json = framed(
+        case,
+        &|| Ok((case.encode_json)()?.into()),
+        &case.decode_json,
+        batches,
+        batch_time,
+    )?;
     let per_batch = {
         let started = Instant::now();
         (case.decode)(&payload)?;
@@ -366,6 +387,8 @@ pub fn time(case: &Case, batches: usize, batch_time: Duration) -> anyhow::Result
     Ok(Timing {
         ser: postcard.ser,
         de: postcard.de,
+        frame_ser: frame_alone.ser,
+        frame_de: frame_alone.de,
         alone_ser,
         alone_de,
         json_ser: json.ser,

@@ -26,6 +26,8 @@ pub fn json(r: &Results) -> Value {
                 "json_wire_bytes": t.json_wire_bytes,
                 "ser_ns": ns(t.ser),
                 "de_ns": ns(t.de),
+                "frame_alone_ser_ns": ns(t.frame_ser),
+                "frame_alone_de_ns": ns(t.frame_de),
                 "postcard_alone_ser_ns": ns(t.alone_ser),
                 "postcard_alone_de_ns": ns(t.alone_de),
                 "json_ser_ns": ns(t.json_ser),
