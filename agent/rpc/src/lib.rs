@@ -72,8 +72,8 @@ pub use iroh;
 pub use methods::{Method, ServiceName};
 pub use modes::{TransportMode, TransportModes, Wire};
 pub use quiver_wire::{
-    ChunkDecoder, CodecError, DEFAULT_MAX_PAYLOAD, Frame, FrameCodec, FrameError, FrameType,
-    HEADER_LEN, Header, Priority, codec, frame,
+    COALESCE_MAX, ChunkDecoder, CodecError, DEFAULT_MAX_PAYLOAD, Frame, FrameChunks, FrameCodec,
+    FrameError, FrameType, HEADER_LEN, Header, Priority, codec, frame,
 };
 pub use relay::{Relay, RelayError, peer_addr};
 pub use server::{ALPN, PeerHealth, PeerTable, RpcServer, ServerConfig, ServerCounts};

@@ -2,7 +2,8 @@
 //!
 //! Reading takes QUIC's received chunks as they are and hands them to a [`ChunkDecoder`], which
 //! takes a frame from a chunk without a copy when the chunk holds it whole. (Writing hands QUIC
-//! a frame's header and payload as two chunks in one call: [`Frame::into_chunks`].)
+//! a frame as one chunk, or its header and a long payload as two, in one call:
+//! [`Frame::into_chunks`].)
 
 use bytes::Bytes;
 use futures::FutureExt as _;

@@ -159,7 +159,9 @@ impl RpcClient {
         };
         // A server that stops reading (it found the request malformed, or it is shutting down)
         // still answers on the other half: only a lost connection ends the call here.
-        if let Err(WriteError::ConnectionLost(error)) = send.write_all_chunks(&mut chunks).await {
+        if let Err(WriteError::ConnectionLost(error)) =
+            send.write_all_chunks(chunks.as_mut_slice()).await
+        {
             return Err(call.failed(connection_error(peer, error)));
         }
         let _ = send.finish();

@@ -342,7 +342,7 @@ impl ReplySink for &mut ReplyWriter {
         let written = match frame.into_chunks(self.max_payload) {
             Ok(mut chunks) => self
                 .send
-                .write_all_chunks(&mut chunks)
+                .write_all_chunks(chunks.as_mut_slice())
                 .await
                 .map_err(|e| e.to_string()),
             Err(error) => Err(error.to_string()),

@@ -309,14 +309,48 @@ impl Frame {
         Ok(bytes)
     }
 
-    /// The frame as the two chunks a writer hands QUIC in one call: its header, and its
-    /// payload as it is, not copied.
+    /// The frame as the chunks a writer hands QUIC in one call. A payload of at most
+    /// [`COALESCE_MAX`] bytes is copied behind its header into one chunk; a longer one goes as
+    /// it is, not copied, after a chunk of its header.
     ///
     /// # Errors
     /// As [`Self::encode_header`].
-    pub fn into_chunks(self, max_payload: u32) -> Result<[Bytes; 2], FrameError> {
+    pub fn into_chunks(self, max_payload: u32) -> Result<FrameChunks, FrameError> {
         let header = self.encode_header(max_payload)?;
-        Ok([Bytes::copy_from_slice(&header), self.payload])
+        if self.payload.len() <= COALESCE_MAX {
+            let mut whole = Vec::with_capacity(HEADER_LEN + self.payload.len());
+            whole.extend_from_slice(&header);
+            whole.extend_from_slice(&self.payload);
+            return Ok(FrameChunks {
+                chunks: [whole.into(), Bytes::new()],
+                count: 1,
+            });
+        }
+        Ok(FrameChunks {
+            chunks: [Bytes::copy_from_slice(&header), self.payload],
+            count: 2,
+        })
+    }
+}
+
+/// The largest payload [`Frame::into_chunks`] copies behind its header. Handing QUIC one chunk
+/// rather than two costs a copy of the payload and saves QUIC's work on a second chunk, which
+/// for small frames is worth more than the copy (`bench-rpc`'s unary echo, its commit message
+/// and `docs/benchmarks.md`). Above this, the payload (a snapshot chunk, a bulk message) is not
+/// copied.
+pub const COALESCE_MAX: usize = 4096;
+
+/// A frame's bytes on the wire as one or two chunks ([`Frame::into_chunks`]).
+#[derive(Debug)]
+pub struct FrameChunks {
+    chunks: [Bytes; 2],
+    count: usize,
+}
+
+impl FrameChunks {
+    /// The chunks, in order, for `SendStream::write_all_chunks`.
+    pub fn as_mut_slice(&mut self) -> &mut [Bytes] {
+        &mut self.chunks[..self.count]
     }
 }
 
@@ -365,6 +399,29 @@ mod tests {
             request_id: 0x0102_0304_0506_0708,
             deadline_ms: 0,
         }
+    }
+
+    #[test]
+    fn chunks_are_the_encoded_frame_one_chunk_when_small_the_payload_shared_when_long() {
+        for len in [0, 1, COALESCE_MAX, COALESCE_MAX + 1, 1 << 20] {
+            let payload = Bytes::from(vec![0x5a; len]);
+            let frame = Frame::new(header(FrameType::Response), payload.clone());
+            let mut wire = Vec::new();
+            frame
+                .encode(&mut wire, DEFAULT_MAX_PAYLOAD)
+                .expect("encode");
+            let mut chunks = frame.into_chunks(DEFAULT_MAX_PAYLOAD).expect("chunks");
+            let chunks = chunks.as_mut_slice();
+            assert_eq!(chunks.concat(), wire, "{len} bytes");
+            if len <= COALESCE_MAX {
+                assert_eq!(chunks.len(), 1, "{len} bytes");
+            } else {
+                assert_eq!(chunks.len(), 2, "{len} bytes");
+                assert_eq!(chunks[1].as_ptr(), payload.as_ptr(), "{len} bytes: copied");
+            }
+        }
+        let too_long = Frame::new(header(FrameType::Response), vec![0; 10]);
+        assert!(too_long.into_chunks(9).is_err());
     }
 
     #[test]

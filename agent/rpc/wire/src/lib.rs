@@ -21,4 +21,7 @@ pub mod frame;
 
 pub use chunks::ChunkDecoder;
 pub use codec::{CodecError, FrameCodec};
-pub use frame::{DEFAULT_MAX_PAYLOAD, Frame, FrameError, FrameType, HEADER_LEN, Header, Priority};
+pub use frame::{
+    COALESCE_MAX, DEFAULT_MAX_PAYLOAD, Frame, FrameChunks, FrameError, FrameType, HEADER_LEN,
+    Header, Priority,
+};

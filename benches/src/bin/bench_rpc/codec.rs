@@ -17,7 +17,7 @@ use openraft::{
 use quiver_raft::ledger::DesiredVm;
 use quiver_raft::{Batch, Command, TypeConfig, wire};
 use quiver_rpc::{
-    ChunkDecoder, DEFAULT_MAX_PAYLOAD, Frame, FrameType, HEADER_LEN, Header, Priority,
+    ChunkDecoder, DEFAULT_MAX_PAYLOAD, Frame, FrameChunks, FrameType, HEADER_LEN, Header, Priority,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -186,7 +186,7 @@ pub struct Timing {
     pub ser: Duration,
     pub de: Duration,
     /// The frame alone: the same path around a payload already encoded (ser: the header and
-    /// the two chunks; de: the chunks through `ChunkDecoder`, the payload not decoded). The
+    /// the chunks made; de: the chunks through `ChunkDecoder`, the payload not decoded). The
     /// transport's share of `ser` and `de`.
     pub frame_ser: Duration,
     pub frame_de: Duration,
@@ -276,8 +276,9 @@ struct Framed {
 /// headers, rounded down): a frame longer than this arrives in several chunks.
 pub const CHUNK: usize = 1100;
 
-/// Serialization: encode the message and frame it as a writer sends it (a 24-byte header and
-/// the payload as two chunks, the payload not copied). Deserialization: the frame's wire bytes
+/// Serialization: encode the message and frame it as a writer sends it (`Frame::into_chunks`:
+/// one chunk, header and payload, up to `COALESCE_MAX` bytes of payload; above, the header and
+/// the payload not copied). Deserialization: the frame's wire bytes
 /// as QUIC delivers them, in chunks of [`CHUNK`] bytes (split off the clock, as the socket
 /// would), through the readers' [`ChunkDecoder`], then its payload decoded: a frame that fits a
 /// chunk is taken without a copy, a longer one is assembled. Every result is dropped inside the
@@ -289,11 +290,11 @@ fn framed(
     batches: usize,
     batch_time: Duration,
 ) -> anyhow::Result<Framed> {
-    let encode_one = || -> anyhow::Result<[Bytes; 2]> {
+    let encode_one = || -> anyhow::Result<FrameChunks> {
         let frame = Frame::new(header(case.priority), encode()?);
         Ok(frame.into_chunks(DEFAULT_MAX_PAYLOAD)?)
     };
-    let wire: Bytes = encode_one()?.concat().into();
+    let wire: Bytes = encode_one()?.as_mut_slice().concat().into();
     let chunks: Vec<Bytes> = (0..wire.len())
         .step_by(CHUNK)
         .map(|at| wire.slice(at..(at + CHUNK).min(wire.len())))

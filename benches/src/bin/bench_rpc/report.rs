@@ -154,8 +154,8 @@ fn codec(out: &mut String, r: &Results) {
          The messages are openraft 0.9's, as the agents exchange them: a vote request, a \
          heartbeat (an append with no entries), appends of 1 and 100 entries (each a ledger \
          `PutVm` of about 100 bytes) and a 1 MiB snapshot chunk. Serialize = encode the message \
-         (`quiver_raft::wire`: postcard) and frame it as a writer sends it (a 24-byte header and \
-         the payload, not copied); deserialize = the frame's wire bytes in chunks of {CHUNK} bytes, \
+         (`quiver_raft::wire`: postcard) and frame it as a writer sends it (one chunk of header and \
+         payload up to 4 KiB of payload; above, a 24-byte header and the payload, not copied); deserialize = the frame's wire bytes in chunks of {CHUNK} bytes, \
          as QUIC delivers them, through the readers' `ChunkDecoder`, and the message from its \
          payload (a frame that fits one chunk is taken without a copy, a longer one is \
          assembled). \"Frame alone\" = the same, around the payload already encoded, which is \
@@ -205,7 +205,7 @@ fn codec(out: &mut String, r: &Results) {
         out,
         "\nWhere the codec time goes. \"Frame alone\" is the transport's share, measured in the \
          same run: the same frame around the payload already encoded (ser: the header written \
-         and checked, the two chunks made; de: the chunks through `ChunkDecoder`, the payload \
+         and checked, the chunks made; de: the chunks through `ChunkDecoder`, the payload \
          not decoded). For a heartbeat it takes {} and for a vote {}, against 10× the published \
          figures, 38 ns / 21 ns and 41 ns / 24 ns: framing alone, before any message is encoded \
          or decoded, is about the whole budget that target leaves. Serializing a message adds \
@@ -303,7 +303,8 @@ fn unary(out: &mut String, r: &Results) {
          reading cannot make the server buffer without bound), and the finished reply stream \
          kept in a list that a graceful shutdown (or a live transport switch) waits on, so that \
          none loses a reply. Frames are taken from QUIC's received chunks without a copy and \
-         written as two chunks, header and payload, without one. (c) and (d) write their \
+         written as one chunk, header and payload together, up to 4 KiB of payload (the copy costs \
+         less than QUIC's work on a second chunk), above that as two, the payload not copied. (c) and (d) write their \
          reply, finish the stream and are done. At 1 in flight this is a few µs on a round trip \
          of tens of µs; at 16 and 64 in flight the machine is CPU-bound and every µs of CPU per \
          call shows in the ratios. Earlier versions of (a), same command: with a reader, a \
