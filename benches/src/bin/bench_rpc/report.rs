@@ -131,7 +131,9 @@ fn header(out: &mut String, r: &Results) {
     let _ = write!(
         out,
         "## RPC transport: `quiver/rpc/1` over Iroh\n\n\
-         Command: `cargo run --release -p quiver-benches --bin bench-rpc` (or `bash benches/run.sh`); \
+         Command: `bash benches/run.sh rpc` (it builds `benches/tonic-iroh` for (f) and runs \
+         `bench-rpc`; `cargo run --release -p quiver-benches --bin bench-rpc` alone leaves (f) \
+         out); \
          `-- --smoke` runs every part at a tiny size and writes nothing. JSON beside this file: \
          `docs/benchmarks/rpc.json`. One process: servers and clients share the machine over \
          loopback. Machine: {}. Load average before / after the run: {} / {}. Iroh 1.4 (QUIC by \
@@ -215,12 +217,14 @@ fn codec(out: &mut String, r: &Results) {
          (`quiver_raft::wire::SnapshotChunk`; the same bytes as openraft's `Vec<u8>`), so its \
          serialization copies the data once (into postcard's buffer) and its deserialization \
          twice (the frame assembled from about a thousand chunks, then the data into openraft's \
-         `Vec<u8>`). One copy of 1 MiB into a new buffer takes {} here, in the same run: 10× the \
-         published figures (8.4 µs / 18.7 µs) is below one copy, and openraft 0.9's `Vec<u8>` \
-         needs one on each side.",
+         `Vec<u8>`). One copy of 1 MiB into a new buffer takes {} here, in the same run, and \
+         the frame alone {}: 10× the published figures (8.4 µs / 18.7 µs) leaves less than one \
+         copy to serialize, which openraft 0.9's `Vec<u8>` needs, and less than gathering the \
+         frame from QUIC's chunks to deserialize.",
         frame_of("heartbeat"),
         frame_of("vote"),
-        quiver_benches::fmt_duration(r.copy_mib)
+        quiver_benches::fmt_duration(r.copy_mib),
+        frame_of("snapshot chunk, 1 MiB")
     );
 }
 
@@ -234,8 +238,11 @@ fn unary(out: &mut String, r: &Results) {
          one bi-stream per call; (c) its own QUIC connection from the same endpoint; (b) one \
          HTTP/2 connection; (e) one TCP connection per call in flight (TCP has no streams). \
          (a)'s calls carry no deadline, like the baselines'. (d) sends a length and the bytes, and \
-         the server echoes them as soon as they are in: the least any request/response protocol \
-         on one QUIC stream per call can do.\n\n\
+         the server echoes them as soon as they are in: the least work any request/response \
+         protocol on one QUIC stream per call can do, which is what bounds calls/s at 16 and 64 \
+         in flight, where the cores are busy. At 1 in flight the cores are mostly idle and a \
+         round trip is mostly threads waking up, which depends on where tokio runs each task: \
+         there (d) is no floor, its rounds and (a)'s vary widely, and (a) can come out ahead.\n\n\
          | transport | in flight | p50 | p99 | calls/s | p50 ÷ (d) | calls/s ÷ (d) |\n\
          |---|---|---|---|---|---|---|\n",
         r.sizes.calls, r.sizes.rounds, r.sizes.warmup
