@@ -230,4 +230,13 @@ impl HostStatus {
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
+
+    /// Whether the host is Ready; `None` until its agent first answered a heartbeat (Ready is
+    /// False then, reason `NotConnected`, but nothing is known yet of the VMs there).
+    #[must_use]
+    pub fn readiness(&self) -> Option<bool> {
+        self.heartbeat_time.as_ref()?;
+        self.condition(crate::condition::READY)
+            .map(|c| c.status == "True")
+    }
 }

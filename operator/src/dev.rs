@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use quiver_crds::condition::GUEST_READY;
-use quiver_crds::{Host, MicroVM};
+use quiver_crds::{Host, HostStatus, MicroVM};
 use quiver_rpc::identity::{KEY_FILE, load_or_create_key};
 use quiver_rpc::{Relay, TransportMode};
 
@@ -385,6 +385,7 @@ impl std::fmt::Display for StopReport {
 /// Applies the demo VM, prints its phases as it boots and `kubectl get mvm` once the guest is
 /// ready. Fails when it is not ready within `timeout`.
 async fn demo(client: &Client, kubeconfig: &Path, timeout: Duration) -> Result<()> {
+    wait_hosts_ready(client, timeout).await?;
     let vm: MicroVM = serde_yaml_ng::from_str(DEMO_MANIFEST)
         .map_err(|e| Error::Dev(format!("demo manifest: {e}")))?;
     let name = vm.name_any();
@@ -431,6 +432,41 @@ async fn demo(client: &Client, kubeconfig: &Path, timeout: Duration) -> Result<(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     print_get_mvm(&api, kubeconfig).await
+}
+
+/// Waits until every Host is Ready (its agent heartbeats and holds its Raft lease), as a user
+/// would before applying VMs: a VM applied earlier runs all the same, but its status says its
+/// host is not Ready until the next heartbeat.
+async fn wait_hosts_ready(client: &Client, timeout: Duration) -> Result<()> {
+    let api: Api<Host> = Api::all(client.clone());
+    let start = Instant::now();
+    loop {
+        let hosts = api.list(&ListParams::default()).await?;
+        let waiting: Vec<String> = hosts
+            .iter()
+            .filter(|h| h.status.as_ref().and_then(HostStatus::readiness) != Some(true))
+            .map(ResourceExt::name_any)
+            .collect();
+        if waiting.is_empty() && !hosts.items.is_empty() {
+            println!(
+                "hosts Ready after {:.1}s: {}",
+                start.elapsed().as_secs_f64(),
+                hosts
+                    .iter()
+                    .map(ResourceExt::name_any)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(Error::Dev(format!(
+                "hosts not Ready within {timeout:?}: {}; check `kubectl get qh` and the agent logs",
+                waiting.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// `kubectl get mvm` with the real kubectl when it is on PATH, else the same columns.

@@ -141,17 +141,18 @@ pub fn desired_status(vm: &MicroVM, obs: &Observation<'_>) -> MicroVMStatus {
     status
 }
 
-/// The VM's host stopped heartbeating (or its Host is gone): nobody can vouch for the VM, so
-/// Ready turns False and GuestReady Unknown, while the phase stays the last one the host
-/// reported, because the VM may well still run there.
+/// The VM's host is not Ready (its agent stopped answering or lost its lease, or its Host is
+/// gone): nobody can vouch for the VM, so Ready turns False and GuestReady Unknown, while the
+/// phase stays the last one the host reported, because the VM may well still run there.
 fn host_not_ready(host: &str, status: &mut MicroVMStatus, conds: &mut Conditions<'_>) {
     let last = status
         .phase
         .map_or_else(|| "unknown".to_owned(), |p| format!("{p:?}"));
     let msg = format!(
-        "host {host} is not Ready (no heartbeat, or its Host was removed); the VM was last \
-         reported {last} there and may still be running; its state is unknown until the host \
-         reports again (check `kubectl get qh {host}` and the agent on {host})"
+        "host {host} is not Ready (its agent does not answer or holds no Raft lease, or its \
+         Host was removed); the VM was last reported {last} there and may still be running; its \
+         state is unknown until the host is Ready again (check `kubectl get qh {host}` and the \
+         agent on {host})"
     );
     conds.set(READY, "False", "HostNotReady", &msg);
     conds.set(GUEST_READY, "Unknown", "HostNotReady", &msg);

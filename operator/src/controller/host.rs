@@ -55,10 +55,10 @@ pub async fn reconcile(host: Arc<Host>, ctx: Arc<Context>) -> Result<Action> {
             .await?;
         ctx.host_status_changed();
     }
-    let ready = desired.condition(READY).map(|c| c.status.clone());
+    let ready = desired.readiness();
     ctx.host_seen(
         &name,
-        ready.as_deref().map(|r| r == "True"),
+        ready,
         &format!(
             "{ready:?}/{:?}/{:?}/{}/{}",
             host.labels(),
@@ -251,5 +251,10 @@ mod tests {
     fn never_reached_agent_is_not_ready() {
         let s = host_status(&spec(), None, None, &at(0), INTERVAL);
         assert_eq!(ready(&s), ("False".into(), "NotConnected".into()));
+        assert_eq!(s.readiness(), None, "nothing is known of its VMs yet");
+        let up = host_status(&spec(), Some(&s), Some(&report()), &at(1), INTERVAL);
+        assert_eq!(up.readiness(), Some(true));
+        let lost = host_status(&spec(), Some(&up), None, &at(8), INTERVAL);
+        assert_eq!(lost.readiness(), Some(false));
     }
 }

@@ -17,7 +17,6 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Api, Resource, ResourceExt};
-use quiver_crds::condition::READY;
 use quiver_crds::{API_VERSION, MicroVM, MicroVMPhase, MicroVMStatus, VM_FINALIZER};
 use quiver_rpc::proto;
 
@@ -149,8 +148,7 @@ fn host_ready(ctx: &Context, host: &str) -> Option<bool> {
     if let Some(ready) = ctx.host_ready(host) {
         return Some(ready);
     }
-    let status = object.status.as_ref()?;
-    status.condition(READY).map(|c| c.status == "True")
+    object.status.as_ref()?.readiness()
 }
 
 /// The host running the VM, as the agents' reports or the VM's status name it.
