@@ -1,8 +1,8 @@
-//! Unary echo over the five transports (and (f), (f0) in a child process when it is built), interleaved: each round runs every transport at one
-//! in-flight level before the next round starts, so that a change in the machine's load during
-//! the run (the cores are shared) falls on every transport alike rather than on whichever ran
-//! last. The order turns by one each round: no transport always runs first or always follows
-//! the same one.
+//! Unary echo over the five transports (and (f), (f0) in a child process when it is built),
+//! interleaved: each round runs every transport at one in-flight level before the next round
+//! starts, so that a change in the machine's load during the run (the cores are shared) falls
+//! on every transport alike rather than on whichever ran last. The order turns by one each
+//! round: no transport always runs first or always follows the same one.
 
 use std::sync::Arc;
 
