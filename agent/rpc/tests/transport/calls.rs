@@ -8,8 +8,8 @@ use quiver_rpc::error::ClientError;
 use quiver_rpc::{Code, FrameType, Priority, ServerConfig};
 
 use crate::common::{
-    COUNT, ECHO, GATED, MISSING, SERVICE, SLEEP, eventually, exchange, millis, pair, request,
-    rpc_error,
+    COUNT, ECHO, GATED, MISSING, SERVICE, SLEEP, eventually, exchange, millis, pair,
+    raw_connection, request, rpc_error,
 };
 
 const DEADLINE: Option<Duration> = Some(Duration::from_secs(20));
@@ -128,11 +128,7 @@ async fn server_stream_yields_every_message_then_ends() {
 #[tokio::test]
 async fn batched_requests_on_one_stream_are_each_answered_by_request_id() {
     let (server, client) = pair(ServerConfig::default()).await;
-    let conn = client
-        .endpoint()
-        .connect(server.addr.clone(), quiver_rpc::ALPN)
-        .await
-        .expect("connect");
+    let conn = raw_connection(&client, &server).await;
     // The slow call comes first: the quick ones do not wait behind it.
     let frames = vec![
         request(SLEEP, 10, 0, millis(200)),
@@ -173,11 +169,7 @@ async fn batched_requests_on_one_stream_are_each_answered_by_request_id() {
 #[tokio::test]
 async fn a_call_past_its_deadline_gets_deadline_exceeded_from_the_server() {
     let (server, client) = pair(ServerConfig::default()).await;
-    let conn = client
-        .endpoint()
-        .connect(server.addr.clone(), quiver_rpc::ALPN)
-        .await
-        .expect("connect");
+    let conn = raw_connection(&client, &server).await;
     let (replies, error) = exchange(&conn, vec![request(SLEEP, 1, 50, millis(60_000))]).await;
     assert_eq!(error, None);
     assert_eq!(replies.len(), 1);
@@ -276,11 +268,7 @@ async fn calls_beyond_the_connection_limit_are_refused_and_every_request_is_answ
         ..ServerConfig::default()
     })
     .await;
-    let conn = client
-        .endpoint()
-        .connect(server.addr.clone(), quiver_rpc::ALPN)
-        .await
-        .expect("connect");
+    let conn = raw_connection(&client, &server).await;
     // Gated calls run until the test lets them go: the first two hold both slots meanwhile.
     let frames = (0..50).map(|id| request(GATED, id, 0, "")).collect();
     let exchanged = tokio::spawn(async move { exchange(&conn, frames).await });

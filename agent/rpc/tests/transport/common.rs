@@ -235,6 +235,16 @@ pub async fn pair(config: ServerConfig) -> (TestServer, RpcClient) {
     (server, client)
 }
 
+/// A bare `quiver/rpc/1` connection from `client`'s endpoint to `server`, for tests that write
+/// frames (or garbage) themselves.
+pub async fn raw_connection(client: &RpcClient, server: &TestServer) -> Connection {
+    client
+        .endpoint()
+        .connect(server.addr.clone(), ALPN)
+        .await
+        .expect("connect")
+}
+
 pub fn request(method: u16, request_id: u64, deadline_ms: u32, payload: impl Into<Bytes>) -> Frame {
     Frame::new(
         Header {

@@ -5,11 +5,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use iroh::endpoint::Connection;
 use quiver_rpc::error::ClientError;
-use quiver_rpc::{ALPN, Code, Frame, FrameType, HEADER_LEN, Priority, RpcClient, ServerConfig};
+use quiver_rpc::{Code, Frame, FrameType, HEADER_LEN, Priority, RpcClient, ServerConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{ECHO, SERVICE, exchange, pair, read_all, request, rpc_error};
+use crate::common::{ECHO, SERVICE, exchange, pair, raw_connection, read_all, request, rpc_error};
 
 const DEADLINE: Option<Duration> = Some(Duration::from_secs(20));
 const SMALL_MAX: u32 = 64 * 1024;
@@ -45,11 +45,7 @@ pub async fn echo_works(client: &RpcClient, addr: &iroh::EndpointAddr) {
 #[tokio::test]
 async fn an_oversized_frame_fails_its_request_while_another_stream_completes() {
     let (server, client) = pair(small_payloads()).await;
-    let conn = client
-        .endpoint()
-        .connect(server.addr.clone(), ALPN)
-        .await
-        .expect("connect");
+    let conn = raw_connection(&client, &server).await;
 
     // Stream A: a request one byte over the server's maximum, of which only part is sent.
     let (mut send, recv) = conn.open_bi().await.expect("stream A");
@@ -179,11 +175,7 @@ async fn random_garbage_on_streams_never_breaks_the_server() {
     let (server, client) = pair(small_payloads()).await;
     let mut rng = StdRng::seed_from_u64(seed);
     for round in 0..4 {
-        let conn = client
-            .endpoint()
-            .connect(server.addr.clone(), ALPN)
-            .await
-            .expect("connect");
+        let conn = raw_connection(&client, &server).await;
         for _ in 0..25 {
             send_garbage(&conn, &mut rng).await;
         }
@@ -201,11 +193,7 @@ async fn random_garbage_on_streams_never_breaks_the_server() {
 #[tokio::test]
 async fn a_frame_too_malformed_to_answer_stops_its_stream_and_nothing_else() {
     let (server, client) = pair(ServerConfig::default()).await;
-    let conn = client
-        .endpoint()
-        .connect(server.addr.clone(), ALPN)
-        .await
-        .expect("connect");
+    let conn = raw_connection(&client, &server).await;
     // A header of a version this server does not read: no request id to answer. The stream
     // stays open on this side, so only the server can end the exchange.
     let (mut send, recv) = conn.open_bi().await.expect("stream");

@@ -227,10 +227,7 @@ pub fn copy_floor(sizes: Sizes) -> anyhow::Result<Duration> {
     let data = vec![0x5a_u8; 1 << 20];
     let started = Instant::now();
     black_box(data.clone());
-    let one = started.elapsed().max(Duration::from_nanos(50));
-    let per_batch = usize::try_from(sizes.codec_batch_time.as_nanos() / one.as_nanos())
-        .unwrap_or(usize::MAX)
-        .clamp(1, 100_000);
+    let per_batch = calls_per_batch(sizes.codec_batch_time, started.elapsed());
     median_of(
         sizes.codec_batches,
         per_batch,
@@ -240,6 +237,15 @@ pub fn copy_floor(sizes: Sizes) -> anyhow::Result<Duration> {
             Ok(())
         },
     )
+}
+
+/// Calls per batch for an operation that took `one` once: enough to fill `batch_time`, within
+/// bounds (a clock's resolution below 50 ns; at most 100 000 calls).
+fn calls_per_batch(batch_time: Duration, one: Duration) -> usize {
+    let one = one.max(Duration::from_nanos(50));
+    usize::try_from(batch_time.as_nanos() / one.as_nanos())
+        .unwrap_or(usize::MAX)
+        .clamp(1, 100_000)
 }
 
 /// Median time of one `op` over `batches` batches of `per_batch` calls, after one uncounted
@@ -324,10 +330,7 @@ fn framed(
     let started = Instant::now();
     black_box(encode_one()?);
     decode_one(&mut inputs_for(1))?;
-    let one = started.elapsed().max(Duration::from_nanos(50));
-    let per_batch = usize::try_from(batch_time.as_nanos() / one.as_nanos())
-        .unwrap_or(usize::MAX)
-        .clamp(1, 100_000);
+    let per_batch = calls_per_batch(batch_time, started.elapsed());
 
     let ser = median_of(
         batches,
@@ -373,14 +376,9 @@ pub fn time(case: &Case, batches: usize, batch_time: Duration) -> anyhow::Result
         batches,
         batch_time,
     )?;
-    let per_batch = {
-        let started = Instant::now();
-        (case.decode)(&payload)?;
-        let one = started.elapsed().max(Duration::from_nanos(50));
-        usize::try_from(batch_time.as_nanos() / one.as_nanos())
-            .unwrap_or(usize::MAX)
-            .clamp(1, 100_000)
-    };
+    let started = Instant::now();
+    (case.decode)(&payload)?;
+    let per_batch = calls_per_batch(batch_time, started.elapsed());
     let mut reused = Vec::with_capacity(payload.len());
     let alone_ser = median_of(
         batches,
